@@ -1,0 +1,100 @@
+"""Command line: `advantage-service serve` and `advantage-service export-model`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from service.config import Settings, env_default
+
+
+def _serve_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="run the gRPC server (env: ADVANTAGE_<OPTION>)")
+    defaults = Settings()
+    serve.add_argument("--host", default=env_default("host", defaults.host))
+    serve.add_argument("--port", type=int, default=env_default("port", defaults.port))
+    serve.add_argument(
+        "--model-repository",
+        type=Path,
+        default=env_default("model_repository", None),
+        help="folder of model folders (each with a model.json); default: the built-in demo model",
+    )
+    serve.add_argument(
+        "--device",
+        default=env_default("device", defaults.device),
+        help="auto (CUDA when present), cpu, cuda or cuda:N",
+    )
+    serve.add_argument(
+        "--max-message-mb",
+        type=float,
+        default=env_default("max_message_mb", defaults.max_message_mb),
+        help="largest request or response accepted, in MiB",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=env_default("workers", defaults.workers),
+        help="compute threads",
+    )
+    serve.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=env_default("grace_seconds", defaults.grace_seconds),
+        help="how long SIGTERM/SIGINT lets in-flight calls finish",
+    )
+
+
+def _export_parser(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export-model", help="write the built-in demo model as a model-repository folder"
+    )
+    export.add_argument("folder", type=Path, help="destination folder (created)")
+    export.add_argument("--name", default="demo")
+    export.add_argument("--format", choices=("torch.export", "torchscript"), default="torch.export")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `advantage-service` console script."""
+    parser = argparse.ArgumentParser(prog="advantage-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(commands)
+    _export_parser(commands)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        from service.server import serve
+
+        settings = Settings(
+            host=args.host,
+            port=int(args.port),
+            model_repository=Path(args.model_repository) if args.model_repository else None,
+            device=args.device,
+            max_message_mb=float(args.max_message_mb),
+            workers=int(args.workers),
+            grace_seconds=float(args.grace_seconds),
+        )
+        asyncio.run(serve(settings))
+    else:
+        from service.models.demo import demo_manifest, demo_networks
+        from service.models.export import export_model
+
+        value, actor = demo_networks()
+        manifest = demo_manifest()
+        export_model(
+            args.folder,
+            args.name,
+            manifest.inputs,
+            value_network=value,
+            actor_network=actor,
+            action=manifest.action,
+            file_format=args.format,
+        )
+        print(f"wrote model {args.name!r} to {args.folder}")
+
+
+if __name__ == "__main__":
+    main()

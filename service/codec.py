@@ -1,0 +1,203 @@
+"""Protobuf ↔ tensors: the only module that knows the wire encoding.
+
+Tensors travel as dtype + shape + raw little-endian row-major bytes. Decoding wraps the request's
+bytes without copying (`torch.frombuffer`); the tensors are read-only by contract, since nothing
+downstream writes into its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from service.errors import InvalidArgument
+from service.pb.advantage.v1 import advantage_pb2 as pb
+
+if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
+    raise ImportError("advantage-service decodes raw little-endian tensors in place")
+
+# The request's bytes are immutable; torch warns once that it cannot enforce that. Nothing in the
+# service writes into decoded inputs, so the zero-copy view is safe.
+warnings.filterwarnings("ignore", message="The given buffer is not writable")
+
+DTYPE_TO_TORCH: dict[int, torch.dtype] = {
+    pb.DTYPE_FLOAT32: torch.float32,
+    pb.DTYPE_FLOAT64: torch.float64,
+    pb.DTYPE_BOOL: torch.bool,
+    pb.DTYPE_INT64: torch.int64,
+    pb.DTYPE_INT32: torch.int32,
+    pb.DTYPE_FLOAT16: torch.float16,
+    pb.DTYPE_BFLOAT16: torch.bfloat16,
+    pb.DTYPE_UINT8: torch.uint8,
+}
+TORCH_TO_DTYPE: dict[torch.dtype, int] = {v: k for k, v in DTYPE_TO_TORCH.items()}
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def dtype_name(dtype: int | torch.dtype) -> str:
+    """Human name of a wire or torch dtype, as used in error messages ("float32")."""
+    if isinstance(dtype, torch.dtype):
+        return str(dtype).removeprefix("torch.")
+    return (
+        pb.DType.Name(dtype).removeprefix("DTYPE_").lower()
+        if dtype in DTYPE_TO_TORCH
+        else (f"unspecified ({dtype})")
+    )
+
+
+def decode_tensor(message: pb.Tensor, name: str) -> torch.Tensor:
+    """Wrap a wire tensor's bytes as a torch tensor (no copy), checking dtype, shape and length."""
+    dtype = DTYPE_TO_TORCH.get(message.dtype)
+    if dtype is None:
+        raise InvalidArgument(f"{name}: dtype is {dtype_name(message.dtype)}; set a DType")
+    shape = tuple(message.shape)
+    if any(size < 0 for size in shape):
+        raise InvalidArgument(f"{name}: shape {list(shape)} has a negative dimension")
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    expected = math.prod(shape) * itemsize
+    if len(message.raw_data) != expected:
+        raise InvalidArgument(
+            f"{name}: raw_data has {len(message.raw_data)} bytes, expected {expected} "
+            f"(shape {list(shape)} × {itemsize} bytes of {dtype_name(dtype)})"
+        )
+    if expected == 0:
+        return torch.empty(shape, dtype=dtype)
+    if dtype is torch.bool:
+        as_bytes = torch.frombuffer(message.raw_data, dtype=torch.uint8)
+        if bool((as_bytes > 1).any()):
+            raise InvalidArgument(f"{name}: bool tensor has bytes other than 0 and 1")
+        return as_bytes.view(torch.bool).view(shape)
+    return torch.frombuffer(message.raw_data, dtype=dtype).view(shape)
+
+
+def encode_tensor(tensor: torch.Tensor) -> pb.Tensor:
+    """Serialise a tensor (any device) to the wire form: one copy into the message's bytes."""
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    dtype = TORCH_TO_DTYPE[tensor.dtype]
+    if tensor.dtype is torch.bfloat16:  # numpy has no bfloat16; its bits are an int16
+        tensor = tensor.view(torch.int16)
+    raw = tensor.contiguous().numpy().tobytes()
+    return pb.Tensor(dtype=dtype, shape=list(tensor.shape), raw_data=raw)
+
+
+def _shape_text(shape: tuple[int, ...] | torch.Size) -> str:
+    return str(list(shape))
+
+
+def _expect(tensor: torch.Tensor, name: str, shape: tuple[int, ...], what: str = "") -> None:
+    if tuple(tensor.shape) != shape:
+        because = f" ({what})" if what else ""
+        raise InvalidArgument(
+            f"{name}: expected shape {_shape_text(shape)}{because}, got {_shape_text(tensor.shape)}"
+        )
+
+
+def _expect_dtype(tensor: torch.Tensor, name: str, dtypes: tuple[torch.dtype, ...]) -> None:
+    if tensor.dtype not in dtypes:
+        wanted = " or ".join(dtype_name(d) for d in dtypes)
+        raise InvalidArgument(f"{name}: expected dtype {wanted}, got {dtype_name(tensor.dtype)}")
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A decoded, shape-checked trajectory batch; per-step tensors are [*B, T]."""
+
+    reward: torch.Tensor
+    done: torch.Tensor
+    terminated: torch.Tensor
+    compact: bool
+    observation: dict[str, torch.Tensor] = field(default_factory=dict)
+    next_observation: dict[str, torch.Tensor] = field(default_factory=dict)
+    state_value: torch.Tensor | None = None
+    next_state_value: torch.Tensor | None = None
+    action: torch.Tensor | None = None
+    sample_log_prob: torch.Tensor | None = None
+    log_prob: torch.Tensor | None = None
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """[*B, T]."""
+        return tuple(self.reward.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The computation's dtype: the reward's."""
+        return self.reward.dtype
+
+
+def _optional(message: pb.Trajectory, name: str) -> torch.Tensor | None:
+    if not message.HasField(name):
+        return None
+    return decode_tensor(getattr(message, name), f"trajectory.{name}")
+
+
+def decode_trajectory(message: pb.Trajectory) -> Trajectory:
+    """Decode and cross-check a Trajectory: every per-step tensor has the reward's [*B, T]."""
+    if not message.HasField("reward"):
+        raise InvalidArgument("trajectory.reward: required, [*B, T] float32 or float64")
+    reward = decode_tensor(message.reward, "trajectory.reward")
+    _expect_dtype(reward, "trajectory.reward", FLOAT_DTYPES)
+    if reward.dim() < 1:
+        raise InvalidArgument(
+            f"trajectory.reward: expected shape [*B, T] with at least a time dimension, "
+            f"got {_shape_text(reward.shape)}"
+        )
+    steps = tuple(reward.shape)
+    if not message.HasField("done"):
+        raise InvalidArgument(f"trajectory.done: required, bool of shape {_shape_text(steps)}")
+    done = decode_tensor(message.done, "trajectory.done")
+    _expect_dtype(done, "trajectory.done", (torch.bool,))
+    _expect(done, "trajectory.done", steps, "the reward's [*B, T]")
+    terminated = _optional(message, "terminated")
+    if terminated is None:
+        terminated = done
+    else:
+        _expect_dtype(terminated, "trajectory.terminated", (torch.bool,))
+        _expect(terminated, "trajectory.terminated", steps, "the reward's [*B, T]")
+
+    per_step: dict[str, torch.Tensor | None] = {}
+    for name in ("state_value", "next_state_value", "sample_log_prob", "log_prob"):
+        tensor = _optional(message, name)
+        if tensor is not None:
+            _expect_dtype(tensor, f"trajectory.{name}", (reward.dtype,))
+            _expect(tensor, f"trajectory.{name}", steps, "the reward's [*B, T]")
+        per_step[name] = tensor
+    if (per_step["state_value"] is None) != (per_step["next_state_value"] is None):
+        raise InvalidArgument(
+            "trajectory.state_value / trajectory.next_state_value: send both or neither "
+            "(neither = the server's value network computes them)"
+        )
+    action = _optional(message, "action")
+    if action is not None and tuple(action.shape[: len(steps)]) != steps:
+        raise InvalidArgument(
+            f"trajectory.action: expected shape [*B, T, *action_shape] with [*B, T] = "
+            f"{_shape_text(steps)}, got {_shape_text(action.shape)}"
+        )
+    form = message.form
+    if form not in (
+        pb.TRAJECTORY_FORM_UNSPECIFIED,
+        pb.TRAJECTORY_FORM_FULL,
+        pb.TRAJECTORY_FORM_COMPACT,
+    ):
+        raise InvalidArgument(f"trajectory.form: unknown value {form}")
+    return Trajectory(
+        reward=reward,
+        done=done,
+        terminated=terminated,
+        compact=form == pb.TRAJECTORY_FORM_COMPACT,
+        observation=_decode_map(message.observation, "trajectory.observation"),
+        next_observation=_decode_map(message.next_observation, "trajectory.next_observation"),
+        action=action,
+        **per_step,
+    )
+
+
+def _decode_map(entries: Mapping[str, pb.Tensor], name: str) -> dict[str, torch.Tensor]:
+    return {key: decode_tensor(entries[key], f"{name}[{key!r}]") for key in sorted(entries)}

@@ -1,0 +1,209 @@
+"""ComputeAdvantage's work: network evaluation (full or compact form) and the estimator.
+
+Runs in a worker thread, never on the event loop. Everything here takes decoded tensors and
+returns tensors; the wire format stays in `service.codec`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from service import distributions
+from service.codec import Trajectory, dtype_name
+from service.errors import FailedPrecondition, InvalidArgument
+from service.estimator_spec import EstimatorSpec, run_estimator
+from service.models.model import Model
+
+
+@dataclass(frozen=True)
+class AdvantageResult:
+    """Estimator outputs, [*B, T] in the reward's dtype, plus what produced them."""
+
+    advantage: torch.Tensor
+    value_target: torch.Tensor
+    state_value: torch.Tensor | None  # None when the client sent the values
+    next_state_value: torch.Tensor | None
+    parameter_version: int
+    network_ms: float
+    estimator_ms: float
+
+
+def _check_inputs(
+    model: Model, tensors: dict[str, torch.Tensor], field: str, prefix: tuple[int, ...], what: str
+) -> list[torch.Tensor]:
+    """Check a Trajectory observation map against the model's inputs; return them in order."""
+    expected = [spec.name for spec in model.manifest.inputs]
+    if sorted(tensors) != sorted(expected):
+        raise InvalidArgument(
+            f"{field}: expected keys {sorted(expected)} (model {model.name!r}), "
+            f"got {sorted(tensors)}"
+        )
+    ordered = []
+    for spec in model.manifest.inputs:
+        tensor, name = tensors[spec.name], f"{field}[{spec.name!r}]"
+        shape = (*prefix, *spec.shape)
+        if tuple(tensor.shape) != shape:
+            raise InvalidArgument(
+                f"{name}: expected shape {list(shape)} ({what}), got {list(tensor.shape)}"
+            )
+        wanted = model.input_dtype(spec.name)
+        if tensor.dtype != wanted:
+            raise InvalidArgument(
+                f"{name}: expected dtype {dtype_name(wanted)}, got {dtype_name(tensor.dtype)}"
+            )
+        ordered.append(tensor)
+    return ordered
+
+
+def _rows(
+    inputs: list[list[torch.Tensor]], model: Model, prefix_dims: list[int]
+) -> list[torch.Tensor]:
+    """Flatten each group's [*prefix, *shape] inputs to rows and stack groups: one network batch."""
+    stacked = []
+    for position, spec in enumerate(model.manifest.inputs):
+        parts = [
+            group[position].reshape(-1, *spec.shape)
+            for group, dims in zip(inputs, prefix_dims, strict=True)
+            if dims
+        ]
+        joined = parts[0] if len(parts) == 1 else torch.cat(parts)
+        stacked.append(joined.to(model.device, non_blocking=True))
+    return stacked
+
+
+def _require_finite(values: torch.Tensor, used: torch.Tensor, field: str) -> None:
+    if not bool(torch.isfinite(values[used]).all()):
+        raise InvalidArgument(
+            f"{field}: the value network returned NaN/Inf for steps whose value is used; "
+            "check the observations there"
+        )
+
+
+def network_values(model: Model, trajectory: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V(s_t), V(s_{t+1})) as [*B, T] from one value-network pass over the observations.
+
+    Full form: rows are observation then next_observation (2·B·T). Compact form: rows are the
+    B·(T+1) observations then the K true next observations of truncated steps. The bootstrap at
+    terminated steps is never used and is set to 0 (it may be NaN in TorchRL's compact storage).
+    """
+    if model.value_network is None:
+        raise FailedPrecondition(
+            f"model {model.name!r} has no value network; send trajectory.state_value and "
+            "trajectory.next_state_value"
+        )
+    steps = trajectory.batch_shape
+    batch, horizon = steps[:-1], steps[-1]
+    terminated, done = trajectory.terminated, trajectory.done
+    if trajectory.compact:
+        truncated = done & ~terminated
+        count = int(truncated.sum())
+        observed = _check_inputs(
+            model, trajectory.observation, "trajectory.observation", (*batch, horizon + 1),
+            "compact form: [*B, T + 1, *shape]",
+        )  # fmt: skip
+        true_next = _check_inputs(
+            model, trajectory.next_observation, "trajectory.next_observation", (count,),
+            "compact form: [K, *shape], K = number of truncated steps",
+        )  # fmt: skip
+        rows = _rows([observed, true_next], model, [math.prod(steps) + math.prod(batch), count])
+        values = model.value(rows).to("cpu", non_blocking=False)
+        chained = values[: math.prod(batch) * (horizon + 1)].view(*batch, horizon + 1)
+        state_value, next_state_value = chained[..., :-1], chained[..., 1:]
+        if count:
+            next_state_value = next_state_value.masked_scatter(truncated, values[-count:])
+    else:
+        observed = _check_inputs(
+            model, trajectory.observation, "trajectory.observation", steps, "[*B, T, *shape]"
+        )
+        following = _check_inputs(
+            model, trajectory.next_observation, "trajectory.next_observation", steps,
+            "[*B, T, *shape]",
+        )  # fmt: skip
+        rows = _rows([observed, following], model, [math.prod(steps)] * 2)
+        values = model.value(rows).to("cpu", non_blocking=False).view(2, *steps)
+        state_value, next_state_value = values[0], values[1]
+    next_state_value = torch.where(
+        terminated, torch.zeros((), dtype=values.dtype), next_state_value
+    )
+    _require_finite(state_value, torch.ones_like(done), "trajectory.observation")
+    _require_finite(next_state_value, ~terminated, "trajectory.next_observation")
+    return state_value, next_state_value
+
+
+def current_log_prob(model: Model, trajectory: Trajectory) -> torch.Tensor:
+    """log π(a_t | s_t) under the model's actor, [*B, T]."""
+    if trajectory.log_prob is not None:
+        return trajectory.log_prob
+    if model.actor_network is None or model.manifest.action is None:
+        raise FailedPrecondition(
+            f"vtrace: model {model.name!r} has no actor network; send trajectory.log_prob"
+        )
+    if trajectory.action is None:
+        raise InvalidArgument("trajectory.action: required for vtrace with the server's actor")
+    steps = trajectory.batch_shape
+    observation = trajectory.observation
+    if trajectory.compact:  # the T + 1st observation is a bootstrap, not a step the actor took
+        time_dim = len(steps) - 1
+        observation = {key: obs.narrow(time_dim, 0, steps[-1]) for key, obs in observation.items()}
+    inputs = _check_inputs(model, observation, "trajectory.observation", steps, "[*B, T, *shape]")
+    rows = _rows([inputs], model, [math.prod(steps)])
+    spec = model.manifest.action
+    action = trajectory.action.reshape(math.prod(steps), *trajectory.action.shape[len(steps) :])
+    outputs = model.actor(rows)
+    params = (
+        {"logits": outputs[0]}
+        if spec.distribution == "categorical"
+        else {"loc": outputs[0], "scale": outputs[1]}
+    )
+    try:
+        dist = distributions.make_distribution(spec.distribution, params)
+        log_prob = distributions.log_prob(dist, action.to(model.device, non_blocking=True))
+    except ValueError as error:
+        raise InvalidArgument(f"trajectory.action: {error}") from error
+    return log_prob.to("cpu").view(steps)
+
+
+def compute_advantage(model: Model, trajectory: Trajectory, spec: EstimatorSpec) -> AdvantageResult:
+    """Evaluate the networks as needed, then the estimator, under one parameter version."""
+    if trajectory.reward.numel() == 0:
+        raise InvalidArgument(
+            "trajectory.reward: expected at least one step, "
+            f"got shape {list(trajectory.batch_shape)}"
+        )
+    if spec.needs_log_probs and trajectory.sample_log_prob is None:
+        raise InvalidArgument("trajectory.sample_log_prob: required for vtrace (behaviour policy)")
+    dtype = trajectory.dtype
+    start = time.perf_counter()
+    with model.lock, torch.inference_mode():
+        version = model.parameter_version
+        computed = trajectory.state_value is None
+        if computed:
+            state_value, next_state_value = network_values(model, trajectory)
+        else:
+            state_value, next_state_value = trajectory.state_value, trajectory.next_state_value
+        log_pi = current_log_prob(model, trajectory) if spec.needs_log_probs else None
+    network_done = time.perf_counter()
+    advantage, value_target = run_estimator(
+        spec,
+        state_value=state_value.to(dtype),
+        next_state_value=next_state_value.to(dtype),
+        reward=trajectory.reward,
+        done=trajectory.done,
+        terminated=trajectory.terminated,
+        log_pi=None if log_pi is None else log_pi.to(dtype),
+        log_mu=trajectory.sample_log_prob,
+    )
+    finished = time.perf_counter()
+    return AdvantageResult(
+        advantage=advantage,
+        value_target=value_target,
+        state_value=state_value.to(dtype) if computed else None,
+        next_state_value=next_state_value.to(dtype) if computed else None,
+        parameter_version=version,
+        network_ms=(network_done - start) * 1e3,
+        estimator_ms=(finished - network_done) * 1e3,
+    )

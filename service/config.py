@@ -1,0 +1,43 @@
+"""Server settings, from the command line or ADVANTAGE_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ENV_PREFIX = "ADVANTAGE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `advantage-service serve` can be told."""
+
+    host: str = "[::]"
+    port: int = 50051
+    model_repository: Path | None = None
+    device: str = "auto"
+    max_message_mb: float = 64.0
+    workers: int = 2
+    grace_seconds: float = 10.0
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Receive and send limit for one gRPC message."""
+        return int(self.max_message_mb * 1024 * 1024)
+
+    def torch_device(self) -> torch.device:
+        """The device networks and estimators run on ("auto" = CUDA when present)."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
+        return device
+
+
+def env_default(name: str, default: object) -> object:
+    """The value of ADVANTAGE_<NAME> if set, else `default` (for argparse defaults)."""
+    return os.environ.get(ENV_PREFIX + name.upper(), default)

@@ -1,0 +1,61 @@
+"""Load network files and model folders (a Triton-like model repository)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from service.models.manifest import MANIFEST_NAME, ManifestError, load_manifest
+from service.models.model import Model
+
+log = logging.getLogger(__name__)
+
+
+def load_network(path: Path, device: torch.device) -> nn.Module:
+    """Load a `.pt2` (torch.export) or `.pt` (TorchScript) network onto `device`."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: network file not found")
+    if path.suffix == ".pt2":
+        network = torch.export.load(str(path)).module()
+    elif path.suffix == ".pt":
+        with warnings.catch_warnings():
+            # TorchScript still loads and runs in torch 2.13; the deprecation is for authors.
+            warnings.filterwarnings("ignore", message=".*deprecated.*")
+            network = torch.jit.load(str(path), map_location=device)
+    else:
+        raise ManifestError(f"{path}: expected a .pt2 (torch.export) or .pt (TorchScript) file")
+    return network.to(device)
+
+
+def load_model(folder: Path, device: torch.device) -> Model:
+    """Load one model folder (`model.json` + network files)."""
+    manifest = load_manifest(folder)
+    networks = {
+        key: load_network(folder / spec.file, device)
+        for key, spec in (
+            ("value_network", manifest.value_network),
+            ("actor_network", manifest.actor_network),
+        )
+        if spec is not None
+    }
+    return Model(manifest=manifest, device=device, **networks)
+
+
+def load_repository(root: Path, device: torch.device) -> dict[str, Model]:
+    """Load every model folder under `root` (each sub-folder holding a `model.json`)."""
+    if not root.is_dir():
+        raise ManifestError(f"{root}: model repository folder not found")
+    models: dict[str, Model] = {}
+    for folder in sorted(p for p in root.iterdir() if (p / MANIFEST_NAME).is_file()):
+        model = load_model(folder, device)
+        if model.name in models:
+            raise ManifestError(f"{folder}: model name {model.name!r} is used twice")
+        models[model.name] = model
+        log.info("loaded model %s from %s on %s", model.name, folder, device)
+    if not models:
+        raise ManifestError(f"{root}: no sub-folder holds a {MANIFEST_NAME}")
+    return models

@@ -1,0 +1,164 @@
+"""The model manifest: `model.json` in each folder of a model repository.
+
+Example (written by `service.models.export.export_model`):
+
+    {
+      "name": "cartpole",
+      "inputs": [{"name": "observation", "shape": [4], "dtype": "float32"}],
+      "value_network": {"file": "value.pt2"},
+      "actor_network": {"file": "actor.pt2"},
+      "action": {"distribution": "categorical", "shape": [], "num_actions": 2},
+      "defaults": {"gamma": 0.99, "lmbda": 0.95}
+    }
+
+Networks take the inputs positionally in the listed order, each [N, *shape], and return:
+value network → [N, 1] (or [N]); categorical actor → logits [N, num_actions]; normal and
+tanh-normal actors → a (loc, scale) pair, each [N, *action_shape]. Files ending in `.pt2` are
+loaded with `torch.export.load`, files ending in `.pt` with `torch.jit.load` (TorchScript).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "model.json"
+INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool")
+DISTRIBUTIONS = ("categorical", "normal", "tanh_normal")
+
+
+class ManifestError(ValueError):
+    """A manifest is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One network input: its key in the trajectory and its per-step shape and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class NetworkFile:
+    """A serialised network, relative to the model folder."""
+
+    file: str
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """The actor's action distribution. `low`/`high` bound tanh-normal actions."""
+
+    distribution: str
+    shape: tuple[int, ...] = ()
+    num_actions: int = 0
+    low: float = -1.0
+    high: float = 1.0
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Estimator knobs used when a request leaves them unset (TorchRL's defaults)."""
+
+    gamma: float = 0.99
+    lmbda: float = 0.95
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the server needs to load and describe one model."""
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    value_network: NetworkFile | None = None
+    actor_network: NetworkFile | None = None
+    action: ActionSpec | None = None
+    defaults: Defaults = field(default_factory=Defaults)
+
+    def to_json(self) -> str:
+        """Serialise (tuples become lists; absent networks are omitted)."""
+        data = {k: v for k, v in asdict(self).items() if v is not None}
+        return json.dumps(data, indent=2) + "\n"
+
+    def save(self, folder: Path) -> Path:
+        """Write `model.json` into `folder`."""
+        path = folder / MANIFEST_NAME
+        path.write_text(self.to_json())
+        return path
+
+
+def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise ManifestError(f"{where}: missing key {key!r}")
+    value = data[key]
+    if not isinstance(value, kind):
+        raise ManifestError(f"{where}.{key}: expected {kind}, got {type(value).__name__}")
+    return value
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
+        raise ManifestError(f"{where}: expected a list of positive integers, got {value!r}")
+    return tuple(value)
+
+
+def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
+    """Validate a decoded manifest; `where` names its file in error messages."""
+    name = _require(data, "name", str, where)
+    inputs = []
+    for i, item in enumerate(_require(data, "inputs", list, where)):
+        spot = f"{where}.inputs[{i}]"
+        dtype = item.get("dtype", "float32")
+        if dtype not in INPUT_DTYPES:
+            raise ManifestError(f"{spot}.dtype: expected one of {INPUT_DTYPES}, got {dtype!r}")
+        shape = _shape(item.get("shape"), f"{spot}.shape")
+        inputs.append(InputSpec(name=_require(item, "name", str, spot), shape=shape, dtype=dtype))
+    if not inputs:
+        raise ManifestError(f"{where}.inputs: at least one input is required")
+    networks = {}
+    for key in ("value_network", "actor_network"):
+        if data.get(key) is not None:
+            networks[key] = NetworkFile(file=_require(data[key], "file", str, f"{where}.{key}"))
+    if not networks:
+        raise ManifestError(f"{where}: needs a value_network, an actor_network or both")
+    action = None
+    if "actor_network" in networks:
+        spec = _require(data, "action", dict, where)
+        distribution = _require(spec, "distribution", str, f"{where}.action")
+        if distribution not in DISTRIBUTIONS:
+            raise ManifestError(
+                f"{where}.action.distribution: expected one of {DISTRIBUTIONS}, "
+                f"got {distribution!r}"
+            )
+        action = ActionSpec(
+            distribution=distribution,
+            shape=tuple(spec.get("shape", [])),
+            num_actions=int(spec.get("num_actions", 0)),
+            low=float(spec.get("low", -1.0)),
+            high=float(spec.get("high", 1.0)),
+        )
+        if distribution == "categorical" and action.num_actions < 1:
+            raise ManifestError(f"{where}.action.num_actions: categorical needs a positive count")
+        if distribution != "categorical" and not action.shape:
+            raise ManifestError(f"{where}.action.shape: {distribution} needs an action shape")
+    defaults = Defaults(**data.get("defaults", {}))
+    for knob in ("gamma", "lmbda"):
+        if not 0.0 <= getattr(defaults, knob) <= 1.0:
+            raise ManifestError(f"{where}.defaults.{knob}: expected a value in [0, 1]")
+    return Manifest(name=name, inputs=tuple(inputs), action=action, defaults=defaults, **networks)
+
+
+def load_manifest(folder: Path) -> Manifest:
+    """Read and validate `folder/model.json`."""
+    path = folder / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ManifestError(f"{path}: {error}") from error
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: expected a JSON object")
+    return parse_manifest(data, str(path))

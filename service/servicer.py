@@ -1,0 +1,77 @@
+"""The gRPC servicer: thin handlers that decode, delegate, encode, and map errors in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from service import handlers
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.models.registry import ModelRegistry
+from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+Reply = TypeVar("Reply")
+
+
+class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
+    """Implements advantage.v1.AdvantageService; compute runs on `executor`, not the loop."""
+
+    def __init__(
+        self, registry: ModelRegistry, executor: Executor, metrics: Metrics | None = None
+    ) -> None:
+        self._registry = registry
+        self._executor = executor
+        self._metrics = metrics or Metrics(registry)
+
+    async def _run(
+        self,
+        context: grpc.aio.ServicerContext,
+        work: Callable[[], Reply],
+        request: Message | None = None,
+    ) -> Reply:
+        """Run `work` off the event loop; turn every exception into a status (the one place).
+
+        Also the one place gRPC metrics are recorded (RPC and estimator read from `request`;
+        pass it, or they are labelled "unknown").
+        """
+        try:
+            with self._metrics.track("grpc", request=request) as call:
+                return call.done(
+                    await asyncio.get_running_loop().run_in_executor(self._executor, work)
+                )
+        except ServiceError as error:
+            await context.abort(error.code, error.message)
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            log.exception("internal error %s", incident)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
+        raise AssertionError("unreachable: context.abort raises")
+
+    async def ComputeAdvantage(
+        self, request: pb.ComputeAdvantageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ComputeAdvantageResponse:
+        return await self._run(
+            context, lambda: handlers.compute_advantage_handler(self._registry, request), request
+        )
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return await self._run(context, lambda: handlers.list_models(self._registry), request)
+
+    async def GetModel(
+        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelResponse:
+        return await self._run(
+            context, lambda: handlers.get_model(self._registry, request), request
+        )

@@ -1,0 +1,93 @@
+"""Shared fixtures: a real advantage-service gRPC server on a loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import pytest
+
+from service.config import Settings
+from service.models.model import Model
+from service.server import AdvantageServer, create_server
+
+T = TypeVar("T")
+
+
+class RunningServer:
+    """A server running on its own event loop in a background thread."""
+
+    def __init__(self, settings: Settings, models: dict[str, Model] | None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self.server: AdvantageServer | None = None
+        self.port = 0
+        self._thread = threading.Thread(
+            target=self._run, args=(settings, models), name="grpc-server", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(120):
+            raise TimeoutError("server did not start within 120 s")
+        if self._failure is not None:
+            raise self._failure
+
+    def _run(self, settings: Settings, models: dict[str, Model] | None) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def start() -> None:
+            self.server, self.port = create_server("127.0.0.1:0", settings, models)
+            await self.server.start()
+
+        try:
+            self._loop.run_until_complete(start())
+        except BaseException as error:  # surfaced in the test thread
+            self._failure = error
+            return
+        finally:
+            self._ready.set()
+        self._loop.run_forever()
+
+    @property
+    def target(self) -> str:
+        """ "host:port" for a client channel."""
+        return f"127.0.0.1:{self.port}"
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(120)
+
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop gracefully and join the thread."""
+        if self.server is not None and self._thread.is_alive():
+            self.call(self.server.stop(grace))
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+
+@contextmanager
+def running_server(
+    settings: Settings | None = None, models: dict[str, Model] | None = None
+) -> Iterator[RunningServer]:
+    """Start a real server on 127.0.0.1:0 (demo model unless `models`/repository given)."""
+    server = RunningServer(settings or Settings(), models)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Iterator[RunningServer]:
+    """One real server with the built-in demo model, shared by the session."""
+    with running_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def grpc_target(demo_server: RunningServer) -> str:
+    """ "127.0.0.1:PORT" of a real server running the built-in demo model."""
+    return demo_server.target
