@@ -7,10 +7,12 @@ returns tensors; the wire format stays in `service.codec`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 import time
 from dataclasses import dataclass
 
 import torch
+from torch.distributions import Distribution
 
 from service import distributions
 from service.codec import Trajectory, dtype_name
@@ -83,13 +85,19 @@ def _require_finite(values: torch.Tensor, used: torch.Tensor, field: str) -> Non
         )
 
 
-def network_values(model: Model, trajectory: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
+def network_values(
+    model: Model,
+    trajectory: Trajectory,
+    value_fn: Callable[[list[torch.Tensor]], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(V(s_t), V(s_{t+1})) as [*B, T] from one value-network pass over the observations.
 
     Full form: rows are observation then next_observation (2·B·T). Compact form: rows are the
     B·(T+1) observations then the K true next observations of truncated steps. The bootstrap at
     terminated steps is never used and is set to 0 (it may be NaN in TorchRL's compact storage).
+    `value_fn` replaces `model.value` (ComputeLoss evaluates with gradients).
     """
+    value_fn = value_fn or model.value
     if model.value_network is None:
         raise FailedPrecondition(
             f"model {model.name!r} has no value network; send trajectory.state_value and "
@@ -110,7 +118,7 @@ def network_values(model: Model, trajectory: Trajectory) -> tuple[torch.Tensor, 
             "compact form: [K, *shape], K = number of truncated steps",
         )  # fmt: skip
         rows = _rows([observed, true_next], model, [math.prod(steps) + math.prod(batch), count])
-        values = model.value(rows).to("cpu", non_blocking=False)
+        values = value_fn(rows).to("cpu", non_blocking=False)
         chained = values[: math.prod(batch) * (horizon + 1)].view(*batch, horizon + 1)
         state_value, next_state_value = chained[..., :-1], chained[..., 1:]
         if count:
@@ -124,7 +132,7 @@ def network_values(model: Model, trajectory: Trajectory) -> tuple[torch.Tensor, 
             "[*B, T, *shape]",
         )  # fmt: skip
         rows = _rows([observed, following], model, [math.prod(steps)] * 2)
-        values = model.value(rows).to("cpu", non_blocking=False).view(2, *steps)
+        values = value_fn(rows).to("cpu", non_blocking=False).view(2, *steps)
         state_value, next_state_value = values[0], values[1]
     next_state_value = torch.where(
         terminated, torch.zeros((), dtype=values.dtype), next_state_value
@@ -134,37 +142,78 @@ def network_values(model: Model, trajectory: Trajectory) -> tuple[torch.Tensor, 
     return state_value, next_state_value
 
 
-def current_log_prob(model: Model, trajectory: Trajectory) -> torch.Tensor:
-    """log π(a_t | s_t) under the model's actor, [*B, T]."""
-    if trajectory.log_prob is not None:
-        return trajectory.log_prob
-    if model.actor_network is None or model.manifest.action is None:
-        raise FailedPrecondition(
-            f"vtrace: model {model.name!r} has no actor network; send trajectory.log_prob"
-        )
-    if trajectory.action is None:
-        raise InvalidArgument("trajectory.action: required for vtrace with the server's actor")
+def step_rows(model: Model, trajectory: Trajectory) -> list[torch.Tensor]:
+    """Network input rows for the T steps taken, [prod(*B, T), *shape] each, on the device."""
     steps = trajectory.batch_shape
     observation = trajectory.observation
     if trajectory.compact:  # the T + 1st observation is a bootstrap, not a step the actor took
         time_dim = len(steps) - 1
         observation = {key: obs.narrow(time_dim, 0, steps[-1]) for key, obs in observation.items()}
     inputs = _check_inputs(model, observation, "trajectory.observation", steps, "[*B, T, *shape]")
-    rows = _rows([inputs], model, [math.prod(steps)])
+    return _rows([inputs], model, [math.prod(steps)])
+
+
+def policy(
+    model: Model,
+    rows: list[torch.Tensor],
+    dtype: torch.dtype,
+    batch_shape: tuple[int, ...] | None = None,
+) -> Distribution:
+    """The actor's distribution over `rows`, parameters in `dtype`.
+
+    Its batch shape is [N], or `batch_shape` (e.g. [*B, T]) when given.
+    """
     spec = model.manifest.action
-    action = trajectory.action.reshape(math.prod(steps), *trajectory.action.shape[len(steps) :])
-    outputs = model.actor(rows)
-    params = (
-        {"logits": outputs[0]}
-        if spec.distribution == "categorical"
-        else {"loc": outputs[0], "scale": outputs[1]}
-    )
+    if model.actor_network is None or spec is None:
+        raise FailedPrecondition(f"model {model.name!r} has no actor network")
+    outputs = [output.to(dtype) for output in model.actor(rows)]
+    if batch_shape is not None:
+        outputs = [output.reshape(*batch_shape, *output.shape[1:]) for output in outputs]
+    if spec.distribution == "categorical":
+        params = {"logits": outputs[0]}
+    else:
+        params = {"loc": outputs[0], "scale": outputs[1]}
+        if spec.distribution == "tanh_normal":
+            params |= {"low": spec.low, "high": spec.high}
     try:
-        dist = distributions.make_distribution(spec.distribution, params)
-        log_prob = distributions.log_prob(dist, action.to(model.device, non_blocking=True))
+        return distributions.make_distribution(spec.distribution, params)
+    except ValueError as error:
+        raise InvalidArgument(f"actor network output: {error}") from error
+
+
+def step_actions(model: Model, trajectory: Trajectory) -> torch.Tensor:
+    """trajectory.action as rows [N, *action_shape] on the device, checked against the model."""
+    if trajectory.action is None:
+        raise InvalidArgument("trajectory.action: required to score actions with the actor")
+    steps = trajectory.batch_shape
+    spec = model.manifest.action
+    action = trajectory.action
+    expected = (*steps, *(spec.shape if spec is not None else ()))
+    if tuple(action.shape) != expected:
+        raise InvalidArgument(
+            f"trajectory.action: expected shape {list(expected)}, got {list(action.shape)}"
+        )
+    return action.reshape(math.prod(steps), *action.shape[len(steps) :]).to(
+        model.device, non_blocking=True
+    )
+
+
+def current_log_prob(model: Model, trajectory: Trajectory) -> torch.Tensor:
+    """log π(a_t | s_t) of the recorded actions under the model's actor, [*B, T]."""
+    if trajectory.log_prob is not None:
+        return trajectory.log_prob
+    if model.actor_network is None:
+        raise FailedPrecondition(
+            f"vtrace: model {model.name!r} has no actor network; send trajectory.log_prob"
+        )
+    if trajectory.action is None:
+        raise InvalidArgument("trajectory.action: required for vtrace with the server's actor")
+    dist = policy(model, step_rows(model, trajectory), trajectory.dtype)
+    try:
+        log_prob = distributions.log_prob(dist, step_actions(model, trajectory))
     except ValueError as error:
         raise InvalidArgument(f"trajectory.action: {error}") from error
-    return log_prob.to("cpu").view(steps)
+    return log_prob.to("cpu").view(trajectory.batch_shape)
 
 
 def compute_advantage(model: Model, trajectory: Trajectory, spec: EstimatorSpec) -> AdvantageResult:
@@ -178,14 +227,30 @@ def compute_advantage(model: Model, trajectory: Trajectory, spec: EstimatorSpec)
         raise InvalidArgument("trajectory.sample_log_prob: required for vtrace (behaviour policy)")
     dtype = trajectory.dtype
     start = time.perf_counter()
-    with model.lock, torch.inference_mode():
-        version = model.parameter_version
-        computed = trajectory.state_value is None
-        if computed:
-            state_value, next_state_value = network_values(model, trajectory)
-        else:
-            state_value, next_state_value = trajectory.state_value, trajectory.next_state_value
-        log_pi = current_log_prob(model, trajectory) if spec.needs_log_probs else None
+    computed = trajectory.state_value is None
+    uses_actor = spec.needs_log_probs and trajectory.log_prob is None
+    if computed and not uses_actor and model.batcher is not None:
+        # Dynamic batching: wait in the model's queue *without* the lock; the batcher thread
+        # takes it around the merged pass and reports the one version that pass used.
+        versions: list[int] = []
+
+        def batched_value(rows: list[torch.Tensor]) -> torch.Tensor:
+            values, used = model.value_and_version(rows)
+            versions.append(used)
+            return values
+
+        with torch.inference_mode():
+            state_value, next_state_value = network_values(model, trajectory, batched_value)
+            log_pi = current_log_prob(model, trajectory) if spec.needs_log_probs else None
+        version = versions[0]
+    else:
+        with model.lock, torch.inference_mode():
+            version = model.parameter_version
+            if computed:
+                state_value, next_state_value = network_values(model, trajectory)
+            else:
+                state_value, next_state_value = trajectory.state_value, trajectory.next_state_value
+            log_pi = current_log_prob(model, trajectory) if spec.needs_log_probs else None
     network_done = time.perf_counter()
     advantage, value_target = run_estimator(
         spec,

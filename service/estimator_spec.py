@@ -14,6 +14,27 @@ from service.models.manifest import Defaults
 from service.pb.advantage.v1 import advantage_pb2 as pb
 
 ESTIMATORS = ("td0", "td1", "td_lambda", "gae", "vtrace")
+# The maths core names its arguments; a client knows the request fields.
+_FIELD_OF_ARGUMENT = {
+    "reward": "trajectory.reward",
+    "done": "trajectory.done",
+    "terminated": "trajectory.terminated",
+    "state_value": "trajectory.state_value",
+    "next_state_value": "trajectory.next_state_value",
+    "log_pi": "trajectory.log_prob",
+    "log_mu": "trajectory.sample_log_prob",
+}
+
+
+def _wire_message(error: ValueError, estimator: str) -> str:
+    """Rename the maths core's argument ("reward: …") to the request field it came from."""
+    message = str(error)
+    argument, colon, rest = message.partition(":")
+    if colon and argument in _FIELD_OF_ARGUMENT:
+        return f"{_FIELD_OF_ARGUMENT[argument]}:{rest}"
+    if colon and argument in ("gamma", "lmbda"):
+        return f"{estimator}.{argument}:{rest}"
+    return f"{estimator}: {message}"
 
 
 @dataclass(frozen=True)
@@ -131,5 +152,5 @@ def run_estimator(
     try:
         advantage, value_target = function(**kwargs, **spec.options, time_dim=-2)
     except ValueError as error:
-        raise InvalidArgument(f"{spec.name}: {error}") from error
+        raise InvalidArgument(_wire_message(error, spec.name)) from error
     return advantage.squeeze(-1), value_target.squeeze(-1)

@@ -7,11 +7,21 @@ from __future__ import annotations
 
 import time
 
-from service.codec import TORCH_TO_DTYPE, decode_trajectory, encode_tensor
+from service.codec import (
+    TORCH_TO_DTYPE,
+    decode_tensor,
+    decode_trajectory,
+    dtype_name,
+    encode_tensor,
+)
 from service.compute import compute_advantage
+from service.errors import InvalidArgument
 from service.estimator_spec import decode_estimator
+from service.learning import LossInputs, compute_loss
+from service.loss_spec import decode_loss
 from service.models.model import TORCH_DTYPES, Model
 from service.models.registry import ModelRegistry
+from service.parameters import parameter_chunks, set_parameters
 from service.pb.advantage.v1 import advantage_pb2 as pb
 
 _DISTRIBUTIONS = {
@@ -91,3 +101,74 @@ def compute_advantage_handler(
         )
     )
     return response
+
+
+def _optional_tensor(message, name: str, steps: tuple[int, ...], dtype):
+    if not message.HasField(name):
+        return None
+    tensor = decode_tensor(getattr(message, name), name)
+    if tensor.dtype != dtype or tuple(tensor.shape) != steps:
+        raise InvalidArgument(
+            f"{name}: expected {list(steps)} {dtype_name(dtype)} (the reward's), "
+            f"got {list(tensor.shape)} {dtype_name(tensor.dtype)}"
+        )
+    return tensor
+
+
+def compute_loss_handler(
+    registry: ModelRegistry, request: pb.ComputeLossRequest
+) -> pb.ComputeLossResponse:
+    """ComputeLoss: decode, evaluate the loss (and update), encode."""
+    start = time.perf_counter()
+    model = registry.get(request.model_name)
+    trajectory = decode_trajectory(request.trajectory)
+    steps, dtype = trajectory.batch_shape, trajectory.dtype
+    inputs = LossInputs(
+        estimator=decode_estimator(request, model.manifest.defaults, steps, dtype),
+        loss=decode_loss(request, model.manifest.defaults),
+        advantage=_optional_tensor(request, "advantage", steps, dtype),
+        value_target=_optional_tensor(request, "value_target", steps, dtype),
+        behaviour_params={
+            key: decode_tensor(
+                request.behaviour_distribution[key], f"behaviour_distribution[{key!r}]"
+            )
+            for key in sorted(request.behaviour_distribution)
+        },
+        apply_update=request.apply_update,
+        expected_version=(
+            request.expected_parameter_version
+            if request.HasField("expected_parameter_version")
+            else None
+        ),
+    )
+    decoded = time.perf_counter()
+    result = compute_loss(model, trajectory, inputs)
+    return pb.ComputeLossResponse(
+        loss=result.loss,
+        metrics=result.metrics,
+        model_name=model.name,
+        parameter_version=result.parameter_version,
+        updated=result.updated,
+        new_parameter_version=result.new_parameter_version,
+        grad_norm=result.grad_norm,
+        timing=pb.Timing(
+            decode_ms=(decoded - start) * 1e3,
+            network_ms=result.network_ms,
+            estimator_ms=result.estimator_ms,
+        ),
+    )
+
+
+def get_parameters(
+    registry: ModelRegistry, request: pb.GetParametersRequest
+) -> list[pb.ParameterChunk]:
+    """GetParameters: the whole stream, snapshot under the model's lock."""
+    model = registry.get(request.model_name)
+    return list(parameter_chunks(model, request.max_chunk_bytes, request.prefixes))
+
+
+def set_parameters_handler(
+    registry: ModelRegistry, chunks: list[pb.ParameterChunk]
+) -> pb.SetParametersResponse:
+    """SetParameters: all or nothing."""
+    return set_parameters(registry.get, chunks)

@@ -8,8 +8,13 @@ Example (written by `service.models.export.export_model`):
       "value_network": {"file": "value.pt2"},
       "actor_network": {"file": "actor.pt2"},
       "action": {"distribution": "categorical", "shape": [], "num_actions": 2},
-      "defaults": {"gamma": 0.99, "lmbda": 0.95}
+      "defaults": {"gamma": 0.99, "lmbda": 0.95},
+      "optimizer": {"name": "adam", "lr": 0.0003, "max_grad_norm": 0.5},
+      "batching": {"max_batch_rows": 65536, "max_queue_delay_us": 500}
     }
+
+`optimizer` and `batching` are optional (defaults: Adam, lr 3e-4, no clipping; the server's
+batching settings).
 
 Networks take the inputs positionally in the listed order, each [N, *shape], and return:
 value network → [N, 1] (or [N]); categorical actor → logits [N, num_actions]; normal and
@@ -20,13 +25,14 @@ loaded with `torch.export.load`, files ending in `.pt` with `torch.jit.load` (To
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 MANIFEST_NAME = "model.json"
 INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool")
 DISTRIBUTIONS = ("categorical", "normal", "tanh_normal")
+OPTIMIZERS = ("adam", "sgd")
 
 
 class ManifestError(ValueError):
@@ -69,6 +75,30 @@ class Defaults:
 
 
 @dataclass(frozen=True)
+class OptimizerSpec:
+    """Optimizer for server-side updates (ComputeLoss with apply_update) over both networks."""
+
+    name: str = "adam"
+    lr: float = 3e-4
+    max_grad_norm: float | None = None
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # SGD only
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    """Dynamic batching of value-network evaluations across requests (Triton's knobs).
+
+    `None` fields fall back to the server's settings (`--max-batch-rows` …).
+    """
+
+    enabled: bool | None = None
+    max_batch_rows: int | None = None
+    max_queue_delay_us: int | None = None
+    max_queue_size: int | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything the server needs to load and describe one model."""
 
@@ -78,6 +108,8 @@ class Manifest:
     actor_network: NetworkFile | None = None
     action: ActionSpec | None = None
     defaults: Defaults = field(default_factory=Defaults)
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    batching: BatchingSpec = field(default_factory=BatchingSpec)
 
     def to_json(self) -> str:
         """Serialise (tuples become lists; absent networks are omitted)."""
@@ -104,6 +136,20 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
         raise ManifestError(f"{where}: expected a list of positive integers, got {value!r}")
     return tuple(value)
+
+
+def _section(kind: type, data: dict[str, Any], key: str, where: str) -> Any:
+    """Build the dataclass `kind` from `data[key]` (absent = defaults), naming unknown keys."""
+    section = data.get(key) or {}
+    if not isinstance(section, dict):
+        raise ManifestError(f"{where}.{key}: expected an object, got {type(section).__name__}")
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ManifestError(
+            f"{where}.{key}: unknown keys {unknown}; expected some of {sorted(known)}"
+        )
+    return kind(**section)
 
 
 def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
@@ -145,11 +191,27 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
             raise ManifestError(f"{where}.action.num_actions: categorical needs a positive count")
         if distribution != "categorical" and not action.shape:
             raise ManifestError(f"{where}.action.shape: {distribution} needs an action shape")
-    defaults = Defaults(**data.get("defaults", {}))
+    defaults = _section(Defaults, data, "defaults", where)
+    optimizer = _section(OptimizerSpec, data, "optimizer", where)
+    if optimizer.name not in OPTIMIZERS:
+        raise ManifestError(
+            f"{where}.optimizer.name: expected one of {OPTIMIZERS}, got {optimizer.name!r}"
+        )
+    if not optimizer.lr > 0:
+        raise ManifestError(f"{where}.optimizer.lr: expected a value > 0, got {optimizer.lr}")
+    batching = _section(BatchingSpec, data, "batching", where)
     for knob in ("gamma", "lmbda"):
         if not 0.0 <= getattr(defaults, knob) <= 1.0:
             raise ManifestError(f"{where}.defaults.{knob}: expected a value in [0, 1]")
-    return Manifest(name=name, inputs=tuple(inputs), action=action, defaults=defaults, **networks)
+    return Manifest(
+        name=name,
+        inputs=tuple(inputs),
+        action=action,
+        defaults=defaults,
+        optimizer=optimizer,
+        batching=batching,
+        **networks,
+    )
 
 
 def load_manifest(folder: Path) -> Manifest:

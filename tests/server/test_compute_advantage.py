@@ -40,7 +40,7 @@ def as_tensordict(batch) -> TensorDict:
         {
             "observation": batch.observation,
             "action": batch.action,
-            "sample_log_prob": batch.sample_log_prob.unsqueeze(-1),
+            "sample_log_prob": batch.sample_log_prob,
             "next": {
                 "observation": batch.next_observation,
                 "reward": batch.reward.unsqueeze(-1),
@@ -77,7 +77,9 @@ def request_for(name: str, trajectory: pb.Trajectory) -> pb.ComputeAdvantageRequ
         "gae": pb.GAE(gamma=gamma, lmbda=lmbda),
         "vtrace": pb.VTrace(gamma=gamma),
     }
-    return pb.ComputeAdvantageRequest(model_name="demo", trajectory=trajectory, **{name: knobs[name]})
+    return pb.ComputeAdvantageRequest(
+        model_name="demo", trajectory=trajectory, **{name: knobs[name]}
+    )
 
 
 ESTIMATORS = ["td0", "td1", "td_lambda", "gae", "vtrace"]
@@ -164,7 +166,9 @@ def test_client_sent_values_match_torchrl_functional(grpc_target: str, dtype) ->
         col(batch.done),
         col(batch.terminated),
     )
-    assert response.advantage.dtype == (pb.DTYPE_FLOAT32 if dtype == torch.float32 else pb.DTYPE_FLOAT64)
+    assert response.advantage.dtype == (
+        pb.DTYPE_FLOAT32 if dtype == torch.float32 else pb.DTYPE_FLOAT64
+    )
     tolerance = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {}
     torch.testing.assert_close(array(response.advantage), adv.squeeze(-1), **tolerance)
     torch.testing.assert_close(array(response.value_target), target.squeeze(-1), **tolerance)

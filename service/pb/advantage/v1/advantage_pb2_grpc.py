@@ -51,6 +51,21 @@ class AdvantageServiceStub:
                 request_serializer=advantage_dot_v1_dot_advantage__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=advantage_dot_v1_dot_advantage__pb2.GetModelResponse.FromString,
                 _registered_method=True)
+        self.ComputeLoss = channel.unary_unary(
+                '/advantage.v1.AdvantageService/ComputeLoss',
+                request_serializer=advantage_dot_v1_dot_advantage__pb2.ComputeLossRequest.SerializeToString,
+                response_deserializer=advantage_dot_v1_dot_advantage__pb2.ComputeLossResponse.FromString,
+                _registered_method=True)
+        self.GetParameters = channel.unary_stream(
+                '/advantage.v1.AdvantageService/GetParameters',
+                request_serializer=advantage_dot_v1_dot_advantage__pb2.GetParametersRequest.SerializeToString,
+                response_deserializer=advantage_dot_v1_dot_advantage__pb2.ParameterChunk.FromString,
+                _registered_method=True)
+        self.SetParameters = channel.stream_unary(
+                '/advantage.v1.AdvantageService/SetParameters',
+                request_serializer=advantage_dot_v1_dot_advantage__pb2.ParameterChunk.SerializeToString,
+                response_deserializer=advantage_dot_v1_dot_advantage__pb2.SetParametersResponse.FromString,
+                _registered_method=True)
 
 
 class AdvantageServiceServicer:
@@ -79,6 +94,32 @@ class AdvantageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ComputeLoss(self, request, context):
+        """Computes a policy/critic loss (PPO family, A2C, REINFORCE, IMPALA) on a batch of
+        trajectories with the server's networks; with apply_update, also takes one optimizer step
+        and returns the new parameter version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetParameters(self, request, context):
+        """Streams a model's parameters (named tensors, chunked) so actors can pull the current policy.
+        Every chunk carries the same parameter_version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetParameters(self, request_iterator, context):
+        """Replaces some or all of a model's parameters, all or nothing: a wrong name, shape or dtype
+        anywhere in the stream is refused with INVALID_ARGUMENT and nothing is applied. On success
+        the parameter version increases by one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdvantageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +137,21 @@ def add_AdvantageServiceServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=advantage_dot_v1_dot_advantage__pb2.GetModelRequest.FromString,
                     response_serializer=advantage_dot_v1_dot_advantage__pb2.GetModelResponse.SerializeToString,
+            ),
+            'ComputeLoss': grpc.unary_unary_rpc_method_handler(
+                    servicer.ComputeLoss,
+                    request_deserializer=advantage_dot_v1_dot_advantage__pb2.ComputeLossRequest.FromString,
+                    response_serializer=advantage_dot_v1_dot_advantage__pb2.ComputeLossResponse.SerializeToString,
+            ),
+            'GetParameters': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetParameters,
+                    request_deserializer=advantage_dot_v1_dot_advantage__pb2.GetParametersRequest.FromString,
+                    response_serializer=advantage_dot_v1_dot_advantage__pb2.ParameterChunk.SerializeToString,
+            ),
+            'SetParameters': grpc.stream_unary_rpc_method_handler(
+                    servicer.SetParameters,
+                    request_deserializer=advantage_dot_v1_dot_advantage__pb2.ParameterChunk.FromString,
+                    response_serializer=advantage_dot_v1_dot_advantage__pb2.SetParametersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +236,87 @@ class AdvantageService:
             '/advantage.v1.AdvantageService/GetModel',
             advantage_dot_v1_dot_advantage__pb2.GetModelRequest.SerializeToString,
             advantage_dot_v1_dot_advantage__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComputeLoss(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/advantage.v1.AdvantageService/ComputeLoss',
+            advantage_dot_v1_dot_advantage__pb2.ComputeLossRequest.SerializeToString,
+            advantage_dot_v1_dot_advantage__pb2.ComputeLossResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetParameters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/advantage.v1.AdvantageService/GetParameters',
+            advantage_dot_v1_dot_advantage__pb2.GetParametersRequest.SerializeToString,
+            advantage_dot_v1_dot_advantage__pb2.ParameterChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetParameters(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/advantage.v1.AdvantageService/SetParameters',
+            advantage_dot_v1_dot_advantage__pb2.ParameterChunk.SerializeToString,
+            advantage_dot_v1_dot_advantage__pb2.SetParametersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,6 +32,13 @@ class Distribution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISTRIBUTION_CATEGORICAL: _ClassVar[Distribution]
     DISTRIBUTION_NORMAL: _ClassVar[Distribution]
     DISTRIBUTION_TANH_NORMAL: _ClassVar[Distribution]
+
+class CriticLoss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CRITIC_LOSS_UNSPECIFIED: _ClassVar[CriticLoss]
+    CRITIC_LOSS_L1: _ClassVar[CriticLoss]
+    CRITIC_LOSS_L2: _ClassVar[CriticLoss]
+    CRITIC_LOSS_SMOOTH_L1: _ClassVar[CriticLoss]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT64: DType
@@ -48,6 +55,10 @@ DISTRIBUTION_UNSPECIFIED: Distribution
 DISTRIBUTION_CATEGORICAL: Distribution
 DISTRIBUTION_NORMAL: Distribution
 DISTRIBUTION_TANH_NORMAL: Distribution
+CRITIC_LOSS_UNSPECIFIED: CriticLoss
+CRITIC_LOSS_L1: CriticLoss
+CRITIC_LOSS_L2: CriticLoss
+CRITIC_LOSS_SMOOTH_L1: CriticLoss
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "raw_data")
@@ -280,3 +291,199 @@ class ModelInfo(_message.Message):
     device: str
     parameter_dtype: DType
     def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ...) -> None: ...
+
+class PolicyLossOptions(_message.Message):
+    __slots__ = ("entropy_bonus", "entropy_coeff", "critic_coeff", "loss_critic_type", "normalize_advantage", "clip_value")
+    ENTROPY_BONUS_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_COEFF_FIELD_NUMBER: _ClassVar[int]
+    CRITIC_COEFF_FIELD_NUMBER: _ClassVar[int]
+    LOSS_CRITIC_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_VALUE_FIELD_NUMBER: _ClassVar[int]
+    entropy_bonus: bool
+    entropy_coeff: float
+    critic_coeff: float
+    loss_critic_type: CriticLoss
+    normalize_advantage: bool
+    clip_value: float
+    def __init__(self, entropy_bonus: _Optional[bool] = ..., entropy_coeff: _Optional[float] = ..., critic_coeff: _Optional[float] = ..., loss_critic_type: _Optional[_Union[CriticLoss, str]] = ..., normalize_advantage: _Optional[bool] = ..., clip_value: _Optional[float] = ...) -> None: ...
+
+class PPOLoss(_message.Message):
+    __slots__ = ("options",)
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    options: PolicyLossOptions
+    def __init__(self, options: _Optional[_Union[PolicyLossOptions, _Mapping]] = ...) -> None: ...
+
+class ClipPPOLoss(_message.Message):
+    __slots__ = ("options", "clip_epsilon", "clip_epsilon_low", "clip_epsilon_high")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CLIP_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    CLIP_EPSILON_LOW_FIELD_NUMBER: _ClassVar[int]
+    CLIP_EPSILON_HIGH_FIELD_NUMBER: _ClassVar[int]
+    options: PolicyLossOptions
+    clip_epsilon: float
+    clip_epsilon_low: float
+    clip_epsilon_high: float
+    def __init__(self, options: _Optional[_Union[PolicyLossOptions, _Mapping]] = ..., clip_epsilon: _Optional[float] = ..., clip_epsilon_low: _Optional[float] = ..., clip_epsilon_high: _Optional[float] = ...) -> None: ...
+
+class KLPENPPOLoss(_message.Message):
+    __slots__ = ("options", "dtarg", "beta", "increment", "decrement")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    DTARG_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    INCREMENT_FIELD_NUMBER: _ClassVar[int]
+    DECREMENT_FIELD_NUMBER: _ClassVar[int]
+    options: PolicyLossOptions
+    dtarg: float
+    beta: float
+    increment: float
+    decrement: float
+    def __init__(self, options: _Optional[_Union[PolicyLossOptions, _Mapping]] = ..., dtarg: _Optional[float] = ..., beta: _Optional[float] = ..., increment: _Optional[float] = ..., decrement: _Optional[float] = ...) -> None: ...
+
+class A2CLoss(_message.Message):
+    __slots__ = ("options",)
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    options: PolicyLossOptions
+    def __init__(self, options: _Optional[_Union[PolicyLossOptions, _Mapping]] = ...) -> None: ...
+
+class ReinforceLoss(_message.Message):
+    __slots__ = ("options",)
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    options: PolicyLossOptions
+    def __init__(self, options: _Optional[_Union[PolicyLossOptions, _Mapping]] = ...) -> None: ...
+
+class ImpalaLoss(_message.Message):
+    __slots__ = ("gamma", "lmbda", "rho_thresh", "c_thresh", "rho_pg_thresh", "entropy_coeff", "critic_coeff", "entropy_bonus")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LMBDA_FIELD_NUMBER: _ClassVar[int]
+    RHO_THRESH_FIELD_NUMBER: _ClassVar[int]
+    C_THRESH_FIELD_NUMBER: _ClassVar[int]
+    RHO_PG_THRESH_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_COEFF_FIELD_NUMBER: _ClassVar[int]
+    CRITIC_COEFF_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_BONUS_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    lmbda: float
+    rho_thresh: float
+    c_thresh: float
+    rho_pg_thresh: float
+    entropy_coeff: float
+    critic_coeff: float
+    entropy_bonus: bool
+    def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ..., rho_thresh: _Optional[float] = ..., c_thresh: _Optional[float] = ..., rho_pg_thresh: _Optional[float] = ..., entropy_coeff: _Optional[float] = ..., critic_coeff: _Optional[float] = ..., entropy_bonus: _Optional[bool] = ...) -> None: ...
+
+class ComputeLossRequest(_message.Message):
+    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version")
+    class BehaviourDistributionEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    TRAJECTORY_FIELD_NUMBER: _ClassVar[int]
+    TD0_FIELD_NUMBER: _ClassVar[int]
+    TD1_FIELD_NUMBER: _ClassVar[int]
+    TD_LAMBDA_FIELD_NUMBER: _ClassVar[int]
+    GAE_FIELD_NUMBER: _ClassVar[int]
+    VTRACE_FIELD_NUMBER: _ClassVar[int]
+    PPO_CLIP_FIELD_NUMBER: _ClassVar[int]
+    PPO_KL_FIELD_NUMBER: _ClassVar[int]
+    PPO_FIELD_NUMBER: _ClassVar[int]
+    A2C_FIELD_NUMBER: _ClassVar[int]
+    REINFORCE_FIELD_NUMBER: _ClassVar[int]
+    IMPALA_FIELD_NUMBER: _ClassVar[int]
+    ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_TARGET_FIELD_NUMBER: _ClassVar[int]
+    BEHAVIOUR_DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    APPLY_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    trajectory: Trajectory
+    td0: TD0
+    td1: TD1
+    td_lambda: TDLambda
+    gae: GAE
+    vtrace: VTrace
+    ppo_clip: ClipPPOLoss
+    ppo_kl: KLPENPPOLoss
+    ppo: PPOLoss
+    a2c: A2CLoss
+    reinforce: ReinforceLoss
+    impala: ImpalaLoss
+    advantage: Tensor
+    value_target: Tensor
+    behaviour_distribution: _containers.MessageMap[str, Tensor]
+    apply_update: bool
+    expected_parameter_version: int
+    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ...) -> None: ...
+
+class ComputeLossResponse(_message.Message):
+    __slots__ = ("loss", "metrics", "model_name", "parameter_version", "updated", "new_parameter_version", "grad_norm", "timing")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    NEW_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    loss: float
+    metrics: _containers.ScalarMap[str, float]
+    model_name: str
+    parameter_version: int
+    updated: bool
+    new_parameter_version: int
+    grad_norm: float
+    timing: Timing
+    def __init__(self, loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., updated: _Optional[bool] = ..., new_parameter_version: _Optional[int] = ..., grad_norm: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+
+class GetParametersRequest(_message.Message):
+    __slots__ = ("model_name", "max_chunk_bytes", "prefixes")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    max_chunk_bytes: int
+    prefixes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_name: _Optional[str] = ..., max_chunk_bytes: _Optional[int] = ..., prefixes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NamedTensor(_message.Message):
+    __slots__ = ("name", "shape", "offset", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    offset: int
+    data: Tensor
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class ParameterChunk(_message.Message):
+    __slots__ = ("model_name", "parameter_version", "tensors")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    parameter_version: int
+    tensors: _containers.RepeatedCompositeFieldContainer[NamedTensor]
+    def __init__(self, model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., tensors: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ...) -> None: ...
+
+class SetParametersResponse(_message.Message):
+    __slots__ = ("model_name", "parameter_version", "tensors_updated")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_UPDATED_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    parameter_version: int
+    tensors_updated: int
+    def __init__(self, model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., tensors_updated: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,48 @@
+"""Light Python client for advantage-service.
+
+Hard dependencies: grpcio, protobuf, numpy. torch and tensordict (the ``[torch]`` extra) are
+imported only when a torch tensor or a TensorDict is passed in.
+
+    from advantage_client import AdvantageClient
+
+    with AdvantageClient("localhost:50051", timeout=10) as client:
+        result = client.compute_advantage(reward=r, done=d, observation=o, next_observation=o2)
+        result.advantage, result.value_target  # numpy [*B, T]
+"""
+
+from advantage_client._request import ESTIMATORS, KNOBS, compact_observations
+from advantage_client.aio import AsyncAdvantageClient
+from advantage_client.client import AdvantageClient
+from advantage_client.errors import (
+    AdvantageServiceError,
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from advantage_client.types import ActionSpec, AdvantageResult, InputSpec, ModelInfo, Timing
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ESTIMATORS",
+    "KNOBS",
+    "ActionSpec",
+    "AdvantageClient",
+    "AdvantageResult",
+    "AdvantageServiceError",
+    "AsyncAdvantageClient",
+    "DeadlineExceededError",
+    "FailedPreconditionError",
+    "InputSpec",
+    "InvalidArgumentError",
+    "ModelInfo",
+    "NotFoundError",
+    "ResourceExhaustedError",
+    "Timing",
+    "UnavailableError",
+    "__version__",
+    "compact_observations",
+]

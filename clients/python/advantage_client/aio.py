@@ -1,0 +1,166 @@
+"""Asyncio client (grpc.aio), the twin of `advantage_client.AdvantageClient`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
+from advantage_client._pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
+from advantage_client._request import check_knobs, decode_response, needs_input_keys, prepare
+from advantage_client.client import DEFAULT_MAX_MESSAGE_MB, channel_options
+from advantage_client.errors import from_rpc_error
+from advantage_client.types import AdvantageResult, ModelInfo
+
+if TYPE_CHECKING:
+    from tensordict import TensorDictBase
+
+    from advantage_client._request import Estimator, Form
+
+__all__ = ["AsyncAdvantageClient"]
+
+
+class AsyncAdvantageClient:
+    """Asyncio client of advantage-service; same arguments and methods as `AdvantageClient`,
+    with coroutines.
+
+    Args:
+        target: server address, e.g. ``"localhost:50051"``.
+        timeout: default deadline of every call, in seconds (None = no deadline); a call's own
+            ``timeout`` argument takes precedence.
+        max_message_mb: largest request or response this client sends or accepts, in MiB.
+        credentials: TLS credentials (``grpc.ssl_channel_credentials(...)``); None = plaintext.
+        options: extra gRPC channel arguments, appended after the size limits.
+        compression: channel-wide compression (e.g. ``grpc.Compression.Gzip``).
+
+    Use as an async context manager, or await `close()`. Failed calls raise
+    `advantage_client.AdvantageServiceError` (a subclass per status code). Encoding and decoding
+    run on the event loop (numpy copies; milliseconds per MB).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = None,
+        max_message_mb: float = DEFAULT_MAX_MESSAGE_MB,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        compression: grpc.Compression | None = None,
+    ) -> None:
+        opts = channel_options(max_message_mb, options)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=opts, compression=compression)
+        else:
+            self._channel = grpc.aio.secure_channel(
+                target, credentials, options=opts, compression=compression
+            )
+        self._stub = pb_grpc.AdvantageServiceStub(self._channel)
+        self._timeout = timeout
+        self._input_keys: dict[str, tuple[str, ...]] = {}
+        self.target = target
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close the channel; calls in flight get `grace` seconds, then are cancelled."""
+        await self._channel.close(grace)
+
+    async def __aenter__(self) -> AsyncAdvantageClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- RPCs ----------------------------------------------------------------------------------
+
+    async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return await method(request, timeout=self._timeout if timeout is None else timeout)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
+        """Every model the server holds, sorted by name."""
+        response = await self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
+        return [ModelInfo.from_pb(m) for m in response.models]
+
+    async def get_model(self, name: str = "", *, timeout: float | None = None) -> ModelInfo:
+        """Describe one model ("" = the server's default model). Raises NotFoundError."""
+        request = pb.GetModelRequest(model_name=name)
+        response = await self._call(self._stub.GetModel, request, timeout)
+        return ModelInfo.from_pb(response.model)
+
+    async def _model_input_keys(self, model: str, timeout: float | None) -> tuple[str, ...]:
+        keys = self._input_keys.get(model)
+        if keys is None:
+            keys = (await self.get_model(model, timeout=timeout)).input_keys
+            self._input_keys[model] = keys
+        return keys
+
+    async def compute_advantage(
+        self,
+        data: Any = None,
+        *,
+        reward: Any = None,
+        done: Any = None,
+        terminated: Any = None,
+        observation: Any = None,
+        next_observation: Any = None,
+        state_value: Any = None,
+        next_state_value: Any = None,
+        action: Any = None,
+        sample_log_prob: Any = None,
+        log_prob: Any = None,
+        model: str = "",
+        estimator: Estimator = "gae",
+        gamma: Any = None,
+        lmbda: Any = None,
+        average_gae: bool | None = None,
+        average_adv: bool | None = None,
+        average_rewards: bool | None = None,
+        rho_thresh: float | None = None,
+        c_thresh: float | None = None,
+        rho_pg_thresh: float | None = None,
+        form: Form = "full",
+        in_keys: Sequence[str] | None = None,
+        recompute_values: bool = False,
+        timeout: float | None = None,
+    ) -> AdvantageResult[Any] | TensorDictBase:
+        """Compute advantages and value targets; see `AdvantageClient.compute_advantage`."""
+        knobs = {
+            "gamma": gamma,
+            "lmbda": lmbda,
+            "average_gae": average_gae,
+            "average_adv": average_adv,
+            "average_rewards": average_rewards,
+            "rho_thresh": rho_thresh,
+            "c_thresh": c_thresh,
+            "rho_pg_thresh": rho_pg_thresh,
+        }
+        check_knobs(estimator, knobs)
+        if needs_input_keys(data, estimator, in_keys, recompute_values):
+            in_keys = await self._model_input_keys(model, timeout)
+        prepared = prepare(
+            data,
+            model=model,
+            estimator=estimator,
+            knobs=knobs,
+            form=form,
+            in_keys=in_keys,
+            recompute_values=recompute_values,
+            reward=reward,
+            done=done,
+            terminated=terminated,
+            observation=observation,
+            next_observation=next_observation,
+            state_value=state_value,
+            next_state_value=next_state_value,
+            action=action,
+            sample_log_prob=sample_log_prob,
+            log_prob=log_prob,
+        )
+        response = await self._call(self._stub.ComputeAdvantage, prepared.request, timeout)
+        return decode_response(response, prepared.output)

@@ -1,0 +1,125 @@
+"""Plain result and description types returned by the clients (no protobuf in the public API)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from advantage_client._codec import dtype_name
+from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
+
+__all__ = ["ActionSpec", "AdvantageResult", "InputSpec", "ModelInfo", "Timing"]
+
+T = TypeVar("T")
+
+_DISTRIBUTIONS = {
+    pb.DISTRIBUTION_UNSPECIFIED: None,
+    pb.DISTRIBUTION_CATEGORICAL: "categorical",
+    pb.DISTRIBUTION_NORMAL: "normal",
+    pb.DISTRIBUTION_TANH_NORMAL: "tanh_normal",
+}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Server-side time breakdown of one ComputeAdvantage call, in milliseconds."""
+
+    decode_ms: float
+    network_ms: float
+    estimator_ms: float
+    encode_ms: float
+
+    @classmethod
+    def from_pb(cls, msg: pb.Timing) -> Timing:
+        """Build from the wire message."""
+        return cls(msg.decode_ms, msg.network_ms, msg.estimator_ms, msg.encode_ms)
+
+
+@dataclass(frozen=True)
+class AdvantageResult(Generic[T]):
+    """Result of `compute_advantage` for array inputs; per-step tensors have shape [*B, T].
+
+    `T` is `numpy.ndarray` (read-only views of the response bytes) for numpy inputs and
+    `torch.Tensor` (writable copies, on the reward's device) for torch inputs. `state_value` and
+    `next_state_value` are None when the request carried state values (the server did not compute
+    them).
+    """
+
+    advantage: T
+    value_target: T
+    state_value: T | None
+    next_state_value: T | None
+    model_name: str
+    parameter_version: int
+    timing: Timing
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One network input: its key, per-step shape (without [*B, T]) and dtype name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def from_pb(cls, msg: pb.TensorSpec) -> InputSpec:
+        """Build from the wire message."""
+        return cls(msg.name, tuple(msg.shape), dtype_name(msg.dtype))
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """The actor's policy: distribution (None without an actor), per-step shape, dtype name."""
+
+    distribution: str | None
+    shape: tuple[int, ...]
+    dtype: str
+    num_actions: int
+
+    @classmethod
+    def from_pb(cls, msg: pb.ActionSpec) -> ActionSpec:
+        """Build from the wire message."""
+        return cls(
+            _DISTRIBUTIONS.get(msg.distribution),
+            tuple(msg.shape),
+            dtype_name(msg.dtype),
+            msg.num_actions,
+        )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Description of a server-held model (see the proto's ModelInfo)."""
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    has_value_network: bool
+    has_actor_network: bool
+    action: ActionSpec
+    parameter_version: int
+    gamma: float
+    lmbda: float
+    device: str
+    parameter_dtype: str
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        """Observation keys the networks read, in order."""
+        return tuple(spec.name for spec in self.inputs)
+
+    @classmethod
+    def from_pb(cls, msg: pb.ModelInfo) -> ModelInfo:
+        """Build from the wire message."""
+        return cls(
+            name=msg.name,
+            inputs=tuple(InputSpec.from_pb(s) for s in msg.inputs),
+            has_value_network=msg.has_value_network,
+            has_actor_network=msg.has_actor_network,
+            action=ActionSpec.from_pb(msg.action),
+            parameter_version=msg.parameter_version,
+            gamma=msg.defaults.gamma,
+            lmbda=msg.defaults.lmbda,
+            device=msg.device,
+            parameter_dtype=dtype_name(msg.parameter_dtype),
+        )

@@ -1,0 +1,253 @@
+"""ComputeLoss's work: losses on the server's networks and, optionally, one optimizer step.
+
+Runs in a worker thread holding the model's lock, so the loss, the update and the version it
+reports belong together, and a concurrent ComputeAdvantage sees either the old parameters or
+the new ones, never a mix.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from service import distributions, losses
+from service.codec import Trajectory, dtype_name
+from service.compute import network_values, policy, step_actions, step_rows
+from service.errors import FailedPrecondition, InvalidArgument
+from service.estimator_spec import EstimatorSpec, run_estimator
+from service.loss_spec import LossSpec
+from service.models.model import Model
+
+_LOSS_FUNCTIONS = {
+    "ppo_clip": losses.ppo_clip_loss,
+    "ppo_kl": losses.ppo_kl_loss,
+    "ppo": losses.ppo_loss,
+    "a2c": losses.a2c_loss,
+    "reinforce": losses.reinforce_loss,
+}
+_NEEDS_SAMPLE_LOG_PROB = ("ppo_clip", "ppo_kl", "ppo", "impala")
+BETA_STATE = "ppo_kl_beta"
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """What a ComputeLoss request brings besides the trajectory."""
+
+    estimator: EstimatorSpec
+    loss: LossSpec
+    advantage: torch.Tensor | None = None  # [*B, T]
+    value_target: torch.Tensor | None = None  # [*B, T]
+    behaviour_params: dict[str, torch.Tensor] | None = None  # ppo_kl: [*B, T, *param_shape]
+    apply_update: bool = False
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class LossResult:
+    """The loss, its metrics, and what the update did."""
+
+    loss: float
+    metrics: dict[str, float]
+    parameter_version: int
+    new_parameter_version: int
+    updated: bool
+    grad_norm: float
+    network_ms: float
+    estimator_ms: float
+
+
+def _optimizer(model: Model) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
+    """The model's optimizer over both networks' parameters, created on first use."""
+    if model.optimizer is None:
+        spec = model.manifest.optimizer
+        seen: dict[int, nn.Parameter] = {}
+        for network in (model.value_network, model.actor_network):
+            if network is not None:
+                seen.update({id(p): p for p in network.parameters() if p.requires_grad})
+        parameters = list(seen.values())
+        if spec.name == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                parameters, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+            )
+        else:
+            optimizer = torch.optim.Adam(parameters, lr=spec.lr, weight_decay=spec.weight_decay)
+        model.optimizer = optimizer
+    params = [p for group in model.optimizer.param_groups for p in group["params"]]
+    return model.optimizer, params
+
+
+def _behaviour_distribution(
+    model: Model, params: dict[str, torch.Tensor] | None, steps: tuple[int, ...], dtype
+) -> torch.distributions.Distribution:
+    spec = model.manifest.action
+    assert spec is not None
+    expected = ["logits"] if spec.distribution == "categorical" else ["loc", "scale"]
+    if not params or sorted(params) != sorted(expected):
+        raise InvalidArgument(
+            f"behaviour_distribution: ppo_kl with a {spec.distribution} actor needs keys "
+            f"{expected}, got {sorted(params or {})}"
+        )
+    rows: dict[str, torch.Tensor | float] = {}
+    for key, tensor in params.items():
+        if tuple(tensor.shape[: len(steps)]) != steps or tensor.dtype != dtype:
+            raise InvalidArgument(
+                f"behaviour_distribution[{key!r}]: expected [*B, T, …] = {list(steps)} + "
+                f"parameter shape in {dtype_name(dtype)}, got {list(tensor.shape)} "
+                f"{dtype_name(tensor.dtype)}"
+            )
+        rows[key] = tensor.reshape(math.prod(steps), *tensor.shape[len(steps) :]).to(model.device)
+    if spec.distribution == "tanh_normal":
+        rows |= {"low": spec.low, "high": spec.high}
+    try:
+        return distributions.make_distribution(spec.distribution, rows)
+    except ValueError as error:
+        raise InvalidArgument(f"behaviour_distribution: {error}") from error
+
+
+def _advantage(
+    model: Model,
+    trajectory: Trajectory,
+    inputs: LossInputs,
+    state_value: torch.Tensor,
+    next_state_value: torch.Tensor,
+    dist: torch.distributions.Distribution,
+    action: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantage, value_target) [*B, T]: sent by the client, or from the estimator."""
+    if (inputs.advantage is None) != (inputs.value_target is None):
+        raise InvalidArgument("advantage / value_target: send both or neither")
+    if inputs.advantage is not None and inputs.value_target is not None:
+        return inputs.advantage, inputs.value_target
+    log_pi = None
+    if inputs.estimator.needs_log_probs:
+        if trajectory.sample_log_prob is None:
+            raise InvalidArgument("trajectory.sample_log_prob: required for vtrace")
+        log_pi = (
+            distributions.log_prob(dist, action).detach().to("cpu").view(trajectory.batch_shape)
+        )
+    return run_estimator(
+        inputs.estimator,
+        state_value=state_value.detach(),
+        next_state_value=next_state_value.detach(),
+        reward=trajectory.reward,
+        done=trajectory.done,
+        terminated=trajectory.terminated,
+        log_pi=log_pi,
+        log_mu=trajectory.sample_log_prob,
+    )
+
+
+def _evaluate(
+    model: Model, trajectory: Trajectory, inputs: LossInputs
+) -> tuple[dict[str, torch.Tensor], float]:
+    """Forward passes and the loss; returns the loss outputs and the estimator's time (ms)."""
+    steps, dtype = trajectory.batch_shape, trajectory.dtype
+    if inputs.loss.name in _NEEDS_SAMPLE_LOG_PROB and trajectory.sample_log_prob is None:
+        raise InvalidArgument(
+            f"trajectory.sample_log_prob: required for {inputs.loss.name} (behaviour policy)"
+        )
+
+    def critic(rows: list[torch.Tensor]) -> torch.Tensor:
+        assert model.value_network is not None
+        out = model.value_network(*rows)
+        return out.reshape(out.shape[0], -1).squeeze(-1)
+
+    state_value, next_state_value = network_values(model, trajectory, value_fn=critic)
+    state_value, next_state_value = state_value.to(dtype), next_state_value.to(dtype)
+    impala = inputs.loss.name == "impala"
+    dist = policy(model, step_rows(model, trajectory), dtype, steps if impala else None)
+    action = step_actions(model, trajectory)
+    column = lambda x: x.unsqueeze(-1)  # noqa: E731 - TorchRL's trailing feature dimension
+    if impala:
+        action = action.reshape(*steps, *action.shape[1:])
+        return losses.impala_loss(
+            dist,
+            action,
+            trajectory.sample_log_prob,
+            column(state_value),
+            column(next_state_value.detach()),
+            column(trajectory.reward),
+            column(trajectory.done),
+            column(trajectory.terminated),
+            **inputs.loss.options,
+        ), 0.0
+    started = time.perf_counter()
+    advantage, value_target = _advantage(
+        model, trajectory, inputs, state_value, next_state_value, dist, action
+    )
+    estimator_ms = (time.perf_counter() - started) * 1e3
+    rows = math.prod(steps)
+    old_value = trajectory.state_value if trajectory.state_value is not None else state_value
+    options = dict(inputs.loss.options)
+    if inputs.loss.name == "ppo_kl":
+        options["behaviour_dist"] = _behaviour_distribution(
+            model, inputs.behaviour_params, steps, dtype
+        )
+        options["beta"] = model.loss_state.get(BETA_STATE, inputs.loss.initial_beta)
+    positional = [dist, action]
+    if inputs.loss.name in _NEEDS_SAMPLE_LOG_PROB:
+        positional.append(trajectory.sample_log_prob.reshape(rows))
+    try:
+        out = _LOSS_FUNCTIONS[inputs.loss.name](
+            *positional,
+            advantage.reshape(rows, 1),
+            state_value.reshape(rows, 1),
+            value_target.reshape(rows, 1),
+            old_state_value=old_value.detach().reshape(rows, 1),
+            **options,
+        )
+    except ValueError as error:
+        raise InvalidArgument(f"{inputs.loss.name}: {error}") from error
+    return out, estimator_ms
+
+
+def compute_loss(model: Model, trajectory: Trajectory, inputs: LossInputs) -> LossResult:
+    """Compute the loss and, with `apply_update`, backward + clip + one optimizer step."""
+    if model.actor_network is None or model.value_network is None:
+        raise FailedPrecondition(
+            f"model {model.name!r}: ComputeLoss needs both a value and an actor network"
+        )
+    started = time.perf_counter()
+    with model.lock:
+        version = model.parameter_version
+        if inputs.expected_version is not None and inputs.expected_version != version:
+            raise FailedPrecondition(
+                f"expected_parameter_version: model {model.name!r} is at version {version}, "
+                f"not {inputs.expected_version}"
+            )
+        with torch.set_grad_enabled(inputs.apply_update):
+            out, estimator_ms = _evaluate(model, trajectory, inputs)
+        total = out["loss"]
+        if not bool(torch.isfinite(total)):
+            raise InvalidArgument(f"{inputs.loss.name}: the loss is not finite ({float(total)})")
+        grad_norm = 0.0
+        if inputs.apply_update:
+            optimizer, parameters = _optimizer(model)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            limit = model.manifest.optimizer.max_grad_norm
+            grad_norm = float(
+                nn.utils.clip_grad_norm_(parameters, limit if limit is not None else math.inf)
+            )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if "beta" in out:
+                model.loss_state[BETA_STATE] = float(out["beta"])
+            model.parameter_version += 1
+        new_version = model.parameter_version
+    metrics = {key: float(value.detach()) for key, value in out.items() if key != "loss"}
+    elapsed = (time.perf_counter() - started) * 1e3
+    return LossResult(
+        loss=float(total.detach()),
+        metrics=metrics,
+        parameter_version=version,
+        new_parameter_version=new_version,
+        updated=inputs.apply_update,
+        grad_norm=grad_norm,
+        network_ms=elapsed - estimator_ms,
+        estimator_ms=estimator_ms,
+    )

@@ -1,0 +1,144 @@
+"""Model parameters as named tensors: chunked streaming out, all-or-nothing replacement in."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+
+from service.codec import decode_tensor, dtype_name, encode_tensor
+from service.errors import FailedPrecondition, InvalidArgument
+from service.models.model import Model
+from service.pb.advantage.v1 import advantage_pb2 as pb
+
+MAX_CHUNK_BYTES = 1 << 20
+NETWORKS = ("value_network", "actor_network")
+
+
+def named_tensors(model: Model) -> dict[str, torch.Tensor]:
+    """ "<network>.<state_dict key>" → tensor (live views of parameters and buffers)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for network_name in NETWORKS:
+        network = getattr(model, network_name)
+        if network is not None:
+            for key, tensor in network.state_dict(keep_vars=False).items():
+                tensors[f"{network_name}.{key}"] = tensor
+    return tensors
+
+
+def parameter_chunks(
+    model: Model, max_chunk_bytes: int = 0, prefixes: Iterable[str] = ()
+) -> Iterator[pb.ParameterChunk]:
+    """Chunks of at most `max_chunk_bytes` of raw data, all of one consistent version."""
+    limit = MAX_CHUNK_BYTES if max_chunk_bytes <= 0 else min(max_chunk_bytes, MAX_CHUNK_BYTES)
+    prefixes = tuple(prefixes)
+    with model.lock:  # a snapshot, so an update cannot interleave with the stream
+        version = model.parameter_version
+        snapshot = {
+            name: tensor.detach().to("cpu", copy=True)
+            for name, tensor in named_tensors(model).items()
+            if not prefixes or name.startswith(prefixes)
+        }
+    chunk = pb.ParameterChunk(model_name=model.name, parameter_version=version)
+    used = 0
+    for name, tensor in snapshot.items():
+        flat = tensor.reshape(-1)
+        per_element = max(flat.element_size(), 1)
+        step = max(limit // per_element, 1)
+        for offset in range(0, max(flat.numel(), 1), step):
+            piece = flat[offset : offset + step]
+            size = piece.numel() * per_element
+            if used and used + size > limit:
+                yield chunk
+                chunk = pb.ParameterChunk(model_name=model.name, parameter_version=version)
+                used = 0
+            chunk.tensors.append(
+                pb.NamedTensor(
+                    name=name, shape=list(tensor.shape), offset=offset, data=encode_tensor(piece)
+                )
+            )
+            used += size
+    yield chunk
+
+
+def _assemble(chunks: Iterable[pb.ParameterChunk]) -> tuple[str, int | None, dict]:
+    """Join the stream's pieces per name; check the model name and the pieces' coverage."""
+    model_name, expected_version = "", None
+    pieces: dict[str, list[pb.NamedTensor]] = {}
+    for index, chunk in enumerate(chunks):
+        if index == 0:
+            model_name = chunk.model_name
+            if chunk.HasField("parameter_version"):
+                expected_version = chunk.parameter_version
+        elif chunk.model_name and chunk.model_name != model_name:
+            raise InvalidArgument(
+                f"chunk {index}.model_name: expected {model_name!r} (the first chunk's), "
+                f"got {chunk.model_name!r}"
+            )
+        for named in chunk.tensors:
+            pieces.setdefault(named.name, []).append(named)
+    return model_name, expected_version, pieces
+
+
+def _join(name: str, parts: list[pb.NamedTensor], target: torch.Tensor) -> torch.Tensor:
+    shape = tuple(parts[0].shape)
+    if any(tuple(part.shape) != shape for part in parts) or shape != tuple(target.shape):
+        raise InvalidArgument(
+            f"tensors[{name!r}].shape: expected {list(target.shape)}, got {list(shape)}"
+        )
+    flat = []
+    position = 0
+    for part in parts:
+        data = decode_tensor(part.data, f"tensors[{name!r}].data")
+        if data.dtype != target.dtype:
+            raise InvalidArgument(
+                f"tensors[{name!r}].data: expected dtype {dtype_name(target.dtype)}, "
+                f"got {dtype_name(data.dtype)}"
+            )
+        if part.offset != position or data.dim() != 1:
+            raise InvalidArgument(
+                f"tensors[{name!r}]: pieces must be flat and contiguous; expected offset "
+                f"{position}, got {part.offset} (piece shape {list(data.shape)})"
+            )
+        flat.append(data)
+        position += data.numel()
+    if position != math.prod(shape):
+        raise InvalidArgument(
+            f"tensors[{name!r}]: pieces cover {position} elements, expected {math.prod(shape)}"
+        )
+    return torch.cat(flat).view(shape) if len(flat) > 1 else flat[0].view(shape)
+
+
+def set_parameters(
+    resolve: Callable[[str], Model], chunks: Iterable[pb.ParameterChunk]
+) -> pb.SetParametersResponse:
+    """Validate the whole stream, then copy every tensor in under the model's lock."""
+    model_name, expected_version, pieces = _assemble(chunks)
+    model: Model = resolve(model_name)
+    if not pieces:
+        raise InvalidArgument("tensors: the stream carried no tensors")
+    with model.lock:
+        current = named_tensors(model)
+        unknown = sorted(set(pieces) - set(current))
+        if unknown:
+            raise InvalidArgument(
+                f"tensors: unknown names {unknown[:5]}; model {model.name!r} has e.g. "
+                f"{sorted(current)[:5]}"
+            )
+        if expected_version is not None and expected_version != model.parameter_version:
+            raise FailedPrecondition(
+                f"parameter_version: model {model.name!r} is at version "
+                f"{model.parameter_version}, not {expected_version}"
+            )
+        # Every check happens before the first copy: nothing is half-applied.
+        staged = {name: _join(name, parts, current[name]) for name, parts in pieces.items()}
+        with torch.no_grad():
+            for name, value in staged.items():
+                current[name].copy_(value.to(current[name].device))
+        model.parameter_version += 1
+        return pb.SetParametersResponse(
+            model_name=model.name,
+            parameter_version=model.parameter_version,
+            tensors_updated=len(staged),
+        )

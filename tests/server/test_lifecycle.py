@@ -1,0 +1,149 @@
+"""Health, reflection, graceful shutdown and the command line, on real servers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from torch import nn
+
+from service.config import Settings
+from service.models.demo import demo_manifest, demo_networks
+from service.models.model import Model
+from service.pb.advantage.v1 import advantage_pb2 as pb
+from tests.conftest import running_server
+from tests.server.wire import full_trajectory, random_batch, stub
+
+
+def health_status(target: str, service: str = "") -> int:
+    channel = grpc.insecure_channel(target)
+    return (
+        health_pb2_grpc.HealthStub(channel)
+        .Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        .status
+    )
+
+
+def test_health_serving(grpc_target: str) -> None:
+    assert health_status(grpc_target) == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        health_status(grpc_target, "advantage.v1.AdvantageService")
+        == health_pb2.HealthCheckResponse.SERVING
+    )
+
+
+def test_reflection_lists_the_service(grpc_target: str) -> None:
+    database = ProtoReflectionDescriptorDatabase(grpc.insecure_channel(grpc_target))
+    services = database.get_services()
+    assert "advantage.v1.AdvantageService" in services
+    assert "grpc.health.v1.Health" in services
+    method = database.FindFileContainingSymbol("advantage.v1.AdvantageService")
+    assert method.name == "advantage/v1/advantage.proto"
+
+
+def test_list_and_get_model_describe_the_demo(grpc_target: str) -> None:
+    api = stub(grpc_target)
+    models = api.ListModels(pb.ListModelsRequest()).models
+    assert [m.name for m in models] == ["demo"]
+    info = api.GetModel(pb.GetModelRequest()).model  # empty name = the default model
+    assert info.name == "demo"
+    assert [(i.name, list(i.shape), i.dtype) for i in info.inputs] == [
+        ("observation", [4], pb.DTYPE_FLOAT32)
+    ]
+    assert info.action.distribution == pb.DISTRIBUTION_CATEGORICAL
+    assert info.action.num_actions == 2
+    assert info.has_value_network and info.has_actor_network
+    assert info.device == "cpu"
+    assert (info.defaults.gamma, info.defaults.lmbda) == (0.99, 0.95)
+
+
+class SlowValue(nn.Module):
+    """The demo value network, made slow so a call is surely in flight during shutdown."""
+
+    def __init__(self, started: threading.Event) -> None:
+        super().__init__()
+        self.inner = demo_networks()[0]
+        self.started = started
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        self.started.set()
+        time.sleep(1.0)
+        return self.inner(observation)
+
+
+def test_graceful_stop_drains_in_flight_calls_and_refuses_new_ones() -> None:
+    started = threading.Event()
+    model = Model(demo_manifest(), torch.device("cpu"), value_network=SlowValue(started))
+    with running_server(models={"demo": model}) as server:
+        api = stub(server.target)
+        request = pb.ComputeAdvantageRequest(trajectory=full_trajectory(random_batch()))
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(api.ComputeAdvantage, request, timeout=30)
+            assert started.wait(10)
+            stopping = threading.Thread(target=server.call, args=(server.server.stop(5.0),))
+            stopping.start()
+            time.sleep(0.2)
+            try:
+                state = health_status(server.target)
+                assert state == health_pb2.HealthCheckResponse.NOT_SERVING
+            except grpc.RpcError as error:  # listener already closed: also "not serving"
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert list(in_flight.result().advantage.shape) == [3, 16]  # drained, not dropped
+            stopping.join(10)
+        try:
+            api.ComputeAdvantage(request, timeout=5)
+            raise AssertionError("a stopped server answered")
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_command_line_serves_and_exits_cleanly_on_sigterm(tmp_path) -> None:
+    env = {**os.environ, "ADVANTAGE_GRACE_SECONDS": "2", "ADVANTAGE_REST_PORT": "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        port = None
+        deadline = time.monotonic() + 120
+        while port is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else None
+        assert port, "server did not report its port"
+        target = f"127.0.0.1:{port}"
+        assert health_status(target) == health_pb2.HealthCheckResponse.SERVING
+        response = stub(target).ComputeAdvantage(
+            pb.ComputeAdvantageRequest(trajectory=full_trajectory(random_batch()))
+        )
+        assert response.model_name == "demo"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_settings_from_environment(monkeypatch) -> None:
+    from service.cli import build_settings
+
+    monkeypatch.setenv("ADVANTAGE_MAX_MESSAGE_MB", "8")
+    monkeypatch.setenv("ADVANTAGE_DEVICE", "cpu")
+    settings = build_settings(["serve"])
+    assert settings.max_message_bytes == 8 * 1024 * 1024
+    assert settings.torch_device() == torch.device("cpu")
+    assert isinstance(Settings().port, int)
