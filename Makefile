@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Debian's chromium + chromedriver drive the /debug page test (no browser download at test time).
+BROWSER_STAMP := $(VENV)/.browser
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install serve test lint format proto bench
+.PHONY: install serve test lint format proto bench browser
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +17,16 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]' -e 'clients/python[torch]'
 	touch $@
 
+$(BROWSER_STAMP): | $(STAMP)
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	fi
+	touch $@
+
 install: $(STAMP)
+
+browser: $(BROWSER_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/advantage-service serve
@@ -24,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/gen_proto.py --check
 
-test: lint
+test: lint $(BROWSER_STAMP)
 	$(BIN)/python -m pytest
 
 format: $(STAMP)
@@ -36,3 +48,4 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/estimators.py
+	$(BIN)/python benchmarks/service.py

@@ -7,7 +7,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from service.config import Settings, env_default
+from service.config import Settings, env_default, parse_flag
 
 
 def _serve_parser(commands: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def _serve_parser(commands: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=env_default("workers", defaults.workers),
-        help="compute threads",
+        help="compute threads (with batching, the pool also gets one thread per queue slot)",
     )
     serve.add_argument(
         "--grace-seconds",
@@ -44,6 +44,39 @@ def _serve_parser(commands: argparse._SubParsersAction) -> None:
         default=env_default("grace_seconds", defaults.grace_seconds),
         help="how long SIGTERM/SIGINT lets in-flight calls finish",
     )
+    serve.add_argument(
+        "--rest-host",
+        default=env_default("rest_host", defaults.rest_host),
+        help="address of the REST debug surface (/v1, /docs, /debug, /metrics)",
+    )
+    serve.add_argument(
+        "--rest-port",
+        type=int,
+        default=env_default("rest_port", defaults.rest_port),
+        help="port of the REST debug surface; 0 disables it",
+    )
+    _batching_arguments(serve, defaults)
+
+
+def _batching_arguments(serve: argparse.ArgumentParser, defaults: Settings) -> None:
+    """Dynamic batching (service.batching); a model's manifest `batching` section wins."""
+    serve.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=parse_flag(env_default("batching", defaults.batching)),
+        help="merge concurrent requests' value-network passes into one (per model)",
+    )
+    for flag, kind, text in (
+        ("max_batch_rows", "rows", "most network rows in one merged pass"),
+        ("max_queue_delay_us", "µs", "longest wait for more requests after the first arrived"),
+        ("max_queue_size", "requests", "queued requests before RESOURCE_EXHAUSTED"),
+    ):
+        serve.add_argument(
+            "--" + flag.replace("_", "-"),
+            type=int,
+            default=env_default(flag, getattr(defaults, flag)),
+            help=f"batching: {text} ({kind})",
+        )
 
 
 def _export_parser(commands: argparse._SubParsersAction) -> None:
@@ -55,29 +88,47 @@ def _export_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--format", choices=("torch.export", "torchscript"), default="torch.export")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `advantage-service` console script."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="advantage-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_parser(commands)
     _export_parser(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        host=args.host,
+        port=int(args.port),
+        model_repository=Path(args.model_repository) if args.model_repository else None,
+        device=args.device,
+        max_message_mb=float(args.max_message_mb),
+        workers=int(args.workers),
+        grace_seconds=float(args.grace_seconds),
+        rest_host=args.rest_host,
+        rest_port=int(args.rest_port),
+        batching=parse_flag(args.batching),
+        max_batch_rows=int(args.max_batch_rows),
+        max_queue_delay_us=int(args.max_queue_delay_us),
+        max_queue_size=int(args.max_queue_size),
+    )
+
+
+def build_settings(argv: list[str]) -> Settings:
+    """Settings for `serve` from arguments and ADVANTAGE_* variables (arguments win)."""
+    return _settings(_parser().parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `advantage-service` console script."""
+    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.command == "serve":
         from service.server import serve
 
-        settings = Settings(
-            host=args.host,
-            port=int(args.port),
-            model_repository=Path(args.model_repository) if args.model_repository else None,
-            device=args.device,
-            max_message_mb=float(args.max_message_mb),
-            workers=int(args.workers),
-            grace_seconds=float(args.grace_seconds),
-        )
-        asyncio.run(serve(settings))
+        asyncio.run(serve(_settings(args)))
     else:
         from service.models.demo import demo_manifest, demo_networks
         from service.models.export import export_model

@@ -1,8 +1,9 @@
 """Protobuf ↔ tensors: the only module that knows the wire encoding.
 
-Tensors travel as dtype + shape + raw little-endian row-major bytes. Decoding wraps the request's
-bytes without copying (`torch.frombuffer`); the tensors are read-only by contract, since nothing
-downstream writes into its inputs.
+Tensors travel as dtype + shape + raw little-endian row-major bytes. Decoding wraps the `bytes`
+object protobuf hands out (one copy out of its arena, inside protobuf) without a further copy
+(`torch.frombuffer`); those tensors are read-only by contract: nothing downstream writes into its
+inputs.
 """
 
 from __future__ import annotations
@@ -60,19 +61,20 @@ def decode_tensor(message: pb.Tensor, name: str) -> torch.Tensor:
         raise InvalidArgument(f"{name}: shape {list(shape)} has a negative dimension")
     itemsize = torch.empty((), dtype=dtype).element_size()
     expected = math.prod(shape) * itemsize
-    if len(message.raw_data) != expected:
+    raw = message.raw_data  # upb copies on every access: read it once
+    if len(raw) != expected:
         raise InvalidArgument(
-            f"{name}: raw_data has {len(message.raw_data)} bytes, expected {expected} "
+            f"{name}: raw_data has {len(raw)} bytes, expected {expected} "
             f"(shape {list(shape)} × {itemsize} bytes of {dtype_name(dtype)})"
         )
     if expected == 0:
         return torch.empty(shape, dtype=dtype)
     if dtype is torch.bool:
-        as_bytes = torch.frombuffer(message.raw_data, dtype=torch.uint8)
+        as_bytes = torch.frombuffer(raw, dtype=torch.uint8)
         if bool((as_bytes > 1).any()):
             raise InvalidArgument(f"{name}: bool tensor has bytes other than 0 and 1")
         return as_bytes.view(torch.bool).view(shape)
-    return torch.frombuffer(message.raw_data, dtype=dtype).view(shape)
+    return torch.frombuffer(raw, dtype=dtype).view(shape)
 
 
 def encode_tensor(tensor: torch.Tensor) -> pb.Tensor:

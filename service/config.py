@@ -22,6 +22,14 @@ class Settings:
     max_message_mb: float = 64.0
     workers: int = 2
     grace_seconds: float = 10.0
+    rest_host: str = "127.0.0.1"
+    rest_port: int = 8080  # 0 disables the REST debug surface
+    # Dynamic batching of value-network passes across requests (service.batching); a model's
+    # manifest `batching` section overrides each field it sets.
+    batching: bool = False
+    max_batch_rows: int = 32768
+    max_queue_delay_us: int = 0
+    max_queue_size: int = 128
 
     @property
     def max_message_bytes(self) -> int:
@@ -41,3 +49,10 @@ class Settings:
 def env_default(name: str, default: object) -> object:
     """The value of ADVANTAGE_<NAME> if set, else `default` (for argparse defaults)."""
     return os.environ.get(ENV_PREFIX + name.upper(), default)
+
+
+def parse_flag(value: object) -> bool:
+    """A boolean setting from argparse or the environment ("1", "true", "yes", "on" = True)."""
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import estimators
+from service.batching import attach_batchers, detach_batchers
 from service.config import Settings
+from service.metrics import Metrics
 from service.models.demo import demo_model
 from service.models.loading import load_repository
 from service.models.model import Model
@@ -20,6 +25,9 @@ from service.models.registry import ModelRegistry
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
 from service.servicer import AdvantageServicer
+
+if TYPE_CHECKING:
+    from service.rest import RestServer
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdvantageService"].full_name
@@ -39,7 +47,18 @@ class AdvantageServer:
     def __init__(self, settings: Settings, models: dict[str, Model]) -> None:
         self.settings = settings
         self.registry = ModelRegistry(models)
-        self.executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="compute")
+        self.metrics = Metrics(self.registry)
+        self.state = "starting"  # → "serving" after warm-up → "draining" in stop()
+        self.rest: RestServer | None = None
+        # Dynamic batching: one batcher thread per batching model runs the merged forward passes;
+        # request threads wait in its queue, so the pool gets one extra thread per queue slot.
+        self.batchers = attach_batchers(
+            self.registry, settings, getattr(self.metrics, "observe_batch", None)
+        )
+        threads = settings.workers + max(
+            (b.config.max_queue_size for b in self.batchers), default=0
+        )
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="compute")
         limit = settings.max_message_bytes
         self.grpc = grpc.aio.server(
             options=[
@@ -48,7 +67,7 @@ class AdvantageServer:
             ]
         )
         pb_grpc.add_AdvantageServiceServicer_to_server(
-            AdvantageServicer(self.registry, self.executor), self.grpc
+            AdvantageServicer(self.registry, self.executor, self.metrics), self.grpc
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -60,20 +79,48 @@ class AdvantageServer:
         """Start serving; health turns SERVING once the estimator kernels are compiled."""
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for batcher in self.batchers:
+            batcher.start()
         await self.grpc.start()
         await asyncio.get_running_loop().run_in_executor(self.executor, estimators.warmup)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.state = "serving"
+
+    async def start_rest(self, host: str, port: int) -> int:
+        """Serve the REST debug surface on host:port (0 = a free port) from this loop; its port.
+
+        Call before or after `start()`; `stop()` stops it with the gRPC server.
+        """
+        from service.rest import RestServer, create_app
+
+        app = create_app(
+            self.registry,
+            self.executor,
+            self.metrics,
+            self.settings.max_message_bytes,
+            lambda: self.state,
+        )
+        self.rest = RestServer(app, host, port, self.settings.grace_seconds)
+        await self.rest.start()
+        return self.rest.port
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: health NOT_SERVING, then drain in-flight calls for `grace` seconds."""
+        self.state = "draining"
         await self.health.enter_graceful_shutdown()
-        await self.grpc.stop(self.settings.grace_seconds if grace is None else grace)
+        grace = self.settings.grace_seconds if grace is None else grace
+        rest_stop = self.rest.stop() if self.rest is not None else asyncio.sleep(0)
+        await asyncio.gather(self.grpc.stop(grace), rest_stop)
+        # After the drain the queues are empty; joining the batcher threads is off the loop.
+        await asyncio.to_thread(detach_batchers, self.batchers)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def wait_for_termination(self) -> None:
         """Block until the server stops."""
         await self.grpc.wait_for_termination()
+        if self.rest is not None:
+            await self.rest.wait_stopped()
 
 
 def create_server(
@@ -91,9 +138,34 @@ def create_server(
     return server, port
 
 
+def tune_allocator() -> bool:
+    """Let glibc keep freed large blocks instead of unmapping them (Linux; process-wide).
+
+    A forward pass allocates megabytes of activations; by default glibc serves each from a fresh
+    mmap and unmaps it on free, so every pass page-faults its memory in again (measured: a
+    16 384-row pass of the 64-256-256-1 MLP 15.5 → 12.2 ms, two 8 192-row passes 62 → 12 ms).
+    The cost: the heap keeps its peak size. Returns whether the settings were applied.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    limit = 1 << 30
+    return bool(libc.mallopt(m_mmap_threshold, limit)) and bool(
+        libc.mallopt(m_trim_threshold, limit)
+    )
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully."""
+    tune_allocator()
     server, port = create_server(f"{settings.host}:{settings.port}", settings)
+    if settings.rest_port:
+        rest_port = await server.start_rest(settings.rest_host, settings.rest_port)
+        log.info("REST debug surface on http://%s:%d/docs", settings.rest_host, rest_port)
     await server.start()
     names = ", ".join(model.name for model in server.registry)
     log.info("advantage-service listening on %s:%d (models: %s)", settings.host, port, names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
@@ -74,4 +74,32 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
     ) -> pb.GetModelResponse:
         return await self._run(
             context, lambda: handlers.get_model(self._registry, request), request
+        )
+
+    async def ComputeLoss(
+        self, request: pb.ComputeLossRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ComputeLossResponse:
+        return await self._run(
+            context, lambda: handlers.compute_loss_handler(self._registry, request), request
+        )
+
+    async def GetParameters(
+        self, request: pb.GetParametersRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ParameterChunk]:
+        chunks = await self._run(
+            context, lambda: handlers.get_parameters(self._registry, request), request
+        )
+        for chunk in chunks:
+            yield chunk
+
+    async def SetParameters(
+        self,
+        request_iterator: AsyncIterator[pb.ParameterChunk],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.SetParametersResponse:
+        chunks = [chunk async for chunk in request_iterator]
+        return await self._run(
+            context,
+            lambda: handlers.set_parameters_handler(self._registry, chunks),
+            chunks[0] if chunks else None,
         )

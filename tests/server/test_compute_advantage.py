@@ -186,7 +186,7 @@ def test_vtrace_scores_the_recorded_action(grpc_target: str) -> None:
     adv, vs = F.vtrace_advantage_estimate(
         GAMMA,
         log_pi,
-        data["sample_log_prob"],
+        data["sample_log_prob"].unsqueeze(-1),
         state_value,
         next_state_value,
         data["next", "reward"],

@@ -7,7 +7,6 @@ import threading
 import grpc
 import pytest
 import torch
-from tensordict import TensorDict
 from torchrl.objectives import A2CLoss, ClipPPOLoss, KLPENPPOLoss, PPOLoss, ReinforceLoss
 
 from service.models.demo import demo_manifest, demo_networks
@@ -91,12 +90,12 @@ def test_loss_and_gradients_match_torchrl(sgd_server, name: str) -> None:
     out = loss(data)  # TorchRL computes its default GAE(0.99, 0.95) itself
     total = sum(v for k, v in out.items() if k.startswith("loss_"))
     for key in ("loss_objective", "loss_critic", "loss_entropy", "loss_actor", "loss_value"):
-        if key in out.keys():
-            assert response.metrics[key] == pytest.approx(float(out[key]), rel=1e-5, abs=1e-6)
+        if key in out.keys():  # noqa: SIM118 - a TensorDict iterates rows, not keys
+            assert response.metrics[key] == pytest.approx(out[key].item(), rel=1e-5, abs=1e-6)
     for key in ("entropy", "kl_approx", "clip_fraction"):
-        if key in out.keys():
-            assert response.metrics[key] == pytest.approx(float(out[key]), rel=1e-5, abs=1e-6)
-    assert response.loss == pytest.approx(float(total), rel=1e-5, abs=1e-6)
+        if key in out.keys():  # noqa: SIM118 - a TensorDict iterates rows, not keys
+            assert response.metrics[key] == pytest.approx(out[key].item(), rel=1e-5, abs=1e-6)
+    assert response.loss == pytest.approx(total.item(), rel=1e-5, abs=1e-6)
 
     total.backward()
     _, after = parameters(api)
@@ -126,9 +125,9 @@ def test_client_advantage_skips_the_estimator(grpc_target: str) -> None:
     data["value_target"] = value_target.unsqueeze(-1)
     out = loss(data)
     assert response.metrics["loss_objective"] == pytest.approx(
-        float(out["loss_objective"]), rel=1e-5
+        out["loss_objective"].item(), rel=1e-5
     )
-    assert response.metrics["loss_critic"] == pytest.approx(float(out["loss_critic"]), rel=1e-5)
+    assert response.metrics["loss_critic"] == pytest.approx(out["loss_critic"].item(), rel=1e-5)
     assert not response.updated and response.new_parameter_version == response.parameter_version
 
 
@@ -237,11 +236,17 @@ def test_set_parameters_is_all_or_nothing(sgd_server) -> None:
     version, before = parameters(api)
     good = torch.full((2,), 0.25)
     bad_streams = {
-        "shape": [chunk("actor_network.2.bias", good), chunk("actor_network.2.weight", torch.ones(3))],
+        "shape": [
+            chunk("actor_network.2.bias", good),
+            chunk("actor_network.2.weight", torch.ones(3)),
+        ],
         "name": [chunk("actor_network.2.bias", good), chunk("actor_network.9.bias", good)],
-        "dtype": [chunk("actor_network.2.bias", good), chunk("actor_network.0.bias", torch.ones(64, dtype=torch.float64))],
+        "dtype": [
+            chunk("actor_network.2.bias", good),
+            chunk("actor_network.0.bias", torch.ones(64, dtype=torch.float64)),
+        ],
         "version": [chunk("actor_network.2.bias", good, parameter_version=version + 5)],
-    }  # fmt: skip
+    }
     for what, stream in bad_streams.items():
         error = rpc_error(api.SetParameters, iter(stream))
         expected = (

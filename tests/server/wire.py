@@ -106,7 +106,7 @@ def stub(target: str) -> pb_grpc.AdvantageServiceStub:
     return pb_grpc.AdvantageServiceStub(grpc.insecure_channel(target))
 
 
-def rpc_error(call, request) -> grpc.RpcError:  # noqa: ANN001 - any unary stub method
+def rpc_error(call, request) -> grpc.RpcError:
     """Call and return the RpcError it must raise."""
     try:
         call(request, timeout=60)

@@ -1,0 +1,282 @@
+"""Prometheus metrics of one server, recorded by both transports (gRPC and REST).
+
+Each `AdvantageServer` owns a `Metrics` with its own `CollectorRegistry`, so several servers in
+one process (tests) never share or collide on counters. Names follow Triton's `nv_inference_*`
+style with an `advantage_` prefix; the table is in the README.
+
+Recording goes through one context manager, used by the servicer's `_run` and the REST routes:
+
+    with metrics.track("grpc", request=request) as call:
+        return call.done(await run(...))
+
+It counts the request by transport, RPC, estimator and status code, times it, keeps the in-flight
+gauge, and, for a response carrying `timing`, observes the server's phase times and step count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import grpc
+import torch
+from google.protobuf.message import Message
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from service.errors import ServiceError
+from service.models.model import Model
+
+Reply = TypeVar("Reply")
+
+__all__ = ["CONTENT_TYPE_LATEST", "Call", "Metrics", "estimator_label", "rpc_label"]
+
+# Seconds: 0.1 ms … ~26 s, ×2 per bucket (phases of a small request are well under a millisecond).
+TIME_BUCKETS = tuple(1e-4 * 2**i for i in range(19))
+# Time steps (B·T) per request: 1 … 4^12 ≈ 16.8 M.
+STEP_BUCKETS = tuple(float(4**i) for i in range(13))
+# Timing field of a response → the histogram that observes it.
+PHASES = ("decode", "network", "estimator", "encode")
+# Label value when a request has no estimator/loss (ListModels, GetModel) or it is not known yet.
+NO_ESTIMATOR = "none"
+
+
+# Request messages not named "<Rpc>Request" (client-streaming SetParameters passes a chunk).
+_RPC_OF_MESSAGE = {"ParameterChunk": "SetParameters"}
+
+
+def rpc_label(request: Message | None) -> str:
+    """ "ComputeAdvantage" for a ComputeAdvantageRequest, and so on ("unknown" without one)."""
+    if request is None:
+        return "unknown"
+    name = type(request).__name__
+    return _RPC_OF_MESSAGE.get(name, name.removesuffix("Request"))
+
+
+def estimator_label(request: Message | None) -> str:
+    """The estimator (or loss) a request selects: the set member of its `estimator`/`loss` oneof.
+
+    An unset `estimator` means GAE (the contract's default); requests without such a oneof
+    (ListModels, GetModel) get "none".
+    """
+    if request is None:
+        return NO_ESTIMATOR
+    oneofs = request.DESCRIPTOR.oneofs_by_name
+    for name, default in (("estimator", "gae"), ("loss", NO_ESTIMATOR)):
+        if name in oneofs:
+            return request.WhichOneof(name) or default
+    return NO_ESTIMATOR
+
+
+class _DeviceMemoryCollector(Collector):
+    """GPU memory held by torch's caching allocator, per CUDA device (nothing without CUDA)."""
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        if not torch.cuda.is_available():
+            return []
+        allocated = GaugeMetricFamily(
+            "advantage_gpu_memory_allocated_bytes",
+            "GPU memory occupied by tensors (torch.cuda.memory_allocated), per device.",
+            labels=["device"],
+        )
+        reserved = GaugeMetricFamily(
+            "advantage_gpu_memory_reserved_bytes",
+            "GPU memory held by torch's caching allocator (torch.cuda.memory_reserved).",
+            labels=["device"],
+        )
+        for index in range(torch.cuda.device_count()):
+            device = f"cuda:{index}"
+            allocated.add_metric([device], torch.cuda.memory_allocated(index))
+            reserved.add_metric([device], torch.cuda.memory_reserved(index))
+        return [allocated, reserved]
+
+
+class Call:
+    """One request being tracked; see `Metrics.track`."""
+
+    def __init__(self, metrics: Metrics, transport: str, rpc: str, estimator: str) -> None:
+        self._metrics = metrics
+        self.transport = transport
+        self.rpc = rpc
+        self.estimator = estimator
+        self.code: str | None = None
+        self.response: Message | None = None
+        self.started = time.perf_counter()
+
+    def done(self, response: Reply) -> Reply:
+        """Mark the call successful with `response` (whose `timing` is observed); return it."""
+        self.code = "OK"
+        self.response = response  # type: ignore[assignment]
+        return response
+
+    def fail(self, code: grpc.StatusCode | str) -> None:
+        """Mark the call failed with a status code (when no exception carries it)."""
+        self.code = code.name if isinstance(code, grpc.StatusCode) else code
+
+
+class Metrics:
+    """The metrics of one server, in their own `CollectorRegistry`."""
+
+    def __init__(self, models: Iterable[Model] = ()) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter(
+            "advantage_requests",
+            "Requests finished, by transport (grpc/rest), RPC, estimator or loss, and status code.",
+            ["transport", "rpc", "estimator", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "advantage_request_duration_seconds",
+            "Server-side latency of a request, from dispatch to reply (errors included).",
+            ["transport", "rpc"],
+            buckets=TIME_BUCKETS,
+            registry=registry,
+        )
+        self.phase_duration = {
+            phase: Histogram(
+                f"advantage_{phase}_duration_seconds",
+                f"Time spent in the {phase} phase of successful requests (response timing).",
+                ["rpc", "estimator"],
+                buckets=TIME_BUCKETS,
+                registry=registry,
+            )
+            for phase in PHASES
+        }
+        self.request_steps = Histogram(
+            "advantage_request_steps",
+            "Time steps (product of the reward's [*B, T] shape) per successful request.",
+            ["rpc", "estimator"],
+            buckets=STEP_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "advantage_requests_in_flight",
+            "Requests being processed now, by transport.",
+            ["transport"],
+            registry=registry,
+        )
+        self.parameter_version = Gauge(
+            "advantage_model_parameter_version",
+            "Parameter version of each model's networks (increases by one per update).",
+            ["model"],
+            registry=registry,
+        )
+        for model in models:
+            self.parameter_version.labels(model=model.name).set_function(
+                lambda model=model: model.parameter_version
+            )
+        # Dynamic batching (service.batching): one observation per merged forward pass.
+        self.batch_rows = Histogram(
+            "advantage_batch_rows",
+            "Network rows per merged forward pass of the dynamic batcher, by model.",
+            ["model"],
+            buckets=STEP_BUCKETS,
+            registry=registry,
+        )
+        self.batch_requests = Histogram(
+            "advantage_batch_requests",
+            "Requests merged into one forward pass of the dynamic batcher, by model.",
+            ["model"],
+            buckets=tuple(float(2**i) for i in range(11)),
+            registry=registry,
+        )
+        self.batch_queue_delay = Histogram(
+            "advantage_batch_queue_delay_seconds",
+            "Time a request waited in the batch queue before its pass started, by model.",
+            ["model"],
+            buckets=TIME_BUCKETS,
+            registry=registry,
+        )
+        ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_cpu_...
+        registry.register(_DeviceMemoryCollector())
+
+    def observe_batch(self, record: Any) -> None:
+        """Record one `service.batching.BatchRecord` (the batcher's `on_batch` callback)."""
+        self.batch_rows.labels(record.model).observe(record.rows)
+        self.batch_requests.labels(record.model).observe(record.requests)
+        delay = self.batch_queue_delay.labels(record.model)
+        for seconds in record.queue_delays_s:
+            delay.observe(seconds)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format (content type `CONTENT_TYPE_LATEST`)."""
+        return generate_latest(self.registry)
+
+    @contextmanager
+    def track(
+        self,
+        transport: str,
+        rpc: str | None = None,
+        request: Message | None = None,
+        estimator: str | None = None,
+    ) -> Iterator[Call]:
+        """Count, time and observe one request; see the module docstring.
+
+        The status code is the one set on the `Call` (`done` → OK, `fail`), else taken from the
+        exception leaving the block: a `ServiceError`'s code, CANCELLED for a cancellation,
+        INTERNAL for anything else.
+        """
+        call = Call(
+            self,
+            transport,
+            rpc or rpc_label(request),
+            estimator or estimator_label(request),
+        )
+        gauge = self.in_flight.labels(transport=transport)
+        gauge.inc()
+        error: BaseException | None = None
+        try:
+            yield call
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            gauge.dec()
+            self._finish(call, error)
+
+    def _finish(self, call: Call, error: BaseException | None) -> None:
+        code = call.code
+        if code is None or (error is not None and code == "OK"):
+            if error is None:
+                code = "OK"
+            elif isinstance(error, ServiceError):
+                code = error.code.name
+            else:
+                code = "CANCELLED" if _is_cancellation(error) else "INTERNAL"
+        elapsed = time.perf_counter() - call.started
+        self.requests.labels(call.transport, call.rpc, call.estimator, code).inc()
+        self.request_duration.labels(call.transport, call.rpc).observe(elapsed)
+        if code == "OK" and call.response is not None:
+            self._observe_response(call, call.response)
+
+    def _observe_response(self, call: Call, response: Any) -> None:
+        if not hasattr(response, "DESCRIPTOR"):  # e.g. GetParameters' list of chunks
+            return
+        fields = response.DESCRIPTOR.fields_by_name
+        if "timing" in fields and response.HasField("timing"):
+            timing = response.timing
+            for phase, histogram in self.phase_duration.items():
+                histogram.labels(call.rpc, call.estimator).observe(
+                    getattr(timing, f"{phase}_ms") / 1e3
+                )
+        if "advantage" in fields and response.HasField("advantage"):
+            steps = math.prod(response.advantage.shape)
+            self.request_steps.labels(call.rpc, call.estimator).observe(steps)
+
+
+def _is_cancellation(error: BaseException) -> bool:
+    return isinstance(error, asyncio.CancelledError)

@@ -1,0 +1,194 @@
+"""OpenAPI description of POST /v1/advantage (the body is parsed by `convert`, not pydantic)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NESTED = {
+    "description": "Nested list [*B, T] (or [*B, T, 1] with torchrl_shapes).",
+    "type": "array",
+    "items": {},
+}
+COEFFICIENT = {
+    "description": "A number in [0, 1] for every step, or a per-step nested list [*B, T].",
+    "oneOf": [{"type": "number", "minimum": 0, "maximum": 1}, NESTED],
+}
+TIMING_FIELDS = ("json_decode_ms", "decode_ms", "network_ms", "estimator_ms", "encode_ms")
+ERROR = {
+    "type": "object",
+    "properties": {
+        "code": {"type": "string", "example": "INVALID_ARGUMENT"},
+        "message": {
+            "type": "string",
+            "example": "trajectory.done: expected shape [4] (the reward's [*B, T]), got [3]",
+        },
+    },
+}
+
+REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["trajectory"],
+    "additionalProperties": False,
+    "properties": {
+        "model_name": {"type": "string", "description": "Empty or absent = the default model."},
+        "dtype": {"enum": ["float32", "float64"], "default": "float32"},
+        "torchrl_shapes": {
+            "type": "boolean",
+            "default": False,
+            "description": "Per-step tensors (reward, done, terminated, values, log-probs) "
+            "carry TorchRL's trailing feature dimension [*B, T, 1]; so does the response.",
+        },
+        "form": {"enum": ["full", "compact"], "default": "full"},
+        "estimator": {
+            "description": "A name, or an object with `name` and knobs; absent = GAE with "
+            "the model's defaults. A knob left out (or null) takes the model's default.",
+            "oneOf": [
+                {"enum": ["td0", "td1", "td_lambda", "gae", "vtrace"]},
+                {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"enum": ["td0", "td1", "td_lambda", "gae", "vtrace"]},
+                        "gamma": COEFFICIENT,
+                        "lmbda": COEFFICIENT,
+                        "average_rewards": {"type": "boolean"},
+                        "average_gae": {"type": "boolean"},
+                        "average_adv": {"type": "boolean"},
+                        "rho_thresh": {"type": "number"},
+                        "c_thresh": {"type": "number"},
+                        "rho_pg_thresh": {"type": "number"},
+                    },
+                },
+            ],
+        },
+        "trajectory": {
+            "type": "object",
+            "description": "TorchRL keys, flat ('next.reward') or nested ({'next': "
+            "{'reward': ...}}). Every model input key K appears as K and next.K "
+            "([*B, T, *shape]). `reward`/`done`/`terminated` are accepted without `next.`.",
+            "properties": {
+                "observation": NESTED,
+                "next.observation": NESTED,
+                "next.reward": NESTED,
+                "next.done": NESTED,
+                "next.terminated": NESTED,
+                "state_value": NESTED,
+                "next.state_value": NESTED,
+                "action": NESTED,
+                "sample_log_prob": NESTED,
+                "log_prob": NESTED,
+            },
+            "required": ["next.reward", "next.done"],
+        },
+    },
+}
+
+EXAMPLE = {
+    "estimator": {"name": "gae", "gamma": 0.99, "lmbda": 0.95},
+    "trajectory": {
+        "next.reward": [[1.0, 0.0, 1.0, 0.5]],
+        "next.done": [[False, True, False, False]],
+        "next.terminated": [[False, True, False, False]],
+        "state_value": [[0.5, 0.4, 0.3, 0.2]],
+        "next.state_value": [[0.4, 0.0, 0.2, 0.1]],
+    },
+}
+
+RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "model_name": {"type": "string"},
+        "parameter_version": {"type": "integer"},
+        "dtype": {"enum": ["float32", "float64"]},
+        "shape": {"type": "array", "items": {"type": "integer"}, "description": "[*B, T]"},
+        "advantage": NESTED,
+        "value_target": NESTED,
+        "state_value": {**NESTED, "description": "Only when the server computed the values."},
+        "next.state_value": {**NESTED, "description": "0 at terminated steps."},
+        "timing": {
+            "type": "object",
+            "description": "Milliseconds: JSON → protobuf, then the handler's phases.",
+            "properties": {name: {"type": "number"} for name in TIMING_FIELDS},
+        },
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
+
+
+ADVANTAGE_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": REQUEST_SCHEMA, "example": EXAMPLE}},
+    },
+    "responses": {
+        "200": {
+            "description": "Advantage and value target, [*B, T] nested lists.",
+            "content": {"application/json": {"schema": RESPONSE_SCHEMA}},
+        },
+        "400": _error("A malformed field (INVALID_ARGUMENT); the message names it."),
+        "404": _error("Unknown model (NOT_FOUND)."),
+        "412": _error("The model lacks something the request needs (FAILED_PRECONDITION)."),
+        "413": _error("Body over the server's --max-message-mb (RESOURCE_EXHAUSTED)."),
+        "503": _error("Server draining (UNAVAILABLE)."),
+    },
+}
+
+
+LOSS_REQUEST_SCHEMA: dict[str, Any] = {
+    **REQUEST_SCHEMA,
+    "properties": {
+        **REQUEST_SCHEMA["properties"],
+        "loss": {
+            "description": "A name, or an object with `name` and the loss message's knobs "
+            '(PolicyLossOptions under `options`; enums by name, e.g. "smooth_l1"); '
+            "absent = ppo_clip.",
+            "oneOf": [
+                {"enum": ["ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala"]},
+                {"type": "object", "required": ["name"]},
+            ],
+        },
+        "advantage": {**NESTED, "description": "Precomputed advantage (skips the estimator)."},
+        "value_target": NESTED,
+        "behaviour_distribution": {
+            "type": "object",
+            "description": "ppo_kl: behaviour policy parameters ('logits' or 'loc'/'scale').",
+            "additionalProperties": NESTED,
+        },
+        "apply_update": {"type": "boolean", "default": False},
+        "expected_parameter_version": {"type": "integer"},
+    },
+}
+
+LOSS_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": LOSS_REQUEST_SCHEMA}},
+    },
+    "responses": {
+        "200": {
+            "description": "Loss, its parts (metrics), parameter versions, timing.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "loss": {"type": "number"},
+                            "metrics": {"type": "object"},
+                            "model_name": {"type": "string"},
+                            "parameter_version": {"type": "integer"},
+                            "updated": {"type": "boolean"},
+                            "new_parameter_version": {"type": "integer"},
+                            "grad_norm": {"type": "number"},
+                            "timing": {"type": "object"},
+                        },
+                    }
+                }
+            },
+        },
+        **{code: ADVANTAGE_OPENAPI["responses"][code] for code in ("400", "404", "412", "413")},
+        "503": ADVANTAGE_OPENAPI["responses"]["503"],
+    },
+}

@@ -1,0 +1,242 @@
+// advantage-service /debug: generate or paste a trajectory, POST /v1/advantage, plot the result.
+// Plain SVG (no chart library, nothing fetched from outside the server).
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+const SERIES = [
+  { key: "reward", label: "reward", color: "#5f6368" },
+  { key: "state_value", label: "state value V(s)", color: "#1a73e8" },
+  { key: "advantage", label: "advantage", color: "#d01884" },
+  { key: "value_target", label: "value target", color: "#188038" },
+];
+const AVERAGE_KNOB = {
+  td0: "average_rewards", td1: "average_rewards", td_lambda: "average_rewards",
+  gae: "average_gae", vtrace: "average_adv",
+};
+const $ = (id) => document.getElementById(id);
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+// {"next": {"reward": r}} and {"next.reward": r} both → {"next.reward": r} (TensorDict keys).
+function flatten(entries, prefix = "", out = {}) {
+  for (const [key, value] of Object.entries(entries || {})) {
+    const name = prefix + key;
+    if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+      flatten(value, name + ".", out);
+    } else {
+      out[name] = value;
+    }
+  }
+  return out;
+}
+
+// Nested list [*B, T] (or [*B, T, 1]) → its `row`-th trajectory of `steps` numbers.
+function row(nested, steps, index) {
+  if (nested === undefined) return null;
+  const flat = [nested].flat(Infinity);
+  const start = index * steps;
+  if (start + steps > flat.length) throw new Error(`row ${index} is out of range`);
+  return flat.slice(start, start + steps).map((v) => (v === null ? NaN : Number(v)));
+}
+
+async function fetchJSON(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new Error(`${response.status} ${body.code || ""}: ${body.message || JSON.stringify(body)}`);
+  }
+  return body;
+}
+
+async function loadModels() {
+  try {
+    const { models } = await fetchJSON("/v1/models");
+    for (const model of models) {
+      const option = document.createElement("option");
+      option.value = option.textContent = model.name;
+      $("model").append(option);
+    }
+  } catch (error) {
+    showError(`could not list models: ${error.message}`);
+  }
+}
+
+async function loadSample() {
+  showError("");
+  const params = new URLSearchParams({
+    steps: $("steps").value || "24", seed: $("seed").value || "0", model_name: $("model").value,
+  });
+  try {
+    const sample = await fetchJSON(`/debug/sample?${params}`);
+    $("payload").value = JSON.stringify(sample, null, 1);
+    document.body.dataset.sampleLoaded = "true";
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function estimatorFromForm() {
+  const name = $("estimator").value;
+  const estimator = { name };
+  const number = (id) => ($(id).value === "" ? undefined : Number($(id).value));
+  estimator.gamma = number("gamma");
+  if (["td_lambda", "gae", "vtrace"].includes(name)) estimator.lmbda = number("lmbda");
+  if (name === "vtrace") {
+    estimator.rho_thresh = number("rho-thresh");
+    estimator.c_thresh = number("c-thresh");
+  }
+  estimator[AVERAGE_KNOB[name]] = $("average").checked;
+  return JSON.parse(JSON.stringify(estimator)); // drops undefined knobs (= model defaults)
+}
+
+function syncKnobs() {
+  const name = $("estimator").value;
+  for (const label of document.querySelectorAll("label[data-for]")) {
+    label.hidden = !label.dataset.for.split(" ").includes(name);
+  }
+  $("average-name").textContent = AVERAGE_KNOB[name];
+}
+
+async function compute() {
+  showError("");
+  let body;
+  try {
+    body = JSON.parse($("payload").value);
+  } catch (error) {
+    showError(`payload: not valid JSON (${error.message})`);
+    return;
+  }
+  body.estimator = estimatorFromForm();
+  if ($("model").value) body.model_name = $("model").value;
+  document.body.dataset.state = "computing";
+  try {
+    const result = await fetchJSON("/v1/advantage", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    plot(body, result);
+    const t = result.timing;
+    $("status").textContent =
+      `model ${result.model_name} · parameter version ${result.parameter_version} · ` +
+      `shape [${result.shape}] ${result.dtype} · decode ${t.decode_ms.toFixed(2)} ms, ` +
+      `network ${t.network_ms.toFixed(2)} ms, estimator ${t.estimator_ms.toFixed(2)} ms, ` +
+      `encode ${t.encode_ms.toFixed(2)} ms`;
+    document.body.dataset.state = "plotted";
+  } catch (error) {
+    showError(error.message);
+    document.body.dataset.state = "error";
+  }
+}
+
+function element(name, attributes, parent) {
+  const node = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  if (parent) parent.append(node);
+  return node;
+}
+
+function plot(request, result) {
+  const shape = result.shape;
+  const steps = shape[shape.length - 1];
+  const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  const index = Math.min(Math.max(0, Number($("row").value) || 0), rows - 1);
+  const trajectory = flatten(request.trajectory);
+  const pick = (...keys) => keys.map((k) => trajectory[k]).find((v) => v !== undefined);
+  const data = {
+    reward: row(pick("next.reward", "reward"), steps, index),
+    state_value: row(result.state_value ?? pick("state_value"), steps, index),
+    advantage: row(result.advantage, steps, index),
+    value_target: row(result.value_target, steps, index),
+  };
+  const done = row(pick("next.done", "done"), steps, index).map(Boolean);
+  const terminatedRaw = pick("next.terminated", "terminated");
+  const terminated = terminatedRaw === undefined ? done : row(terminatedRaw, steps, index).map(Boolean);
+
+  const svg = $("chart");
+  svg.replaceChildren();
+  const width = 960, height = 380, left = 56, right = 16, top = 22, bottom = 34;
+  const values = Object.values(data).flatMap((series) => series || []).filter(Number.isFinite);
+  let low = Math.min(0, ...values), high = Math.max(0, ...values);
+  if (high - low < 1e-9) { low -= 1; high += 1; }
+  const pad = (high - low) * 0.06;
+  low -= pad; high += pad;
+  const x = (t) => left + (steps === 1 ? 0.5 : t / (steps - 1)) * (width - left - right);
+  const y = (v) => top + (1 - (v - low) / (high - low)) * (height - top - bottom);
+
+  const axes = element("g", { class: "axis" }, svg);
+  const ticks = 5;
+  for (let i = 0; i <= ticks; i++) {
+    const v = low + ((high - low) * i) / ticks;
+    element("line", { class: "grid", x1: left, x2: width - right, y1: y(v), y2: y(v) }, axes);
+    element("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, axes).textContent =
+      v.toFixed(2);
+  }
+  element("line", { x1: left, x2: width - right, y1: y(0), y2: y(0) }, axes);
+  const every = Math.max(1, Math.ceil(steps / 16));
+  for (let t = 0; t < steps; t += every) {
+    element("text", { x: x(t), y: height - bottom + 16, "text-anchor": "middle" }, axes)
+      .textContent = String(t);
+  }
+  element("text", { x: width - right, y: height - 4, "text-anchor": "end" }, axes).textContent =
+    "time step t";
+
+  // Episode ends: a dashed line at the step after which the episode ended.
+  const markers = element("g", { class: "markers" }, svg);
+  for (let t = 0; t < steps; t++) {
+    if (!done[t]) continue;
+    const kind = terminated[t] ? "terminal" : "truncated";
+    const line = element("line", {
+      class: `marker ${kind}`, "data-t": t, x1: x(t), x2: x(t), y1: top, y2: height - bottom,
+    }, markers);
+    element("title", {}, line).textContent = `t = ${t}: episode ${kind === "terminal" ? "terminated" : "truncated"}`;
+    element("text", { x: x(t) + 3, y: top - 6 }, markers).textContent =
+      kind === "terminal" ? "terminal" : "truncated";
+  }
+
+  for (const { key, label, color } of SERIES) {
+    const series = data[key];
+    if (!series) continue;
+    const group = element("g", { class: "series", "data-series": key }, svg);
+    let path = "";
+    series.forEach((v, t) => {
+      if (!Number.isFinite(v)) return;
+      path += `${path && Number.isFinite(series[t - 1]) ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`;
+    });
+    element("path", { d: path, fill: "none", stroke: color, "stroke-width": 1.8 }, group);
+    series.forEach((v, t) => {
+      if (!Number.isFinite(v)) return;
+      const point = element("circle", {
+        class: "point", "data-series": key, "data-t": t, "data-value": v,
+        cx: x(t), cy: y(v), r: 2.8, fill: color,
+      }, group);
+      element("title", {}, point).textContent = `${label}, t = ${t}: ${v}`;
+    });
+  }
+
+  const legend = $("legend");
+  legend.replaceChildren();
+  for (const { key, label, color } of SERIES) {
+    if (!data[key]) continue;
+    const item = document.createElement("span");
+    item.style.setProperty("--c", color);
+    item.textContent = label;
+    legend.append(item);
+  }
+  for (const kind of ["terminal", "truncated"]) {
+    const item = document.createElement("span");
+    item.className = kind;
+    item.textContent = kind === "terminal" ? "terminated (no bootstrap)" : "truncated (bootstrapped)";
+    legend.append(item);
+  }
+}
+
+$("load-sample").addEventListener("click", loadSample);
+$("compute").addEventListener("click", compute);
+$("estimator").addEventListener("change", syncKnobs);
+syncKnobs();
+loadModels();

@@ -1,0 +1,112 @@
+"""/metrics: counters move by exactly the requests sent, over both transports."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from _rest_helpers import grpc_stub, scrape
+from prometheus_client import CollectorRegistry
+from test_rest_api import grpc_request, sample
+
+from service.metrics import Metrics, estimator_label, rpc_label
+from service.pb.advantage.v1 import advantage_pb2 as pb
+
+
+def labels(**pairs: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(pairs.items()))
+
+
+def delta(before: dict, after: dict, name: str, **pairs: str) -> float:
+    key = (name, labels(**pairs))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def test_counters_move_by_exactly_the_requests_sent(http: httpx.Client, rest_demo_server) -> None:
+    body = sample(http, steps=10)
+    before = scrape(http.get("/metrics").text)
+
+    for _ in range(3):
+        assert http.post("/v1/advantage", json=body).status_code == 200
+    bad = {**body, "estimator": {"name": "td0", "gamma": 2.0}}
+    assert http.post("/v1/advantage", json=bad).status_code == 400
+    assert http.get("/v1/models").status_code == 200
+    td0 = {**body, "estimator": {"name": "td0"}}
+    with grpc_stub(rest_demo_server.grpc_target) as stub:
+        stub.ComputeAdvantage(grpc_request(td0))
+        stub.ComputeAdvantage(grpc_request(td0))
+        with pytest.raises(Exception):  # noqa: B017 - grpc.RpcError
+            stub.GetModel(pb.GetModelRequest(model_name="nope"))
+
+    after = scrape(http.get("/metrics").text)
+    total = "advantage_requests_total"
+    compute = {"rpc": "ComputeAdvantage"}
+    assert delta(before, after, total, transport="rest", estimator="gae", code="OK", **compute) == 3
+    assert (
+        delta(
+            before,
+            after,
+            total,
+            transport="rest",
+            estimator="td0",
+            code="INVALID_ARGUMENT",
+            **compute,
+        )
+        == 1
+    )
+    assert delta(before, after, total, transport="grpc", estimator="td0", code="OK", **compute) == 2
+    assert (
+        delta(before, after, total, transport="rest", rpc="ListModels", estimator="none", code="OK")
+        == 1
+    )
+    assert (
+        delta(
+            before,
+            after,
+            total,
+            transport="grpc",
+            rpc="GetModel",
+            estimator="none",
+            code="NOT_FOUND",
+        )
+        == 1
+    )
+    # every request timed; phases and steps only for successes (3 REST GAE + 2 gRPC TD(0))
+    latency = "advantage_request_duration_seconds_count"
+    assert delta(before, after, latency, transport="rest", rpc="ComputeAdvantage") == 4
+    assert delta(before, after, latency, transport="grpc", rpc="ComputeAdvantage") == 2
+    for phase in ("decode", "network", "estimator", "encode"):
+        name = f"advantage_{phase}_duration_seconds_count"
+        assert delta(before, after, name, rpc="ComputeAdvantage", estimator="gae") == 3
+        assert delta(before, after, name, rpc="ComputeAdvantage", estimator="td0") == 2
+    steps = "advantage_request_steps_sum"
+    assert delta(before, after, steps, rpc="ComputeAdvantage", estimator="gae") == 30
+    assert delta(before, after, "advantage_request_steps_count", rpc="ComputeAdvantage",
+                 estimator="td0") == 2  # fmt: skip
+    # nothing in flight between requests (the /metrics scrape itself is not counted)
+    assert after[("advantage_requests_in_flight", labels(transport="rest"))] == 0
+    assert after[("advantage_requests_in_flight", labels(transport="grpc"))] == 0
+    assert after[("advantage_model_parameter_version", labels(model="demo"))] == 0
+    assert after[("process_resident_memory_bytes", ())] > 0
+
+
+def test_metrics_exposition_content_type(http: httpx.Client) -> None:
+    response = http.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "# TYPE advantage_requests_total counter" in response.text
+    assert "# TYPE advantage_request_duration_seconds histogram" in response.text
+
+
+def test_each_server_has_its_own_registry() -> None:
+    one, two = Metrics(), Metrics()  # same names, no "Duplicated timeseries" error
+    assert isinstance(one.registry, CollectorRegistry) and one.registry is not two.registry
+    with one.track("grpc", request=pb.ListModelsRequest()) as call:
+        call.done(pb.ListModelsResponse())
+    assert b'advantage_requests_total{code="OK"' in one.exposition()
+    assert b"advantage_requests_total{" not in two.exposition()
+
+
+def test_labels() -> None:
+    assert rpc_label(pb.ComputeAdvantageRequest()) == "ComputeAdvantage"
+    assert estimator_label(pb.ComputeAdvantageRequest()) == "gae"  # unset = GAE
+    assert estimator_label(pb.ComputeAdvantageRequest(vtrace=pb.VTrace())) == "vtrace"
+    assert estimator_label(pb.GetModelRequest()) == "none"

@@ -1,0 +1,367 @@
+"""REST surface against a real uvicorn + gRPC server: same numbers, same validation."""
+
+from __future__ import annotations
+
+import copy
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+import torch
+from _rest_helpers import grpc_stub, rest_server, scrape
+
+from service.codec import DTYPE_TO_TORCH, encode_tensor
+from service.config import Settings
+from service.metrics import Metrics
+from service.models.demo import demo_model
+from service.models.registry import ModelRegistry
+from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.rest import convert, create_app
+
+STEPS = 12
+
+
+def sample(http: httpx.Client, steps: int = STEPS, seed: int = 0) -> dict[str, Any]:
+    response = http.get("/debug/sample", params={"steps": steps, "seed": seed})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def grpc_request(body: dict[str, Any]) -> pb.ComputeAdvantageRequest:
+    """The ComputeAdvantageRequest a gRPC client would build for the same data (independently of
+    the REST converter)."""
+    float_dtype = torch.float64 if body.get("dtype") == "float64" else torch.float32
+    traj = body["trajectory"]
+    message = pb.ComputeAdvantageRequest(model_name=body.get("model_name", ""))
+    t = message.trajectory
+    for key, field, dtype in (
+        ("next.reward", "reward", float_dtype),
+        ("next.done", "done", torch.bool),
+        ("next.terminated", "terminated", torch.bool),
+        ("state_value", "state_value", float_dtype),
+        ("next.state_value", "next_state_value", float_dtype),
+        ("sample_log_prob", "sample_log_prob", float_dtype),
+        ("action", "action", torch.int64),
+    ):
+        if key in traj:
+            getattr(t, field).CopyFrom(encode_tensor(torch.tensor(traj[key], dtype=dtype)))
+    if "observation" in traj:
+        t.observation["observation"].CopyFrom(encode_tensor(torch.tensor(traj["observation"])))
+    if "next.observation" in traj:
+        t.next_observation["observation"].CopyFrom(
+            encode_tensor(torch.tensor(traj["next.observation"]))
+        )
+    estimator = body.get("estimator", {"name": "gae"})
+    if isinstance(estimator, str):
+        estimator = {"name": estimator}
+    knobs = getattr(message, estimator["name"])
+    knobs.SetInParent()
+    for knob, value in estimator.items():
+        if knob == "name":
+            continue
+        if knob == "gamma" or (knob == "lmbda" and estimator["name"] != "vtrace"):
+            getattr(knobs, knob).scalar = value
+        else:
+            setattr(knobs, knob, value)
+    return message
+
+
+def tensor_list(message: pb.Tensor) -> list[Any]:
+    dtype = DTYPE_TO_TORCH[message.dtype]
+    return torch.frombuffer(bytearray(message.raw_data), dtype=dtype).view(*message.shape).tolist()
+
+
+def batch(body: dict[str, Any], rows: int) -> dict[str, Any]:
+    """The sample repeated as `rows` trajectories: [rows, T, ...]."""
+    body = copy.deepcopy(body)
+    body["trajectory"] = {key: [value] * rows for key, value in body["trajectory"].items()}
+    return body
+
+
+ESTIMATORS = [
+    {"name": "td0"},
+    {"name": "td1", "gamma": 0.9},
+    {"name": "td_lambda", "gamma": 0.97, "lmbda": 0.8, "average_rewards": True},
+    {"name": "gae", "gamma": 0.99, "lmbda": 0.95},
+    {"name": "gae", "average_gae": True},
+    {"name": "vtrace", "gamma": 0.98, "rho_thresh": 1.5, "c_thresh": 0.9, "lmbda": 0.9},
+]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: "-".join(map(str, e.values())))
+def test_rest_equals_grpc(http: httpx.Client, rest_demo_server, estimator: dict) -> None:
+    body = sample(http)
+    body["estimator"] = estimator
+    rest = http.post("/v1/advantage", json=body)
+    assert rest.status_code == 200, rest.text
+    result = rest.json()
+    with grpc_stub(rest_demo_server.grpc_target) as stub:
+        reply = stub.ComputeAdvantage(grpc_request(body))
+    assert result["model_name"] == reply.model_name == "demo"
+    assert result["parameter_version"] == reply.parameter_version
+    assert result["shape"] == [STEPS] and result["dtype"] == "float32"
+    assert result["advantage"] == tensor_list(reply.advantage)
+    assert result["value_target"] == tensor_list(reply.value_target)
+    assert result["state_value"] == tensor_list(reply.state_value)
+    assert result["next.state_value"] == tensor_list(reply.next_state_value)
+    assert set(result["timing"]) == {
+        "json_decode_ms", "decode_ms", "network_ms", "estimator_ms", "encode_ms",
+    }  # fmt: skip
+
+
+def test_batch_float64_and_given_values_equal_grpc(http: httpx.Client, rest_demo_server) -> None:
+    body = batch(sample(http), 3)
+    body["dtype"] = "float64"
+    traj = body["trajectory"]
+    for key in ("observation", "next.observation", "action", "sample_log_prob"):
+        del traj[key]
+    traj["state_value"] = [[0.1 * t for t in range(STEPS)]] * 3
+    traj["next.state_value"] = [[0.1 * t + 0.05 for t in range(STEPS)]] * 3
+    body["estimator"] = {"name": "td_lambda", "lmbda": [[0.9] * STEPS] * 3}
+    result = http.post("/v1/advantage", json=body).json()
+    assert result["shape"] == [3, STEPS] and result["dtype"] == "float64"
+    assert "state_value" not in result  # the request carried them
+    message = grpc_request({**body, "estimator": {"name": "td_lambda"}})
+    message.td_lambda.lmbda.per_step.CopyFrom(
+        encode_tensor(torch.full((3, STEPS), 0.9, dtype=torch.float64))
+    )
+    with grpc_stub(rest_demo_server.grpc_target) as stub:
+        reply = stub.ComputeAdvantage(message)
+    assert result["advantage"] == tensor_list(reply.advantage)
+    assert result["value_target"] == tensor_list(reply.value_target)
+
+
+def test_torchrl_shapes_and_nested_keys(http: httpx.Client) -> None:
+    body = sample(http)
+    plain = http.post("/v1/advantage", json=body).json()
+    traj = body["trajectory"]
+    nested = {"observation": traj["observation"], "action": traj["action"], "next": {}}
+    for key, value in traj.items():
+        if key.startswith("next."):
+            per_step = key != "next.observation"
+            nested["next"][key.removeprefix("next.")] = [[v] for v in value] if per_step else value
+    nested["sample_log_prob"] = [[v] for v in traj["sample_log_prob"]]
+    torchrl = http.post(
+        "/v1/advantage", json={**body, "trajectory": nested, "torchrl_shapes": True}
+    ).json()
+    assert torchrl["shape"] == [STEPS]
+    assert torchrl["advantage"] == [[v] for v in plain["advantage"]]
+    assert torchrl["value_target"] == [[v] for v in plain["value_target"]]
+
+
+def grpc_error(target: str, message: pb.ComputeAdvantageRequest) -> tuple[str, str]:
+    with grpc_stub(target) as stub, pytest.raises(grpc.RpcError) as raised:
+        stub.ComputeAdvantage(message)
+    return raised.value.code().name, raised.value.details()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status"),
+    [
+        (lambda b: b["trajectory"].update({"next.done": b["trajectory"]["next.done"][:-1]}), 400),
+        (lambda b: b.update(model_name="nope"), 404),
+        (lambda b: b.update(estimator={"name": "gae", "gamma": 1.5}), 400),
+        (lambda b: b.update(estimator={"name": "vtrace", "rho_thresh": -1.0}), 400),
+        (lambda b: b["trajectory"].pop("sample_log_prob") and b.update(estimator="vtrace"), 400),
+        (lambda b: b["trajectory"].pop("next.observation"), 400),
+    ],
+    ids=["done-shape", "unknown-model", "gamma-range", "rho-positive", "vtrace-mu", "next-obs"],
+)
+def test_same_errors_as_grpc(http: httpx.Client, rest_demo_server, mutate, status: int) -> None:
+    body = sample(http)
+    mutate(body)
+    response = http.post("/v1/advantage", json=body)
+    assert response.status_code == status, response.text
+    code, details = grpc_error(rest_demo_server.grpc_target, grpc_request(body))
+    assert response.json() == {"code": code, "message": details}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ("{not json", "body: not valid JSON"),
+        ("[1, 2]", "body: expected a JSON object"),
+        ('{"trajectory": {}, "extra": 1}', "body: unknown keys ['extra']"),
+        ('{"dtype": "float16", "trajectory": {}}', "dtype: expected one of"),
+        ('{"trajectory": {"next.reward": [[1, 2], [3]]}}', "trajectory['next.reward']: not a rect"),
+        ('{"trajectory": {"next.reward": ["a"]}}', "trajectory['next.reward']: not a rect"),
+        ('{"trajectory": {"next.done": [0.5]}}', "trajectory['next.done']: expected booleans"),
+        ('{"trajectory": {"rewards": [1]}}', "trajectory['rewards']: unknown key"),
+        ('{"estimator": {"name": "ppo"}, "trajectory": {}}', "estimator.name: expected one of"),
+        ('{"estimator": {"name": "td0", "lmbda": 0.5}, "trajectory": {}}', "estimator.lmbda: td0"),
+        ('{"estimator": {"name": "gae", "average_gae": 1}, "trajectory": {}}', "estimator.avera"),
+        (
+            '{"torchrl_shapes": true, "trajectory": {"next.reward": [1.0]}}',
+            "trajectory['next.reward']: expected shape [*B, T, 1]",
+        ),
+        ('{"trajectory": {"next.done": [true]}}', "trajectory.reward: required"),
+    ],
+)
+def test_json_errors_name_the_field(http: httpx.Client, payload: str, field: str) -> None:
+    response = http.post(
+        "/v1/advantage", content=payload, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == "INVALID_ARGUMENT"
+    assert body["message"].startswith(field), body["message"]
+
+
+def test_models_match_grpc(http: httpx.Client, rest_demo_server) -> None:
+    with grpc_stub(rest_demo_server.grpc_target) as stub:
+        listed = stub.ListModels(pb.ListModelsRequest())
+        one = stub.GetModel(pb.GetModelRequest(model_name="demo"))
+    models = http.get("/v1/models").json()
+    assert models == convert.message_to_json(listed)
+    assert models["models"][0]["inputs"] == [
+        {"name": "observation", "shape": [4], "dtype": "DTYPE_FLOAT32"}
+    ]
+    assert http.get("/v1/models/demo").json() == convert.message_to_json(one)
+    missing = http.get("/v1/models/nope")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "NOT_FOUND"
+    assert "no model 'nope'" in missing.json()["message"]
+
+
+def test_health_and_unknown_routes(http: httpx.Client) -> None:
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "models": ["demo"]}
+    missing = http.get("/v1/nothing")
+    assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
+
+
+def test_body_over_the_size_limit_is_413() -> None:
+    limit = 2048
+    with (
+        rest_server(Settings(max_message_mb=limit / 2**20)) as server,
+        httpx.Client(base_url=server.url) as http,
+    ):
+        small = http.post("/v1/advantage", json={"trajectory": {"next.reward": [1.0]}})
+        assert small.status_code == 400  # under the limit: reaches validation
+        big = {"trajectory": {"next.reward": [0.5] * 2000}}
+        response = http.post("/v1/advantage", json=big)
+        assert response.status_code == 413
+        assert response.json()["code"] == "RESOURCE_EXHAUSTED"
+        assert response.json()["message"].startswith("body: ")
+        assert str(limit) in response.json()["message"]
+        chunked = http.post(  # no content-length: counted while streaming
+            "/v1/advantage", content=iter([b'{"trajectory": {"next.reward": [', b"0.5," * 1000])
+        )
+        assert chunked.status_code == 413
+        scraped = scrape(http.get("/metrics").text)
+        key = (
+            "advantage_requests_total",
+            (("code", "RESOURCE_EXHAUSTED"), ("estimator", "unknown"),
+             ("rpc", "ComputeAdvantage"), ("transport", "rest")),
+        )  # fmt: skip
+        assert scraped[key] == 2
+
+
+def test_readyz_and_compute_while_draining() -> None:
+    model = demo_model(torch.device("cpu"))
+    registry = ModelRegistry({"demo": model})
+    state = {"now": "starting"}
+    app = create_app(registry, None, Metrics([model]), 1 << 20, lambda: state["now"])  # type: ignore[arg-type]
+
+    async def check() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/readyz")).json()["status"] == "starting"
+            state["now"] = "draining"
+            response = await client.get("/readyz")
+            assert response.status_code == 503 and response.json()["status"] == "draining"
+            refused = await client.post("/v1/advantage", json={})
+            assert refused.status_code == 503 and refused.json()["code"] == "UNAVAILABLE"
+
+    import asyncio
+
+    asyncio.run(check())
+
+
+class _Assets(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("src", "href") and value:
+                self.urls.append(value)
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc", "/debug"])
+def test_pages_reference_only_local_assets(http: httpx.Client, page: str) -> None:
+    html = http.get(page)
+    assert html.status_code == 200
+    parser = _Assets()
+    parser.feed(html.text)
+    # script-set URLs (Swagger's `url: '/openapi.json'`, ReDoc's spec-url) count too
+    urls = parser.urls + re.findall(r"""(?:url|spec-url)\s*[:=]\s*['"]([^'"]+)['"]""", html.text)
+    assert urls, "the page references no assets?"
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), f"{page}: non-local {url}"
+        assert http.get(url).status_code == 200, url
+    assert "http://" not in html.text.replace(http.base_url.host, "")
+    assert "https://" not in html.text
+
+
+def test_openapi_documents_the_routes(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    assert {"/v1/advantage", "/v1/models", "/v1/models/{name}", "/healthz", "/readyz",
+            "/metrics", "/debug/sample"} <= set(spec["paths"])  # fmt: skip
+    post = spec["paths"]["/v1/advantage"]["post"]
+    body = post["requestBody"]["content"]["application/json"]
+    assert "next.reward" in body["schema"]["properties"]["trajectory"]["properties"]
+    assert {"200", "400", "404", "413"} <= set(post["responses"])
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        {"name": "ppo_clip", "clip_epsilon": 0.1, "options": {"loss_critic_type": "smooth_l1"}},
+        {"name": "a2c", "options": {"entropy_coeff": 0.02}},
+        "reinforce",
+    ],
+    ids=lambda loss: loss if isinstance(loss, str) else loss["name"],
+)
+def test_loss_equals_grpc(http: httpx.Client, rest_demo_server, loss) -> None:
+    body = sample(http)
+    body["loss"] = loss
+    rest = http.post("/v1/loss", json=body)
+    assert rest.status_code == 200, rest.text
+    result = rest.json()
+    message = pb.ComputeLossRequest()
+    message.MergeFrom(convert.loss_request_from_json(body, demo_model(torch.device("cpu"))))
+    with grpc_stub(rest_demo_server.grpc_target) as stub:
+        reply = stub.ComputeLoss(message)
+    assert result["loss"] == reply.loss
+    assert result["metrics"] == dict(reply.metrics)
+    assert result["updated"] is False and result["parameter_version"] == reply.parameter_version
+    error = http.post("/v1/loss", json={**body, "loss": {"name": "a2c", "clip_epsilon": 0.2}})
+    assert error.status_code == 400
+    assert error.json()["message"].startswith("loss.clip_epsilon: a2c has no knob")
+
+
+def test_cli_rest_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.server
+    from service import cli
+
+    seen: list[Settings] = []
+
+    async def fake_serve(settings: Settings) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr(service.server, "serve", fake_serve)
+    cli.main(["serve"])
+    assert (seen[-1].rest_host, seen[-1].rest_port) == ("127.0.0.1", 8080)
+    cli.main(["serve", "--rest-port", "0", "--rest-host", "0.0.0.0"])
+    assert (seen[-1].rest_host, seen[-1].rest_port) == ("0.0.0.0", 0)
+    monkeypatch.setenv("ADVANTAGE_REST_PORT", "9090")
+    monkeypatch.setenv("ADVANTAGE_REST_HOST", "::1")
+    cli.main(["serve"])
+    assert (seen[-1].rest_host, seen[-1].rest_port) == ("::1", 9090)
