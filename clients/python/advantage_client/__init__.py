@@ -8,8 +8,12 @@ imported only when a torch tensor or a TensorDict is passed in.
     with AdvantageClient("localhost:50051", timeout=10) as client:
         result = client.compute_advantage(reward=r, done=d, observation=o, next_observation=o2)
         result.advantage, result.value_target  # numpy [*B, T]
+        step = client.compute_loss(reward=r, done=d, observation=o, next_observation=o2,
+                                   action=a, sample_log_prob=lp, apply_update=True)
+        version, params = client.get_parameters(prefixes="actor_network.")
 """
 
+from advantage_client._loss import LOSS_KNOBS, LOSSES
 from advantage_client._request import ESTIMATORS, KNOBS, compact_observations
 from advantage_client.aio import AsyncAdvantageClient
 from advantage_client.client import AdvantageClient
@@ -22,13 +26,23 @@ from advantage_client.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from advantage_client.types import ActionSpec, AdvantageResult, InputSpec, ModelInfo, Timing
+from advantage_client.types import (
+    ActionSpec,
+    AdvantageResult,
+    InputSpec,
+    LossResult,
+    ModelInfo,
+    Parameters,
+    Timing,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ESTIMATORS",
     "KNOBS",
+    "LOSSES",
+    "LOSS_KNOBS",
     "ActionSpec",
     "AdvantageClient",
     "AdvantageResult",
@@ -38,8 +52,10 @@ __all__ = [
     "FailedPreconditionError",
     "InputSpec",
     "InvalidArgumentError",
+    "LossResult",
     "ModelInfo",
     "NotFoundError",
+    "Parameters",
     "ResourceExhaustedError",
     "Timing",
     "UnavailableError",

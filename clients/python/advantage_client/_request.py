@@ -100,7 +100,7 @@ def _coefficient(value: Any, name: str, reward: WireArray) -> pb.Coefficient:
 
 
 def build_estimator(
-    request: pb.ComputeAdvantageRequest,
+    request: pb.ComputeAdvantageRequest | pb.ComputeLossRequest,
     estimator: str,
     knobs: Mapping[str, Any],
     reward: WireArray,

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from advantage_client._codec import dtype_name
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
 
-__all__ = ["ActionSpec", "AdvantageResult", "InputSpec", "ModelInfo", "Timing"]
+__all__ = [
+    "ActionSpec",
+    "AdvantageResult",
+    "InputSpec",
+    "LossResult",
+    "ModelInfo",
+    "Parameters",
+    "Timing",
+]
 
 T = TypeVar("T")
 
@@ -22,7 +30,11 @@ _DISTRIBUTIONS = {
 
 @dataclass(frozen=True)
 class Timing:
-    """Server-side time breakdown of one ComputeAdvantage call, in milliseconds."""
+    """Server-side time breakdown of one call, in milliseconds.
+
+    For ComputeLoss, ``network_ms`` includes backward and the optimizer step, and ``encode_ms``
+    is 0.
+    """
 
     decode_ms: float
     network_ms: float
@@ -52,6 +64,42 @@ class AdvantageResult(Generic[T]):
     model_name: str
     parameter_version: int
     timing: Timing
+
+
+@dataclass(frozen=True)
+class LossResult:
+    """Result of `compute_loss`.
+
+    Attributes:
+        loss: the total loss (sum of the ``loss_*`` metrics), the quantity minimised.
+        metrics: every scalar the loss reports, TorchRL's names (``loss_objective``,
+            ``loss_critic``, ``loss_entropy``, ``entropy``, ``kl_approx``, ``clip_fraction``,
+            ``ESS``, ``explained_variance``, ``beta`` for ppo_kl, ...).
+        parameter_version: version the loss was computed with.
+        new_parameter_version: version after the call (``parameter_version + 1`` when updated).
+        updated: whether an optimizer step was applied.
+        grad_norm: gradient norm before clipping (0 when not updated).
+    """
+
+    loss: float
+    metrics: dict[str, float]
+    parameter_version: int
+    new_parameter_version: int
+    updated: bool
+    grad_norm: float
+    model_name: str
+    timing: Timing
+
+
+class Parameters(NamedTuple):
+    """Result of `get_parameters`: unpacks as ``version, tensors = ...``.
+
+    ``tensors`` maps "value_network.<key>" / "actor_network.<key>" (the networks' state_dict
+    keys) to writable numpy arrays or torch tensors, in the server's order.
+    """
+
+    version: int
+    tensors: dict[str, Any]
 
 
 @dataclass(frozen=True)

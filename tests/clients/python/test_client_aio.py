@@ -13,6 +13,7 @@ from advantage_client import (
     AdvantageClient,
     AsyncAdvantageClient,
     DeadlineExceededError,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
@@ -71,3 +72,78 @@ async def test_errors(grpc_target: str) -> None:
         assert deadline.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         # the channel is still usable afterwards
         assert (await client.compute_advantage(**arrays)).advantage.shape == (3, 6)
+
+
+# ---- losses and parameters -----------------------------------------------------------------------
+
+
+async def test_compute_loss_same_as_the_sync_client(grpc_target: str) -> None:
+    batch = make_batch(seed=12)
+    arrays = batch.arrays(with_vtrace=True)
+    td = to_tensordict(batch)
+    td["logits"] = torch.zeros(3, 6, 2)
+    knobs = {"estimator": "td_lambda", "estimator_options": {"gamma": 0.9}, "entropy_coeff": 0.1}
+    with AdvantageClient(grpc_target, timeout=60) as sync:
+        expected = sync.compute_loss(loss="ppo", **knobs, **arrays)
+        expected_kl = sync.compute_loss(td, loss="ppo_kl")
+    async with AsyncAdvantageClient(grpc_target, timeout=60) as client:
+        result = await client.compute_loss(loss="ppo", **knobs, **arrays)
+        assert (result.loss, result.metrics) == (expected.loss, expected.metrics)
+        kl = await client.compute_loss(td, loss="ppo_kl")  # reads td["logits"]
+        assert (kl.loss, kl.metrics) == (expected_kl.loss, expected_kl.metrics)
+        with pytest.raises(TypeError, match="takes no 'dtarg'"):
+            await client.compute_loss(dtarg=0.1, **arrays)
+        with pytest.raises(InvalidArgumentError) as info:
+            await client.compute_loss(**{**arrays, "action": np.zeros((3, 5), np.int64)})
+        assert "trajectory.action" in info.value.message
+
+
+async def test_parameters_and_updates() -> None:
+    from service.models.demo import demo_networks
+    from tests.conftest import running_server
+    from tests.server.test_compute_loss import sgd_model
+
+    batch = make_batch(seed=13)
+    with running_server(models={"demo": sgd_model()}) as server:  # updates: a server of its own
+        async with AsyncAdvantageClient(server.target, timeout=60) as client:
+            version, before = await client.get_parameters(max_chunk_bytes=100)
+            assert version == 0
+            for name, value in sync_state(demo_networks()).items():
+                np.testing.assert_array_equal(before[name], value)
+            step = await client.compute_loss(
+                to_tensordict(batch), apply_update=True, expected_parameter_version=0
+            )
+            assert step.updated and step.new_parameter_version == 1
+            with pytest.raises(FailedPreconditionError):
+                await client.compute_loss(
+                    to_tensordict(batch), apply_update=True, expected_parameter_version=0
+                )
+            # Put the original parameters back (in small chunks), compare-and-set on version 1.
+            assert await client.set_parameters(
+                before, expected_version=1, max_chunk_bytes=100
+            ) == 2  # fmt: skip
+            version, after = await client.get_parameters(as_="torch")
+            assert version == 2
+            for name, value in before.items():
+                np.testing.assert_array_equal(after[name].numpy(), value)
+            _, actor = demo_networks()
+            torch.nn.init.zeros_(actor[0].weight)
+            assert await client.load_into(actor) == 2
+            torch.testing.assert_close(actor.state_dict(), demo_networks()[1].state_dict())
+            with pytest.raises(InvalidArgumentError) as info:
+                await client.set_parameters(
+                    {"actor_network.2.bias": np.zeros(2, np.float32),
+                     "actor_network.2.weight": np.zeros(3, np.float32)}
+                )  # fmt: skip
+            assert "shape" in info.value.message
+            assert (await client.get_parameters()).version == 2  # nothing applied
+            with pytest.raises(NotFoundError):
+                await client.get_parameters("nope")
+            with pytest.raises(ValueError, match="max_chunk_bytes"):
+                await client.set_parameters(before, max_chunk_bytes=0)
+
+
+def sync_state(networks: tuple[torch.nn.Module, torch.nn.Module]) -> dict[str, np.ndarray]:
+    value, actor = networks
+    state = {f"value_network.{k}": v.numpy() for k, v in value.state_dict().items()}
+    return state | {f"actor_network.{k}": v.numpy() for k, v in actor.state_dict().items()}

@@ -42,7 +42,9 @@ def test_numpy_only_calls_do_not_import_torch(grpc_target: str) -> None:
         sys.path.insert(0, sys.argv[2])
         import numpy as np
         from _client_data import make_batch
-        from advantage_client import AdvantageClient, compact_observations
+        from advantage_client import (
+            AdvantageClient, FailedPreconditionError, compact_observations,
+        )
 
         batch = make_batch()
         compact_observations(
@@ -54,6 +56,16 @@ def test_numpy_only_calls_do_not_import_torch(grpc_target: str) -> None:
                 result = client.compute_advantage(form=form, **batch.arrays())
                 assert isinstance(result.advantage, np.ndarray)
             client.compute_advantage(estimator="vtrace", **batch.arrays(with_vtrace=True))
+            loss = client.compute_loss(**batch.arrays(with_vtrace=True))
+            assert isinstance(loss.loss, float) and "loss_objective" in loss.metrics
+            version, params = client.get_parameters(max_chunk_bytes=256)
+            assert all(isinstance(v, np.ndarray) for v in params.values())
+            try:  # a stale compare-and-set: streamed and refused, nothing applied
+                client.set_parameters(params, expected_version=version + 99)
+            except FailedPreconditionError:
+                pass
+            else:
+                raise AssertionError("expected FailedPreconditionError")
         print("torch" in sys.modules, "tensordict" in sys.modules)
         """,
         grpc_target,
