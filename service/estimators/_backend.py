@@ -1,0 +1,105 @@
+"""Choosing between the compiled CPU kernel and the pure-torch path, and the views each needs.
+
+The kernel runs when it can (CPU, float32/float64, numba importable, no gradient needed); the
+torch path runs everywhere else: CUDA, autograd, other float dtypes. Tests and the benchmark force
+either with the private ``_backend`` keyword of the public functions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from service.estimators import _kernels
+from service.estimators._checks import Coef, Layout
+
+__all__ = [
+    "Backend",
+    "choose",
+    "coef_rows",
+    "coef_step",
+    "coef_time_major",
+    "from_time_major",
+    "new_rows",
+    "one",
+    "parallel",
+    "rows",
+    "time_major",
+]
+
+Backend = Literal["auto", "numba", "torch"]
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def choose(requested: Backend, layout: Layout, needs_grad: bool) -> Literal["numba", "torch"]:
+    kernel_ok = (
+        _kernels.AVAILABLE
+        and layout.device.type == "cpu"
+        and layout.dtype in _KERNEL_DTYPES
+        and not needs_grad
+    )
+    if requested == "auto":
+        return "numba" if kernel_ok else "torch"
+    if requested == "numba" and not kernel_ok:
+        raise ValueError(
+            f"_backend: expected a CPU float32/float64 call without autograd and numba installed "
+            f"for 'numba', got device={layout.device}, dtype={layout.dtype}, "
+            f"needs_grad={needs_grad}, numba available={_kernels.AVAILABLE}"
+        )
+    if requested not in ("numba", "torch"):
+        raise ValueError(f"_backend: expected 'auto', 'numba' or 'torch', got {requested!r}")
+    return requested
+
+
+def parallel(layout: Layout) -> bool:
+    """Whether the parallel build of a kernel pays off for this many elements."""
+    elements = layout.n_rows * layout.n_steps * layout.n_feat
+    return layout.n_rows > 1 and elements >= _kernels.PARALLEL_MIN_ELEMENTS
+
+
+def rows(x: Tensor, layout: Layout) -> np.ndarray:
+    """A ``[n_rows, n_steps, n_feat]`` numpy view (a copy only for non-contiguous input)."""
+    return x.detach().reshape(layout.n_rows, layout.n_steps, layout.n_feat).contiguous().numpy()
+
+
+def coef_rows(c: Coef, layout: Layout) -> np.ndarray:
+    """A scalar becomes a zero-stride broadcast: no per-step copy is ever materialised."""
+    shape = (layout.n_rows, layout.n_steps, layout.n_feat)
+    if isinstance(c, Tensor):
+        return c.detach().reshape(shape).numpy()
+    np_dtype = np.float32 if layout.dtype == torch.float32 else np.float64
+    return np.broadcast_to(np.asarray(c, dtype=np_dtype), shape)
+
+
+def new_rows(layout: Layout) -> tuple[Tensor, np.ndarray]:
+    """An output tensor in the caller's layout and its ``[n_rows, n_steps, n_feat]`` view."""
+    out = torch.empty(layout.shape, dtype=layout.dtype)
+    return out, out.view(layout.n_rows, layout.n_steps, layout.n_feat).numpy()
+
+
+def one(layout: Layout) -> np.floating:
+    """The constant 1 in the kernel's dtype (a literal would promote float32 to float64)."""
+    return np.float32(1) if layout.dtype == torch.float32 else np.float64(1)
+
+
+def time_major(x: Tensor, layout: Layout) -> Tensor:
+    return x.movedim(layout.time_dim, 0)
+
+
+def from_time_major(x: Tensor, layout: Layout) -> Tensor:
+    return x.movedim(0, layout.time_dim)
+
+
+def coef_time_major(c: Coef, layout: Layout) -> Tensor:
+    """A 0-d tensor for a scalar (filled on device, no host sync) or the time-major view."""
+    if isinstance(c, Tensor):
+        return time_major(c, layout)
+    return torch.full((), c, dtype=layout.dtype, device=layout.device)
+
+
+def coef_step(c: Tensor, t: int) -> Tensor:
+    return c if c.ndim == 0 else c[t]

@@ -1,0 +1,209 @@
+"""Compiled CPU recursions (numba): one parallel row per trajectory, a reverse loop over time.
+
+Inputs arrive as ``[n_rows, n_steps, n_feat]`` views of the caller's tensors (no copy for
+contiguous inputs, whatever ``time_dim`` is), so a row is one trajectory and the time loop walks
+contiguous memory when ``n_feat == 1``. Each kernel performs the floating-point operations in
+the same order as TorchRL 0.14.1's loop implementation, so float32 and float64 results match it
+bit for bit (up to ``exp`` in V-trace, which may differ by an ulp).
+
+Arithmetic stays in the array dtype: numba promotes ``int - float32`` to float64, so the
+constant one is passed in as an argument of the right type instead of being written as a
+literal. Episode ends are selected with branches, never multiplied in, so a NaN bootstrap at a
+terminated step is never read. With ``check`` set, the data checks are fused into the same pass
+and reported as bits in ``err`` (one int per row): finiteness costs one multiply-add per value
+(x·0 is 0 for finite x and NaN otherwise), terminated ⇒ done one bitwise op. Per-step γ/λ ranges
+are checked by the caller, and only when they are tensors.
+
+The kernels are compiled on first use (or by ``warmup()``) for float32 and float64 with fixed
+signatures, and cached on disk, so no call ever triggers a surprise recompilation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from service.estimators._checks import NON_FINITE, TERMINATED_NOT_DONE
+
+try:
+    import numba
+    from numba import prange
+
+    AVAILABLE = True
+except ImportError:  # the torch path covers everything, only slower
+    numba = None
+    prange = range
+    AVAILABLE = False
+
+__all__ = ["AVAILABLE", "PARALLEL_MIN_ELEMENTS", "get", "warmup"]
+
+
+def _gae(
+    gamma, gamma_lmbda, value, next_value, reward, done, terminated, adv, target, err, one, check
+):
+    n_rows, n_steps, n_feat = value.shape
+    zero = one - one
+    for i in prange(n_rows):
+        bad = 0
+        probe = zero  # stays 0 unless a non-finite value was multiplied in (x·0 = NaN)
+        for j in range(n_feat):
+            a = zero
+            for t in range(n_steps - 1, -1, -1):
+                v = value[i, t, j]
+                r = reward[i, t, j]
+                g = gamma[i, t, j]
+                k = terminated[i, t, j]
+                d = done[i, t, j]
+                if k:
+                    delta = r - v
+                else:
+                    nv = next_value[i, t, j]
+                    delta = (r + g * nv) - v
+                    if check:
+                        probe += nv * zero
+                if check:
+                    probe += v * zero + r * zero
+                    bad |= k > d  # terminated without done
+                a = delta if t == n_steps - 1 or d else delta + a * gamma_lmbda[i, t, j]
+                adv[i, t, j] = a
+                target[i, t, j] = a + v
+        err[i] = bad * TERMINATED_NOT_DONE + (probe != zero) * NON_FINITE
+
+
+def _td_lambda(
+    gamma, lmbda, value, next_value, reward, done, terminated, adv, ret, err, one, check
+):
+    n_rows, n_steps, n_feat = value.shape
+    zero = one - one
+    for i in prange(n_rows):
+        bad = 0
+        probe = zero
+        for j in range(n_feat):
+            g_next = zero
+            for t in range(n_steps - 1, -1, -1):
+                v = value[i, t, j]
+                r = reward[i, t, j]
+                g = gamma[i, t, j]
+                lm = lmbda[i, t, j]
+                k = terminated[i, t, j]
+                d = done[i, t, j]
+                nv = zero if k else next_value[i, t, j]
+                if check:
+                    probe += v * zero + r * zero + nv * zero
+                    bad |= k > d  # terminated without done
+                boot = nv if (t == n_steps - 1 or d) else g_next
+                g_next = r + g * ((one - lm) * nv + lm * boot)
+                ret[i, t, j] = g_next
+                adv[i, t, j] = g_next - v
+        err[i] = bad * TERMINATED_NOT_DONE + (probe != zero) * NON_FINITE
+
+
+def _vtrace(
+    gamma,
+    lmbda,
+    log_pi,
+    log_mu,
+    value,
+    next_value,
+    reward,
+    done,
+    terminated,
+    rho_thresh,
+    c_thresh,
+    rho_pg_thresh,
+    one,
+    adv,
+    vs_out,
+    err,
+    check,
+):
+    n_rows, n_steps, n_feat = value.shape
+    zero = one - one
+    for i in prange(n_rows):
+        bad = 0
+        probe = zero
+        for j in range(n_feat):
+            acc = zero  # vs − V at t + 1
+            vs_next = zero  # vs at t + 1
+            for t in range(n_steps - 1, -1, -1):
+                v = value[i, t, j]
+                r = reward[i, t, j]
+                g = gamma[i, t, j]
+                lm = lmbda[i, t, j]
+                lp = log_pi[i, t, j]
+                lq = log_mu[i, t, j]
+                k = terminated[i, t, j]
+                d = done[i, t, j]
+                nv = zero if k else next_value[i, t, j]
+                if check:
+                    probe += v * zero + r * zero + nv * zero + lp * zero + lq * zero
+                    bad |= k > d  # terminated without done
+                rho = np.exp(lp - lq)
+                delta = min(rho, rho_thresh) * ((r + g * nv) - v)
+                if t == n_steps - 1 or d:
+                    acc = delta
+                    boot = nv
+                else:
+                    acc = delta + (g * (lm * min(rho, c_thresh))) * acc
+                    # rlax's q bootstrap; exactly vs_{t+1} when lmbda == 1
+                    boot = lm * vs_next + (one - lm) * nv
+                vs_next = acc + v
+                vs_out[i, t, j] = vs_next
+                adv[i, t, j] = min(rho, rho_pg_thresh) * ((r + g * (nv if k else boot)) - v)
+        err[i] = bad * TERMINATED_NOT_DONE + (probe != zero) * NON_FINITE
+
+
+_PY: dict[str, Callable[..., None]] = {"gae": _gae, "td_lambda": _td_lambda, "vtrace": _vtrace}
+
+
+def _signatures(name: str) -> list[Any]:
+    sigs = []
+    for ft in (numba.float32, numba.float64):
+        # Coefficients may be read-only zero-stride broadcasts of a scalar.
+        a3 = numba.types.Array(ft, 3, "A", readonly=True)
+        c3 = ft[:, :, ::1]
+        b3 = numba.boolean[:, :, ::1]
+        e1 = numba.int32[::1]
+        ck = numba.boolean
+        if name == "gae" or name == "td_lambda":
+            sigs.append(numba.void(a3, a3, c3, c3, c3, b3, b3, c3, c3, e1, ft, ck))
+        else:
+            sigs.append(
+                numba.void(a3, a3, c3, c3, c3, c3, c3, b3, b3, ft, ft, ft, ft, c3, c3, e1, ck)
+            )
+    return sigs
+
+
+# Below this many elements a parallel region costs more than it saves (waking the thread pool,
+# and on a busy 2-core machine waiting for a descheduled worker), so a serial build runs.
+PARALLEL_MIN_ELEMENTS = 1 << 17
+
+_compiled: dict[tuple[str, bool], Any] = {}
+_lock = threading.Lock()
+
+
+def get(name: str, parallel: bool = True) -> Any:
+    """The compiled kernel ``name`` ("gae", "td_lambda" or "vtrace"), compiling it once."""
+    fn = _compiled.get((name, parallel))
+    if fn is None:
+        with _lock:
+            fn = _compiled.get((name, parallel))
+            if fn is None:
+                fn = numba.njit(_signatures(name), parallel=parallel, cache=True)(_PY[name])
+                _compiled[name, parallel] = fn
+    return fn
+
+
+def warmup() -> None:
+    """Compiles (or loads from the on-disk cache) every kernel; a no-op without numba.
+
+    Call it after any fork: numba's OpenMP threading layer terminates a process forked after
+    it started (see notes/estimators.md).
+    """
+    if AVAILABLE:
+        for name in _PY:
+            for parallel in (False, True):
+                get(name, parallel)

@@ -1,0 +1,180 @@
+"""Generalised advantage estimation (GAE), TorchRL 0.14.1 semantics."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from service.estimators import _backend as be
+from service.estimators import _kernels
+from service.estimators._checks import (
+    DEFAULT_TIME_DIM,
+    Coef,
+    Layout,
+    check_coef,
+    check_coef_ranges,
+    check_inputs,
+    diagnose,
+    raise_if_flagged,
+)
+from service.estimators.standardize import EPS_GAE, standardize
+
+__all__ = ["gae"]
+
+
+def gae(
+    gamma: float | Tensor,
+    lmbda: float | Tensor,
+    state_value: Tensor,
+    next_state_value: Tensor,
+    reward: Tensor,
+    done: Tensor,
+    terminated: Tensor | None = None,
+    *,
+    time_dim: int = DEFAULT_TIME_DIM,
+    average_gae: bool = False,
+    differentiable: bool = False,
+    validate: bool = True,
+    _backend: be.Backend = "auto",
+) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimate and its value target (TD(λ) return).
+
+    With k = terminated, d = done, t = 0 … T−1 along ``time_dim``::
+
+        δₜ = rₜ + γₜ (1 − kₜ) V′ₜ − Vₜ
+        Aₜ = δₜ + γₜ λₜ (1 − dₜ) Aₜ₊₁,   A_T = 0 (the last step is always a boundary)
+        value_targetₜ = Aₜ + Vₜ
+
+    ``terminated`` zeroes the bootstrap (selected, never multiplied, so V′ may be NaN there);
+    ``done`` cuts the recursion, so a truncation (d ∧ ¬k) bootstraps from V′ₜ and stops.
+    See "High-Dimensional Continuous Control Using Generalized Advantage Estimation" by
+    Schulman et al. (https://arxiv.org/abs/1506.02438). Drop-in for TorchRL's
+    ``generalized_advantage_estimate`` plus the ``GAE`` class's ``average_gae`` and
+    ``differentiable`` options.
+
+    Args:
+        gamma: discount γₜ in [0, 1]: a float or a tensor of the inputs' shape (γₜ discounts
+            the step t → t+1).
+        lmbda: λₜ in [0, 1]: a float or a tensor of the inputs' shape.
+        state_value: Vₜ = V(sₜ), shape ``[*B, T, *F]``, floating.
+        next_state_value: V′ₜ = V(sₜ₊₁) for the same steps; only read where not terminated.
+        reward: rₜ received on the step t → t+1.
+        done: bool, the trajectory ends after step t (termination or truncation).
+        terminated: bool, sₜ₊₁ is terminal; must imply ``done``. Defaults to ``done``.
+        time_dim: the time dimension. Left at its default (-2), a 2-D input whose last dim is
+            not 1 is refused as ambiguous: pass ``time_dim=-1`` for ``[B, T]``.
+        average_gae: standardise the advantage over the whole tensor (unbiased std, clamped
+            at 1e-4), like TorchRL's ``GAE(average_gae=True)``.
+        differentiable: let gradients flow into ``state_value`` (through δ and the target),
+            as TorchRL's ``GAE(differentiable=True)``. Every other input is detached. When
+            False (the default) the outputs never require grad.
+        validate: run the data checks (finite values, terminated ⇒ done, per-step γ/λ in
+            [0, 1]); shape, dtype and scalar checks always run.
+
+    Returns:
+        ``(advantage, value_target)``, each of the inputs' shape, dtype and device, covering
+        the same steps t = 0 … T−1.
+    """
+    layout = check_inputs(
+        {"state_value": state_value, "next_state_value": next_state_value, "reward": reward},
+        {"done": done, "terminated": terminated},
+        time_dim,
+    )
+    gamma = check_coef("gamma", gamma, layout)
+    lmbda = check_coef("lmbda", lmbda, layout)
+    if terminated is None:
+        terminated = done
+    # TorchRL forms the product λ·γ first (in double for Python floats), so do we.
+    gamma_lmbda: Coef = (
+        lmbda * gamma
+        if isinstance(gamma, Tensor) or isinstance(lmbda, Tensor)
+        else float(lmbda * gamma)
+    )
+    needs_grad = differentiable and torch.is_grad_enabled() and state_value.requires_grad
+    backend = be.choose(_backend, layout, needs_grad)
+    with torch.set_grad_enabled(needs_grad):
+        value = state_value if needs_grad else state_value.detach()
+        next_value, reward = next_state_value.detach(), reward.detach()
+        if validate and backend == "torch":
+            raise_if_flagged(
+                {"state_value": value, "next_state_value": next_value, "reward": reward},
+                done,
+                terminated,
+                {"gamma": gamma, "lmbda": lmbda},
+            )
+        run = _gae_numba if backend == "numba" else _gae_torch
+        advantage, value_target = run(
+            gamma, lmbda, gamma_lmbda, value, next_value, reward, done, terminated, layout,
+            validate,
+        )  # fmt: skip
+        if average_gae:
+            advantage = standardize(advantage, EPS_GAE, "average_gae")
+    return advantage, value_target
+
+
+def _gae_numba(
+    gamma: Coef,
+    lmbda: Coef,
+    gamma_lmbda: Coef,
+    value: Tensor,
+    next_value: Tensor,
+    reward: Tensor,
+    done: Tensor,
+    terminated: Tensor,
+    layout: Layout,
+    validate: bool,
+) -> tuple[Tensor, Tensor]:
+    if validate:
+        check_coef_ranges({"gamma": gamma, "lmbda": lmbda})
+    advantage, adv_rows = be.new_rows(layout)
+    value_target, target_rows = be.new_rows(layout)
+    err = np.zeros(layout.n_rows, dtype=np.int32)
+    _kernels.get("gae", be.parallel(layout))(
+        be.coef_rows(gamma, layout),
+        be.coef_rows(gamma_lmbda, layout),
+        be.rows(value, layout),
+        be.rows(next_value, layout),
+        be.rows(reward, layout),
+        be.rows(done, layout),
+        be.rows(terminated, layout),
+        adv_rows,
+        target_rows,
+        err,
+        be.one(layout),
+        validate,
+    )
+    if validate and err.any():
+        values = {"state_value": value, "next_state_value": next_value, "reward": reward}
+        diagnose(values, done, terminated, {"gamma": gamma, "lmbda": lmbda})
+        raise AssertionError(f"kernel raised validation flags {np.bitwise_or.reduce(err)}")
+    return advantage, value_target
+
+
+def _gae_torch(
+    gamma: Coef,
+    lmbda: Coef,
+    gamma_lmbda: Coef,
+    value: Tensor,
+    next_value: Tensor,
+    reward: Tensor,
+    done: Tensor,
+    terminated: Tensor,
+    layout: Layout,
+    validate: bool,
+) -> tuple[Tensor, Tensor]:
+    del lmbda, validate  # λ only enters through γλ; validation ran before
+    v, nv, r, d, k = (
+        be.time_major(x, layout) for x in (value, next_value, reward, done, terminated)
+    )
+    g = be.coef_time_major(gamma, layout)
+    gl = be.coef_time_major(gamma_lmbda, layout)
+    # Contiguous time-major copies make every per-step slice below a dense vector.
+    delta = ((r + g * torch.where(k, 0.0, nv)) - v).contiguous()
+    discount = torch.where(d, 0.0, gl).contiguous()
+    steps: list[Tensor] = [delta[-1]]
+    for t in range(layout.n_steps - 2, -1, -1):
+        steps.append(delta[t] + steps[-1] * discount[t])
+    advantage = torch.stack(steps[::-1])
+    value_target = advantage + v
+    return be.from_time_major(advantage, layout), be.from_time_major(value_target, layout)

@@ -1,0 +1,211 @@
+"""V-trace off-policy targets and policy-gradient advantages (IMPALA), with rlax's λ extension."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from service.estimators import _backend as be
+from service.estimators import _kernels
+from service.estimators._checks import (
+    DEFAULT_TIME_DIM,
+    Coef,
+    Layout,
+    check_coef,
+    check_coef_ranges,
+    check_inputs,
+    check_threshold,
+    diagnose,
+    raise_if_flagged,
+)
+from service.estimators.standardize import EPS_ADV_VTRACE, standardize
+
+__all__ = ["vtrace"]
+
+
+def vtrace(
+    gamma: float | Tensor,
+    log_pi: Tensor,
+    log_mu: Tensor,
+    state_value: Tensor,
+    next_state_value: Tensor,
+    reward: Tensor,
+    done: Tensor,
+    terminated: Tensor | None = None,
+    rho_thresh: float | Tensor = 1.0,
+    c_thresh: float | Tensor = 1.0,
+    *,
+    time_dim: int = DEFAULT_TIME_DIM,
+    lmbda: float | Tensor = 1.0,
+    rho_pg_thresh: float | Tensor | None = None,
+    average_adv: bool = False,
+    differentiable: bool = False,
+    validate: bool = True,
+    _backend: be.Backend = "auto",
+) -> tuple[Tensor, Tensor]:
+    """V-trace policy-gradient advantage and value target vs.
+
+    With ρₜ = exp(log_piₜ − log_muₜ), ρ̂ₜ = min(ρ̄, ρₜ), cₜ = λₜ·min(c̄, ρₜ),
+    ρ̂ᵖᵍₜ = min(ρ̄_pg, ρₜ), Ṽₜ = (1 − kₜ) V′ₜ and Bₜ = "dₜ or t = T−1"::
+
+        vsₜ − Vₜ = ρ̂ₜ (rₜ + γₜ Ṽₜ − Vₜ) + γₜ (1 − dₜ) cₜ (vsₜ₊₁ − Vₜ₊₁)   (0 after a boundary)
+        qₜ = Ṽₜ if Bₜ else λₜ vsₜ₊₁ + (1 − λₜ) Ṽₜ
+        advantageₜ = ρ̂ᵖᵍₜ (rₜ + γₜ (1 − kₜ) qₜ − Vₜ)
+
+    With the defaults (λ = 1, ρ̄_pg = ρ̄) this is TorchRL 0.14.1's ``vtrace_advantage_estimate``
+    (qₜ = vsₜ₊₁). λ < 1 follows rlax's ``vtrace_td_error_and_advantage`` (c = λ·min(c̄, ρ),
+    q bootstrap λ·vsₜ₊₁ + (1 − λ)·V′ₜ); vs then also equals DI-engine's ``vtrace_nstep_return``,
+    whose policy-gradient advantage differs only by bootstrapping on vsₜ₊₁ unmixed. On-policy
+    with ρ̄ = c̄ = 1 the advantage is GAE(λ)'s. See "IMPALA: Scalable Distributed Deep-RL with
+    Importance Weighted Actor-Learner Architectures" by Espeholt et al.
+    (https://arxiv.org/abs/1802.01561).
+
+    Args:
+        gamma: γₜ in [0, 1], a float or a tensor of the inputs' shape.
+        log_pi: log π(aₜ|sₜ) under the current (target) policy. (TorchRL's docstring swaps
+            log_pi and log_mu; its code, and this function, use log_pi for the current one.)
+        log_mu: log μ(aₜ|sₜ) under the behaviour policy that collected the data.
+        state_value: Vₜ, shape ``[*B, T, *F]``, floating.
+        next_state_value: V′ₜ = V(sₜ₊₁); only read where not terminated.
+        reward: rₜ.
+        done: bool, the trajectory ends after step t (cuts the trace).
+        terminated: bool, sₜ₊₁ is terminal; must imply ``done``. Defaults to ``done``.
+        rho_thresh: ρ̄ > 0, clips the importance weight in the vs recursion.
+        c_thresh: c̄ > 0, clips the trace coefficient.
+        time_dim: see ``gae``.
+        lmbda: λₜ in [0, 1] (float or per-step tensor); 1 gives IMPALA/TorchRL V-trace.
+        rho_pg_thresh: ρ̄_pg > 0 for the policy-gradient advantage; defaults to ``rho_thresh``.
+        average_adv: standardise the advantage over the whole tensor (unbiased std clamped at
+            1e-5), like TorchRL's ``VTrace(average_adv=True)``.
+        differentiable: gradients flow into ``state_value`` (through the vs recursion and the
+            advantage); log_pi, log_mu, reward, next_state_value and coefficients are detached.
+        validate: run the data checks (see ``gae``; log_pi and log_mu must be finite).
+
+    Returns:
+        ``(advantage, vs)`` for steps t = 0 … T−1, inputs' shape, dtype and device.
+    """
+    layout = check_inputs(
+        {
+            "state_value": state_value,
+            "next_state_value": next_state_value,
+            "reward": reward,
+            "log_pi": log_pi,
+            "log_mu": log_mu,
+        },
+        {"done": done, "terminated": terminated},
+        time_dim,
+    )
+    gamma = check_coef("gamma", gamma, layout)
+    lmbda = check_coef("lmbda", lmbda, layout)
+    rho = check_threshold("rho_thresh", rho_thresh)
+    c = check_threshold("c_thresh", c_thresh)
+    rho_pg = rho if rho_pg_thresh is None else check_threshold("rho_pg_thresh", rho_pg_thresh)
+    if terminated is None:
+        terminated = done
+    needs_grad = differentiable and torch.is_grad_enabled() and state_value.requires_grad
+    backend = be.choose(_backend, layout, needs_grad)
+    with torch.set_grad_enabled(needs_grad):
+        value = state_value if needs_grad else state_value.detach()
+        values = {
+            "state_value": value,
+            "next_state_value": next_state_value.detach(),
+            "reward": reward.detach(),
+            "log_pi": log_pi.detach(),
+            "log_mu": log_mu.detach(),
+        }
+        coefs = {"gamma": gamma, "lmbda": lmbda}
+        if backend == "numba":
+            advantage, vs = _vtrace_numba(
+                values, done, terminated, coefs, rho, c, rho_pg, layout, validate
+            )
+        else:
+            if validate:
+                raise_if_flagged(values, done, terminated, coefs)
+            advantage, vs = _vtrace_torch(values, done, terminated, coefs, rho, c, rho_pg, layout)
+        if average_adv:
+            advantage = standardize(advantage, EPS_ADV_VTRACE, "average_adv")
+    return advantage, vs
+
+
+def _vtrace_numba(
+    values: dict[str, Tensor],
+    done: Tensor,
+    terminated: Tensor,
+    coefs: dict[str, Coef],
+    rho_thresh: float,
+    c_thresh: float,
+    rho_pg_thresh: float,
+    layout: Layout,
+    validate: bool,
+) -> tuple[Tensor, Tensor]:
+    if validate:
+        check_coef_ranges(coefs)
+    advantage, adv_rows = be.new_rows(layout)
+    vs, vs_rows = be.new_rows(layout)
+    err = np.zeros(layout.n_rows, dtype=np.int32)
+    scalar = np.float32 if layout.dtype == torch.float32 else np.float64
+    _kernels.get("vtrace", be.parallel(layout))(
+        be.coef_rows(coefs["gamma"], layout),
+        be.coef_rows(coefs["lmbda"], layout),
+        be.rows(values["log_pi"], layout),
+        be.rows(values["log_mu"], layout),
+        be.rows(values["state_value"], layout),
+        be.rows(values["next_state_value"], layout),
+        be.rows(values["reward"], layout),
+        be.rows(done, layout),
+        be.rows(terminated, layout),
+        scalar(rho_thresh),
+        scalar(c_thresh),
+        scalar(rho_pg_thresh),
+        be.one(layout),
+        adv_rows,
+        vs_rows,
+        err,
+        validate,
+    )
+    if validate and err.any():
+        diagnose(values, done, terminated, coefs)
+        raise AssertionError(f"kernel flags {np.bitwise_or.reduce(err)}")
+    return advantage, vs
+
+
+def _vtrace_torch(
+    values: dict[str, Tensor],
+    done: Tensor,
+    terminated: Tensor,
+    coefs: dict[str, Coef],
+    rho_thresh: float,
+    c_thresh: float,
+    rho_pg_thresh: float,
+    layout: Layout,
+) -> tuple[Tensor, Tensor]:
+    v, nv, r, lp, lq, d, k = (
+        be.time_major(x, layout)
+        for x in (
+            values["state_value"],
+            values["next_state_value"],
+            values["reward"],
+            values["log_pi"],
+            values["log_mu"],
+            done,
+            terminated,
+        )
+    )
+    g = be.coef_time_major(coefs["gamma"], layout)
+    lm = be.coef_time_major(coefs["lmbda"], layout)
+    rho = (lp - lq).exp()
+    nv = torch.where(k, 0.0, nv)
+    # TorchRL's order: ρ̂·((r + γṼ) − V), then δ + (γ(1−d)·c)·acc.
+    delta = (rho.clamp_max(rho_thresh) * ((r + g * nv) - v)).contiguous()
+    trace = (torch.where(d, 0.0, g) * (lm * rho.clamp_max(c_thresh))).contiguous()
+    acc: list[Tensor] = [delta[-1]]
+    for t in range(layout.n_steps - 2, -1, -1):
+        acc.append(delta[t] + trace[t] * acc[-1])
+    vs = torch.stack(acc[::-1]) + v
+    boundary = d.clone()
+    boundary[-1] = True
+    vs_next = torch.cat([vs[1:], nv[-1:]])
+    q = torch.where(boundary, nv, lm * vs_next + (1 - lm) * nv)
+    advantage = rho.clamp_max(rho_pg_thresh) * ((r + g * torch.where(k, 0.0, q)) - v)
+    return be.from_time_major(advantage, layout), be.from_time_major(vs, layout)

@@ -1,0 +1,13 @@
+"""Fixtures for the estimator tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from ._helpers import BACKENDS
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test taking ``backend`` runs on the numba kernel and on the torch path."""
+    return request.param

@@ -1,0 +1,228 @@
+"""Every refusal: a ValueError naming the argument, with what was expected and what was got."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from service.estimators import gae, td0, td1, td_lambda, vtrace
+
+from ._helpers import make_batch
+
+SHAPE = (3, 8, 1)
+
+
+def _inputs(dtype: torch.dtype = torch.float32) -> dict:
+    b = make_batch(SHAPE, dtype, seed=0, p_done=0.3)
+    return {
+        "state_value": b.state_value,
+        "next_state_value": b.next_state_value,
+        "reward": b.reward,
+        "done": b.done,
+        "terminated": b.terminated,
+        "log_pi": b.log_pi,
+        "log_mu": b.log_mu,
+    }
+
+
+def _call(name: str, backend: str = "auto", **over) -> None:
+    kw = {**_inputs(), **over}
+    common = {
+        k: kw.pop(k) for k in ("state_value", "next_state_value", "reward", "done", "terminated")
+    }
+    extra = {k: v for k, v in kw.items() if k not in ("log_pi", "log_mu")}
+    gamma = extra.pop("gamma", 0.9)
+    if name == "gae":
+        gae(gamma, extra.pop("lmbda", 0.9), **common, **extra, _backend=backend)
+    elif name == "td_lambda":
+        td_lambda(gamma, extra.pop("lmbda", 0.9), **common, **extra, _backend=backend)
+    elif name == "td1":
+        td1(gamma, **common, **extra, _backend=backend)
+    elif name == "td0":
+        td0(gamma, **common, **extra, _backend=backend)
+    else:
+        vtrace(gamma, kw["log_pi"], kw["log_mu"], **common, **extra, _backend=backend)
+
+
+ESTIMATORS = ["gae", "td_lambda", "td1", "td0", "vtrace"]
+WITH_LAMBDA = ["gae", "td_lambda", "vtrace"]
+
+
+def _raises(fn: Callable[[], None], *fragments: str) -> None:
+    with pytest.raises(ValueError) as info:
+        fn()
+    msg = str(info.value)
+    for fragment in ("expected", "got", *fragments):
+        assert fragment in msg, msg
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+@pytest.mark.parametrize("arg", ["next_state_value", "reward", "done", "terminated"])
+def test_shape_mismatch_is_not_broadcast(name: str, arg: str) -> None:
+    x = _inputs()[arg]
+    _raises(lambda: _call(name, **{arg: x[:, :1]}), arg, "(3, 8, 1)", "(3, 1, 1)")
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_non_floating_values(name: str) -> None:
+    r = torch.ones(SHAPE, dtype=torch.int64)
+    _raises(lambda: _call(name, reward=r), "reward", "floating", "torch.int64")
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_mixed_float_dtypes(name: str) -> None:
+    r = torch.ones(SHAPE, dtype=torch.float64)
+    _raises(lambda: _call(name, reward=r), "reward", "torch.float32", "torch.float64")
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+@pytest.mark.parametrize("arg", ["done", "terminated"])
+def test_non_bool_flags(name: str, arg: str) -> None:
+    flag = torch.zeros(SHAPE)
+    _raises(lambda: _call(name, **{arg: flag}), arg, "torch.bool", "torch.float32")
+
+
+def test_non_tensor_input() -> None:
+    _raises(lambda: _call("gae", reward=[1.0, 2.0]), "reward", "torch.Tensor", "list")
+
+
+def test_device_mismatch() -> None:
+    r = torch.empty(SHAPE, device="meta")
+    _raises(lambda: _call("gae", reward=r), "reward", "device", "meta")
+
+
+def test_vtrace_log_prob_shape() -> None:
+    kw = _inputs()
+    _raises(
+        lambda: vtrace(
+            0.9,
+            kw["log_pi"][0],
+            kw["log_mu"],
+            kw["state_value"],
+            kw["next_state_value"],
+            kw["reward"],
+            kw["done"],
+        ),
+        "log_pi",
+        "(8, 1)",
+    )
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_terminated_without_done(name: str, backend: str) -> None:
+    done = torch.zeros(SHAPE, dtype=torch.bool)
+    term = done.clone()
+    term[1, 4, 0] = True
+    _raises(
+        lambda: _call(name, backend if name != "td0" else "auto", done=done, terminated=term),
+        "terminated",
+        "done",
+        "(1, 4, 0)",
+    )
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+@pytest.mark.parametrize("bad", [1.5, -0.1, math.nan, math.inf])
+def test_gamma_out_of_range(name: str, bad: float) -> None:
+    _raises(lambda: _call(name, gamma=bad), "gamma", "[0, 1]", str(bad))
+
+
+@pytest.mark.parametrize("name", WITH_LAMBDA)
+@pytest.mark.parametrize("bad", [1.01, -1.0, math.nan])
+def test_lmbda_out_of_range(name: str, bad: float) -> None:
+    _raises(lambda: _call(name, lmbda=bad), "lmbda", "[0, 1]", str(bad))
+
+
+@pytest.mark.parametrize("name", WITH_LAMBDA)
+@pytest.mark.parametrize("coef", ["gamma", "lmbda"])
+def test_per_step_coef_out_of_range(name: str, coef: str, backend: str) -> None:
+    c = torch.full(SHAPE, 0.5)
+    c[2, 3, 0] = 1.25
+    _raises(lambda: _call(name, backend, **{coef: c}), coef, "[0, 1]", "1.25", "(2, 3, 0)")
+
+
+@pytest.mark.parametrize("coef", ["gamma", "lmbda"])
+def test_per_step_coef_bad_shape_dtype_type(coef: str) -> None:
+    _raises(lambda: _call("gae", **{coef: torch.full((3, 8), 0.5)}), coef, "(3, 8, 1)", "(3, 8)")
+    _raises(lambda: _call("gae", **{coef: torch.ones(SHAPE, dtype=torch.int64)}), coef, "int64")
+    _raises(lambda: _call("gae", **{coef: True}), coef, "bool")
+    _raises(lambda: _call("gae", **{coef: "0.9"}), coef, "str")
+
+
+@pytest.mark.parametrize("arg", ["rho_thresh", "c_thresh", "rho_pg_thresh"])
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
+def test_vtrace_thresholds(arg: str, bad: float) -> None:
+    _raises(lambda: _call("vtrace", **{arg: bad}), arg, "> 0", str(bad))
+
+
+def test_vtrace_threshold_tensor_shape() -> None:
+    _raises(lambda: _call("vtrace", rho_thresh=torch.ones(2)), "rho_thresh", "0-d", "(2,)")
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+@pytest.mark.parametrize("arg", ["state_value", "reward", "next_state_value"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_values(name: str, arg: str, bad: float, backend: str) -> None:
+    kw = _inputs()
+    x = kw[arg].clone()
+    # step (0, 4) is neither done nor terminated, so every value there enters the result
+    assert not kw["done"][0, 4, 0]
+    x[0, 4, 0] = bad
+    _raises(
+        lambda: _call(name, backend if name != "td0" else "auto", **{arg: x}),
+        arg,
+        "finite",
+        str(bad),
+        "(0, 4, 0)",
+    )
+
+
+@pytest.mark.parametrize("arg", ["log_pi", "log_mu"])
+def test_non_finite_log_probs(arg: str, backend: str) -> None:
+    kw = _inputs()
+    x = kw[arg].clone()
+    x[2, 7, 0] = -math.inf
+    _raises(lambda: _call("vtrace", backend, **{arg: x}), arg, "finite", "-inf", "(2, 7, 0)")
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_ambiguous_2d_default_time_dim(name: str) -> None:
+    kw = {k: v[..., 0] for k, v in _inputs().items()}  # [B, T]
+    _raises(lambda: _call(name, **kw), "time_dim", "ambiguous", "(3, 8)", "time_dim=-1")
+
+
+def test_1d_needs_explicit_time_dim() -> None:
+    kw = {k: v[0, :, 0] for k, v in _inputs().items()}
+    _raises(lambda: _call("gae", **kw), "time_dim", "(8,)")
+
+
+@pytest.mark.parametrize("bad", [3, -4, True])
+def test_time_dim_out_of_range(bad: int) -> None:
+    _raises(lambda: _call("gae", time_dim=bad), "time_dim")
+
+
+def test_rolling_gamma_false() -> None:
+    _raises(lambda: _call("td_lambda", rolling_gamma=False), "rolling_gamma", "False")
+    _raises(lambda: _call("td1", rolling_gamma=False), "rolling_gamma", "False")
+
+
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [("gae", "average_gae"), ("vtrace", "average_adv"), ("td0", "average_rewards"),
+     ("td1", "average_rewards"), ("td_lambda", "average_rewards")],
+)  # fmt: skip
+def test_standardising_one_element(name: str, option: str) -> None:
+    kw = {k: v[:1, :1] for k, v in _inputs().items()}
+    kw["done"] = kw["terminated"] = torch.zeros((1, 1, 1), dtype=torch.bool)
+    _raises(lambda: _call(name, **kw, **{option: True}), option, "2 elements")
+
+
+def test_backend_switch_errors() -> None:
+    _raises(lambda: _call("gae", backend="cuda"), "_backend", "'cuda'")
+    v = _inputs()["state_value"].requires_grad_()
+    _raises(lambda: _call("gae", backend="numba", state_value=v, differentiable=True), "_backend")
+    kw = {k: (v.half() if v.is_floating_point() else v) for k, v in _inputs().items()}
+    _raises(lambda: _call("gae", backend="numba", **kw), "_backend", "float16")
