@@ -7,8 +7,8 @@ returns tensors; the wire format stays in `service.codec`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -85,6 +85,22 @@ def _require_finite(values: torch.Tensor, used: torch.Tensor, field: str) -> Non
         )
 
 
+def _fresh_next_rows(
+    observed: list[torch.Tensor], following: list[torch.Tensor], step_dims: int
+) -> torch.Tensor:
+    """[*B, T] bool: steps whose next observation is not the following step's observation (always
+    the last step), i.e. the next observations that need an evaluation of their own."""
+    time, horizon = step_dims - 1, observed[0].shape[step_dims - 1]
+    repeated: torch.Tensor | None = None
+    for now, after in zip(observed, following, strict=True):
+        same = after.narrow(time, 0, horizon - 1) == now.narrow(time, 1, horizon - 1)
+        same = same.flatten(step_dims).all(-1) if same.dim() > step_dims else same
+        repeated = same if repeated is None else repeated & same
+    assert repeated is not None
+    never = torch.zeros_like(repeated[..., :1])  # after the last step comes no observed step
+    return ~torch.cat([repeated, never], dim=-1)
+
+
 def network_values(
     model: Model,
     trajectory: Trajectory,
@@ -92,8 +108,10 @@ def network_values(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(V(s_t), V(s_{t+1})) as [*B, T] from one value-network pass over the observations.
 
-    Full form: rows are observation then next_observation (2·B·T). Compact form: rows are the
-    B·(T+1) observations then the K true next observations of truncated steps. The bootstrap at
+    Full form: rows are the B·T observations, then the next observations that are not simply the
+    following step's observation (episode ends and the last step): B·T + K' rows, at most 2·B·T.
+    Compact form: rows are the B·(T+1) observations, then the K true next observations of
+    truncated steps. The bootstrap at
     terminated steps is never used and is set to 0 (it may be NaN in TorchRL's compact storage).
     `value_fn` replaces `model.value` (ComputeLoss evaluates with gradients).
     """
@@ -131,9 +149,15 @@ def network_values(
             model, trajectory.next_observation, "trajectory.next_observation", steps,
             "[*B, T, *shape]",
         )  # fmt: skip
-        rows = _rows([observed, following], model, [math.prod(steps)] * 2)
-        values = value_fn(rows).to("cpu", non_blocking=False).view(2, *steps)
-        state_value, next_state_value = values[0], values[1]
+        # Within an episode next_observation[t] is observation[t + 1]; evaluate each distinct
+        # row once (as TorchRL's shifted=True does, but exactly): B·T + K' rows instead of 2·B·T.
+        fresh = _fresh_next_rows(observed, following, len(steps))
+        count = int(fresh.sum())
+        rows = _rows([observed, [x[fresh] for x in following]], model, [math.prod(steps), count])
+        values = value_fn(rows).to("cpu", non_blocking=False)
+        state_value = values[: math.prod(steps)].view(steps)
+        shifted = torch.cat([state_value[..., 1:], state_value[..., :1]], dim=-1)
+        next_state_value = shifted.masked_scatter(fresh, values[math.prod(steps) :])
     next_state_value = torch.where(
         terminated, torch.zeros((), dtype=values.dtype), next_state_value
     )

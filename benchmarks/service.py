@@ -1,0 +1,429 @@
+"""Service benchmark: end-to-end ComputeAdvantage vs in-process TorchRL, concurrency, wire bytes.
+
+    .venv/bin/python benchmarks/service.py            # full run (~3–4 min on 2 cores)
+    .venv/bin/python benchmarks/service.py --quick    # smoke run (~1 min)
+    .venv/bin/python benchmarks/service.py --profile  # also cProfile the server's handler
+
+The server runs in a separate process (`python -m service.cli serve`) with a model folder written
+by `service.models.export.export_model`: an MLP value network 64 → 256 → 256 → 1 (tanh). The
+client is `advantage_client` (blocking for part 1, asyncio for part 2). Figures and their reading
+are in notes/service-bench.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import os
+import pstats
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.models.export import export_model  # noqa: E402
+from service.models.manifest import InputSpec  # noqa: E402
+from service.server import tune_allocator  # noqa: E402
+
+OBS = 64
+GAMMA, LMBDA = 0.99, 0.95
+MODEL = "mlp"
+
+
+def value_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(OBS, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 1)
+    ).eval()
+
+
+def trajectories(batch: int, steps: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """[B, T] steps with ~1 % episode ends (half terminated); chained observations."""
+    g = torch.Generator().manual_seed(seed)
+    chain = torch.randn(batch, steps + 1, OBS, generator=g)
+    observation, next_observation = chain[:, :-1], chain[:, 1:].clone()
+    done = torch.rand(batch, steps, generator=g) < 0.01
+    terminated = done & (torch.rand(batch, steps, generator=g) < 0.5)
+    truncated = done & ~terminated
+    next_observation[truncated] = torch.randn(int(truncated.sum()), OBS, generator=g)
+    return {
+        "observation": observation.contiguous(),
+        "next_observation": next_observation,
+        "compact_observation": chain,  # [B, T + 1, obs]: the compact form's observations
+        "compact_next": next_observation[truncated].contiguous(),  # [K, obs]
+        "reward": torch.randn(batch, steps, generator=g),
+        "done": done,
+        "terminated": terminated,
+    }
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+# -- the server process ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_process(repository: Path, *extra: str) -> Iterator[str]:
+    port = free_port()
+    command = [sys.executable, "-m", "service.cli", "serve", "--model-repository", str(repository)]
+    command += ["--port", str(port), "--host", "127.0.0.1", "--rest-port", "0", *extra]
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in `finally`
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    target = f"127.0.0.1:{port}"
+    try:
+        channel = grpc.insecure_channel(target)
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError("server did not start:\n" + log.read().decode()[-3000:])
+            with contextlib.suppress(grpc.RpcError):
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            time.sleep(0.2)
+        channel.close()
+        yield target
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+# -- 1. end to end -----------------------------------------------------------------------------
+
+
+def torchrl_estimators(net: nn.Module) -> dict[str, Callable[[object], object]]:
+    from tensordict.nn import TensorDictModule
+    from torchrl.objectives.value import GAE
+
+    module = TensorDictModule(net, in_keys=["observation"], out_keys=["state_value"])
+    default = GAE(gamma=GAMMA, lmbda=LMBDA, value_network=module)
+    shifted = GAE(gamma=GAMMA, lmbda=LMBDA, value_network=module, shifted=True)
+    return {"default": default, "shifted": shifted}
+
+
+def tensordict(data: dict[str, torch.Tensor]) -> object:
+    from tensordict import TensorDict
+
+    batch = list(data["reward"].shape)
+    return TensorDict(
+        {
+            "observation": data["observation"],
+            "next": {
+                "observation": data["next_observation"],
+                "reward": data["reward"].unsqueeze(-1),
+                "done": data["done"].unsqueeze(-1),
+                "terminated": data["terminated"].unsqueeze(-1),
+            },
+        },
+        batch_size=batch,
+        names=[None] * (len(batch) - 1) + ["time"],
+    )
+
+
+def remote_call(client: object, data: dict[str, torch.Tensor], form: str) -> Callable[[], object]:
+    common = {
+        "reward": data["reward"],
+        "done": data["done"],
+        "terminated": data["terminated"],
+        "model": MODEL,
+        "gamma": GAMMA,
+        "lmbda": LMBDA,
+    }
+    if form == "full":
+        observations = {
+            "observation": data["observation"],
+            "next_observation": data["next_observation"],
+        }
+    else:  # already in the compact layout, as TorchRL's compact storage keeps it
+        observations = {
+            "observation": data["compact_observation"],
+            "next_observation": data["compact_next"],
+        }
+    return lambda: client.compute_advantage(**common, **observations, form=form)  # type: ignore[attr-defined]
+
+
+def torchrl_times(net: nn.Module, shapes: list[tuple[int, int]], repeats: int, tag: str) -> dict:
+    """Median ms of TorchRL's GAE (default and shifted=True) and of one forward pass, per shape."""
+    estimators = torchrl_estimators(net)
+    out = {}
+    for batch, steps in shapes:
+        data = trajectories(batch, steps)
+        td = tensordict(data)
+        row = {}
+        for mode, estimator in estimators.items():
+            row[f"torchrl_{mode}{tag}"] = median_ms(lambda e=estimator, t=td: e(t.clone()), repeats)
+        with torch.inference_mode():
+            rows = torch.cat([data["observation"], data["next_observation"]], 1)
+            row[f"one_forward{tag}"] = median_ms(lambda x=rows: net(x), repeats)
+        out[(batch, steps)] = row
+    return out
+
+
+def end_to_end(target: str, net: nn.Module, shapes: list[tuple[int, int]], repeats: int) -> list:
+    from advantage_client import AdvantageClient
+
+    rows = []
+    default = torchrl_estimators(net)["default"]
+    with AdvantageClient(target, timeout=120) as client:
+        for batch, steps in shapes:
+            data = trajectories(batch, steps)
+            reference = default(tensordict(data))["advantage"].squeeze(-1)
+            row: dict[str, object] = {"shape": f"{batch}x{steps}"}
+            for form in ("full", "compact"):
+                call = remote_call(client, data, form)
+                result = call()
+                error = float((torch.as_tensor(result.advantage) - reference).abs().max())
+                row[f"remote_{form}"] = median_ms(call, repeats)
+                row[f"maxdiff_{form}"] = error
+            rows.append(row)
+    return rows
+
+
+# -- 2. concurrency ----------------------------------------------------------------------------
+
+
+async def _clients(target: str, clients: int, per_client: int, steps: int) -> dict[str, float]:
+    from advantage_client.aio import AsyncAdvantageClient
+
+    pool = [trajectories(b, steps, seed=b) for b in (1, 2, 3, 4)]
+    latencies: list[float] = []
+    async with AsyncAdvantageClient(target, timeout=120) as client:
+
+        async def one(index: int) -> None:
+            rng = random.Random(index)
+            for _ in range(per_client):
+                data = pool[rng.randrange(4)]
+                start = time.perf_counter()
+                await client.compute_advantage(
+                    reward=data["reward"],
+                    done=data["done"],
+                    terminated=data["terminated"],
+                    observation=data["observation"],
+                    next_observation=data["next_observation"],
+                    model=MODEL,
+                )
+                latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(one(i) for i in range(clients)))  # warm-up round
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(clients)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "throughput": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
+    }
+
+
+def concurrency(target: str, clients: int, per_client: int) -> dict[str, float]:
+    return asyncio.run(_clients(target, clients, per_client, steps=32))
+
+
+# -- 3. bytes on the wire ----------------------------------------------------------------------
+
+
+def wire_bytes(shapes: list[tuple[int, int]]) -> list[dict[str, object]]:
+    from advantage_client._request import prepare
+
+    rows = []
+    for batch, steps in shapes:
+        data = trajectories(batch, steps)
+        raw = sum(
+            data[k].numel() * data[k].element_size()
+            for k in ("observation", "next_observation", "reward", "done", "terminated")
+        )
+        row: dict[str, object] = {"shape": f"{batch}x{steps}", "raw_MB": raw / 1e6}
+        for form in ("full", "compact"):
+            obs = ("observation", "next_observation")
+            if form == "compact":
+                obs = ("compact_observation", "compact_next")
+            prepared = prepare(
+                model=MODEL,
+                knobs={},
+                form=form,
+                reward=data["reward"],
+                done=data["done"],
+                terminated=data["terminated"],
+                observation=data[obs[0]],
+                next_observation=data[obs[1]],
+            )
+            row[form] = (prepared.request.ByteSize() + 5) / raw  # + gRPC's 5-byte frame
+        rows.append(row)
+    return rows
+
+
+# -- profile of the server's hot path (in-process, no transport) -------------------------------
+
+
+def profile(net_folder: Path, batch: int, steps: int, form: str, repeats: int) -> str:
+    from advantage_client._request import prepare
+
+    from service.handlers import compute_advantage_handler
+    from service.models.loading import load_repository
+    from service.models.registry import ModelRegistry
+
+    registry = ModelRegistry(load_repository(net_folder, torch.device("cpu")))
+    data = trajectories(batch, steps)
+    obs = ("observation", "next_observation")
+    if form == "compact":
+        obs = ("compact_observation", "compact_next")
+    request = prepare(
+        model=MODEL,
+        knobs={},
+        form=form,
+        reward=data["reward"],
+        done=data["done"],
+        terminated=data["terminated"],
+        observation=data[obs[0]],
+        next_observation=data[obs[1]],
+    ).request
+    compute_advantage_handler(registry, request)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    for _ in range(repeats):
+        response = compute_advantage_handler(registry, request)
+    profiler.disable()
+    per_call = (time.perf_counter() - start) / repeats * 1e3
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
+    timing = response.timing
+    return (
+        f"handler {batch}x{steps} {form}: {per_call:.1f} ms/call (decode {timing.decode_ms:.2f}, "
+        f"network {timing.network_ms:.2f}, estimator {timing.estimator_ms:.2f}, "
+        f"encode {timing.encode_ms:.2f} ms)\n" + out.getvalue()
+    )
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def table(rows: list[dict[str, object]], columns: list[str]) -> str:
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 0.01 else f"{value:.2f}"
+        return str(value)
+
+    lines = [" | ".join(columns), " | ".join("---" for _ in columns)]
+    lines += [" | ".join(cell(row.get(c, "")) for c in columns) for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    parser.add_argument("--profile", action="store_true", help="cProfile the server's handler")
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    shapes = [(64, 128)] if args.quick else [(64, 128), (256, 256)]
+    repeats = 3 if args.quick else 15
+    per_client = 4 if args.quick else 30
+    net = value_net()
+    with tempfile.TemporaryDirectory() as tmp:
+        repository = Path(tmp)
+        export_model(
+            repository / MODEL, MODEL, [InputSpec(name="observation", shape=(OBS,))],
+            value_network=net,
+        )  # fmt: skip
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, shapes {shapes}")
+
+        print("\n## 1. End to end (GAE, medians in ms; remote = loopback gRPC, separate process)")
+        # TorchRL in this process, first with glibc's default allocator, then tuned as the
+        # server tunes itself (service.server.tune_allocator): ratios use the faster baseline.
+        baseline = torchrl_times(net, shapes, repeats, "")
+        tuned = tune_allocator()
+        baseline_tuned = torchrl_times(net, shapes, repeats, "_tuned")
+        with server_process(repository) as target:
+            rows = end_to_end(target, net, shapes, repeats)
+        for row, shape in zip(rows, shapes, strict=True):
+            row |= baseline[shape] | baseline_tuned[shape]
+            for mode in ("default", "shifted"):
+                best = min(row[f"torchrl_{mode}"], row[f"torchrl_{mode}_tuned"])
+                for form in ("full", "compact"):
+                    row[f"{form}/{mode}"] = row[f"remote_{form}"] / best
+        print(f"(allocator tuned in this process: {tuned})")
+        print(
+            table(
+                rows,
+                ["shape", "torchrl_default", "torchrl_shifted", "one_forward",
+                 "torchrl_default_tuned", "torchrl_shifted_tuned", "one_forward_tuned",
+                 "remote_full", "remote_compact"],
+            )
+        )  # fmt: skip
+        print()
+        print(
+            table(
+                rows,
+                ["shape", "full/default", "full/shifted", "compact/default", "compact/shifted",
+                 "maxdiff_full", "maxdiff_compact"],
+            )
+        )  # fmt: skip
+
+        print(
+            f"\n## 2. Concurrency ({args.clients} clients × {per_client} requests, B∈[1,4], T=32)"
+        )
+        results = []
+        for label, extra in (
+            ("off", ["--no-batching"]),
+            ("on, delay 0", ["--batching", "--max-queue-delay-us", "0"]),
+            ("on, delay 500us", ["--batching", "--max-queue-delay-us", "500"]),
+        ):
+            with server_process(repository, *extra) as target:
+                results.append({"batching": label} | concurrency(target, args.clients, per_client))
+        base = results[0]["throughput"]
+        for row in results:
+            row["speedup"] = row["throughput"] / base
+        print(table(results, ["batching", "requests", "throughput", "p50_ms", "p99_ms", "speedup"]))
+
+        print("\n## 3. Request bytes on the wire / raw tensor bytes (full-form tensors)")
+        print(table(wire_bytes(shapes), ["shape", "raw_MB", "full", "compact"]))
+
+        if args.profile:
+            print("\n## Profile of the server handler (cProfile, in-process)")
+            for form in ("full", "compact"):
+                print(profile(repository, *shapes[0], form, repeats))
+
+
+if __name__ == "__main__":
+    main()
