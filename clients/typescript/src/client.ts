@@ -1,0 +1,342 @@
+/** Promise-based client of advantage-service (grpc-js, the contract loaded at runtime). */
+import * as grpc from "@grpc/grpc-js";
+import { AdvantageServiceError } from "./errors";
+import { loadProto } from "./proto";
+import {
+  buildEstimator,
+  buildLoss,
+  buildTrajectory,
+  checkArgNames,
+  checkKnobs,
+  KNOB_ARGS,
+  pickKnobs,
+  TRAJECTORY_ARGS,
+  type Estimator,
+  type EstimatorKnobs,
+  type LossKind,
+  type LossOptions,
+  type TrajectoryArgs,
+} from "./request";
+import { arrayTypeOf, decodeTensor, dtypeOf, encodeTensor, itemsize, numel, type Tensor, type WireTensor } from "./tensor";
+import {
+  advantageResultFromWire,
+  lossResultFromWire,
+  modelInfoFromWire,
+  type AdvantageResult,
+  type LossResult,
+  type ModelInfo,
+  type Parameters,
+  type SetParametersResult,
+} from "./types";
+
+/** Default cap on request and response sizes, in MiB (gRPC's own default is 4 MiB). */
+export const DEFAULT_MAX_MESSAGE_MB = 256;
+/** Largest raw_data per parameter chunk (the server's maximum too). */
+export const MAX_CHUNK_BYTES = 1 << 20;
+
+export interface ClientOptions {
+  /** Default deadline of every call, in ms from the call's start (undefined = none). */
+  deadlineMs?: number;
+  /** Largest request or response this client sends or accepts, in MiB (default 256). */
+  maxMessageMb?: number;
+  /** TLS credentials (grpc.credentials.createSsl(...)); default plaintext. */
+  credentials?: grpc.ChannelCredentials;
+  /** Extra gRPC channel options, applied after the size limits. */
+  channelOptions?: grpc.ChannelOptions;
+  /** Path of advantage.proto (default: the packaged copy, else the repository's). */
+  protoPath?: string;
+}
+
+export interface CallOptions {
+  /** Deadline of this call in ms (default: the client's deadlineMs). */
+  deadlineMs?: number;
+}
+
+export interface ComputeAdvantageArgs extends TrajectoryArgs, EstimatorKnobs, CallOptions {
+  /** "gae" (default), "td0", "td1", "td_lambda" or "vtrace"; KNOBS lists each one's knobs. */
+  estimator?: Estimator;
+  /** Model name; "" / undefined = the server's default model. */
+  model?: string;
+}
+
+export interface ComputeLossArgs extends TrajectoryArgs, EstimatorKnobs, CallOptions {
+  /** Estimator of the advantage (unset = GAE with the model's γ, λ; knobs alone imply "gae"). */
+  estimator?: Estimator;
+  /** Loss (unset = "ppo_clip" with TorchRL's defaults). */
+  loss?: LossKind;
+  /** The loss's knobs (LOSS_KNOBS lists each one's). */
+  lossOptions?: LossOptions;
+  /** Precomputed advantage [*B, T] (with valueTarget: the estimator is skipped). */
+  advantage?: Tensor;
+  valueTarget?: Tensor;
+  /** ppo_kl: behaviour distribution parameters ("logits", or "loc" and "scale"). */
+  behaviourDistribution?: Record<string, Tensor>;
+  /** Take one optimizer step on the server's networks. */
+  applyUpdate?: boolean;
+  /** With applyUpdate: FAILED_PRECONDITION unless the model is at this version. */
+  expectedParameterVersion?: number;
+  model?: string;
+}
+
+export interface GetParametersOptions extends CallOptions {
+  /** Only names starting with one of these (e.g. "actor_network."). */
+  prefixes?: string[];
+  /** Largest raw_data per chunk (default and maximum 1 MiB). */
+  maxChunkBytes?: number;
+}
+
+export interface SetParametersOptions extends CallOptions {
+  /** Compare-and-set: FAILED_PRECONDITION unless the model is at this version. */
+  expectedVersion?: number;
+  /** Largest raw_data per chunk sent (default 1 MiB). */
+  maxChunkBytes?: number;
+}
+
+const ADVANTAGE_ARGS = [...TRAJECTORY_ARGS, ...KNOB_ARGS, "estimator", "model", "deadlineMs"];
+const LOSS_ARGS = [
+  ...ADVANTAGE_ARGS, "loss", "lossOptions", "advantage", "valueTarget", "behaviourDistribution",
+  "applyUpdate", "expectedParameterVersion",
+];
+
+type Callback = (err: grpc.ServiceError | null, res?: any) => void;
+
+/**
+ * Client of advantage-service.
+ *
+ * ```ts
+ * const client = new AdvantageClient("localhost:50051", { deadlineMs: 10_000 });
+ * const r = await client.computeAdvantage({ reward, done, observation, nextObservation });
+ * client.close();
+ * ```
+ *
+ * Failed RPCs reject with AdvantageServiceError (`.code`, `.details`); invalid arguments reject
+ * with TypeError / RangeError before anything is sent.
+ */
+export class AdvantageClient {
+  readonly target: string;
+  private readonly stub: grpc.Client & Record<string, any>;
+  private readonly deadlineMs: number | undefined;
+
+  constructor(target: string, options: ClientOptions = {}) {
+    const mb = options.maxMessageMb ?? DEFAULT_MAX_MESSAGE_MB;
+    if (!(mb > 0)) throw new RangeError(`maxMessageMb must be > 0, got ${mb}`);
+    const limit = Math.min(Math.floor(mb * 1024 * 1024), 2 ** 31 - 1);
+    const { Service } = loadProto(options.protoPath);
+    this.stub = new Service(target, options.credentials ?? grpc.credentials.createInsecure(), {
+      "grpc.max_send_message_length": limit,
+      "grpc.max_receive_message_length": limit,
+      ...options.channelOptions,
+    }) as grpc.Client & Record<string, any>;
+    this.target = target;
+    this.deadlineMs = options.deadlineMs;
+  }
+
+  /** Close the channel; calls in flight are cancelled. Idempotent. */
+  close(): void {
+    this.stub.close();
+  }
+
+  /** Resolve once the channel is connected (rejects after `deadlineMs`). */
+  waitForReady(deadlineMs = 10_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.stub.waitForReady(new Date(Date.now() + deadlineMs), (err?: Error) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  private callOptions(deadlineMs: number | undefined): grpc.CallOptions {
+    const ms = deadlineMs ?? this.deadlineMs;
+    return ms === undefined ? {} : { deadline: new Date(Date.now() + ms) };
+  }
+
+  private unary(method: string, request: object, deadlineMs: number | undefined): Promise<any> {
+    return new Promise((resolve, reject) => {
+      const cb: Callback = (err, res) => (err ? reject(AdvantageServiceError.from(err)) : resolve(res));
+      this.stub[method](request, new grpc.Metadata(), this.callOptions(deadlineMs), cb);
+    });
+  }
+
+  /** Every model the server holds, sorted by name. */
+  async listModels(options: CallOptions = {}): Promise<ModelInfo[]> {
+    const res = await this.unary("ListModels", {}, options.deadlineMs);
+    return ((res.models ?? []) as object[]).map((m) => modelInfoFromWire(m as Record<string, unknown>));
+  }
+
+  /** One model ("" = the server's default). Rejects with NOT_FOUND for an unknown name. */
+  async getModel(name = "", options: CallOptions = {}): Promise<ModelInfo> {
+    const res = await this.unary("GetModel", { model_name: name }, options.deadlineMs);
+    return modelInfoFromWire(res.model ?? {});
+  }
+
+  /**
+   * Advantages and value targets of a batch of trajectories ([*B, T], time last).
+   *
+   * Sends `stateValue` + `nextStateValue` when given (the value network is not run), else the
+   * observations. Results are typed-array views of the response bytes where aligned.
+   */
+  async computeAdvantage(args: ComputeAdvantageArgs): Promise<AdvantageResult> {
+    checkArgNames(args, ADVANTAGE_ARGS, "computeAdvantage");
+    const estimator = args.estimator ?? "gae";
+    const knobs = pickKnobs(args as unknown as Record<string, unknown>);
+    checkKnobs(estimator, knobs);
+    const request = {
+      model_name: args.model ?? "",
+      trajectory: buildTrajectory(args),
+      ...buildEstimator(estimator, knobs, args.reward),
+    };
+    const res = await this.unary("ComputeAdvantage", request, args.deadlineMs);
+    return advantageResultFromWire(res);
+  }
+
+  /**
+   * A policy/critic loss on the server's networks (PPO family, A2C, REINFORCE, IMPALA); with
+   * `applyUpdate` also one optimizer step. The trajectory needs observation, action and
+   * sampleLogProb.
+   */
+  async computeLoss(args: ComputeLossArgs): Promise<LossResult> {
+    checkArgNames(args, LOSS_ARGS, "computeLoss");
+    const knobs = pickKnobs(args as unknown as Record<string, unknown>);
+    const estimator = args.estimator ?? (Object.keys(knobs).length ? "gae" : undefined);
+    if (estimator !== undefined) checkKnobs(estimator, knobs);
+    if ((args.advantage === undefined) !== (args.valueTarget === undefined)) {
+      throw new TypeError("pass both advantage and valueTarget, or neither");
+    }
+    const request: Record<string, unknown> = {
+      model_name: args.model ?? "",
+      trajectory: buildTrajectory(args),
+      ...(estimator === undefined ? {} : buildEstimator(estimator, knobs, args.reward)),
+      ...buildLoss(args.loss, args.lossOptions),
+      apply_update: Boolean(args.applyUpdate),
+    };
+    if (args.advantage !== undefined) request["advantage"] = encodeTensor(args.advantage, "advantage");
+    if (args.valueTarget !== undefined) request["value_target"] = encodeTensor(args.valueTarget, "valueTarget");
+    if (args.behaviourDistribution !== undefined) {
+      const dist: Record<string, WireTensor> = {};
+      for (const [k, t] of Object.entries(args.behaviourDistribution)) {
+        dist[k] = encodeTensor(t, `behaviourDistribution[${JSON.stringify(k)}]`);
+      }
+      request["behaviour_distribution"] = dist;
+    }
+    if (args.expectedParameterVersion !== undefined) {
+      request["expected_parameter_version"] = args.expectedParameterVersion;
+    }
+    const res = await this.unary("ComputeLoss", request, args.deadlineMs);
+    return lossResultFromWire(res);
+  }
+
+  /** A consistent snapshot of a model's parameters ("" = the default model), reassembled. */
+  async getParameters(model = "", options: GetParametersOptions = {}): Promise<Parameters> {
+    const request = {
+      model_name: model,
+      max_chunk_bytes: options.maxChunkBytes ?? 0,
+      prefixes: options.prefixes ?? [],
+    };
+    const call: grpc.ClientReadableStream<any> = this.stub["GetParameters"](
+      request,
+      new grpc.Metadata(),
+      this.callOptions(options.deadlineMs),
+    );
+    const tensors: Record<string, Tensor> = {};
+    const filled: Record<string, number> = {};
+    let modelName = model;
+    let version: number | undefined;
+    try {
+      for await (const chunk of call) {
+        modelName = chunk.model_name || modelName;
+        const v = chunk.parameter_version === undefined ? undefined : Number(chunk.parameter_version);
+        if (version === undefined) version = v;
+        else if (v !== undefined && v !== version) {
+          throw new Error(`GetParameters: chunks of versions ${version} and ${v} in one stream`);
+        }
+        for (const nt of (chunk.tensors ?? []) as Record<string, any>[]) {
+          const name: string = nt["name"];
+          const piece = decodeTensor(nt["data"], `parameter ${name}`);
+          const shape = ((nt["shape"] ?? []) as unknown[]).map(Number);
+          let full = tensors[name];
+          if (full === undefined) {
+            const dtype = piece.dtype!;
+            full = { data: new (arrayTypeOf(dtype))(numel(shape, name)), shape, dtype };
+            tensors[name] = full;
+            filled[name] = 0;
+          }
+          const offset = Number(nt["offset"] ?? 0);
+          if (piece.dtype !== full.dtype || offset + piece.data.length > full.data.length) {
+            throw new Error(`GetParameters: piece of ${name} does not fit (offset ${offset}, ${piece.data.length} elements)`);
+          }
+          (full.data as any).set(piece.data, offset);
+          filled[name]! += piece.data.length;
+        }
+      }
+    } catch (err) {
+      throw AdvantageServiceError.from(err);
+    }
+    for (const [name, t] of Object.entries(tensors)) {
+      if (filled[name] !== t.data.length) {
+        throw new Error(`GetParameters: ${name} got ${filled[name]} of ${t.data.length} elements`);
+      }
+    }
+    return { modelName, parameterVersion: version ?? 0, tensors };
+  }
+
+  /**
+   * Replace some or all of a model's parameters (all or nothing); the version increases by one.
+   * Tensors must have the parameters' full shapes and dtypes (see getParameters).
+   */
+  setParameters(
+    model: string,
+    tensors: Record<string, Tensor>,
+    options: SetParametersOptions = {},
+  ): Promise<SetParametersResult> {
+    const maxBytes = Math.min(options.maxChunkBytes ?? MAX_CHUNK_BYTES, MAX_CHUNK_BYTES);
+    if (!(maxBytes > 0)) throw new RangeError(`maxChunkBytes must be > 0, got ${maxBytes}`);
+    // Validate and encode everything before opening the stream.
+    const chunks: Record<string, unknown>[] = [];
+    let current: Record<string, unknown>[] = [];
+    let currentBytes = 0;
+    const flush = (): void => {
+      chunks.push({ model_name: model, tensors: current });
+      current = [];
+      currentBytes = 0;
+    };
+    for (const [name, t] of Object.entries(tensors)) {
+      const dtype = dtypeOf(t, name);
+      const n = numel(t.shape, name);
+      if (t.data.length !== n) {
+        throw new RangeError(`${name}: shape [${t.shape.join(", ")}] has ${n} elements, the data has ${t.data.length}`);
+      }
+      const per = Math.max(1, Math.floor(maxBytes / itemsize(dtype)));
+      for (let offset = 0; offset < n || (n === 0 && offset === 0); offset += per) {
+        const piece = (t.data as any).subarray(offset, Math.min(n, offset + per));
+        const bytes = piece.byteLength as number;
+        if (current.length && currentBytes + bytes > maxBytes) flush();
+        current.push({
+          name,
+          shape: [...t.shape],
+          offset,
+          data: encodeTensor({ data: piece, shape: [piece.length], dtype }, name),
+        });
+        currentBytes += bytes;
+        if (n === 0) break;
+      }
+    }
+    if (current.length || chunks.length === 0) flush();
+    if (options.expectedVersion !== undefined) chunks[0]!["parameter_version"] = options.expectedVersion;
+    return new Promise((resolve, reject) => {
+      const cb: Callback = (err, res) => {
+        if (err) return reject(AdvantageServiceError.from(err));
+        resolve({
+          modelName: res.model_name ?? "",
+          parameterVersion: Number(res.parameter_version ?? 0),
+          tensorsUpdated: Number(res.tensors_updated ?? 0),
+        });
+      };
+      const call: grpc.ClientWritableStream<any> = this.stub["SetParameters"](
+        new grpc.Metadata(),
+        this.callOptions(options.deadlineMs),
+        cb,
+      );
+      for (const chunk of chunks) call.write(chunk);
+      call.end();
+    });
+  }
+}
+

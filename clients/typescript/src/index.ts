@@ -1,0 +1,55 @@
+/**
+ * advantage-client: TypeScript client of advantage-service (advantage.v1 over gRPC).
+ * See README.md and ../../proto/README.md.
+ */
+export {
+  AdvantageClient,
+  DEFAULT_MAX_MESSAGE_MB,
+  MAX_CHUNK_BYTES,
+  type CallOptions,
+  type ClientOptions,
+  type ComputeAdvantageArgs,
+  type ComputeLossArgs,
+  type GetParametersOptions,
+  type SetParametersOptions,
+} from "./client";
+export { AdvantageServiceError, Status } from "./errors";
+export {
+  compactObservations,
+  ESTIMATORS,
+  KNOBS,
+  LOSSES,
+  LOSS_KNOBS,
+  type Estimator,
+  type EstimatorKnobs,
+  type Form,
+  type LossKind,
+  type LossOptions,
+  type TrajectoryArgs,
+} from "./request";
+export {
+  decodeTensor,
+  DTYPE_CODES,
+  dtypeOf,
+  encodeTensor,
+  isTensor,
+  itemsize,
+  numel,
+  tensor,
+  type DType,
+  type Tensor,
+  type TensorData,
+  type WireTensor,
+} from "./tensor";
+export { findProto, loadProto } from "./proto";
+export type {
+  ActionSpec,
+  AdvantageResult,
+  Distribution,
+  InputSpec,
+  LossResult,
+  ModelInfo,
+  Parameters,
+  SetParametersResult,
+  Timing,
+} from "./types";

@@ -1,0 +1,119 @@
+/** Request building without a server: knobs (checked against the proto), compact form, argument checks. */
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+import { AdvantageClient, compactObservations, KNOBS, LOSS_KNOBS, loadProto, tensor } from "../src";
+import { buildEstimator, buildLoss, camel, type Estimator, type LossKind } from "../src/request";
+
+type Descriptor = { type: { field: Array<{ name: string }> } };
+
+function protoFields(message: string): string[] {
+  const def = loadProto().packageDefinition[`advantage.v1.${message}`] as unknown as Descriptor;
+  return def.type.field.map((f) => f.name);
+}
+
+describe("knob tables match the proto", () => {
+  const messages: Record<Estimator, string> = { td0: "TD0", td1: "TD1", td_lambda: "TDLambda", gae: "GAE", vtrace: "VTrace" };
+  for (const [est, msg] of Object.entries(messages)) {
+    test(`${est} ↔ ${msg}`, () => {
+      assert.deepEqual([...KNOBS[est as Estimator]].sort(), protoFields(msg).map(camel).sort());
+    });
+  }
+  const losses: Record<LossKind, string> = {
+    ppo_clip: "ClipPPOLoss", ppo_kl: "KLPENPPOLoss", ppo: "PPOLoss", a2c: "A2CLoss", reinforce: "ReinforceLoss", impala: "ImpalaLoss",
+  };
+  const policyOptions = protoFields("PolicyLossOptions");
+  for (const [loss, msg] of Object.entries(losses)) {
+    test(`${loss} ↔ ${msg}`, () => {
+      const fields = protoFields(msg).flatMap((f) => (f === "options" ? policyOptions : [f]));
+      assert.deepEqual([...LOSS_KNOBS[loss as LossKind]].sort(), fields.map(camel).sort());
+    });
+  }
+  test("the request oneofs hold exactly these estimators and losses", () => {
+    const fields = protoFields("ComputeLossRequest");
+    for (const est of Object.keys(messages)) assert.ok(fields.includes(est), est);
+    for (const loss of Object.keys(losses)) assert.ok(fields.includes(loss), loss);
+  });
+});
+
+describe("estimator and loss messages", () => {
+  const reward = tensor(new Float64Array(6), [2, 3]);
+
+  test("scalar and per-step coefficients; per-step is cast to the reward's dtype", () => {
+    const msg = buildEstimator("gae", { gamma: 0.9, lmbda: tensor(new Float32Array(6).fill(0.5), [2, 3, 1]), averageGae: true }, reward);
+    const gae = msg["gae"] as Record<string, any>;
+    assert.deepEqual(gae["gamma"], { scalar: 0.9 });
+    assert.equal(gae["average_gae"], true);
+    assert.equal(gae["lmbda"].per_step.dtype, 2); // float64, like the reward
+    assert.deepEqual(gae["lmbda"].per_step.shape, [2, 3]); // trailing 1 dropped
+  });
+
+  test("an estimator with no knobs is still selected", () => {
+    assert.deepEqual(buildEstimator("td0", {}, reward), { td0: {} });
+  });
+
+  test("knob errors", () => {
+    assert.throws(() => buildEstimator("gae", { averageRewards: true }, reward), /takes no averageRewards/);
+    assert.throws(() => buildEstimator("gae", { gamma: 1.5 }, reward), RangeError);
+    assert.throws(() => buildEstimator("vtrace", { rhoThresh: 0 }, reward), RangeError);
+    assert.throws(() => buildEstimator("vtrace", { lmbda: reward }, reward), /must be a number/);
+    assert.throws(() => buildEstimator("gae", { lmbda: tensor(new Float64Array(3), [3]) }, reward), /reward's shape/);
+    assert.throws(() => buildEstimator("nope" as Estimator, {}, reward), /unknown estimator/);
+  });
+
+  test("loss options go to the message or its PolicyLossOptions", () => {
+    assert.deepEqual(buildLoss(undefined, undefined), {});
+    assert.deepEqual(buildLoss(undefined, { clipEpsilon: 0.1, entropyCoeff: 0 }), {
+      ppo_clip: { clip_epsilon: 0.1, options: { entropy_coeff: 0 } },
+    });
+    assert.deepEqual(buildLoss("a2c", { lossCriticType: "l2" }), { a2c: { options: { loss_critic_type: 2 } } });
+    assert.deepEqual(buildLoss("impala", { gamma: 0.9, entropyBonus: false }), { impala: { gamma: 0.9, entropy_bonus: false } });
+    assert.throws(() => buildLoss("impala", { clipValue: 1 }), /takes no clipValue/);
+    assert.throws(() => buildLoss("ppo", { dtarg: 0.1 }), /takes no dtarg/);
+  });
+});
+
+describe("compactObservations", () => {
+  test("T + 1 observations per row and the truncated steps' next observations", () => {
+    // B = 2, T = 3, obs [2]; observation value = 100·b + 10·t + feature, next = that + 5.
+    const B = 2, T = 3;
+    const obs = new Float32Array(B * T * 2);
+    const nxt = new Float32Array(B * T * 2);
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let f = 0; f < 2; f++) {
+      obs[(b * T + t) * 2 + f] = 100 * b + 10 * t + f;
+      nxt[(b * T + t) * 2 + f] = 100 * b + 10 * t + f + 5;
+    }
+    const done = tensor([false, true, false, true, false, true], [B, T]); // (0,1) (1,0) (1,2)
+    const terminated = tensor([false, false, false, true, false, false], [B, T]); // (1,0) terminated
+    const c = compactObservations(tensor(obs, [B, T, 2]), tensor(nxt, [B, T, 2]), done, terminated);
+    assert.deepEqual(c.observation.shape, [B, T + 1, 2]);
+    assert.deepEqual(Array.from(c.observation.data as Float32Array), [
+      0, 1, 10, 11, 20, 21, 25, 26,
+      100, 101, 110, 111, 120, 121, 125, 126,
+    ]);
+    // Truncated = done & !terminated: (0, 1) and (1, 2), in row-major order.
+    assert.deepEqual(c.nextObservation.shape, [2, 2]);
+    assert.deepEqual(Array.from(c.nextObservation.data as Float32Array), [15, 16, 125, 126]);
+    // Without `terminated` nothing is truncated.
+    assert.deepEqual(compactObservations(tensor(obs, [B, T, 2]), tensor(nxt, [B, T, 2]), done).nextObservation.shape, [0, 2]);
+  });
+});
+
+describe("client-side argument checks reject before sending", () => {
+  // Nothing listens on port 1: these must fail on the arguments, not on the connection.
+  const client = new AdvantageClient("127.0.0.1:1", { deadlineMs: 2000 });
+  after(() => client.close());
+  const base = { reward: tensor(new Float32Array(2), [1, 2]), done: tensor([false, false], [1, 2]) };
+
+  test("a knob the estimator does not take", async () => {
+    await assert.rejects(client.computeAdvantage({ ...base, estimator: "td0", lmbda: 0.9 }), TypeError);
+  });
+  test("an unknown argument (a typo from JavaScript)", async () => {
+    await assert.rejects(client.computeAdvantage({ ...base, lambda: 0.9 } as never), /unknown argument\(s\): lambda/);
+  });
+  test("stateValue without nextStateValue", async () => {
+    await assert.rejects(client.computeAdvantage({ ...base, stateValue: base.reward }), /both stateValue and nextStateValue/);
+  });
+  test("a bad form", async () => {
+    await assert.rejects(client.computeAdvantage({ ...base, form: "half" as never }), /form must be/);
+  });
+});
