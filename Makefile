@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 BROWSER_STAMP := $(VENV)/.browser
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install serve test lint format proto bench browser
+TS_CLIENT := clients/typescript
+
+.PHONY: install serve test test-python test-typescript lint format proto bench browser
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +38,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/gen_proto.py --check
 
-test: lint $(BROWSER_STAMP)
+test: lint test-python test-typescript
+
+test-python: $(STAMP) $(BROWSER_STAMP)
 	$(BIN)/python -m pytest
+
+# The TypeScript client's tests start the Python server from .venv (real toolchains on both ends).
+test-typescript: $(STAMP)
+	cd $(TS_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && npm test
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
