@@ -27,6 +27,8 @@ __all__ = [
     "one",
     "parallel",
     "rows",
+    "scalar",
+    "scalar_fast_path",
     "time_major",
 ]
 
@@ -63,7 +65,10 @@ def parallel(layout: Layout) -> bool:
 
 def rows(x: Tensor, layout: Layout) -> np.ndarray:
     """A ``[n_rows, n_steps, n_feat]`` numpy view (a copy only for non-contiguous input)."""
-    return x.detach().reshape(layout.n_rows, layout.n_steps, layout.n_feat).contiguous().numpy()
+    x = x.detach()
+    array = (x if x.is_contiguous() else x.contiguous()).numpy()
+    # numpy's reshape of a contiguous array is a view, and cheaper than torch's per call.
+    return array.reshape(layout.n_rows, layout.n_steps, layout.n_feat)
 
 
 def coef_rows(c: Coef, layout: Layout) -> np.ndarray:
@@ -79,6 +84,16 @@ def new_rows(layout: Layout) -> tuple[Tensor, np.ndarray]:
     """An output tensor in the caller's layout and its ``[n_rows, n_steps, n_feat]`` view."""
     out = torch.empty(layout.shape, dtype=layout.dtype)
     return out, out.view(layout.n_rows, layout.n_steps, layout.n_feat).numpy()
+
+
+def scalar_fast_path(layout: Layout, *coefs: Coef) -> bool:
+    """Whether the specialised kernels apply: one feature and every coefficient a Python float."""
+    return layout.n_feat == 1 and not any(isinstance(c, Tensor) for c in coefs)
+
+
+def scalar(c: float, layout: Layout) -> np.floating:
+    """A Python float as the kernel dtype's scalar (rounded exactly as a broadcast array is)."""
+    return np.float32(c) if layout.dtype == torch.float32 else np.float64(c)
 
 
 def one(layout: Layout) -> np.floating:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 from torch import Tensor
@@ -211,7 +212,7 @@ def diagnose(
     done: Tensor,
     terminated: Tensor,
     coefs: Mapping[str, Coef],
-) -> None:
+) -> NoReturn:
     """Finds the first failing data check and raises; slow, only run once a flag was raised.
 
     ``values`` maps argument names to tensors; ``next_state_value`` is only required to be
@@ -241,6 +242,11 @@ def diagnose(
             f"index {where}"
         )
     check_coef_ranges(coefs)
+    # Every input is finite yet the kernel saw a non-finite result: the recursion overflowed.
+    raise ValueError(
+        "reward: the estimate overflowed to a non-finite value although every input is finite; "
+        "rescale rewards and values (or pass float64)"
+    )
 
 
 def check_coef_ranges(coefs: Mapping[str, Coef]) -> None:
@@ -275,4 +281,3 @@ def raise_if_flagged(
             checks.append(~((c >= 0) & (c <= 1)).all())
     if bool(torch.stack(checks).any()):
         diagnose(values, done, terminated, coefs)
-        raise AssertionError("a validation flag was raised but no check failed")

@@ -21,6 +21,7 @@ signatures, and cached on disk, so no call ever triggers a surprise recompilatio
 from __future__ import annotations
 
 import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -156,7 +157,103 @@ def _vtrace(
         err[i] = bad * TERMINATED_NOT_DONE + (probe != zero) * NON_FINITE
 
 
-_PY: dict[str, Callable[..., None]] = {"gae": _gae, "td_lambda": _td_lambda, "vtrace": _vtrace}
+# The common case, specialised: one feature ([rows, T] contiguous), scalar γ, λ. Loads and
+# stores stream through contiguous memory with no stride arithmetic, which makes these about
+# three times faster than the general kernels above. The data checks are folded into the
+# outputs: a NaN/Inf input that enters the result makes that step's output non-finite, so one
+# multiply-add on the output (x·0) per step replaces one per input.
+
+
+def _gae_scalar(gamma, gamma_lmbda, value, next_value, reward, done, terminated, adv, target, err,
+                check):  # fmt: skip
+    n_rows, n_steps = value.shape
+    zero = gamma - gamma
+    for i in prange(n_rows):
+        probe = zero
+        bad = 0
+        a = zero
+        for t in range(n_steps - 1, -1, -1):
+            v = value[i, t]
+            k = terminated[i, t]
+            d = done[i, t]
+            delta = reward[i, t] - v if k else (reward[i, t] + gamma * next_value[i, t]) - v
+            a = delta if t == n_steps - 1 or d else delta + a * gamma_lmbda
+            adv[i, t] = a
+            target[i, t] = a + v
+            if check:
+                probe += a * zero
+                bad |= k > d
+        err[i] = bad * TERMINATED_NOT_DONE + (probe != zero) * NON_FINITE
+
+
+def _td_lambda_scalar(gamma, lmbda, one_minus_lmbda, value, next_value, reward, done, terminated,
+                      adv, ret, err, check):  # fmt: skip
+    n_rows, n_steps = value.shape
+    zero = gamma - gamma
+    for i in prange(n_rows):
+        probe = zero
+        bad = 0
+        g_next = zero
+        for t in range(n_steps - 1, -1, -1):
+            k = terminated[i, t]
+            d = done[i, t]
+            nv = zero if k else next_value[i, t]
+            boot = nv if (t == n_steps - 1 or d) else g_next
+            g_next = reward[i, t] + gamma * (one_minus_lmbda * nv + lmbda * boot)
+            ret[i, t] = g_next
+            a = g_next - value[i, t]
+            adv[i, t] = a
+            if check:
+                probe += a * zero
+                bad |= k > d
+        err[i] = bad * TERMINATED_NOT_DONE + (probe != zero) * NON_FINITE
+
+
+def _vtrace_scalar(gamma, lmbda, one_minus_lmbda, ratio, value, next_value, reward, done,
+                   terminated, rho_thresh, c_thresh, rho_pg_thresh, adv, vs_out, err,
+                   check):  # fmt: skip
+    # ratio = exp(log_pi − log_mu), computed by torch beforehand (vectorised, and the very
+    # numbers TorchRL uses); the caller checks its finiteness. A NaN ratio still propagates:
+    # min(NaN, c) is NaN.
+    n_rows, n_steps = value.shape
+    zero = gamma - gamma
+    for i in prange(n_rows):
+        bad = 0
+        probe = zero
+        acc = zero  # vs − V at t + 1
+        vs_next = zero  # vs at t + 1
+        for t in range(n_steps - 1, -1, -1):
+            v = value[i, t]
+            r = reward[i, t]
+            rho = ratio[i, t]
+            k = terminated[i, t]
+            d = done[i, t]
+            nv = zero if k else next_value[i, t]
+            delta = min(rho, rho_thresh) * ((r + gamma * nv) - v)
+            if t == n_steps - 1 or d:
+                acc = delta
+                boot = nv
+            else:
+                acc = delta + (gamma * (lmbda * min(rho, c_thresh))) * acc
+                boot = lmbda * vs_next + one_minus_lmbda * nv
+            vs_next = acc + v
+            vs_out[i, t] = vs_next
+            a = min(rho, rho_pg_thresh) * ((r + gamma * (nv if k else boot)) - v)
+            adv[i, t] = a
+            if check:
+                probe += a * zero + vs_next * zero
+                bad |= k > d
+        err[i] = bad * TERMINATED_NOT_DONE + (probe != zero) * NON_FINITE
+
+
+_PY: dict[str, Callable[..., None]] = {
+    "gae": _gae,
+    "td_lambda": _td_lambda,
+    "vtrace": _vtrace,
+    "gae_scalar": _gae_scalar,
+    "td_lambda_scalar": _td_lambda_scalar,
+    "vtrace_scalar": _vtrace_scalar,
+}
 
 
 def _signatures(name: str) -> list[Any]:
@@ -168,7 +265,15 @@ def _signatures(name: str) -> list[Any]:
         b3 = numba.boolean[:, :, ::1]
         e1 = numba.int32[::1]
         ck = numba.boolean
-        if name == "gae" or name == "td_lambda":
+        c2 = ft[:, ::1]
+        b2 = numba.boolean[:, ::1]
+        if name == "gae_scalar":
+            sigs.append(numba.void(ft, ft, c2, c2, c2, b2, b2, c2, c2, e1, ck))
+        elif name == "td_lambda_scalar":
+            sigs.append(numba.void(ft, ft, ft, c2, c2, c2, b2, b2, c2, c2, e1, ck))
+        elif name == "vtrace_scalar":
+            sigs.append(numba.void(ft, ft, ft, c2, c2, c2, c2, b2, b2, ft, ft, ft, c2, c2, e1, ck))
+        elif name == "gae" or name == "td_lambda":
             sigs.append(numba.void(a3, a3, c3, c3, c3, b3, b3, c3, c3, e1, ft, ck))
         else:
             sigs.append(
@@ -177,12 +282,26 @@ def _signatures(name: str) -> list[Any]:
     return sigs
 
 
-# Below this many elements a parallel region costs more than it saves (waking the thread pool,
-# and on a busy 2-core machine waiting for a descheduled worker), so a serial build runs.
-PARALLEL_MIN_ELEMENTS = 1 << 17
+# Below this many elements waking the thread pool costs more than the second core saves. Measured
+# on 2 cores (quiet machine): 64×128 TD(λ) 86 → 68 µs with the parallel build, 16×64 unchanged.
+PARALLEL_MIN_ELEMENTS = 1 << 12
 
 _compiled: dict[tuple[str, bool], Any] = {}
 _lock = threading.Lock()
+
+
+def _variant(function: Callable[..., None], parallel: bool) -> Callable[..., None]:
+    """The function under a name of its own per build.
+
+    numba's on-disk cache is keyed by the function's name and signature, not by `parallel`, so
+    without this the serial and the parallel builds would load each other's cached code.
+    """
+    suffix = "_parallel" if parallel else "_serial"
+    variant = types.FunctionType(
+        function.__code__, function.__globals__, function.__name__ + suffix
+    )
+    variant.__qualname__ = function.__qualname__ + suffix
+    return variant
 
 
 def get(name: str, parallel: bool = True) -> Any:
@@ -192,7 +311,9 @@ def get(name: str, parallel: bool = True) -> Any:
         with _lock:
             fn = _compiled.get((name, parallel))
             if fn is None:
-                fn = numba.njit(_signatures(name), parallel=parallel, cache=True)(_PY[name])
+                fn = numba.njit(_signatures(name), parallel=parallel, cache=True)(
+                    _variant(_PY[name], parallel)
+                )
                 _compiled[name, parallel] = fn
     return fn
 

@@ -130,24 +130,29 @@ def _gae_numba(
     advantage, adv_rows = be.new_rows(layout)
     value_target, target_rows = be.new_rows(layout)
     err = np.zeros(layout.n_rows, dtype=np.int32)
-    _kernels.get("gae", be.parallel(layout))(
-        be.coef_rows(gamma, layout),
-        be.coef_rows(gamma_lmbda, layout),
-        be.rows(value, layout),
-        be.rows(next_value, layout),
-        be.rows(reward, layout),
-        be.rows(done, layout),
-        be.rows(terminated, layout),
-        adv_rows,
-        target_rows,
-        err,
-        be.one(layout),
-        validate,
-    )
+    data = [be.rows(x, layout) for x in (value, next_value, reward, done, terminated)]
+    if be.scalar_fast_path(layout, gamma, gamma_lmbda):
+        _kernels.get("gae_scalar", be.parallel(layout))(
+            be.scalar(gamma, layout),
+            be.scalar(gamma_lmbda, layout),
+            *(x[..., 0] for x in (*data, adv_rows, target_rows)),
+            err,
+            validate,
+        )
+    else:
+        _kernels.get("gae", be.parallel(layout))(
+            be.coef_rows(gamma, layout),
+            be.coef_rows(gamma_lmbda, layout),
+            *data,
+            adv_rows,
+            target_rows,
+            err,
+            be.one(layout),
+            validate,
+        )
     if validate and err.any():
         values = {"state_value": value, "next_state_value": next_value, "reward": reward}
         diagnose(values, done, terminated, {"gamma": gamma, "lmbda": lmbda})
-        raise AssertionError(f"kernel raised validation flags {np.bitwise_or.reduce(err)}")
     return advantage, value_target
 
 

@@ -223,23 +223,30 @@ def _td_lambda(
             advantage, adv_rows = be.new_rows(layout)
             ret, ret_rows = be.new_rows(layout)
             err = np.zeros(layout.n_rows, dtype=np.int32)
-            _kernels.get("td_lambda", be.parallel(layout))(
-                be.coef_rows(gamma, layout),
-                be.coef_rows(lmbda, layout),
-                be.rows(value, layout),
-                be.rows(next_value, layout),
-                be.rows(reward, layout),
-                be.rows(done, layout),
-                be.rows(terminated, layout),
-                adv_rows,
-                ret_rows,
-                err,
-                be.one(layout),
-                validate,
-            )
+            data = [be.rows(x, layout) for x in (value, next_value, reward, done, terminated)]
+            if be.scalar_fast_path(layout, gamma, lmbda):
+                one = be.one(layout)
+                _kernels.get("td_lambda_scalar", be.parallel(layout))(
+                    be.scalar(gamma, layout),
+                    be.scalar(lmbda, layout),
+                    one - be.scalar(lmbda, layout),  # in the data's dtype, as TorchRL's 1 − λ
+                    *(x[..., 0] for x in (*data, adv_rows, ret_rows)),
+                    err,
+                    validate,
+                )
+            else:
+                _kernels.get("td_lambda", be.parallel(layout))(
+                    be.coef_rows(gamma, layout),
+                    be.coef_rows(lmbda, layout),
+                    *data,
+                    adv_rows,
+                    ret_rows,
+                    err,
+                    be.one(layout),
+                    validate,
+                )
             if validate and err.any():
                 diagnose(values, done, terminated, coefs)
-                raise AssertionError(f"kernel flags {np.bitwise_or.reduce(err)}")
             return advantage, ret
         return _td_lambda_torch(gamma, lmbda, value, next_value, reward, done, terminated, layout)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -145,28 +147,45 @@ def _vtrace_numba(
     vs, vs_rows = be.new_rows(layout)
     err = np.zeros(layout.n_rows, dtype=np.int32)
     scalar = np.float32 if layout.dtype == torch.float32 else np.float64
-    _kernels.get("vtrace", be.parallel(layout))(
-        be.coef_rows(coefs["gamma"], layout),
-        be.coef_rows(coefs["lmbda"], layout),
-        be.rows(values["log_pi"], layout),
-        be.rows(values["log_mu"], layout),
-        be.rows(values["state_value"], layout),
-        be.rows(values["next_state_value"], layout),
-        be.rows(values["reward"], layout),
-        be.rows(done, layout),
-        be.rows(terminated, layout),
-        scalar(rho_thresh),
-        scalar(c_thresh),
-        scalar(rho_pg_thresh),
-        be.one(layout),
-        adv_rows,
-        vs_rows,
-        err,
-        validate,
-    )
+    names = ("log_pi", "log_mu", "state_value", "next_state_value", "reward")
+    data = [be.rows(values[name], layout) for name in names]
+    flags = [be.rows(done, layout), be.rows(terminated, layout)]
+    thresholds = [scalar(rho_thresh), scalar(c_thresh), scalar(rho_pg_thresh)]
+    if be.scalar_fast_path(layout, coefs["gamma"], coefs["lmbda"]):
+        # torch's vectorised exp, not a scalar libm call per step: the same ratios as TorchRL's.
+        ratio = values["log_pi"] - values["log_mu"]
+        # One reduction, no temporary: the sum is finite unless a log-ratio is not (or, for
+        # absurd magnitudes, the sum overflows: then the exact check decides).
+        if validate and not math.isfinite(ratio.sum()) and not torch.isfinite(ratio).all():
+            diagnose(values, done, terminated, coefs)
+        ratio.exp_()
+        lmbda = be.scalar(coefs["lmbda"], layout)
+        _kernels.get("vtrace_scalar", be.parallel(layout))(
+            be.scalar(coefs["gamma"], layout),
+            lmbda,
+            be.one(layout) - lmbda,  # in the data's dtype, as the general kernel's 1 − λ
+            *(x[..., 0] for x in (be.rows(ratio, layout), *data[2:], *flags)),
+            *thresholds,
+            adv_rows[..., 0],
+            vs_rows[..., 0],
+            err,
+            validate,
+        )
+    else:
+        _kernels.get("vtrace", be.parallel(layout))(
+            be.coef_rows(coefs["gamma"], layout),
+            be.coef_rows(coefs["lmbda"], layout),
+            *data,
+            *flags,
+            *thresholds,
+            be.one(layout),
+            adv_rows,
+            vs_rows,
+            err,
+            validate,
+        )
     if validate and err.any():
         diagnose(values, done, terminated, coefs)
-        raise AssertionError(f"kernel flags {np.bitwise_or.reduce(err)}")
     return advantage, vs
 
 
