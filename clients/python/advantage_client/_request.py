@@ -209,6 +209,22 @@ def compact_observations(
     return c.array, k.array
 
 
+def _check_chained(obs: np.ndarray, nxt: np.ndarray, done: np.ndarray, nb: int, key: str) -> None:
+    """The compact form drops next_observation[t] wherever step t is not done, so it must equal
+    observation[t + 1] there; refuse instead of silently sending different data."""
+    lead = (slice(None),) * (nb - 1)
+    same = nxt[(*lead, slice(None, -1))] == obs[(*lead, slice(1, None))]
+    same = same.reshape(*same.shape[:nb], -1).all(axis=-1)
+    broken = ~same & ~done[(*lead, slice(None, -1))]
+    if broken.any():
+        where = tuple(int(i) for i in np.argwhere(broken)[0])
+        raise ValueError(
+            f"next_observation[{key!r}]: the compact form needs next_observation[t] == "
+            f"observation[t + 1] wherever step t is not done; they differ at step {where}. "
+            "Send form='full' for such data."
+        )
+
+
 def _compact(
     obs: WireArray,
     nxt: WireArray,
@@ -230,6 +246,7 @@ def _compact(
             f"next_observation[{key!r}]: expected the observation's shape {list(obs.shape)}, "
             f"got {list(nxt.shape)}"
         )
+    _check_chained(obs.array, nxt.array, np.asarray(done.array, dtype=bool), nb, key)
     last = nxt.array[(slice(None),) * (nb - 1) + (slice(-1, None),)]  # step T-1, kept as a dim
     compact = np.concatenate([obs.array, last], axis=nb - 1)
     mask = _truncated_mask(done, terminated).reshape(-1)

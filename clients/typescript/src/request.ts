@@ -248,6 +248,25 @@ export function compactObservations(
   // Typed arrays of one dtype; `any` keeps set/subarray generic over the union.
   const obs = observation.data as any;
   const nxt = nextObservation.data as any;
+  // The compact form drops nextObservation[t] wherever step t is not done, so it must equal
+  // observation[t + 1] there: refuse rather than silently send different data.
+  const doneFlags = done.data as ArrayLike<number | boolean>;
+  for (let r = 0; r < rows; r++) {
+    for (let t = 0; t + 1 < T; t++) {
+      if (doneFlags[r * T + t]) continue;
+      const a = (r * T + t) * feat;
+      const b = (r * T + t + 1) * feat;
+      for (let f = 0; f < feat; f++) {
+        if (nxt[a + f] !== obs[b + f]) {
+          throw new RangeError(
+            `nextObservation[${JSON.stringify(key)}]: the compact form needs nextObservation[t] == ` +
+              `observation[t + 1] wherever step t is not done; they differ at row ${r}, step ${t}. ` +
+              `Send form "full" for such data.`,
+          );
+        }
+      }
+    }
+  }
   const out = new ctor(rows * (T + 1) * feat) as any;
   for (let r = 0; r < rows; r++) {
     out.set(obs.subarray(r * T * feat, (r + 1) * T * feat), r * (T + 1) * feat);

@@ -73,28 +73,44 @@ describe("estimator and loss messages", () => {
 });
 
 describe("compactObservations", () => {
-  test("T + 1 observations per row and the truncated steps' next observations", () => {
-    // B = 2, T = 3, obs [2]; observation value = 100·b + 10·t + feature, next = that + 5.
-    const B = 2, T = 3;
+  // B = 2, T = 3, obs [2]; observation = 100·b + 10·t + feature. Within an episode the next
+  // observation is the following one; at a done step it is that + 5 (the true next, not the reset).
+  const B = 2, T = 3;
+  const doneFlags = [false, true, false, true, false, true]; // (0,1) (1,0) (1,2)
+  function batch() {
     const obs = new Float32Array(B * T * 2);
     const nxt = new Float32Array(B * T * 2);
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let f = 0; f < 2; f++) {
       obs[(b * T + t) * 2 + f] = 100 * b + 10 * t + f;
-      nxt[(b * T + t) * 2 + f] = 100 * b + 10 * t + f + 5;
+      nxt[(b * T + t) * 2 + f] = 100 * b + 10 * (t + 1) + f + (doneFlags[b * T + t] ? 5 : 0);
     }
-    const done = tensor([false, true, false, true, false, true], [B, T]); // (0,1) (1,0) (1,2)
-    const terminated = tensor([false, false, false, true, false, false], [B, T]); // (1,0) terminated
+    return { obs, nxt };
+  }
+  const done = tensor(doneFlags, [B, T]);
+  const terminated = tensor([false, false, false, true, false, false], [B, T]); // (1,0) terminated
+
+  test("T + 1 observations per row and the truncated steps' next observations", () => {
+    const { obs, nxt } = batch();
     const c = compactObservations(tensor(obs, [B, T, 2]), tensor(nxt, [B, T, 2]), done, terminated);
     assert.deepEqual(c.observation.shape, [B, T + 1, 2]);
     assert.deepEqual(Array.from(c.observation.data as Float32Array), [
-      0, 1, 10, 11, 20, 21, 25, 26,
-      100, 101, 110, 111, 120, 121, 125, 126,
+      0, 1, 10, 11, 20, 21, 30, 31,
+      100, 101, 110, 111, 120, 121, 135, 136,
     ]);
     // Truncated = done & !terminated: (0, 1) and (1, 2), in row-major order.
     assert.deepEqual(c.nextObservation.shape, [2, 2]);
-    assert.deepEqual(Array.from(c.nextObservation.data as Float32Array), [15, 16, 125, 126]);
+    assert.deepEqual(Array.from(c.nextObservation.data as Float32Array), [25, 26, 135, 136]);
     // Without `terminated` nothing is truncated.
     assert.deepEqual(compactObservations(tensor(obs, [B, T, 2]), tensor(nxt, [B, T, 2]), done).nextObservation.shape, [0, 2]);
+  });
+
+  test("refuses next observations that do not chain within an episode", () => {
+    const { obs, nxt } = batch();
+    nxt[(0 * T + 0) * 2 + 1] = 99; // step (0, 0) is not done: must equal observation (0, 1)
+    assert.throws(
+      () => compactObservations(tensor(obs, [B, T, 2]), tensor(nxt, [B, T, 2]), done, terminated),
+      /differ at row 0, step 0.*form "full"/,
+    );
   });
 });
 
