@@ -17,63 +17,10 @@ import torch
 from torch import Tensor
 from torch import distributions as D
 
+from service.estimators import vtrace
 from service.losses import _common as C
 
 __all__ = ["impala_loss"]
-
-
-def _local_vtrace(
-    gamma: float,
-    log_pi: Tensor,
-    log_mu: Tensor,
-    state_value: Tensor,
-    next_state_value: Tensor,
-    reward: Tensor,
-    done: Tensor,
-    terminated: Tensor | None = None,
-    rho_thresh: float = 1.0,
-    c_thresh: float = 1.0,
-    *,
-    lmbda: float = 1.0,
-    rho_pg_thresh: float | None = None,
-    time_dim: int = -2,
-) -> tuple[Tensor, Tensor]:
-    """V-trace targets and policy-gradient advantages, all inputs ``[*B, T, 1]`` (no grad).
-
-    ``ρ = exp(log_pi − log_mu)``, ``ρ̂ = min(ρ, ρ̄)``, ``ĉ = λ·min(ρ, c̄)``, ``ρ̂_pg = min(ρ, ρ̄_pg)``,
-    ``Ṽ′_t = 0 if terminated_t else V′_t``;
-    ``(vs − V)_t = ρ̂_t(r_t + γṼ′_t − V_t) + γ(1 − d_t)ĉ_t(vs − V)_{t+1}``;
-    ``A_t = ρ̂_pg,t(r_t + γ·v̂_{t+1} − V_t)``, ``v̂_{t+1} = vs_{t+1}``, or ``V′_t`` at a done or
-    the last step, and 0 at a terminated step. At λ = 1, ρ̄_pg = ρ̄ this is TorchRL's
-    ``vtrace_advantage_estimate``; without episode ends it is DI-engine's
-    ``vtrace_nstep_return`` / ``vtrace_advantage``.
-    """
-    if time_dim != -2:
-        raise ValueError(f"time_dim: only -2 is supported, got {time_dim}")
-    if terminated is None:
-        terminated = done
-    if rho_pg_thresh is None:
-        rho_pg_thresh = rho_thresh
-    with torch.no_grad():
-        rho = (log_pi - log_mu).exp()
-        rho_hat = rho.clamp_max(rho_thresh)
-        c_hat = lmbda * rho.clamp_max(c_thresh)
-        rho_pg = rho.clamp_max(rho_pg_thresh)
-        zero = torch.zeros((), dtype=state_value.dtype, device=state_value.device)
-        next_value = torch.where(terminated, zero, next_state_value)
-        delta = rho_hat * (reward + gamma * next_value - state_value)
-        discount_c = torch.where(done, zero, gamma * c_hat)
-        steps = state_value.shape[-2]
-        vs_minus_v = torch.empty_like(delta)
-        acc = torch.zeros_like(delta[..., 0, :])
-        for t in range(steps - 1, -1, -1):
-            acc = delta[..., t, :] + discount_c[..., t, :] * acc
-            vs_minus_v[..., t, :] = acc
-        vs = state_value + vs_minus_v
-        advantage = _pg_advantage(
-            gamma, rho_pg, vs, state_value, next_state_value, reward, done, terminated
-        )
-    return advantage, vs
 
 
 def _pg_advantage(
@@ -86,18 +33,16 @@ def _pg_advantage(
     done: Tensor,
     terminated: Tensor,
 ) -> Tensor:
-    """DI-engine's ``vtrace_advantage`` with TorchRL's episode ends (see :func:`_local_vtrace`)."""
+    """DI-engine's ``vtrace_advantage`` with TorchRL's episode ends.
+
+    ``A_t = ρ̂_pg,t(r_t + γ·v̂_{t+1} − V_t)``, ``v̂_{t+1} = vs_{t+1}``, or ``V′_t`` at a done or the
+    last step, and 0 at a terminated step.
+    """
     zero = torch.zeros((), dtype=state_value.dtype, device=state_value.device)
     vs_next = torch.cat([vs[..., 1:, :], next_state_value[..., -1:, :]], dim=-2)
     bootstrap = torch.where(done, next_state_value, vs_next)
     bootstrap = torch.where(terminated, zero, bootstrap)
     return rho_pg * (reward + gamma * bootstrap - state_value)
-
-
-try:  # the service's estimator (compiled kernels) computes vs when it is available
-    from service.estimators.vtrace import vtrace as _estimators_vtrace
-except ImportError:  # pragma: no cover - depends on the estimators package being installed
-    _estimators_vtrace = None
 
 
 def _vtrace(
@@ -115,23 +60,18 @@ def _vtrace(
     lmbda: float = 1.0,
     rho_pg_thresh: float | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(advantage, vs)`` as :func:`_local_vtrace`, with vs from ``service.estimators.vtrace``.
+    """``(advantage, vs)``, inputs ``[*B, T, 1]``, no grad: vs from ``service.estimators.vtrace``.
 
-    The estimator's vs is the same recursion; its policy-gradient advantage at λ < 1 follows
-    rlax (bootstrap ``λ·vs + (1 − λ)·V′``), so the DI-engine advantage is recomputed here from
-    vs. Falls back to the local recursion when the estimator is not importable.
+    The estimator's policy-gradient advantage at λ < 1 follows rlax (bootstrap
+    ``λ·vs + (1 − λ)·V′``), so DI-engine's advantage is recomputed here from vs. At λ = 1 and
+    ρ̄_pg = ρ̄ both are TorchRL's ``vtrace_advantage_estimate``.
     """
-    if _estimators_vtrace is None:
-        return _local_vtrace(
-            gamma, log_pi, log_mu, state_value, next_state_value, reward, done, terminated,
-            rho_thresh, c_thresh, lmbda=lmbda, rho_pg_thresh=rho_pg_thresh,
-        )  # fmt: skip
     if terminated is None:
         terminated = done
     if rho_pg_thresh is None:
         rho_pg_thresh = rho_thresh
     with torch.no_grad():
-        _, vs = _estimators_vtrace(
+        _, vs = vtrace(
             gamma, log_pi, log_mu, state_value, next_state_value, reward, done, terminated,
             rho_thresh, c_thresh, lmbda=lmbda, rho_pg_thresh=rho_pg_thresh,
         )  # fmt: skip

@@ -146,9 +146,8 @@ def _episodes(seed, shape=(B, T, 1)):
 
 
 @pytest.mark.parametrize("rho,c", [(1.0, 1.0), (1.5, 0.7)])
-@pytest.mark.parametrize("impl", ["local", "selected"])
-def test_vtrace_matches_torchrl_at_lambda_one(rho, c, impl):
-    fn = impala._local_vtrace if impl == "local" else impala._vtrace
+def test_vtrace_matches_torchrl_at_lambda_one(rho, c):
+    fn = impala._vtrace
     log_pi, log_mu, sv, nsv, reward, done, terminated = _episodes(seed=3)
     t64 = lambda x: torch.tensor(x, dtype=F64)  # noqa: E731  (exact float64 reference)
     adv_ref, vs_ref = vtrace_advantage_estimate(
@@ -168,11 +167,11 @@ def test_vtrace_splits_at_episode_boundaries():
     terminated[:2] = False  # rows 0-1 truncated at t=2, others terminated
     kw = {"lmbda": 0.8, "rho_pg_thresh": 1.2}
     args = (log_pi, log_mu, sv, nsv, reward)
-    adv, vs = impala._local_vtrace(0.9, *args, done, terminated, 1.1, 0.9, **kw)
+    adv, vs = impala._vtrace(0.9, *args, done, terminated, 1.1, 0.9, **kw)
     head = [x[:, :3] for x in args]
     tail = [x[:, 3:] for x in args]
-    adv_h, vs_h = impala._local_vtrace(0.9, *head, done[:, :3], terminated[:, :3], 1.1, 0.9, **kw)
-    adv_t, vs_t = impala._local_vtrace(0.9, *tail, done[:, 3:], terminated[:, 3:], 1.1, 0.9, **kw)
+    adv_h, vs_h = impala._vtrace(0.9, *head, done[:, :3], terminated[:, :3], 1.1, 0.9, **kw)
+    adv_t, vs_t = impala._vtrace(0.9, *tail, done[:, 3:], terminated[:, 3:], 1.1, 0.9, **kw)
     torch.testing.assert_close(vs, torch.cat([vs_h, vs_t], 1), **TOL)
     torch.testing.assert_close(adv, torch.cat([adv_h, adv_t], 1), **TOL)
 
@@ -188,13 +187,3 @@ def test_nan_bootstrap_at_terminated_step_is_accepted():
     nsv[~terminated & ~done] = float("nan")
     with pytest.raises(ValueError, match="next_state_value"):
         impala_loss(dist, action, log_mu.squeeze(-1), sv, nsv, reward, done, terminated)
-
-
-def test_estimator_backed_and_local_vtrace_agree_at_lambda_below_one():
-    log_pi, log_mu, sv, nsv, reward, done, terminated = _episodes(seed=6)
-    kw = {"lmbda": 0.85, "rho_pg_thresh": 1.3}
-    args = (0.95, log_pi, log_mu, sv, nsv, reward, done, terminated, 1.2, 0.9)
-    adv_l, vs_l = impala._local_vtrace(*args, **kw)
-    adv, vs = impala._vtrace(*args, **kw)
-    torch.testing.assert_close(vs, vs_l, **TOL)
-    torch.testing.assert_close(adv, adv_l, **TOL)
