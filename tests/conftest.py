@@ -20,7 +20,11 @@ T = TypeVar("T")
 class RunningServer:
     """A server running on its own event loop in a background thread."""
 
-    def __init__(self, settings: Settings, models: dict[str, Model] | None) -> None:
+    def __init__(
+        self, settings: Settings, models: dict[str, Model] | None, rest: bool = False
+    ) -> None:
+        self._rest = rest
+        self.rest_port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -40,6 +44,8 @@ class RunningServer:
 
         async def start() -> None:
             self.server, self.port = create_server("127.0.0.1:0", settings, models)
+            if self._rest:
+                self.rest_port = await self.server.start_rest("127.0.0.1", 0)
             await self.server.start()
 
         try:
@@ -53,8 +59,15 @@ class RunningServer:
 
     @property
     def target(self) -> str:
-        """ "host:port" for a client channel."""
+        """The gRPC "host:port" for a client channel."""
         return f"127.0.0.1:{self.port}"
+
+    grpc_target = target
+
+    @property
+    def url(self) -> str:
+        """Base URL of the REST surface (started with `rest=True`)."""
+        return f"http://127.0.0.1:{self.rest_port}"
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the server's loop and wait for its result."""
@@ -70,10 +83,11 @@ class RunningServer:
 
 @contextmanager
 def running_server(
-    settings: Settings | None = None, models: dict[str, Model] | None = None
+    settings: Settings | None = None, models: dict[str, Model] | None = None, rest: bool = False
 ) -> Iterator[RunningServer]:
-    """Start a real server on 127.0.0.1:0 (demo model unless `models`/repository given)."""
-    server = RunningServer(settings or Settings(), models)
+    """Start a real server on 127.0.0.1:0 (demo model unless `models`/repository given), with
+    the REST surface on another free port when `rest`."""
+    server = RunningServer(settings or Settings(), models, rest)
     try:
         yield server
     finally:
@@ -89,5 +103,5 @@ def demo_server() -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="session")
 def grpc_target(demo_server: RunningServer) -> str:
-    """ "127.0.0.1:PORT" of a real server running the built-in demo model."""
+    """The "127.0.0.1:PORT" of a real server running the built-in demo model."""
     return demo_server.target

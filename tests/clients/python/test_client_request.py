@@ -270,6 +270,16 @@ def test_compact_hand_worked() -> None:
     assert compact.dtype == np.float32 and truncated.shape == (2, 1)
 
 
+def test_compact_refuses_next_observations_that_do_not_chain() -> None:
+    case = _hand_worked()
+    case["next_observation"][1, 1, 0] = 99.0  # step (1, 1) is not done: must equal obs (1, 2)
+    with pytest.raises(ValueError, match=r"differ at step \(1, 1\).*form='full'"):
+        compact_observations(**case)
+    case = _hand_worked()
+    case["next_observation"][0, 1, 0] = 99.0  # a done step's next observation may be anything
+    compact_observations(**case)
+
+
 def test_compact_without_terminated_has_no_truncated_steps() -> None:
     case = _hand_worked()
     del case["terminated"]
