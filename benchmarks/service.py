@@ -7,7 +7,7 @@
 The server runs in a separate process (`python -m service.cli serve`) with a model folder written
 by `service.models.export.export_model`: an MLP value network 64 → 256 → 256 → 1 (tanh). The
 client is `advantage_client` (blocking for part 1, asyncio for part 2). Figures and their reading
-are in notes/service-bench.md.
+are in the README.
 """
 
 from __future__ import annotations

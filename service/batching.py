@@ -1,6 +1,6 @@
 """Dynamic batching of value-network evaluations across concurrent requests (per model).
 
-Design (see notes/service-bench.md):
+Design:
 
 - Request threads (the server's compute pool) call `Batcher.submit(rows)` with one request's
   network inputs, already flattened to rows [N, *shape]. They do *not* hold `Model.lock` while
@@ -17,7 +17,7 @@ Design (see notes/service-bench.md):
   refused with RESOURCE_EXHAUSTED (`service.errors.ResourceExhausted`).
 - Requests of different [B, T] shapes merge by rows: the networks are row-wise maps, so a row's
   value does not depend on the other rows (up to BLAS choosing different kernels for different
-  row counts: last-ulp differences, measured in notes/service-bench.md).
+  row counts: last-ulp differences; 1.2e-7 at most measured on the benchmark MLP).
 
 Statistics: counters on the batcher (`stats()`), and an optional `on_batch(BatchRecord)` callback
 that the metrics use for histograms of batch rows, requests per batch and queue delays.

@@ -52,9 +52,7 @@ class AdvantageServer:
         self.rest: RestServer | None = None
         # Dynamic batching: one batcher thread per batching model runs the merged forward passes;
         # request threads wait in its queue, so the pool gets one extra thread per queue slot.
-        self.batchers = attach_batchers(
-            self.registry, settings, getattr(self.metrics, "observe_batch", None)
-        )
+        self.batchers = attach_batchers(self.registry, settings, self.metrics.observe_batch)
         threads = settings.workers + max(
             (b.config.max_queue_size for b in self.batchers), default=0
         )

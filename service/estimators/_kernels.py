@@ -322,7 +322,7 @@ def warmup() -> None:
     """Compiles (or loads from the on-disk cache) every kernel; a no-op without numba.
 
     Call it after any fork: numba's OpenMP threading layer terminates a process forked after
-    it started (see notes/estimators.md).
+    it started.
     """
     if AVAILABLE:
         for name in _PY:

@@ -17,7 +17,7 @@ from service.models.manifest import BatchingSpec, InputSpec, Manifest, NetworkFi
 from service.models.model import Model
 
 # Merged passes may differ from lone passes in the last ulp (MKL picks kernels by row count);
-# measured max |Δ| on this MLP is ~1e-7 for values of order 0.1–1 (notes/service-bench.md).
+# measured max |Δ| on this MLP is ~1e-7 for values of order 0.1–1.
 VALUE_ATOL = 1e-6
 
 

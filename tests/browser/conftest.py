@@ -19,8 +19,7 @@ from _rest_helpers import RestTestServer, rest_server
 CHROMIUM = os.environ.get("ADVANTAGE_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ADVANTAGE_CHROMEDRIVER", "/usr/bin/chromedriver")
 INSTALL = (
-    "install them with `apt-get install -y chromium chromium-driver` and "
-    "`pip install selenium` (see notes/rest.md)"
+    "install them with `apt-get install -y chromium chromium-driver` and `make test` installs both"
 )
 
 
