@@ -18,9 +18,7 @@ from _rest_helpers import RestTestServer, rest_server
 
 CHROMIUM = os.environ.get("ADVANTAGE_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ADVANTAGE_CHROMEDRIVER", "/usr/bin/chromedriver")
-INSTALL = (
-    "install them with `apt-get install -y chromium chromium-driver` and `make test` installs both"
-)
+INSTALL = "`make test` installs them (apt-get install chromium chromium-driver; pip selenium)"
 
 
 @pytest.fixture(scope="session")
