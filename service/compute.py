@@ -77,8 +77,8 @@ def _rows(
     return stacked
 
 
-def _require_finite(values: torch.Tensor, used: torch.Tensor, field: str) -> None:
-    if not bool(torch.isfinite(values[used]).all()):
+def _require_finite(values: torch.Tensor, field: str) -> None:
+    if not bool(torch.isfinite(values).all()):
         raise InvalidArgument(
             f"{field}: the value network returned NaN/Inf for steps whose value is used; "
             "check the observations there"
@@ -111,9 +111,9 @@ def network_values(
     Full form: rows are the B·T observations, then the next observations that are not simply the
     following step's observation (episode ends and the last step): B·T + K' rows, at most 2·B·T.
     Compact form: rows are the B·(T+1) observations, then the K true next observations of
-    truncated steps. The bootstrap at
-    terminated steps is never used and is set to 0 (it may be NaN in TorchRL's compact storage).
-    `value_fn` replaces `model.value` (ComputeLoss evaluates with gradients).
+    truncated steps. The bootstrap at terminated steps is never used and is set to 0 (it may be
+    NaN in TorchRL's compact storage). `value_fn` replaces `model.value` (ComputeLoss evaluates
+    with gradients).
     """
     value_fn = value_fn or model.value
     if model.value_network is None:
@@ -161,8 +161,8 @@ def network_values(
     next_state_value = torch.where(
         terminated, torch.zeros((), dtype=values.dtype), next_state_value
     )
-    _require_finite(state_value, torch.ones_like(done), "trajectory.observation")
-    _require_finite(next_state_value, ~terminated, "trajectory.next_observation")
+    _require_finite(state_value, "trajectory.observation")
+    _require_finite(next_state_value, "trajectory.next_observation")  # 0 where terminated
     return state_value, next_state_value
 
 

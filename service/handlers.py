@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from service.codec import (
     TORCH_TO_DTYPE,
     decode_tensor,
@@ -103,7 +105,9 @@ def compute_advantage_handler(
     return response
 
 
-def _optional_tensor(message, name: str, steps: tuple[int, ...], dtype):
+def _optional_tensor(
+    message: pb.ComputeLossRequest, name: str, steps: tuple[int, ...], dtype: torch.dtype
+) -> torch.Tensor | None:
     if not message.HasField(name):
         return None
     tensor = decode_tensor(getattr(message, name), name)
