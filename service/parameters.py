@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 import torch
 
 from service.codec import decode_tensor, dtype_name, encode_tensor
-from service.errors import FailedPrecondition, InvalidArgument
+from service.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from service.models.model import Model
+from service.models.registry import ModelRegistry
 from service.pb.advantage.v1 import advantage_pb2 as pb
 
 MAX_CHUNK_BYTES = 1 << 20
@@ -60,6 +61,27 @@ def parameter_chunks(
             )
             used += size
     yield chunk
+
+
+async def collect_parameter_stream(
+    stream: AsyncIterator[pb.ParameterChunk], registry: ModelRegistry
+) -> list[pb.ParameterChunk]:
+    """Receive a SetParameters stream, refusing it once it outgrows twice the model's size."""
+    chunks: list[pb.ParameterChunk] = []
+    received, limit = 0, 0
+    async for chunk in stream:
+        if not chunks:
+            model = registry.get(chunk.model_name)
+            size = sum(t.numel() * t.element_size() for t in named_tensors(model).values())
+            limit = 2 * size + MAX_CHUNK_BYTES
+        received += chunk.ByteSize()
+        if received > limit:
+            raise ResourceExhausted(
+                f"SetParameters: the stream passed {limit} bytes (twice the size of model "
+                f"{model.name!r}'s parameters, plus 1 MiB); send each tensor once"
+            )
+        chunks.append(chunk)
+    return chunks
 
 
 def _assemble(chunks: Iterable[pb.ParameterChunk]) -> tuple[str, int | None, dict]:

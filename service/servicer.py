@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
@@ -16,6 +16,7 @@ from service import handlers
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.models.registry import ModelRegistry
+from service.parameters import collect_parameter_stream
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
 
@@ -39,16 +40,24 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         work: Callable[[], Reply],
         request: Message | None = None,
     ) -> Reply:
-        """Run `work` off the event loop; turn every exception into a status (the one place).
+        """Run `work` off the event loop, through `_guarded`."""
+        loop = asyncio.get_running_loop()
+        return await self._guarded(context, loop.run_in_executor(self._executor, work), request)
+
+    async def _guarded(
+        self,
+        context: grpc.aio.ServicerContext,
+        work: Awaitable[Reply],
+        request: Message | None = None,
+    ) -> Reply:
+        """Await `work`; turn every exception into a status (the one place).
 
         Also the one place gRPC metrics are recorded (RPC and estimator read from `request`;
         pass it, or they are labelled "unknown").
         """
         try:
             with self._metrics.track("grpc", request=request) as call:
-                return call.done(
-                    await asyncio.get_running_loop().run_in_executor(self._executor, work)
-                )
+                return call.done(await work)
         except ServiceError as error:
             await context.abort(error.code, error.message)
         except Exception:
@@ -97,9 +106,11 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         request_iterator: AsyncIterator[pb.ParameterChunk],
         context: grpc.aio.ServicerContext,
     ) -> pb.SetParametersResponse:
-        chunks = [chunk async for chunk in request_iterator]
-        return await self._run(
-            context,
-            lambda: handlers.set_parameters_handler(self._registry, chunks),
-            chunks[0] if chunks else None,
-        )
+        async def collect_then_set() -> pb.SetParametersResponse:
+            # Bounded while it arrives: a stream cannot grow past the model's own size.
+            chunks = await collect_parameter_stream(request_iterator, self._registry)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, lambda: handlers.set_parameters_handler(self._registry, chunks)
+            )
+
+        return await self._guarded(context, collect_then_set(), pb.ParameterChunk())

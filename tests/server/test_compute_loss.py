@@ -303,3 +303,16 @@ def test_concurrent_updates_and_advantages_report_consistent_versions(sgd_server
             expected = value_net(batch.observation).squeeze(-1)
         got = torch.frombuffer(bytearray(answer.state_value.raw_data), dtype=torch.float32)
         torch.testing.assert_close(got.view(2, 8), expected)
+
+
+def test_set_parameters_refuses_a_stream_larger_than_twice_the_model(sgd_server) -> None:
+    api = stub(sgd_server.target)
+    version, before = parameters(api)
+    weight = torch.zeros(64, 64)
+    stream = (chunk("value_network.2.weight", weight, model_name="demo") for _ in range(100))
+    error = rpc_error(api.SetParameters, stream)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "twice the size" in error.details()
+    after_version, after = parameters(api)
+    assert after_version == version
+    torch.testing.assert_close(after["value_network.2.weight"], before["value_network.2.weight"])
