@@ -114,7 +114,8 @@ class AdvantageServiceServicer:
     def SetParameters(self, request_iterator, context):
         """Replaces some or all of a model's parameters, all or nothing: a wrong name, shape or dtype
         anywhere in the stream is refused with INVALID_ARGUMENT and nothing is applied. On success
-        the parameter version increases by one.
+        the parameter version increases by one. A stream larger than twice the model's parameters
+        (plus 1 MiB) is refused with RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
