@@ -4,13 +4,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Debian's chromium + chromedriver drive the /debug page test (no browser download at test time).
-BROWSER_STAMP := $(VENV)/.browser
+# Debian packages the tests need: chromium + chromedriver drive the /debug page test (no browser
+# download at test time); the gRPC C++ toolchain builds clients/cpp for its test.
+SYSTEM_STAMP := $(VENV)/.system-packages
+SYSTEM_PACKAGES := chromium chromium-driver cmake g++ pkg-config libgrpc++-dev libprotobuf-dev \
+	protobuf-compiler protobuf-compiler-grpc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 TS_CLIENT := clients/typescript
 
-.PHONY: install serve test test-python test-typescript lint format proto bench browser
+.PHONY: install serve test test-python test-typescript lint format proto bench system-packages
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,16 +22,16 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]' -e 'clients/python[torch]'
 	touch $@
 
-$(BROWSER_STAMP): | $(STAMP)
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+$(SYSTEM_STAMP): | $(STAMP)
+	@if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi
 	touch $@
 
 install: $(STAMP)
 
-browser: $(BROWSER_STAMP)
+system-packages: $(SYSTEM_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/advantage-service serve
@@ -40,7 +43,7 @@ lint: $(STAMP)
 
 test: lint test-python test-typescript
 
-test-python: $(STAMP) $(BROWSER_STAMP)
+test-python: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m pytest
 
 # The TypeScript client's tests start the Python server from .venv (real toolchains on both ends).

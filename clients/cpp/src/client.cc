@@ -1,0 +1,297 @@
+#include "advantage/client.h"
+
+#include <cstring>
+#include <limits>
+#include <utility>
+
+namespace advantage {
+
+// The wire format is little-endian IEEE-754; encoding and decoding are plain memcpy.
+#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "advantage::Tensor copies bytes as they are: a little-endian host is required");
+#endif
+static_assert(std::numeric_limits<float>::is_iec559 && sizeof(float) == 4, "binary32 float");
+static_assert(std::numeric_limits<double>::is_iec559 && sizeof(double) == 8, "binary64 double");
+
+namespace {
+
+constexpr int kMaxMessageBytes = 256 * 1024 * 1024;
+
+std::string ShapeString(const Shape& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  return out + "]";
+}
+
+template <typename T>
+v1::Tensor EncodeRaw(const std::vector<T>& values, const Shape& shape, v1::DType dtype) {
+  const int64_t n = Tensor::NumElements(shape);
+  if (static_cast<int64_t>(values.size()) != n) {
+    throw std::invalid_argument("Tensor::Encode: shape " + ShapeString(shape) + " needs " +
+                                std::to_string(n) + " values, got " +
+                                std::to_string(values.size()));
+  }
+  v1::Tensor tensor;
+  tensor.set_dtype(dtype);
+  for (int64_t d : shape) tensor.add_shape(d);
+  tensor.set_raw_data(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
+  return tensor;
+}
+
+// Checks dtype and byte length; returns the element count.
+int64_t CheckRaw(const v1::Tensor& tensor, v1::DType dtype) {
+  if (tensor.dtype() != dtype) {
+    throw std::invalid_argument("Tensor::Decode: expected dtype " + v1::DType_Name(dtype) +
+                                ", got " + v1::DType_Name(tensor.dtype()));
+  }
+  const int64_t n = Tensor::NumElements(Tensor::ShapeOf(tensor));
+  const int64_t itemsize = Tensor::ItemSize(dtype);
+  const auto actual = static_cast<uint64_t>(tensor.raw_data().size());
+  if (n > std::numeric_limits<int64_t>::max() / itemsize ||
+      actual != static_cast<uint64_t>(n * itemsize)) {
+    throw std::invalid_argument(
+        "Tensor::Decode: shape " + ShapeString(Tensor::ShapeOf(tensor)) + " of " +
+        v1::DType_Name(dtype) + " needs " + std::to_string(n) + " x " + std::to_string(itemsize) +
+        " bytes, raw_data has " + std::to_string(actual));
+  }
+  return n;
+}
+
+template <typename T>
+std::vector<T> DecodeRaw(const v1::Tensor& tensor, v1::DType dtype) {
+  const int64_t n = CheckRaw(tensor, dtype);
+  std::vector<T> values(static_cast<size_t>(n));
+  if (n > 0) std::memcpy(values.data(), tensor.raw_data().data(), values.size() * sizeof(T));
+  return values;
+}
+
+v1::Coefficient Scalar(double value) {
+  v1::Coefficient coefficient;
+  coefficient.set_scalar(value);
+  return coefficient;
+}
+
+// Sets gamma (and lmbda when the message has one) on an estimator message.
+template <typename Message>
+void SetGamma(Message* message, const AdvantageRequest& request) {
+  if (request.gamma) *message->mutable_gamma() = Scalar(*request.gamma);
+}
+
+template <typename Message>
+void SetGammaLambda(Message* message, const AdvantageRequest& request) {
+  SetGamma(message, request);
+  if (request.lmbda) *message->mutable_lmbda() = Scalar(*request.lmbda);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Error
+
+const char* StatusCodeName(grpc::StatusCode code) noexcept {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNKNOWN_STATUS_CODE";
+  }
+}
+
+Error::Error(grpc::StatusCode code, std::string message)
+    : std::runtime_error(std::string(StatusCodeName(code)) + ": " + message),
+      code_(code),
+      message_(std::move(message)) {}
+
+const char* Error::code_name() const noexcept { return StatusCodeName(code_); }
+
+// ---------------------------------------------------------------------------------------------
+// Tensor
+
+int64_t Tensor::NumElements(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw std::invalid_argument("Tensor: negative dimension in " + ShapeString(shape));
+    if (d != 0 && n > std::numeric_limits<int64_t>::max() / d) {
+      throw std::invalid_argument("Tensor: element count of " + ShapeString(shape) +
+                                  " overflows int64");
+    }
+    n *= d;
+  }
+  return n;
+}
+
+int64_t Tensor::ItemSize(v1::DType dtype) {
+  switch (dtype) {
+    case v1::DTYPE_FLOAT32: return 4;
+    case v1::DTYPE_FLOAT64: return 8;
+    case v1::DTYPE_BOOL: return 1;
+    case v1::DTYPE_INT64: return 8;
+    case v1::DTYPE_INT32: return 4;
+    case v1::DTYPE_FLOAT16: return 2;
+    case v1::DTYPE_BFLOAT16: return 2;
+    case v1::DTYPE_UINT8: return 1;
+    default:
+      throw std::invalid_argument("Tensor: no itemsize for dtype " + std::to_string(dtype));
+  }
+}
+
+Shape Tensor::ShapeOf(const v1::Tensor& tensor) {
+  return Shape(tensor.shape().begin(), tensor.shape().end());
+}
+
+v1::Tensor Tensor::Encode(const std::vector<float>& values, const Shape& shape) {
+  return EncodeRaw(values, shape, v1::DTYPE_FLOAT32);
+}
+
+v1::Tensor Tensor::Encode(const std::vector<double>& values, const Shape& shape) {
+  return EncodeRaw(values, shape, v1::DTYPE_FLOAT64);
+}
+
+v1::Tensor Tensor::Encode(const std::vector<bool>& values, const Shape& shape) {
+  // std::vector<bool> is bit-packed: one byte (0 or 1) per element goes on the wire.
+  std::vector<uint8_t> bytes(values.begin(), values.end());
+  return EncodeRaw(bytes, shape, v1::DTYPE_BOOL);
+}
+
+std::vector<float> Tensor::DecodeFloat32(const v1::Tensor& tensor) {
+  return DecodeRaw<float>(tensor, v1::DTYPE_FLOAT32);
+}
+
+std::vector<double> Tensor::DecodeFloat64(const v1::Tensor& tensor) {
+  return DecodeRaw<double>(tensor, v1::DTYPE_FLOAT64);
+}
+
+std::vector<bool> Tensor::DecodeBool(const v1::Tensor& tensor) {
+  const auto bytes = DecodeRaw<uint8_t>(tensor, v1::DTYPE_BOOL);
+  std::vector<bool> values(bytes.size());
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (bytes[i] > 1) {
+      throw std::invalid_argument("Tensor::DecodeBool: byte " + std::to_string(i) + " is " +
+                                  std::to_string(bytes[i]) + ", not 0 or 1");
+    }
+    values[i] = bytes[i] == 1;
+  }
+  return values;
+}
+
+std::vector<double> Tensor::DecodeAsDouble(const v1::Tensor& tensor) {
+  if (tensor.dtype() == v1::DTYPE_FLOAT32) {
+    const auto values = DecodeFloat32(tensor);
+    return std::vector<double>(values.begin(), values.end());
+  }
+  if (tensor.dtype() == v1::DTYPE_FLOAT64) return DecodeFloat64(tensor);
+  throw std::invalid_argument("Tensor::DecodeAsDouble: expected DTYPE_FLOAT32 or DTYPE_FLOAT64, got " +
+                              v1::DType_Name(tensor.dtype()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request / Client
+
+v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request) {
+  v1::ComputeAdvantageRequest out;
+  out.set_model_name(request.model_name);
+  v1::Trajectory* trajectory = out.mutable_trajectory();
+  *trajectory->mutable_reward() = request.reward;
+  *trajectory->mutable_done() = request.done;
+  if (request.terminated) *trajectory->mutable_terminated() = *request.terminated;
+  if (request.state_value) *trajectory->mutable_state_value() = *request.state_value;
+  if (request.next_state_value) *trajectory->mutable_next_state_value() = *request.next_state_value;
+  if (request.action) *trajectory->mutable_action() = *request.action;
+  if (request.sample_log_prob) *trajectory->mutable_sample_log_prob() = *request.sample_log_prob;
+  if (request.log_prob) *trajectory->mutable_log_prob() = *request.log_prob;
+  for (const auto& [key, tensor] : request.observation) {
+    (*trajectory->mutable_observation())[key] = tensor;
+  }
+  for (const auto& [key, tensor] : request.next_observation) {
+    (*trajectory->mutable_next_observation())[key] = tensor;
+  }
+  trajectory->set_form(request.form == Form::kCompact ? v1::TRAJECTORY_FORM_COMPACT
+                                                      : v1::TRAJECTORY_FORM_FULL);
+
+  const std::string& name = request.estimator;
+  const bool has_lmbda = name == "gae" || name == "td_lambda" || name == "vtrace";
+  if (request.lmbda && !has_lmbda) {
+    throw std::invalid_argument("estimator '" + name + "' takes no lmbda");
+  }
+  if (name == "gae") {
+    SetGammaLambda(out.mutable_gae(), request);
+  } else if (name == "td0") {
+    SetGamma(out.mutable_td0(), request);
+  } else if (name == "td1") {
+    SetGamma(out.mutable_td1(), request);
+  } else if (name == "td_lambda") {
+    SetGammaLambda(out.mutable_td_lambda(), request);
+  } else if (name == "vtrace") {
+    v1::VTrace* vtrace = out.mutable_vtrace();
+    SetGamma(vtrace, request);
+    if (request.lmbda) vtrace->set_lmbda(*request.lmbda);  // VTrace's λ is a plain double
+  } else if (name.empty()) {
+    if (request.gamma) throw std::invalid_argument("gamma needs an estimator name");
+  } else {
+    throw std::invalid_argument("unknown estimator '" + name +
+                                "' (gae, td0, td1, td_lambda, vtrace, or empty)");
+  }
+  return out;
+}
+
+Client::Client(const std::string& target) {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  arguments.SetMaxSendMessageSize(kMaxMessageBytes);
+  channel_ = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments);
+  stub_ = v1::AdvantageService::NewStub(channel_);
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel)
+    : channel_(std::move(channel)), stub_(v1::AdvantageService::NewStub(channel_)) {}
+
+AdvantageResult Client::ComputeAdvantage(const AdvantageRequest& request) const {
+  const v1::ComputeAdvantageRequest message = ToProto(request);
+  grpc::ClientContext context;
+  if (request.deadline.count() > 0) {
+    context.set_deadline(std::chrono::system_clock::now() + request.deadline);
+  }
+  v1::ComputeAdvantageResponse response;
+  const grpc::Status status = stub_->ComputeAdvantage(&context, message, &response);
+  if (!status.ok()) throw Error(status.error_code(), status.error_message());
+
+  AdvantageResult result;
+  try {
+    result.advantage = Tensor::DecodeAsDouble(response.advantage());
+    result.value_target = Tensor::DecodeAsDouble(response.value_target());
+    if (response.has_state_value()) {
+      result.state_value = Tensor::DecodeAsDouble(response.state_value());
+    }
+    if (response.has_next_state_value()) {
+      result.next_state_value = Tensor::DecodeAsDouble(response.next_state_value());
+    }
+  } catch (const std::invalid_argument& error) {
+    throw Error(grpc::StatusCode::INTERNAL,
+                std::string("malformed ComputeAdvantage response: ") + error.what());
+  }
+  result.shape = Tensor::ShapeOf(response.advantage());
+  result.dtype = response.advantage().dtype();
+  result.model_name = response.model_name();
+  result.parameter_version = response.parameter_version();
+  return result;
+}
+
+}  // namespace advantage

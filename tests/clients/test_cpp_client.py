@@ -1,0 +1,157 @@
+"""The C++ client (clients/cpp) built with CMake against Debian's gRPC, run against a real server.
+
+One out-of-tree build per session (into a temporary directory); the example CLI `compute_gae`
+is then run against the `grpc_target` server. Missing build tools or packages FAIL the tests
+(CI must run them) with the apt-get line that installs them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+CPP_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "cpp"
+INSTALL = (
+    "install the C++ toolchain and Debian's gRPC packages: apt-get install -y cmake g++ "
+    "pkg-config libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc"
+)
+TOLERANCE = 1e-12
+
+
+@dataclass
+class CppBuild:
+    """The built example, or why it could not be built (reported by each test as a failure)."""
+
+    executable: Path | None
+    problem: str | None
+    runs: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
+
+    def require(self) -> Path:
+        if self.problem is not None or self.executable is None:
+            pytest.fail(self.problem or "no executable", pytrace=False)
+        return self.executable
+
+    def run(self, target: str) -> subprocess.CompletedProcess[str]:
+        """Run the example against `target` (once per target and session)."""
+        if target not in self.runs:
+            self.runs[target] = subprocess.run(
+                [str(self.require()), target], capture_output=True, text=True, timeout=120
+            )
+        return self.runs[target]
+
+
+def _build(build_dir: Path) -> CppBuild:
+    tools = {
+        "cmake": shutil.which("cmake"),
+        "C++ compiler (g++)": shutil.which("c++") or shutil.which("g++"),
+        "protoc": shutil.which("protoc"),
+        "grpc_cpp_plugin": shutil.which("grpc_cpp_plugin"),
+    }
+    missing = [name for name, path in tools.items() if path is None]
+    if missing:
+        return CppBuild(None, f"missing {', '.join(missing)}; {INSTALL}")
+    # No build type: no optimisation, the quickest build of the generated code.
+    steps = (
+        ["cmake", "-S", str(CPP_CLIENT), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE="],
+        ["cmake", "--build", str(build_dir), "--parallel", str(os.cpu_count() or 2)],
+    )
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr)[-4000:]
+            return CppBuild(None, f"`{' '.join(step)}` failed; {INSTALL}\n{output}")
+    return CppBuild(build_dir / "compute_gae", None)
+
+
+@pytest.fixture(scope="session")
+def cpp_build(tmp_path_factory: pytest.TempPathFactory) -> CppBuild:
+    return _build(tmp_path_factory.mktemp("cpp-client-build"))
+
+
+def _output(cpp_build: CppBuild, target: str) -> list[list[str]]:
+    run = cpp_build.run(target)
+    assert run.returncode == 0, f"compute_gae exited {run.returncode}\n{run.stdout}{run.stderr}"
+    return [line.split() for line in run.stdout.splitlines()]
+
+
+def _gae_reference(
+    reward: list[float],
+    done: list[bool],
+    terminated: list[bool],
+    value: list[float],
+    next_value: list[float],
+    gamma: float,
+    lmbda: float,
+) -> list[float]:
+    """TorchRL's GAE for one row: δ = r + γ(1−terminated)V′ − V, A_t = δ_t + γλ(1−done_t)A_{t+1}."""
+    advantage = [0.0] * len(reward)
+    following = 0.0
+    for t in reversed(range(len(reward))):
+        bootstrap = 0.0 if terminated[t] else gamma * next_value[t]  # V′ may be NaN there
+        delta = reward[t] + bootstrap - value[t]
+        following = delta + (0.0 if done[t] else gamma * lmbda * following)
+        advantage[t] = following
+    return advantage
+
+
+def test_gae_with_client_values_matches_reference(cpp_build: CppBuild, grpc_target: str) -> None:
+    lines = _output(cpp_build, grpc_target)
+    header = next(line for line in lines if line[0] == "gae")
+    gamma, lmbda = float(header[1]), float(header[2])
+    batch, steps = int(header[3]), int(header[4])
+    assert (batch, steps) == (2, 5)
+    inputs = {(int(b), int(t)): rest for _, b, t, *rest in (x for x in lines if x[0] == "input")}
+    results = {(int(b), int(t)): rest for _, b, t, *rest in (x for x in lines if x[0] == "result")}
+    assert set(inputs) == set(results) == {(b, t) for b in range(batch) for t in range(steps)}
+
+    flags = [(inputs[k][1], inputs[k][2]) for k in sorted(inputs)]
+    # The trajectory exercises a termination, a truncation and running steps.
+    assert {("1", "1"), ("1", "0"), ("0", "0")} <= set(flags)
+
+    for b in range(batch):
+        row = [inputs[(b, t)] for t in range(steps)]
+        reward = [float(x[0]) for x in row]
+        done = [x[1] == "1" for x in row]
+        terminated = [x[2] == "1" for x in row]
+        value = [float(x[3]) for x in row]
+        next_value = [float(x[4]) for x in row]
+        expected = _gae_reference(reward, done, terminated, value, next_value, gamma, lmbda)
+        for t in range(steps):
+            advantage, value_target = (float(x) for x in results[(b, t)])
+            assert math.isclose(advantage, expected[t], rel_tol=0, abs_tol=TOLERANCE), (b, t)
+            assert math.isclose(
+                value_target, expected[t] + value[t], rel_tol=0, abs_tol=TOLERANCE
+            ), (b, t)
+
+
+def test_wrong_reward_shape_is_invalid_argument(cpp_build: CppBuild, grpc_target: str) -> None:
+    errors = [line for line in _output(cpp_build, grpc_target) if line[0] == "error"]
+    assert len(errors) == 1, errors
+    assert errors[0][1] == "INVALID_ARGUMENT"
+    message = " ".join(errors[0][2:])
+    assert "trajectory." in message, message
+
+
+def test_server_held_values_report_the_demo_model(cpp_build: CppBuild, grpc_target: str) -> None:
+    served = [line for line in _output(cpp_build, grpc_target) if line[0] == "server_values"]
+    assert len(served) == 1, served
+    assert served[0][1:3] == ["model", "demo"]
+    assert int(served[0][4]) >= 0
+    assert served[0][5:] == ["shape", "2", "5"]
+
+
+def test_unreachable_server_exits_with_unavailable(cpp_build: CppBuild) -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = cpp_build.run(f"127.0.0.1:{port}")
+    assert run.returncode == 1
+    assert "UNAVAILABLE" in run.stderr, run.stderr
+    assert run.stdout == ""
