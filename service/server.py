@@ -74,16 +74,22 @@ class AdvantageServer:
         )
 
     async def start(self) -> None:
-        """Start serving; health turns SERVING once the estimator kernels are compiled."""
+        """Start serving; health turns SERVING once the kernels are compiled and every network
+        has run once."""
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         for batcher in self.batchers:
             batcher.start()
         await self.grpc.start()
-        await asyncio.get_running_loop().run_in_executor(self.executor, estimators.warmup)
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._warmup)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.state = "serving"
+
+    def _warmup(self) -> None:
+        estimators.warmup()
+        for model in self.registry:
+            model.warmup()
 
     async def start_rest(self, host: str, port: int) -> int:
         """Serve the REST debug surface on host:port (0 = a free port) from this loop; its port.

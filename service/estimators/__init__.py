@@ -6,7 +6,7 @@ compiled numba kernel runs the recursion; the pure-torch path covers CUDA and au
 Call ``warmup()`` once at start-up so the first request does not pay for compilation.
 """
 
-from service.estimators._kernels import warmup
+from service.estimators._warmup import warmup
 from service.estimators.gae import gae
 from service.estimators.standardize import standardize
 from service.estimators.td import td0, td1, td_lambda

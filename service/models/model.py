@@ -69,6 +69,18 @@ class Model:
         spec = next(spec for spec in self.manifest.inputs if spec.name == key)
         return TORCH_DTYPES[spec.dtype]
 
+    def warmup(self) -> None:
+        """Run each network once on a small zero batch (first calls pay one-off set-up costs)."""
+        rows = [
+            torch.zeros((2, *spec.shape), dtype=TORCH_DTYPES[spec.dtype], device=self.device)
+            for spec in self.manifest.inputs
+        ]
+        with torch.inference_mode():
+            if self.value_network is not None:
+                self.value(rows)
+            if self.actor_network is not None:
+                self.actor(rows)
+
     def value(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         """V(s) for inputs [N, *shape] (already on the device) → [N]."""
         assert self.value_network is not None

@@ -87,6 +87,7 @@ def test_graceful_stop_drains_in_flight_calls_and_refuses_new_ones() -> None:
     started = threading.Event()
     model = Model(demo_manifest(), torch.device("cpu"), value_network=SlowValue(started))
     with running_server(models={"demo": model}) as server:
+        started.clear()  # the start-up warm-up ran the network once
         api = stub(server.target)
         request = pb.ComputeAdvantageRequest(trajectory=full_trajectory(random_batch()))
         with ThreadPoolExecutor(1) as pool:
@@ -147,3 +148,12 @@ def test_settings_from_environment(monkeypatch) -> None:
     assert settings.max_message_bytes == 8 * 1024 * 1024
     assert settings.torch_device() == torch.device("cpu")
     assert isinstance(Settings().port, int)
+
+
+def test_networks_are_warmed_up_before_the_server_reports_serving() -> None:
+    started = threading.Event()
+    model = Model(demo_manifest(), torch.device("cpu"), value_network=SlowValue(started))
+    with running_server(models={"demo": model}) as server:
+        # SlowValue sleeps 1 s per call: SERVING came after one full forward pass.
+        assert started.is_set()
+        assert health_status(server.target) == health_pb2.HealthCheckResponse.SERVING
