@@ -9,6 +9,7 @@ import torch
 
 from service.codec import decode_tensor, dtype_name, encode_tensor
 from service.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from service.interceptors import MalformedRequest
 from service.models.model import Model
 from service.models.registry import ModelRegistry
 from service.pb.advantage.v1 import advantage_pb2 as pb
@@ -70,6 +71,8 @@ async def collect_parameter_stream(
     chunks: list[pb.ParameterChunk] = []
     received, limit = 0, 0
     async for chunk in stream:
+        if isinstance(chunk, MalformedRequest):
+            raise InvalidArgument(f"chunk {len(chunks)}: {chunk.describe()}")
         if not chunks:
             model = registry.get(chunk.model_name)
             size = sum(t.numel() * t.element_size() for t in named_tensors(model).values())

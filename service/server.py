@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from service import estimators
 from service.batching import attach_batchers, detach_batchers
 from service.config import Settings
+from service.interceptors import MalformedRequestInterceptor
 from service.metrics import Metrics
 from service.models.demo import demo_model
 from service.models.loading import load_repository
@@ -59,10 +60,11 @@ class AdvantageServer:
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="compute")
         limit = settings.max_message_bytes
         self.grpc = grpc.aio.server(
+            interceptors=[MalformedRequestInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-            ]
+            ],
         )
         pb_grpc.add_AdvantageServiceServicer_to_server(
             AdvantageServicer(self.registry, self.executor, self.metrics), self.grpc

@@ -7,13 +7,14 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from service import handlers
-from service.errors import ServiceError
+from service.errors import InvalidArgument, ServiceError
+from service.interceptors import MalformedRequest
 from service.metrics import Metrics
 from service.models.registry import ModelRegistry
 from service.parameters import collect_parameter_stream
@@ -22,6 +23,13 @@ from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 Reply = TypeVar("Reply")
+
+
+def _refusal(request: MalformedRequest) -> Callable[[], NoReturn]:
+    def refuse() -> NoReturn:
+        raise InvalidArgument(request.describe())
+
+    return refuse
 
 
 class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
@@ -41,6 +49,8 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         request: Message | None = None,
     ) -> Reply:
         """Run `work` off the event loop, through `_guarded`."""
+        if isinstance(request, MalformedRequest):  # bytes that do not parse: refuse, run nothing
+            work, request = _refusal(request), None
         loop = asyncio.get_running_loop()
         return await self._guarded(context, loop.run_in_executor(self._executor, work), request)
 
