@@ -7,7 +7,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from service.config import Settings, env_default, parse_flag
+from service.config import Settings, env_default, parse_flag, read_auth_token
 
 
 def _serve_parser(commands: argparse._SubParsersAction) -> None:
@@ -54,6 +54,13 @@ def _serve_parser(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=env_default("rest_port", defaults.rest_port),
         help="port of the REST debug surface; 0 disables it",
+    )
+    serve.add_argument(
+        "--auth-token-file",
+        type=Path,
+        default=env_default("auth_token_file", None),
+        help="require 'authorization: Bearer <token>' on every AdvantageService call and REST "
+        "/v1/ route (the token can also come from ADVANTAGE_AUTH_TOKEN)",
     )
     _batching_arguments(serve, defaults)
 
@@ -111,6 +118,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         max_batch_rows=int(args.max_batch_rows),
         max_queue_delay_us=int(args.max_queue_delay_us),
         max_queue_size=int(args.max_queue_size),
+        auth_token=read_auth_token(args.auth_token_file),
     )
 
 

@@ -30,6 +30,8 @@ class Settings:
     max_batch_rows: int = 32768
     max_queue_delay_us: int = 0
     max_queue_size: int = 128
+    # Bearer token every AdvantageService call and REST /v1/ route must carry (None = open).
+    auth_token: str | None = None
 
     @property
     def max_message_bytes(self) -> int:
@@ -44,6 +46,19 @@ class Settings:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
         return device
+
+
+def read_auth_token(token_file: Path | str | None) -> str | None:
+    """The token from --auth-token-file, else ADVANTAGE_AUTH_TOKEN, else None (no auth).
+
+    Never from the command line itself, where other users could read it in the process list.
+    """
+    if token_file:
+        token = Path(token_file).read_text().strip()
+        if not token:
+            raise ValueError(f"--auth-token-file {token_file}: the file is empty")
+        return token
+    return os.environ.get(ENV_PREFIX + "AUTH_TOKEN") or None
 
 
 def env_default(name: str, default: object) -> object:

@@ -48,6 +48,13 @@ class ResourceExhausted(ServiceError):
     http_status = 413
 
 
+class Unauthenticated(ServiceError):
+    """The server requires a bearer token and the call carried none, or a wrong one."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+
+
 class Unavailable(ServiceError):
     """The server is draining and takes no new work."""
 

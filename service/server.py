@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import estimators
+from service.auth import BearerToken, TokenAuthInterceptor
 from service.batching import attach_batchers, detach_batchers
 from service.config import Settings
 from service.interceptors import MalformedRequestInterceptor
@@ -59,8 +60,12 @@ class AdvantageServer:
         )
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="compute")
         limit = settings.max_message_bytes
+        self.auth = BearerToken(settings.auth_token) if settings.auth_token else None
+        interceptors: list[grpc.aio.ServerInterceptor] = [MalformedRequestInterceptor()]
+        if self.auth is not None:
+            interceptors.insert(0, TokenAuthInterceptor(self.auth))
         self.grpc = grpc.aio.server(
-            interceptors=[MalformedRequestInterceptor()],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -106,6 +111,7 @@ class AdvantageServer:
             self.metrics,
             self.settings.max_message_bytes,
             lambda: self.state,
+            self.auth,
         )
         self.rest = RestServer(app, host, port, self.settings.grace_seconds)
         await self.rest.start()

@@ -31,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from service import handlers
+from service.auth import BearerToken
 from service.errors import InvalidArgument, ResourceExhausted, ServiceError, Unavailable
 from service.metrics import CONTENT_TYPE_LATEST, Metrics
 from service.models.registry import ModelRegistry
@@ -101,8 +102,9 @@ def create_app(
     metrics: Metrics,
     max_body_bytes: int,
     state: ServerState = lambda: "serving",
+    auth: BearerToken | None = None,
 ) -> FastAPI:
-    """The REST app over a server's models, worker pool and metrics."""
+    """The REST app over a server's models, worker pool and metrics (/v1/ behind `auth`)."""
     app = FastAPI(
         title="advantage-service",
         summary="REST debug surface of the advantage-service gRPC server (same models, same "
@@ -113,6 +115,17 @@ def create_app(
     )
     app.mount("/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     app.mount("/debug/static", StaticFiles(directory=STATIC), name="debug-static")
+
+    if auth is not None:
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Callable[[Request], Any]) -> Any:
+            if request.url.path.startswith("/v1/"):
+                try:
+                    auth.check(request.headers.get("authorization"))
+                except ServiceError as error:
+                    return service_error_response(error)
+            return await call_next(request)
 
     async def in_worker(work: Callable[[], Any]) -> Any:
         return await asyncio.get_running_loop().run_in_executor(executor, work)

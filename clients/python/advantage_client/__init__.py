@@ -24,6 +24,7 @@ from advantage_client.errors import (
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from advantage_client.types import (
@@ -58,6 +59,7 @@ __all__ = [
     "Parameters",
     "ResourceExhaustedError",
     "Timing",
+    "UnauthenticatedError",
     "UnavailableError",
     "__version__",
     "compact_observations",

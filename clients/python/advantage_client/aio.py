@@ -50,6 +50,8 @@ class AsyncAdvantageClient:
         credentials: TLS credentials (``grpc.ssl_channel_credentials(...)``); None = plaintext.
         options: extra gRPC channel arguments, appended after the size limits.
         compression: channel-wide compression (e.g. ``grpc.Compression.Gzip``).
+        token: bearer token for a server started with an auth token (sent as the
+            ``authorization`` metadata of every call).
 
     Use as an async context manager, or await `close()`. Failed calls raise
     `advantage_client.AdvantageServiceError` (a subclass per status code). Encoding and decoding
@@ -65,6 +67,7 @@ class AsyncAdvantageClient:
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
         compression: grpc.Compression | None = None,
+        token: str | None = None,
     ) -> None:
         opts = channel_options(max_message_mb, options)
         if credentials is None:
@@ -75,6 +78,8 @@ class AsyncAdvantageClient:
             )
         self._stub = pb_grpc.AdvantageServiceStub(self._channel)
         self._timeout = timeout
+        # Sent with every call when the server requires a bearer token.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._models: dict[str, ModelInfo] = {}  # GetModel answers, for TensorDict inputs
         self.target = target
 
@@ -94,7 +99,11 @@ class AsyncAdvantageClient:
 
     async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
-            return await method(request, timeout=self._timeout if timeout is None else timeout)
+            return await method(
+                request,
+                timeout=self._timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
 
@@ -291,7 +300,9 @@ class AsyncAdvantageClient:
         request = parameters_request(model, prefixes, max_chunk_bytes, as_)
         assembler = ParameterAssembler(as_, device)
         call = self._stub.GetParameters(
-            request, timeout=self._timeout if timeout is None else timeout
+            request,
+            timeout=self._timeout if timeout is None else timeout,
+            metadata=self._metadata,
         )
         try:
             async for chunk in call:

@@ -65,6 +65,8 @@ class AdvantageClient:
         credentials: TLS credentials (``grpc.ssl_channel_credentials(...)``); None = plaintext.
         options: extra gRPC channel arguments, appended after the size limits.
         compression: channel-wide compression (e.g. ``grpc.Compression.Gzip``).
+        token: bearer token for a server started with an auth token (sent as the
+            ``authorization`` metadata of every call).
 
     Use as a context manager, or call `close()`. Failed calls raise
     `advantage_client.AdvantageServiceError` (a subclass per status code).
@@ -79,6 +81,7 @@ class AdvantageClient:
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
         compression: grpc.Compression | None = None,
+        token: str | None = None,
     ) -> None:
         opts = channel_options(max_message_mb, options)
         if credentials is None:
@@ -89,6 +92,8 @@ class AdvantageClient:
             )
         self._stub = pb_grpc.AdvantageServiceStub(self._channel)
         self._timeout = timeout
+        # Sent with every call when the server requires a bearer token.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._models: dict[str, ModelInfo] = {}  # GetModel answers, for TensorDict inputs
         self.target = target
 
@@ -108,7 +113,11 @@ class AdvantageClient:
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
-            return method(request, timeout=self._timeout if timeout is None else timeout)
+            return method(
+                request,
+                timeout=self._timeout if timeout is None else timeout,
+                metadata=self._metadata,
+            )
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
 
@@ -434,7 +443,9 @@ class AdvantageClient:
         request = parameters_request(model, prefixes, max_chunk_bytes, as_)
         assembler = ParameterAssembler(as_, device)
         call = self._stub.GetParameters(
-            request, timeout=self._timeout if timeout is None else timeout
+            request,
+            timeout=self._timeout if timeout is None else timeout,
+            metadata=self._metadata,
         )
         try:
             for chunk in call:

@@ -65,6 +65,12 @@ class UnavailableError(AdvantageServiceError):
     CODE = grpc.StatusCode.UNAVAILABLE
 
 
+class UnauthenticatedError(AdvantageServiceError, PermissionError):
+    """UNAUTHENTICATED: the server wants a bearer token (`token=`); none or a wrong one came."""
+
+    CODE = grpc.StatusCode.UNAUTHENTICATED
+
+
 class DeadlineExceededError(AdvantageServiceError, TimeoutError):
     """DEADLINE_EXCEEDED: the call's `timeout` ran out."""
 
@@ -78,6 +84,7 @@ _BY_CODE: dict[grpc.StatusCode, type[AdvantageServiceError]] = {
         NotFoundError,
         FailedPreconditionError,
         ResourceExhaustedError,
+        UnauthenticatedError,
         UnavailableError,
         DeadlineExceededError,
     )

@@ -43,7 +43,10 @@ function row(nested, steps, index) {
   return flat.slice(start, start + steps).map((v) => (v === null ? NaN : Number(v)));
 }
 
-async function fetchJSON(url, options) {
+async function fetchJSON(url, options = {}) {
+  // A server started with an auth token wants it on /v1/ routes.
+  const token = document.getElementById("token").value.trim();
+  if (token) options.headers = { ...(options.headers || {}), authorization: `Bearer ${token}` };
   const response = await fetch(url, options);
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
