@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from service.config import Settings
+from tests.conftest import running_server
+
 CPP_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "cpp"
 INSTALL = (
     "install the C++ toolchain and Debian's gRPC packages: apt-get install -y cmake g++ "
@@ -38,13 +41,17 @@ class CppBuild:
             pytest.fail(self.problem or "no executable", pytrace=False)
         return self.executable
 
-    def run(self, target: str) -> subprocess.CompletedProcess[str]:
-        """Run the example against `target` (once per target and session)."""
-        if target not in self.runs:
-            self.runs[target] = subprocess.run(
-                [str(self.require()), target], capture_output=True, text=True, timeout=120
+    def run(self, target: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the example against `target` (once per target, token and session)."""
+        key = f"{target} {token}"
+        if key not in self.runs:
+            env = {k: v for k, v in os.environ.items() if k != "ADVANTAGE_AUTH_TOKEN"}
+            if token is not None:
+                env["ADVANTAGE_AUTH_TOKEN"] = token
+            self.runs[key] = subprocess.run(
+                [str(self.require()), target], capture_output=True, text=True, timeout=120, env=env
             )
-        return self.runs[target]
+        return self.runs[key]
 
 
 def _build(build_dir: Path) -> CppBuild:
@@ -155,3 +162,13 @@ def test_unreachable_server_exits_with_unavailable(cpp_build: CppBuild) -> None:
     assert run.returncode == 1
     assert "UNAVAILABLE" in run.stderr, run.stderr
     assert run.stdout == ""
+
+
+def test_token_is_sent_to_a_server_that_requires_one(cpp_build: CppBuild) -> None:
+    with running_server(Settings(auth_token="cpp-s3cret")) as server:
+        refused = cpp_build.run(server.target)
+        assert refused.returncode == 1
+        assert "UNAUTHENTICATED" in refused.stderr, refused.stderr
+        accepted = cpp_build.run(server.target, token="cpp-s3cret")
+        assert accepted.returncode == 0, accepted.stderr
+        assert "server_values model demo" in accepted.stdout

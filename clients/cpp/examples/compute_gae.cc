@@ -12,6 +12,7 @@
 //    prints `server_values model <name> version <parameter_version> shape <B> <T>`.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
   const std::string target = argc > 1 ? argv[1] : "127.0.0.1:50051";
   try {
     advantage::Client client(target);
+    if (const char* token = std::getenv("ADVANTAGE_AUTH_TOKEN")) client.set_token(token);
     const Trajectory data = MakeTrajectory();
     const advantage::Shape shape{kB, kT};
 

@@ -269,6 +269,7 @@ AdvantageResult Client::ComputeAdvantage(const AdvantageRequest& request) const 
   if (request.deadline.count() > 0) {
     context.set_deadline(std::chrono::system_clock::now() + request.deadline);
   }
+  if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
   v1::ComputeAdvantageResponse response;
   const grpc::Status status = stub_->ComputeAdvantage(&context, message, &response);
   if (!status.ok()) throw Error(status.error_code(), status.error_message());

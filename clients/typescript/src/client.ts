@@ -45,6 +45,8 @@ export interface ClientOptions {
   channelOptions?: grpc.ChannelOptions;
   /** Path of advantage.proto (default: the packaged copy, else the repository's). */
   protoPath?: string;
+  /** Bearer token for a server started with an auth token (sent with every call). */
+  token?: string;
 }
 
 export interface CallOptions {
@@ -116,6 +118,7 @@ export class AdvantageClient {
   readonly target: string;
   private readonly stub: grpc.Client & Record<string, any>;
   private readonly deadlineMs: number | undefined;
+  private readonly token: string | undefined;
 
   constructor(target: string, options: ClientOptions = {}) {
     const mb = options.maxMessageMb ?? DEFAULT_MAX_MESSAGE_MB;
@@ -129,6 +132,14 @@ export class AdvantageClient {
     }) as grpc.Client & Record<string, any>;
     this.target = target;
     this.deadlineMs = options.deadlineMs;
+    this.token = options.token;
+  }
+
+  /** Per-call metadata: the bearer token when the client has one. */
+  private metadata(): grpc.Metadata {
+    const metadata = new grpc.Metadata();
+    if (this.token) metadata.set("authorization", `Bearer ${this.token}`);
+    return metadata;
   }
 
   /** Close the channel; calls in flight are cancelled. Idempotent. */
@@ -151,7 +162,7 @@ export class AdvantageClient {
   private unary(method: string, request: object, deadlineMs: number | undefined): Promise<any> {
     return new Promise((resolve, reject) => {
       const cb: Callback = (err, res) => (err ? reject(AdvantageServiceError.from(err)) : resolve(res));
-      this.stub[method](request, new grpc.Metadata(), this.callOptions(deadlineMs), cb);
+      this.stub[method](request, this.metadata(), this.callOptions(deadlineMs), cb);
     });
   }
 
@@ -232,7 +243,7 @@ export class AdvantageClient {
     };
     const call: grpc.ClientReadableStream<any> = this.stub["GetParameters"](
       request,
-      new grpc.Metadata(),
+      this.metadata(),
       this.callOptions(options.deadlineMs),
     );
     const tensors: Record<string, Tensor> = {};
@@ -330,7 +341,7 @@ export class AdvantageClient {
         });
       };
       const call: grpc.ClientWritableStream<any> = this.stub["SetParameters"](
-        new grpc.Metadata(),
+        this.metadata(),
         this.callOptions(options.deadlineMs),
         cb,
       );

@@ -23,9 +23,14 @@ export interface RunningServer {
 
 const STARTUP_MS = Number(process.env["ADVANTAGE_STARTUP_MS"] ?? 120_000);
 
-export async function startServer(extraArgs: string[] = []): Promise<RunningServer> {
+export async function startServer(
+  extraArgs: string[] = [],
+  extraEnv: Record<string, string> = {},
+): Promise<RunningServer> {
   const existing = process.env["ADVANTAGE_TARGET"];
-  if (existing) return { target: existing, log: () => "", stop: async () => {} };
+  if (existing && Object.keys(extraEnv).length === 0) {
+    return { target: existing, log: () => "", stop: async () => {} };
+  }
 
   const python = resolve(PACKAGE_ROOT, process.env["ADVANTAGE_PYTHON"] ?? "../../.venv/bin/python");
   if (!existsSync(python)) {
@@ -36,7 +41,7 @@ export async function startServer(extraArgs: string[] = []): Promise<RunningServ
   const child: ChildProcess = spawn(python, args, {
     cwd: REPO_ROOT,
     stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, PYTHONUNBUFFERED: "1" },
+    env: { ...process.env, PYTHONUNBUFFERED: "1", ...extraEnv },
   });
   let stderr = "";
   const killOnExit = (): void => {

@@ -12,6 +12,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -122,6 +123,10 @@ class Client {
   // std::invalid_argument for a request that cannot be built).
   AdvantageResult ComputeAdvantage(const AdvantageRequest& request) const;
 
+  // Bearer token for a server started with an auth token: ComputeAdvantage sends it as the
+  // "authorization" metadata. For calls through stub(), add it to your grpc::ClientContext.
+  void set_token(std::string token) { token_ = std::move(token); }
+
   // The generated stub, for the other RPCs (GetModel, ComputeLoss, GetParameters, ...).
   v1::AdvantageService::Stub& stub() const { return *stub_; }
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
@@ -129,6 +134,7 @@ class Client {
  private:
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::AdvantageService::Stub> stub_;
+  std::string token_;
 };
 
 }  // namespace advantage
