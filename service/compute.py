@@ -18,6 +18,7 @@ from service import distributions
 from service.codec import Trajectory, dtype_name
 from service.errors import FailedPrecondition, InvalidArgument
 from service.estimator_spec import EstimatorSpec, run_estimator
+from service.models.manifest import ActionSpec
 from service.models.model import Model
 
 
@@ -193,16 +194,25 @@ def policy(
     outputs = [output.to(dtype) for output in model.actor(rows)]
     if batch_shape is not None:
         outputs = [output.reshape(*batch_shape, *output.shape[1:]) for output in outputs]
-    if spec.distribution == "categorical":
-        params = {"logits": outputs[0]}
-    else:
-        params = {"loc": outputs[0], "scale": outputs[1]}
-        if spec.distribution == "tanh_normal":
-            params |= {"low": spec.low, "high": spec.high}
+    params = dict(zip(distribution_params(spec), outputs, strict=False))
+    return action_distribution(spec, params, "actor network output")
+
+
+def distribution_params(spec: ActionSpec) -> tuple[str, ...]:
+    """The actor's outputs, in order: ("logits",) or ("loc", "scale")."""
+    return ("logits",) if spec.distribution == "categorical" else ("loc", "scale")
+
+
+def action_distribution(
+    spec: ActionSpec, params: dict[str, torch.Tensor], field: str
+) -> Distribution:
+    """The model's action distribution from its parameters (tanh-normal bounds from `spec`);
+    a parameter the distribution refuses is INVALID_ARGUMENT naming `field`."""
+    bounds = {"low": spec.low, "high": spec.high} if spec.distribution == "tanh_normal" else {}
     try:
-        return distributions.make_distribution(spec.distribution, params)
+        return distributions.make_distribution(spec.distribution, {**params, **bounds})
     except ValueError as error:
-        raise InvalidArgument(f"actor network output: {error}") from error
+        raise InvalidArgument(f"{field}: {error}") from error
 
 
 def step_actions(model: Model, trajectory: Trajectory) -> torch.Tensor:

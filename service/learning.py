@@ -16,7 +16,14 @@ from torch import nn
 
 from service import distributions, losses
 from service.codec import Trajectory, dtype_name
-from service.compute import network_values, policy, step_actions, step_rows
+from service.compute import (
+    action_distribution,
+    distribution_params,
+    network_values,
+    policy,
+    step_actions,
+    step_rows,
+)
 from service.errors import FailedPrecondition, InvalidArgument
 from service.estimator_spec import EstimatorSpec, run_estimator
 from service.loss_spec import LossSpec
@@ -85,13 +92,13 @@ def _behaviour_distribution(
 ) -> torch.distributions.Distribution:
     spec = model.manifest.action
     assert spec is not None
-    expected = ["logits"] if spec.distribution == "categorical" else ["loc", "scale"]
-    if not params or sorted(params) != sorted(expected):
+    expected = sorted(distribution_params(spec))
+    if not params or sorted(params) != expected:
         raise InvalidArgument(
             f"behaviour_distribution: ppo_kl with a {spec.distribution} actor needs keys "
             f"{expected}, got {sorted(params or {})}"
         )
-    rows: dict[str, torch.Tensor | float] = {}
+    rows: dict[str, torch.Tensor] = {}
     for key, tensor in params.items():
         if tuple(tensor.shape[: len(steps)]) != steps or tensor.dtype != dtype:
             raise InvalidArgument(
@@ -100,12 +107,7 @@ def _behaviour_distribution(
                 f"{dtype_name(tensor.dtype)}"
             )
         rows[key] = tensor.reshape(math.prod(steps), *tensor.shape[len(steps) :]).to(model.device)
-    if spec.distribution == "tanh_normal":
-        rows |= {"low": spec.low, "high": spec.high}
-    try:
-        return distributions.make_distribution(spec.distribution, rows)
-    except ValueError as error:
-        raise InvalidArgument(f"behaviour_distribution: {error}") from error
+    return action_distribution(spec, rows, "behaviour_distribution")
 
 
 def _advantage(
