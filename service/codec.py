@@ -134,6 +134,20 @@ class Trajectory:
         return self.reward.dtype
 
 
+def decode_per_step(
+    message: pb.Tensor, name: str, steps: tuple[int, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    """Decode a per-step floating tensor that must have the reward's [*B, T] and dtype."""
+    tensor = decode_tensor(message, name)
+    if tensor.dtype != dtype:
+        raise InvalidArgument(
+            f"{name}: expected dtype {dtype_name(dtype)} (the reward's), "
+            f"got {dtype_name(tensor.dtype)}"
+        )
+    _expect(tensor, name, steps, "the reward's [*B, T]")
+    return tensor
+
+
 def _optional(message: pb.Trajectory, name: str) -> torch.Tensor | None:
     if not message.HasField(name):
         return None
@@ -164,13 +178,12 @@ def decode_trajectory(message: pb.Trajectory) -> Trajectory:
         _expect_dtype(terminated, "trajectory.terminated", (torch.bool,))
         _expect(terminated, "trajectory.terminated", steps, "the reward's [*B, T]")
 
-    per_step: dict[str, torch.Tensor | None] = {}
-    for name in ("state_value", "next_state_value", "sample_log_prob", "log_prob"):
-        tensor = _optional(message, name)
-        if tensor is not None:
-            _expect_dtype(tensor, f"trajectory.{name}", (reward.dtype,))
-            _expect(tensor, f"trajectory.{name}", steps, "the reward's [*B, T]")
-        per_step[name] = tensor
+    per_step = {
+        name: decode_per_step(getattr(message, name), f"trajectory.{name}", steps, reward.dtype)
+        if message.HasField(name)
+        else None
+        for name in ("state_value", "next_state_value", "sample_log_prob", "log_prob")
+    }
     if (per_step["state_value"] is None) != (per_step["next_state_value"] is None):
         raise InvalidArgument(
             "trajectory.state_value / trajectory.next_state_value: send both or neither "

@@ -60,8 +60,3 @@ class Unavailable(ServiceError):
 
     code = grpc.StatusCode.UNAVAILABLE
     http_status = 503
-
-
-def invalid_from_value_error(error: ValueError, prefix: str = "") -> InvalidArgument:
-    """Wrap a `ValueError` from the maths core (which names its argument) as INVALID_ARGUMENT."""
-    return InvalidArgument(f"{prefix}{error}")

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from service import estimators
-from service.codec import decode_tensor, dtype_name
+from service import estimators, knobs
+from service.codec import decode_per_step
 from service.errors import FailedPrecondition, InvalidArgument
 from service.models.manifest import Defaults
 from service.pb.advantage.v1 import advantage_pb2 as pb
@@ -57,32 +57,8 @@ def _coefficient(
     if which is None:
         raise InvalidArgument(f"{name}: set either scalar or per_step")
     if which == "scalar":
-        if not 0.0 <= message.scalar <= 1.0:
-            raise InvalidArgument(
-                f"{name}.scalar: expected a value in [0, 1], got {message.scalar}"
-            )
-        return message.scalar
-    tensor = decode_tensor(message.per_step, f"{name}.per_step")
-    if tensor.dtype != dtype:
-        raise InvalidArgument(
-            f"{name}.per_step: expected dtype {dtype_name(dtype)} (the reward's), "
-            f"got {dtype_name(tensor.dtype)}"
-        )
-    if tuple(tensor.shape) != steps:
-        raise InvalidArgument(
-            f"{name}.per_step: expected shape {list(steps)} (the reward's [*B, T]), "
-            f"got {list(tensor.shape)}"
-        )
-    return tensor.unsqueeze(-1)
-
-
-def _positive(message: Any, knob: str, where: str) -> dict[str, float]:
-    if not message.HasField(knob):
-        return {}
-    value = getattr(message, knob)
-    if not value > 0.0:
-        raise InvalidArgument(f"{where}.{knob}: expected a value > 0, got {value}")
-    return {knob: value}
+        return knobs.unit_interval(message, "scalar", name)["scalar"]
+    return decode_per_step(message.per_step, f"{name}.per_step", steps, dtype).unsqueeze(-1)
 
 
 def decode_estimator(
@@ -111,13 +87,8 @@ def decode_estimator(
     if name == "vtrace":
         options["average_adv"] = message.average_adv
         for knob in ("rho_thresh", "c_thresh", "rho_pg_thresh"):
-            options.update(_positive(message, knob, where))
-        if message.HasField("lmbda"):
-            if not 0.0 <= message.lmbda <= 1.0:
-                raise InvalidArgument(
-                    f"{where}.lmbda: expected a value in [0, 1], got {message.lmbda}"
-                )
-            options["lmbda"] = message.lmbda
+            options |= knobs.positive(message, knob, where)
+        options |= knobs.unit_interval(message, "lmbda", where)
     return EstimatorSpec(name=name, options=options)
 
 

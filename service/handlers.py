@@ -11,13 +11,12 @@ import torch
 
 from service.codec import (
     TORCH_TO_DTYPE,
+    decode_per_step,
     decode_tensor,
     decode_trajectory,
-    dtype_name,
     encode_tensor,
 )
 from service.compute import compute_advantage
-from service.errors import InvalidArgument
 from service.estimator_spec import decode_estimator
 from service.learning import LossInputs, compute_loss
 from service.loss_spec import decode_loss
@@ -105,18 +104,12 @@ def compute_advantage_handler(
     return response
 
 
-def _optional_tensor(
+def _optional_per_step(
     message: pb.ComputeLossRequest, name: str, steps: tuple[int, ...], dtype: torch.dtype
 ) -> torch.Tensor | None:
     if not message.HasField(name):
         return None
-    tensor = decode_tensor(getattr(message, name), name)
-    if tensor.dtype != dtype or tuple(tensor.shape) != steps:
-        raise InvalidArgument(
-            f"{name}: expected {list(steps)} {dtype_name(dtype)} (the reward's), "
-            f"got {list(tensor.shape)} {dtype_name(tensor.dtype)}"
-        )
-    return tensor
+    return decode_per_step(getattr(message, name), name, steps, dtype)
 
 
 def compute_loss_handler(
@@ -130,8 +123,8 @@ def compute_loss_handler(
     inputs = LossInputs(
         estimator=decode_estimator(request, model.manifest.defaults, steps, dtype),
         loss=decode_loss(request, model.manifest.defaults),
-        advantage=_optional_tensor(request, "advantage", steps, dtype),
-        value_target=_optional_tensor(request, "value_target", steps, dtype),
+        advantage=_optional_per_step(request, "advantage", steps, dtype),
+        value_target=_optional_per_step(request, "value_target", steps, dtype),
         behaviour_params={
             key: decode_tensor(
                 request.behaviour_distribution[key], f"behaviour_distribution[{key!r}]"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from service import knobs
 from service.errors import InvalidArgument
 from service.models.manifest import Defaults
 from service.pb.advantage.v1 import advantage_pb2 as pb
@@ -34,39 +35,19 @@ class LossSpec:
     # ppo_kl only: β for a model that has none yet.
     initial_beta: float = 1.0
 
-    @property
-    def needs_estimator(self) -> bool:
-        """IMPALA computes its own V-trace targets; the others take an advantage."""
-        return self.name != "impala"
-
-
-def _non_negative(message: Any, knob: str, where: str) -> dict[str, float]:
-    if not message.HasField(knob):
-        return {}
-    value = getattr(message, knob)
-    if not value >= 0.0:
-        raise InvalidArgument(f"{where}.{knob}: expected a value ≥ 0, got {value}")
-    return {knob: value}
-
-
-def _positive(message: Any, knob: str, where: str) -> dict[str, float]:
-    if message.HasField(knob) and not getattr(message, knob) > 0.0:
-        raise InvalidArgument(f"{where}.{knob}: expected a value > 0, got {getattr(message, knob)}")
-    return _non_negative(message, knob, where)
-
 
 def _policy_options(message: pb.PolicyLossOptions, name: str) -> dict[str, Any]:
     where = f"{name}.options"
     options: dict[str, Any] = {}
     if message.HasField("entropy_bonus"):
         options["entropy_bonus"] = message.entropy_bonus
-    options |= _non_negative(message, "entropy_coeff", where)
-    options |= _non_negative(message, "critic_coeff", where)
+    options |= knobs.non_negative(message, "entropy_coeff", where)
+    options |= knobs.non_negative(message, "critic_coeff", where)
     if message.loss_critic_type not in _CRITIC_LOSS:
         raise InvalidArgument(f"{where}.loss_critic_type: unknown value {message.loss_critic_type}")
     options["loss_critic_type"] = _CRITIC_LOSS[message.loss_critic_type]
     options["normalize_advantage"] = message.normalize_advantage
-    options |= _positive(message, "clip_value", where)
+    options |= knobs.positive(message, "clip_value", where)
     allowed = _OPTION_NAMES[name]
     return {key: value for key, value in options.items() if key in allowed}
 
@@ -76,16 +57,13 @@ def decode_loss(request: pb.ComputeLossRequest, defaults: Defaults) -> LossSpec:
     name = request.WhichOneof("loss") or "ppo_clip"
     message = getattr(request, name)
     if name == "impala":
-        options = {"gamma": message.gamma if message.HasField("gamma") else defaults.gamma}
-        for knob in ("rho_thresh", "c_thresh", "rho_pg_thresh"):
-            options |= _positive(message, knob, name)
-        for knob in ("lmbda", "entropy_coeff", "critic_coeff"):
-            options |= _non_negative(message, knob, name)
+        options = {"gamma": defaults.gamma}
         for knob in ("gamma", "lmbda"):
-            if not 0.0 <= options.get(knob, 0.0) <= 1.0:
-                raise InvalidArgument(
-                    f"impala.{knob}: expected a value in [0, 1], got {options[knob]}"
-                )
+            options |= knobs.unit_interval(message, knob, name)
+        for knob in ("rho_thresh", "c_thresh", "rho_pg_thresh"):
+            options |= knobs.positive(message, knob, name)
+        for knob in ("entropy_coeff", "critic_coeff"):
+            options |= knobs.non_negative(message, knob, name)
         if message.HasField("entropy_bonus"):
             options["entropy_bonus"] = message.entropy_bonus
         return LossSpec(name=name, options=options)
@@ -105,11 +83,11 @@ def decode_loss(request: pb.ComputeLossRequest, defaults: Defaults) -> LossSpec:
                 )
             options["clip_epsilon"] = bounds
         else:
-            options |= _positive(message, "clip_epsilon", name)
+            options |= knobs.positive(message, "clip_epsilon", name)
     if name == "ppo_kl":
-        options |= _positive(message, "dtarg", name)
-        options |= _positive(message, "increment", name)
-        options |= _positive(message, "decrement", name)
+        options |= knobs.positive(message, "dtarg", name)
+        options |= knobs.positive(message, "increment", name)
+        options |= knobs.positive(message, "decrement", name)
         if message.HasField("beta"):
-            initial_beta = _non_negative(message, "beta", name)["beta"]
+            initial_beta = knobs.non_negative(message, "beta", name)["beta"]
     return LossSpec(name=name, options=options, initial_beta=initial_beta)

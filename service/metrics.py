@@ -22,7 +22,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import grpc
 import torch
 from google.protobuf.message import Message
 from prometheus_client import (
@@ -121,10 +120,6 @@ class Call:
         self.code = "OK"
         self.response = response  # type: ignore[assignment]
         return response
-
-    def fail(self, code: grpc.StatusCode | str) -> None:
-        """Mark the call failed with a status code (when no exception carries it)."""
-        self.code = code.name if isinstance(code, grpc.StatusCode) else code
 
 
 class Metrics:
