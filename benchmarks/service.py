@@ -298,7 +298,7 @@ def wire_bytes(shapes: list[tuple[int, int]]) -> list[dict[str, object]]:
 def profile(net_folder: Path, batch: int, steps: int, form: str, repeats: int) -> str:
     from advantage_client._request import prepare
 
-    from service.handlers import compute_advantage_handler
+    from service.api.handlers import compute_advantage_handler
     from service.models.loading import load_repository
     from service.models.registry import ModelRegistry
 

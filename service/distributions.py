@@ -47,7 +47,11 @@ from torch import distributions as D
 from torch.distributions import constraints
 from torch.distributions.utils import _sum_rightmost
 
+from service.errors import ArgumentError
+
 __all__ = [
+    "ACTION_DTYPES",
+    "PARAMETERS",
     "DistributionKind",
     "TanhNormal",
     "entropy",
@@ -66,10 +70,17 @@ class DistributionKind(str, enum.Enum):
     TANH_NORMAL = "tanh_normal"
 
 
-_REQUIRED = {
+#: The actor's outputs (and a request's behaviour-distribution keys) for each kind, in order.
+PARAMETERS: dict[DistributionKind, tuple[str, ...]] = {
     DistributionKind.CATEGORICAL: ("logits",),
     DistributionKind.NORMAL: ("loc", "scale"),
     DistributionKind.TANH_NORMAL: ("loc", "scale"),
+}
+#: The dtype (a `service.dtypes` name) of an action of each kind.
+ACTION_DTYPES: dict[DistributionKind, str] = {
+    DistributionKind.CATEGORICAL: "int64",
+    DistributionKind.NORMAL: "float32",
+    DistributionKind.TANH_NORMAL: "float32",
 }
 _OPTIONAL = {
     DistributionKind.CATEGORICAL: (),
@@ -206,14 +217,14 @@ def _kind(kind: str | DistributionKind) -> DistributionKind:
         return DistributionKind(kind)
     except ValueError:
         allowed = [k.value for k in DistributionKind]
-        raise ValueError(f"kind: expected one of {allowed}, got {kind!r}") from None
+        raise ArgumentError("kind", f"expected one of {allowed}, got {kind!r}") from None
 
 
 def _float_tensor(name: str, value: object) -> Tensor:
     if not isinstance(value, Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+        raise ArgumentError(name, f"expected a torch.Tensor, got {type(value).__name__}")
     if not value.dtype.is_floating_point:
-        raise ValueError(f"{name}: expected a floating-point dtype, got {value.dtype}")
+        raise ArgumentError(name, f"expected a floating-point dtype, got {value.dtype}")
     return value
 
 
@@ -224,13 +235,14 @@ def _bound(name: str, value: object, like: Tensor, default: float) -> Tensor:
         return torch.full((), float(value), dtype=like.dtype, device=like.device)
     value = _float_tensor(name, value)
     if value.dtype != like.dtype:
-        raise ValueError(f"params[{name!r}]: expected dtype {like.dtype}, got {value.dtype}")
+        raise ArgumentError(f"params[{name!r}]", f"expected dtype {like.dtype}, got {value.dtype}")
     if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != like.shape[-1]):
-        raise ValueError(
-            f"params[{name!r}]: expected shape () or ({like.shape[-1]},), got {tuple(value.shape)}"
+        raise ArgumentError(
+            f"params[{name!r}]",
+            f"expected shape () or ({like.shape[-1]},), got {tuple(value.shape)}",
         )
     if not bool(torch.isfinite(value).all()):
-        raise ValueError(f"params[{name!r}]: expected finite values")
+        raise ArgumentError(f"params[{name!r}]", "expected finite values")
     return value
 
 
@@ -256,42 +268,46 @@ def make_distribution(
     """
     kind = _kind(kind)
     if not isinstance(params, Mapping):
-        raise ValueError(f"params: expected a mapping, got {type(params).__name__}")
-    required, optional = _REQUIRED[kind], _OPTIONAL[kind]
+        raise ArgumentError("params", f"expected a mapping, got {type(params).__name__}")
+    required, optional = PARAMETERS[kind], _OPTIONAL[kind]
     missing = [k for k in required if k not in params]
     extra = [k for k in params if k not in required + optional]
     if missing or extra:
-        raise ValueError(
-            f"params: {kind.value} expects keys {list(required)} (optional {list(optional)}), "
-            f"missing {missing}, unexpected {extra}"
+        raise ArgumentError(
+            "params",
+            f"{kind.value} expects keys {list(required)} (optional {list(optional)}), "
+            f"missing {missing}, unexpected {extra}",
         )
 
     if kind is DistributionKind.CATEGORICAL:
         logits = _float_tensor("params['logits']", params["logits"])
         if logits.ndim < 1 or logits.shape[-1] < 1:
-            raise ValueError(
-                f"params['logits']: expected shape [*B, K] with K >= 1, got {tuple(logits.shape)}"
+            raise ArgumentError(
+                "params['logits']", f"expected shape [*B, K] with K >= 1, got {tuple(logits.shape)}"
             )
         if bool(torch.isnan(logits).any()) or bool((logits == math.inf).any()):
-            raise ValueError("params['logits']: expected no NaN or +inf values")
+            raise ArgumentError("params['logits']", "expected no NaN or +inf values")
         if bool(torch.isneginf(logits).all(-1).any()):
-            raise ValueError("params['logits']: every action of some row is -inf")
+            raise ArgumentError("params['logits']", "every action of some row is -inf")
         return D.Categorical(logits=logits, validate_args=False)
 
     loc = _float_tensor("params['loc']", params["loc"])
     scale = _float_tensor("params['scale']", params["scale"])
     if loc.ndim < 1:
-        raise ValueError(f"params['loc']: expected shape [*B, A], got {tuple(loc.shape)}")
+        raise ArgumentError("params['loc']", f"expected shape [*B, A], got {tuple(loc.shape)}")
     if scale.shape != loc.shape:
-        raise ValueError(
-            f"params['scale']: expected shape {tuple(loc.shape)} (as loc), got {tuple(scale.shape)}"
+        raise ArgumentError(
+            "params['scale']",
+            f"expected shape {tuple(loc.shape)} (as loc), got {tuple(scale.shape)}",
         )
     if scale.dtype != loc.dtype:
-        raise ValueError(f"params['scale']: expected dtype {loc.dtype} (as loc), got {scale.dtype}")
+        raise ArgumentError(
+            "params['scale']", f"expected dtype {loc.dtype} (as loc), got {scale.dtype}"
+        )
     if not bool(torch.isfinite(loc).all()):
-        raise ValueError("params['loc']: expected finite values")
+        raise ArgumentError("params['loc']", "expected finite values")
     if not bool((torch.isfinite(scale) & (scale > 0)).all()):
-        raise ValueError("params['scale']: expected finite values > 0")
+        raise ArgumentError("params['scale']", "expected finite values > 0")
 
     if kind is DistributionKind.NORMAL:
         return D.Independent(D.Normal(loc, scale, validate_args=False), 1, validate_args=False)
@@ -299,9 +315,9 @@ def make_distribution(
     low = _bound("low", params.get("low"), loc, -1.0)
     high = _bound("high", params.get("high"), loc, 1.0)
     if not bool((high > low).all()):
-        raise ValueError(
-            f"params['high']: expected high > low elementwise, got low={low.tolist()}, "
-            f"high={high.tolist()}"
+        raise ArgumentError(
+            "params['high']",
+            f"expected high > low elementwise, got low={low.tolist()}, high={high.tolist()}",
         )
     return TanhNormal(loc, scale, low, high)
 
@@ -309,9 +325,10 @@ def make_distribution(
 def _check_distribution(dist: object) -> D.Distribution:
     normal = isinstance(dist, D.Independent) and type(dist.base_dist) is D.Normal
     if not (normal or isinstance(dist, (D.Categorical, TanhNormal))):
-        raise ValueError(
-            "dist: expected a distribution from make_distribution "
-            f"(Categorical, Independent(Normal), TanhNormal), got {type(dist).__name__}"
+        raise ArgumentError(
+            "dist",
+            "expected a distribution from make_distribution "
+            f"(Categorical, Independent(Normal), TanhNormal), got {type(dist).__name__}",
         )
     return dist
 
@@ -330,22 +347,24 @@ def log_prob(dist: D.Distribution, action: Tensor) -> Tensor:
     """
     dist = _check_distribution(dist)
     if not isinstance(action, Tensor):
-        raise ValueError(f"action: expected a torch.Tensor, got {type(action).__name__}")
+        raise ArgumentError("action", f"expected a torch.Tensor, got {type(action).__name__}")
     expected = dist.batch_shape + dist.event_shape
     if action.shape != expected:
-        raise ValueError(f"action: expected shape {tuple(expected)}, got {tuple(action.shape)}")
+        raise ArgumentError(
+            "action", f"expected shape {tuple(expected)}, got {tuple(action.shape)}"
+        )
     if isinstance(dist, D.Categorical):
         if action.dtype.is_floating_point or action.dtype == torch.bool:
-            raise ValueError(
-                f"action: expected an integer dtype for categorical, got {action.dtype}"
+            raise ArgumentError(
+                "action", f"expected an integer dtype for categorical, got {action.dtype}"
             )
         k = dist.logits.shape[-1]
         if action.numel() and bool(((action < 0) | (action >= k)).any()):
-            raise ValueError(f"action: expected indices in [0, {k}), got values outside")
+            raise ArgumentError("action", f"expected indices in [0, {k}), got values outside")
     else:
         dtype = dist.base_dist.loc.dtype if isinstance(dist, D.Independent) else dist.loc.dtype
         if action.dtype != dtype:
-            raise ValueError(f"action: expected dtype {dtype}, got {action.dtype}")
+            raise ArgumentError("action", f"expected dtype {dtype}, got {action.dtype}")
     return dist.log_prob(action)
 
 
@@ -360,7 +379,7 @@ def rsample_and_log_prob(
     if isinstance(dist, TanhNormal):
         return dist.rsample_and_log_prob(sample_shape, generator=generator)
     if isinstance(dist, D.Categorical):
-        raise ValueError("dist: a categorical distribution has no reparameterised sample")
+        raise ArgumentError("dist", "a categorical distribution has no reparameterised sample")
     if generator is None:
         sample = dist.rsample(sample_shape)
     else:
@@ -389,8 +408,8 @@ def entropy(
     dist = _check_distribution(dist)
     if isinstance(dist, TanhNormal):
         if not isinstance(samples_mc_entropy, int) or samples_mc_entropy < 1:
-            raise ValueError(
-                f"samples_mc_entropy: expected an int >= 1, got {samples_mc_entropy!r}"
+            raise ArgumentError(
+                "samples_mc_entropy", f"expected an int >= 1, got {samples_mc_entropy!r}"
             )
         _, lp = dist.rsample_and_log_prob((samples_mc_entropy,), generator=generator)
         return -lp.mean(0)
@@ -412,15 +431,16 @@ def kl_divergence(
     """
     p, q = _check_distribution(p), _check_distribution(q)
     if type(p) is not type(q):
-        raise ValueError(f"q: expected a {type(p).__name__} like p, got {type(q).__name__}")
+        raise ArgumentError("q", f"expected a {type(p).__name__} like p, got {type(q).__name__}")
     if p.batch_shape != q.batch_shape or p.event_shape != q.event_shape:
-        raise ValueError(
-            f"q: expected batch/event shape {tuple(p.batch_shape)}/{tuple(p.event_shape)} (as p), "
-            f"got {tuple(q.batch_shape)}/{tuple(q.event_shape)}"
+        raise ArgumentError(
+            "q",
+            f"expected batch/event shape {tuple(p.batch_shape)}/{tuple(p.event_shape)} (as p), "
+            f"got {tuple(q.batch_shape)}/{tuple(q.event_shape)}",
         )
     if not isinstance(p, TanhNormal) or p.transforms == q.transforms:
         return D.kl_divergence(p, q)
     if not isinstance(samples_mc_kl, int) or samples_mc_kl < 1:
-        raise ValueError(f"samples_mc_kl: expected an int >= 1, got {samples_mc_kl!r}")
+        raise ArgumentError("samples_mc_kl", f"expected an int >= 1, got {samples_mc_kl!r}")
     x, lp = p.sample_and_log_prob((samples_mc_kl,), generator=generator)
     return (lp - q.log_prob(x)).mean(0)

@@ -1,12 +1,31 @@
-"""Typed errors raised anywhere in the service, and their one mapping to gRPC status codes.
+"""Typed errors raised anywhere in the service, and their one mapping to gRPC and HTTP statuses.
 
-Code below the servicer raises these; `service.servicer` turns them into statuses in one place,
-so a user's mistake never surfaces as INTERNAL and a traceback never reaches a client.
+Two families:
+
+- `ArgumentError` is what the maths core (`service.estimators`, `service.losses`,
+  `service.distributions`) raises: a `ValueError` (the public Python API is unchanged) that
+  carries the argument's name and the detail, so the layer that bound the argument can name the
+  request field without parsing message text.
+- `ServiceError` subclasses carry a gRPC status code and an HTTP status; the transports turn
+  them into statuses in one place each, so a user's mistake never surfaces as INTERNAL and a
+  traceback never reaches a client.
 """
 
 from __future__ import annotations
 
 import grpc
+
+
+class ArgumentError(ValueError):
+    """An argument of a maths-core function is invalid: `argument` names it, `detail` says why.
+
+    str(error) is "<argument>: <detail>", as the core's messages always read.
+    """
+
+    def __init__(self, argument: str, detail: str) -> None:
+        super().__init__(f"{argument}: {detail}")
+        self.argument = argument
+        self.detail = detail
 
 
 class ServiceError(Exception):
@@ -25,6 +44,12 @@ class InvalidArgument(ServiceError):
 
     code = grpc.StatusCode.INVALID_ARGUMENT
     http_status = 400
+
+    @classmethod
+    def from_argument(cls, error: ArgumentError, field: str) -> InvalidArgument:
+        """The core's `error` about one argument, reported under the request `field` it came
+        from."""
+        return cls(f"{field}: {error.detail}")
 
 
 class NotFound(ServiceError):

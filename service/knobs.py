@@ -1,41 +1,34 @@
-"""Reading optional scalar knobs from request messages, with their range checks.
+"""What an estimator's or a loss's scalar knob accepts: its range, said once.
 
-Each reader returns `{knob: value}` when the field is set (ready to merge into keyword
-arguments) and `{}` when it is not; an out-of-range value is INVALID_ARGUMENT naming
-`<where>.<knob>`, the expected range and the value.
+The registries (`service.estimators.registry`, `service.losses.registry`) declare a `Knob` per
+option; the wire layer reads the request field of the same name and applies it, so a new
+estimator or loss declares its knobs here-style and writes no reading code.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from service.errors import InvalidArgument
-
-
-def _read(message: Any, knob: str, where: str, ok: bool | None, expected: str) -> dict[str, Any]:
-    value = getattr(message, knob)
-    if not ok:
-        raise InvalidArgument(f"{where}.{knob}: expected {expected}, got {value}")
-    return {knob: value}
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
-def positive(message: Any, knob: str, where: str) -> dict[str, float]:
-    """`knob` if set, which must be > 0 (thresholds, ε, KL target)."""
-    if not message.HasField(knob):
-        return {}
-    return _read(message, knob, where, getattr(message, knob) > 0.0, "a value > 0")
+@dataclass(frozen=True)
+class Knob:
+    """A scalar option: `accepts(value)` says whether `value` is in range; `expected` says the
+    range in words for the error message; `model_default` = when unset, the model manifest's
+    `defaults` value of the same name applies (γ, λ)."""
+
+    expected: str
+    accepts: Callable[[float], bool]
+    model_default: bool = False
 
 
-def non_negative(message: Any, knob: str, where: str) -> dict[str, float]:
-    """`knob` if set, which must be ≥ 0 (coefficients)."""
-    if not message.HasField(knob):
-        return {}
-    return _read(message, knob, where, getattr(message, knob) >= 0.0, "a value ≥ 0")
-
-
-def unit_interval(message: Any, knob: str, where: str) -> dict[str, float]:
-    """`knob` if set, which must be in [0, 1] (γ, λ)."""
-    if not message.HasField(knob):
-        return {}
-    value = getattr(message, knob)
-    return _read(message, knob, where, 0.0 <= value <= 1.0, "a value in [0, 1]")
+POSITIVE = Knob("a finite value > 0", lambda v: math.isfinite(v) and v > 0.0)
+NON_NEGATIVE = Knob("a finite value ≥ 0", lambda v: math.isfinite(v) and v >= 0.0)
+UNIT_INTERVAL = Knob("a value in [0, 1]", lambda v: 0.0 <= v <= 1.0)
+#: Booleans and enums: every value the contract can carry is accepted.
+ANY = Knob("any value", lambda v: True)
+#: γ/λ as a `Coefficient` (a scalar in [0, 1] or a per-step tensor); unset = the model's default.
+COEFFICIENT = Knob("a value in [0, 1]", lambda v: 0.0 <= v <= 1.0, model_default=True)
+#: A plain γ in [0, 1] whose default is the model's.
+MODEL_GAMMA = Knob("a value in [0, 1]", lambda v: 0.0 <= v <= 1.0, model_default=True)

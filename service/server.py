@@ -15,24 +15,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import estimators
-from service.auth import BearerToken, TokenAuthInterceptor
-from service.batching import attach_batchers, detach_batchers
-from service.config import Settings
-from service.interceptors import MalformedRequestInterceptor
-from service.metrics import Metrics
+from service.api.auth import BearerToken, TokenAuthInterceptor
+from service.api.interceptors import MalformedRequestInterceptor
+from service.api.metrics import Metrics
+from service.api.servicer import SERVICE_NAME, AdvantageServicer
 from service.models.demo import demo_model
 from service.models.loading import load_repository
 from service.models.model import Model
 from service.models.registry import ModelRegistry
-from service.pb.advantage.v1 import advantage_pb2 as pb
-from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
-from service.servicer import AdvantageServicer
+from service.runtime import Runtime
+from service.runtime.batching import attach_batchers, stop_batchers
+from service.settings import Settings
 
 if TYPE_CHECKING:
-    from service.rest import RestServer
+    from service.api.rest import RestServer
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdvantageService"].full_name
 
 
 def load_models(settings: Settings) -> dict[str, Model]:
@@ -49,12 +47,14 @@ class AdvantageServer:
     def __init__(self, settings: Settings, models: dict[str, Model]) -> None:
         self.settings = settings
         self.registry = ModelRegistry(models)
+        self.runtime = Runtime(self.registry)
         self.metrics = Metrics(self.registry)
         self.state = "starting"  # → "serving" after warm-up → "draining" in stop()
         self.rest: RestServer | None = None
         # Dynamic batching: one batcher thread per batching model runs the merged forward passes;
         # request threads wait in its queue, so the pool gets one extra thread per queue slot.
         self.batchers = attach_batchers(self.registry, settings, self.metrics.observe_batch)
+        self.runtime.batchers.update({batcher.model.name: batcher for batcher in self.batchers})
         threads = settings.workers + max(
             (b.config.max_queue_size for b in self.batchers), default=0
         )
@@ -71,9 +71,7 @@ class AdvantageServer:
                 ("grpc.max_send_message_length", limit),
             ],
         )
-        pb_grpc.add_AdvantageServiceServicer_to_server(
-            AdvantageServicer(self.registry, self.executor, self.metrics), self.grpc
-        )
+        AdvantageServicer(self.runtime, self.executor, self.metrics).add_to_server(self.grpc)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
@@ -103,10 +101,10 @@ class AdvantageServer:
 
         Call before or after `start()`; `stop()` stops it with the gRPC server.
         """
-        from service.rest import RestServer, create_app
+        from service.api.rest import RestServer, create_app
 
         app = create_app(
-            self.registry,
+            self.runtime,
             self.executor,
             self.metrics,
             self.settings.max_message_bytes,
@@ -125,7 +123,8 @@ class AdvantageServer:
         rest_stop = self.rest.stop() if self.rest is not None else asyncio.sleep(0)
         await asyncio.gather(self.grpc.stop(grace), rest_stop)
         # After the drain the queues are empty; joining the batcher threads is off the loop.
-        await asyncio.to_thread(detach_batchers, self.batchers)
+        self.runtime.batchers.clear()
+        await asyncio.to_thread(stop_batchers, self.batchers)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def wait_for_termination(self) -> None:

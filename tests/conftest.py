@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from service.config import Settings
 from service.models.model import Model
 from service.server import AdvantageServer, create_server
+from service.settings import Settings
 
 T = TypeVar("T")
 

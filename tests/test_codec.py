@@ -1,13 +1,13 @@
-"""service.codec: the byte-level encoding documented in proto/README.md."""
+"""service.wire.codec: the byte-level encoding documented in proto/README.md."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from service.codec import decode_tensor, encode_tensor
 from service.errors import InvalidArgument
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.wire.codec import decode_tensor, encode_tensor
 
 
 def test_worked_example_from_the_reference_page() -> None:

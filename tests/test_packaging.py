@@ -33,8 +33,8 @@ def test_wheel_contains_everything_the_server_loads(tmp_path: Path) -> None:
         "service/pb/advantage/v1/advantage_pb2.py",
         "service/pb/advantage/v1/advantage_pb2_grpc.py",
         "service/estimators/_kernels.py",
-        "service/rest/static/debug.html",
-        "service/rest/static/debug.js",
+        "service/api/rest/static/debug.html",
+        "service/api/rest/static/debug.js",
     ):
         assert required in names, required
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from service.errors import ArgumentError
 from service.estimators import _kernels
 from service.estimators._checks import Coef, Layout
 
@@ -47,13 +48,14 @@ def choose(requested: Backend, layout: Layout, needs_grad: bool) -> Literal["num
     if requested == "auto":
         return "numba" if kernel_ok else "torch"
     if requested == "numba" and not kernel_ok:
-        raise ValueError(
-            f"_backend: expected a CPU float32/float64 call without autograd and numba installed "
+        raise ArgumentError(
+            "_backend",
+            f"expected a CPU float32/float64 call without autograd and numba installed "
             f"for 'numba', got device={layout.device}, dtype={layout.dtype}, "
-            f"needs_grad={needs_grad}, numba available={_kernels.AVAILABLE}"
+            f"needs_grad={needs_grad}, numba available={_kernels.AVAILABLE}",
         )
     if requested not in ("numba", "torch"):
-        raise ValueError(f"_backend: expected 'auto', 'numba' or 'torch', got {requested!r}")
+        raise ArgumentError("_backend", f"expected 'auto', 'numba' or 'torch', got {requested!r}")
     return requested
 
 

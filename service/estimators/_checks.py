@@ -20,6 +20,8 @@ from typing import NoReturn
 import torch
 from torch import Tensor
 
+from service.errors import ArgumentError
+
 __all__ = [
     "DEFAULT_TIME_DIM",
     "NON_FINITE",
@@ -70,26 +72,29 @@ class Layout:
 def _resolve_time_dim(shape: torch.Size, time_dim: int) -> int:
     ndim = len(shape)
     if isinstance(time_dim, bool) or not isinstance(time_dim, int):
-        raise ValueError(f"time_dim: expected an int, got {type(time_dim).__name__}")
+        raise ArgumentError("time_dim", f"expected an int, got {type(time_dim).__name__}")
     if time_dim is DEFAULT_TIME_DIM:
         if ndim < 2:
-            raise ValueError(
-                f"time_dim: expected inputs of shape [*B, T, *F] with the default time_dim=-2, "
-                f"got shape {tuple(shape)}; pass time_dim=-1 for a single [T] trajectory"
+            raise ArgumentError(
+                "time_dim",
+                f"expected inputs of shape [*B, T, *F] with the default time_dim=-2, "
+                f"got shape {tuple(shape)}; pass time_dim=-1 for a single [T] trajectory",
             )
         if ndim == 2 and shape[-1] != 1:
             # TorchRL would silently read the batch as time here.
-            raise ValueError(
-                f"time_dim: expected [*B, T, *F] with a trailing feature dim, or an explicit "
+            raise ArgumentError(
+                "time_dim",
+                f"expected [*B, T, *F] with a trailing feature dim, or an explicit "
                 f"time_dim, for 2-D inputs; got shape {tuple(shape)} with the default "
                 f"time_dim=-2, which is ambiguous (dim 0 would be read as time): pass "
-                f"time_dim=-1 for [B, T] or add a trailing feature dim ([B, T, 1])"
+                f"time_dim=-1 for [B, T] or add a trailing feature dim ([B, T, 1])",
             )
         return ndim - 2
     if not -ndim <= time_dim < ndim:
-        raise ValueError(
-            f"time_dim: expected a dim in [{-ndim}, {ndim}) for inputs of shape "
-            f"{tuple(shape)}, got {time_dim}"
+        raise ArgumentError(
+            "time_dim",
+            f"expected a dim in [{-ndim}, {ndim}) for inputs of shape "
+            f"{tuple(shape)}, got {time_dim}",
         )
     return time_dim % ndim
 
@@ -108,33 +113,34 @@ def check_inputs(
         if x is None:
             continue
         if not isinstance(x, Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+            raise ArgumentError(name, f"expected a torch.Tensor, got {type(x).__name__}")
     if not ref.is_floating_point():
-        raise ValueError(f"{ref_name}: expected a floating dtype, got {ref.dtype}")
+        raise ArgumentError(ref_name, f"expected a floating dtype, got {ref.dtype}")
     for name, x in values.items():
         if not x.is_floating_point():
-            raise ValueError(f"{name}: expected a floating dtype, got {x.dtype}")
+            raise ArgumentError(name, f"expected a floating dtype, got {x.dtype}")
         if x.dtype != ref.dtype:
-            raise ValueError(f"{name}: expected dtype {ref.dtype} (as {ref_name}), got {x.dtype}")
+            raise ArgumentError(name, f"expected dtype {ref.dtype} (as {ref_name}), got {x.dtype}")
     for name, x in flags.items():
         if x is not None and x.dtype != torch.bool:
-            raise ValueError(f"{name}: expected dtype torch.bool, got {x.dtype}")
+            raise ArgumentError(name, f"expected dtype torch.bool, got {x.dtype}")
     for name, x in (*values.items(), *flags.items()):
         if x is None:
             continue
         if x.shape != ref.shape:
-            raise ValueError(
-                f"{name}: expected shape {tuple(ref.shape)} (as {ref_name}), got "
-                f"{tuple(x.shape)}; inputs are never broadcast"
+            raise ArgumentError(
+                name,
+                f"expected shape {tuple(ref.shape)} (as {ref_name}), got "
+                f"{tuple(x.shape)}; inputs are never broadcast",
             )
         if x.device != ref.device:
-            raise ValueError(
-                f"{name}: expected device {ref.device} (as {ref_name}), got {x.device}"
+            raise ArgumentError(
+                name, f"expected device {ref.device} (as {ref_name}), got {x.device}"
             )
     td = _resolve_time_dim(ref.shape, time_dim)
     if ref.shape[td] == 0:
-        raise ValueError(
-            f"{ref_name}: expected at least one time step, got shape {tuple(ref.shape)}"
+        raise ArgumentError(
+            ref_name, f"expected at least one time step, got shape {tuple(ref.shape)}"
         )
     return Layout(
         shape=ref.shape,
@@ -149,7 +155,7 @@ def check_inputs(
 
 def _as_python_scalar(name: str, x: object) -> float | None:
     if isinstance(x, bool):
-        raise ValueError(f"{name}: expected a float or a floating tensor, got bool")
+        raise ArgumentError(name, "expected a float or a floating tensor, got bool")
     if isinstance(x, int | float):
         return float(x)
     return None
@@ -164,24 +170,25 @@ def check_coef(name: str, x: object, layout: Layout) -> Coef:
     scalar = _as_python_scalar(name, x)
     if scalar is not None:
         if not 0.0 <= scalar <= 1.0:
-            raise ValueError(f"{name}: expected a value in [0, 1], got {scalar}")
+            raise ArgumentError(name, f"expected a value in [0, 1], got {scalar}")
         return scalar
     if not isinstance(x, Tensor):
-        raise ValueError(f"{name}: expected a float or a tensor, got {type(x).__name__}")
+        raise ArgumentError(name, f"expected a float or a tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating dtype, got {x.dtype}")
+        raise ArgumentError(name, f"expected a floating dtype, got {x.dtype}")
     if x.ndim == 0:
         if x.device.type == "cpu":
             return check_coef(name, float(x), layout)
         x = x.expand(layout.shape)
     if x.shape != layout.shape:
-        raise ValueError(
-            f"{name}: expected a scalar or shape {tuple(layout.shape)} (as state_value), got "
-            f"{tuple(x.shape)}; per-step coefficients are never broadcast"
+        raise ArgumentError(
+            name,
+            f"expected a scalar or shape {tuple(layout.shape)} (as state_value), got "
+            f"{tuple(x.shape)}; per-step coefficients are never broadcast",
         )
     if x.device != layout.device:
-        raise ValueError(
-            f"{name}: expected device {layout.device} (as state_value), got {x.device}"
+        raise ArgumentError(
+            name, f"expected device {layout.device} (as state_value), got {x.device}"
         )
     return x.detach().to(layout.dtype)
 
@@ -191,13 +198,14 @@ def check_threshold(name: str, x: object) -> float:
     scalar = _as_python_scalar(name, x)
     if scalar is None:
         if not (isinstance(x, Tensor) and x.ndim == 0 and x.is_floating_point()):
-            raise ValueError(
-                f"{name}: expected a float or a 0-d floating tensor, got "
-                f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}"
+            raise ArgumentError(
+                name,
+                f"expected a float or a 0-d floating tensor, got "
+                f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}",
             )
         scalar = float(x)
     if not (math.isfinite(scalar) and scalar > 0.0):
-        raise ValueError(f"{name}: expected a finite value > 0, got {scalar}")
+        raise ArgumentError(name, f"expected a finite value > 0, got {scalar}")
     return scalar
 
 
@@ -225,27 +233,29 @@ def diagnose(
         if name == "next_state_value":
             where = _first(~torch.isfinite(x) & ~terminated)
             if where is not None:
-                raise ValueError(
-                    f"next_state_value: expected finite values wherever not terminated, got "
-                    f"{float(x[where])} at index {where}"
+                raise ArgumentError(
+                    "next_state_value",
+                    f"expected finite values wherever not terminated, got "
+                    f"{float(x[where])} at index {where}",
                 )
         else:
             where = _first(~torch.isfinite(x))
             if where is not None:
-                raise ValueError(
-                    f"{name}: expected finite values, got {float(x[where])} at index {where}"
+                raise ArgumentError(
+                    name, f"expected finite values, got {float(x[where])} at index {where}"
                 )
     where = _first(not_done)
     if where is not None:
-        raise ValueError(
-            f"terminated: expected terminated ⇒ done, got terminated=True with done=False at "
-            f"index {where}"
+        raise ArgumentError(
+            "terminated",
+            f"expected terminated ⇒ done, got terminated=True with done=False at index {where}",
         )
     check_coef_ranges(coefs)
     # Every input is finite yet the kernel saw a non-finite result: the recursion overflowed.
-    raise ValueError(
-        "reward: the estimate overflowed to a non-finite value although every input is finite; "
-        "rescale rewards and values (or pass float64)"
+    raise ArgumentError(
+        "reward",
+        "the estimate overflowed to a non-finite value although every input is finite; "
+        "rescale rewards and values (or pass float64)",
     )
 
 
@@ -255,8 +265,8 @@ def check_coef_ranges(coefs: Mapping[str, Coef]) -> None:
         if isinstance(c, Tensor):
             where = _first(~((c >= 0) & (c <= 1)))
             if where is not None:
-                raise ValueError(
-                    f"{name}: expected values in [0, 1], got {float(c[where])} at index {where}"
+                raise ArgumentError(
+                    name, f"expected values in [0, 1], got {float(c[where])} at index {where}"
                 )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from service.errors import ArgumentError
+
 __all__ = ["EPS_ADV_VTRACE", "EPS_GAE", "EPS_REWARDS_TD", "EPS_REWARDS_TD_LAMBDA", "standardize"]
 
 EPS_GAE = 1e-4
@@ -26,7 +28,7 @@ def standardize(x: Tensor, eps: float, name: str) -> Tensor:
             silently return NaN everywhere).
     """
     if x.numel() < 2:
-        raise ValueError(
-            f"{name}: expected at least 2 elements to standardise, got shape {tuple(x.shape)}"
+        raise ArgumentError(
+            name, f"expected at least 2 elements to standardise, got shape {tuple(x.shape)}"
         )
     return (x - x.mean()) / x.std().clamp_min(eps)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from service.errors import ArgumentError
 from service.estimators import _backend as be
 from service.estimators import _kernels
 from service.estimators._checks import (
@@ -76,7 +77,7 @@ def td0(
         terminated = done
     needs_grad = differentiable and torch.is_grad_enabled() and state_value.requires_grad
     if _backend not in ("auto", "numba", "torch"):
-        raise ValueError(f"_backend: expected 'auto', 'numba' or 'torch', got {_backend!r}")
+        raise ArgumentError("_backend", f"expected 'auto', 'numba' or 'torch', got {_backend!r}")
     with torch.set_grad_enabled(needs_grad):
         value = state_value if needs_grad else state_value.detach()
         next_value, reward = next_state_value.detach(), reward.detach()
@@ -201,7 +202,7 @@ def _td_lambda(
         time_dim,
     )
     if rolling_gamma not in (None, True):
-        raise ValueError(f"rolling_gamma: expected None or True, got {rolling_gamma!r}")
+        raise ArgumentError("rolling_gamma", f"expected None or True, got {rolling_gamma!r}")
     gamma = check_coef("gamma", gamma, layout)
     lmbda = check_coef("lmbda", lmbda, layout)
     if terminated is None:

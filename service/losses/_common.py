@@ -13,6 +13,7 @@ from torch import distributions as D
 
 from service.distributions import entropy as _entropy
 from service.distributions import log_prob as _log_prob
+from service.errors import ArgumentError
 
 LOSS_CRITIC_TYPES = ("l1", "l2", "smooth_l1")
 
@@ -23,7 +24,7 @@ def shape_str(shape: torch.Size | tuple[int, ...]) -> str:
 
 def check_distribution(dist: object) -> D.Distribution:
     if not isinstance(dist, D.Distribution):
-        raise ValueError(f"dist: expected a torch Distribution, got {type(dist).__name__}")
+        raise ArgumentError("dist", f"expected a torch Distribution, got {type(dist).__name__}")
     return dist
 
 
@@ -37,54 +38,55 @@ def check_tensor(
 ) -> Tensor:
     """Raise ``ValueError`` unless ``value`` is a tensor of exactly ``shape`` (and ``dtype``)."""
     if not isinstance(value, Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+        raise ArgumentError(name, f"expected a torch.Tensor, got {type(value).__name__}")
     if tuple(value.shape) != tuple(shape):
-        raise ValueError(
-            f"{name}: expected shape {shape_str(shape)}, got {shape_str(value.shape)} "
-            "(no broadcasting: value-like inputs are [*B, 1], log-probs [*B])"
+        raise ArgumentError(
+            name,
+            f"expected shape {shape_str(shape)}, got {shape_str(value.shape)} "
+            "(no broadcasting: value-like inputs are [*B, 1], log-probs [*B])",
         )
     if kind == "float" and not value.dtype.is_floating_point:
-        raise ValueError(f"{name}: expected a floating-point dtype, got {value.dtype}")
+        raise ArgumentError(name, f"expected a floating-point dtype, got {value.dtype}")
     if kind == "bool" and value.dtype != torch.bool:
-        raise ValueError(f"{name}: expected dtype torch.bool, got {value.dtype}")
+        raise ArgumentError(name, f"expected dtype torch.bool, got {value.dtype}")
     if dtype is not None and kind == "float" and value.dtype != dtype:
-        raise ValueError(f"{name}: expected dtype {dtype}, got {value.dtype}")
+        raise ArgumentError(name, f"expected dtype {dtype}, got {value.dtype}")
     return value
 
 
 def check_no_grad(name: str, value: Tensor) -> None:
     if value.requires_grad:
-        raise ValueError(f"{name}: expected a tensor that does not require grad (detach it)")
+        raise ArgumentError(name, "expected a tensor that does not require grad (detach it)")
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+        raise ArgumentError(name, f"expected one of {list(choices)}, got {value!r}")
 
 
 def check_nonneg(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name}: expected a float, got {value!r}")
+        raise ArgumentError(name, f"expected a float, got {value!r}")
     if not value >= 0:
-        raise ValueError(f"{name}: expected >= 0, got {value!r}")
+        raise ArgumentError(name, f"expected >= 0, got {value!r}")
     return float(value)
 
 
 def check_samples(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        raise ArgumentError(name, f"expected an int >= 1, got {value!r}")
     return value
 
 
 def current_log_prob(dist: D.Distribution, action: Tensor, dtype: torch.dtype) -> Tensor:
     """``log π(a)`` ``[*B]``; checks that the distribution computes in the data's dtype."""
     if not isinstance(action, Tensor):
-        raise ValueError(f"action: expected a torch.Tensor, got {type(action).__name__}")
+        raise ArgumentError("action", f"expected a torch.Tensor, got {type(action).__name__}")
     check_no_grad("action", action)
     lp = _log_prob(dist, action)
     if lp.dtype != dtype:
-        raise ValueError(
-            f"dist: expected parameters of dtype {dtype} (as advantage), got {lp.dtype}"
+        raise ArgumentError(
+            "dist", f"expected parameters of dtype {dtype} (as advantage), got {lp.dtype}"
         )
     return lp
 
@@ -165,14 +167,14 @@ def check_critic_inputs(
     dtype: torch.dtype,
 ) -> None:
     if state_value is None:
-        raise ValueError("state_value: required for the critic term (got None)")
+        raise ArgumentError("state_value", "required for the critic term (got None)")
     check_tensor("state_value", state_value, value_shape, dtype)
     if value_target is None:
-        raise ValueError("value_target: required with state_value (got None)")
+        raise ArgumentError("value_target", "required with state_value (got None)")
     check_tensor("value_target", value_target, value_shape, dtype)
     if clip_value:
         if old_state_value is None:
-            raise ValueError("old_state_value: required when clip_value is set (got None)")
+            raise ArgumentError("old_state_value", "required when clip_value is set (got None)")
         check_tensor("old_state_value", old_state_value, value_shape, dtype)
 
 
@@ -183,7 +185,7 @@ def check_clip_value(value: object) -> float | None:
     if isinstance(value, Tensor) and value.numel() == 1:
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"clip_value: expected None or a float >= 0, got {value!r}")
+        raise ArgumentError("clip_value", f"expected None or a float >= 0, got {value!r}")
     return float(value) or None
 
 

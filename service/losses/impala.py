@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch import distributions as D
 
+from service.errors import ArgumentError
 from service.estimators import vtrace
 from service.losses import _common as C
 
@@ -86,7 +87,7 @@ def _check_threshold(name: str, value: object, *, allow_none: bool = False) -> f
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name}: expected a float > 0, got {value!r}")
+        raise ArgumentError(name, f"expected a float > 0, got {value!r}")
     return float(value)
 
 
@@ -155,7 +156,7 @@ def impala_loss(
     dist = C.check_distribution(dist)
     batch = dist.batch_shape
     if len(batch) < 1:
-        raise ValueError(f"dist: expected batch shape [*B, T], got {tuple(batch)}")
+        raise ArgumentError("dist", f"expected batch shape [*B, T], got {tuple(batch)}")
     value_shape = (*batch, 1)
     C.check_tensor("state_value", state_value, value_shape)
     dtype = state_value.dtype
@@ -170,7 +171,7 @@ def impala_loss(
         C.check_tensor("weight", weight, value_shape, dtype)
     for name, value in (("gamma", gamma), ("lmbda", lmbda)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"{name}: expected a float in [0, 1], got {value!r}")
+            raise ArgumentError(name, f"expected a float in [0, 1], got {value!r}")
     rho_thresh = _check_threshold("rho_thresh", rho_thresh)
     c_thresh = _check_threshold("c_thresh", c_thresh)
     rho_pg_thresh = _check_threshold("rho_pg_thresh", rho_pg_thresh, allow_none=True)
@@ -179,12 +180,12 @@ def impala_loss(
     C.check_samples("samples_mc_entropy", samples_mc_entropy)
     for name, value in (("state_value", state_value), ("reward", reward)):
         if not bool(torch.isfinite(value).all()):
-            raise ValueError(f"{name}: expected finite values")
+            raise ArgumentError(name, "expected finite values")
     if terminated is not None and bool((terminated & ~done).any()):
-        raise ValueError("terminated: expected terminated to imply done at every step")
+        raise ArgumentError("terminated", "expected terminated to imply done at every step")
     live = ~(done if terminated is None else terminated)
     if not bool(torch.isfinite(next_state_value[live]).all()):
-        raise ValueError("next_state_value: expected finite values at non-terminated steps")
+        raise ArgumentError("next_state_value", "expected finite values at non-terminated steps")
 
     log_prob = C.current_log_prob(dist, action, dtype)
     advantage, vs = _vtrace(

@@ -14,14 +14,17 @@ tensor; ``loss`` is the sum of the ``loss_*`` entries (the thing to backward).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 from torch import distributions as D
 
 from service.distributions import kl_divergence
+from service.errors import ArgumentError
 from service.losses import _common as C
 
-__all__ = ["ppo_clip_loss", "ppo_kl_loss", "ppo_loss"]
+__all__ = ["clip_epsilon_bounds", "ppo_clip_loss", "ppo_kl_loss", "ppo_loss"]
 
 
 def _prepare(
@@ -83,7 +86,7 @@ def _finish(
     if entropy_bonus:
         ent = C.entropy_per_sample(dist, samples_mc_entropy, generator)
         if not bool(torch.isfinite(ent).all()):
-            raise ValueError("dist: entropy is not finite")
+            raise ArgumentError("dist", "entropy is not finite")
         out["entropy"] = ent.detach().mean()
         out["loss_entropy"] = (-entropy_coeff * ent).mean()
     if has_critic:
@@ -170,19 +173,38 @@ def ppo_loss(
 def _clip_bounds(clip_epsilon: float | tuple[float, float]) -> tuple[float, float]:
     if isinstance(clip_epsilon, (tuple, list)):
         if len(clip_epsilon) != 2:
-            raise ValueError(
-                f"clip_epsilon: expected a float or a (low, high) pair, got {clip_epsilon!r}"
+            raise ArgumentError(
+                "clip_epsilon", f"expected a float or a (low, high) pair, got {clip_epsilon!r}"
             )
         low, high = clip_epsilon
         for name, v in (("clip_epsilon[0]", low), ("clip_epsilon[1]", high)):
             C.check_nonneg(name, v)
         if low >= 1.0:
-            raise ValueError(f"clip_epsilon[0]: expected < 1, got {low!r}")
+            raise ArgumentError("clip_epsilon[0]", f"expected < 1, got {low!r}")
         return float(low), float(high)
     eps = C.check_nonneg("clip_epsilon", clip_epsilon)
     if eps >= 1.0:
-        raise ValueError(f"clip_epsilon: expected < 1, got {clip_epsilon!r}")
+        raise ArgumentError("clip_epsilon", f"expected < 1, got {clip_epsilon!r}")
     return eps, eps
+
+
+def clip_epsilon_bounds(options: dict[str, Any]) -> dict[str, Any]:
+    """Knobs `clip_epsilon_low`/`clip_epsilon_high` (both or neither) → `clip_epsilon=(low, high)`.
+
+    An asymmetric clip range (DAPO's "clip-higher"): 0 ≤ low < 1 and high ≥ 0.
+    """
+    options = dict(options)
+    low, high = options.pop("clip_epsilon_low", None), options.pop("clip_epsilon_high", None)
+    if (low is None) != (high is None):
+        raise ArgumentError("clip_epsilon_low / clip_epsilon_high", "set both or neither")
+    if low is not None and high is not None:
+        if not (0.0 <= low < 1.0 and high >= 0.0):
+            raise ArgumentError(
+                "clip_epsilon_low/high",
+                f"expected 0 ≤ low < 1 and high ≥ 0, got {(low, high)}",
+            )
+        options["clip_epsilon"] = (low, high)
+    return options
 
 
 def ppo_clip_loss(
@@ -227,8 +249,9 @@ def ppo_clip_loss(
     low, high = _clip_bounds(clip_epsilon)
     if isinstance(clip_value, bool):
         if clip_value and isinstance(clip_epsilon, (tuple, list)):
-            raise ValueError(
-                "clip_value: True cannot be inferred from an asymmetric clip_epsilon; pass a float"
+            raise ArgumentError(
+                "clip_value",
+                "True cannot be inferred from an asymmetric clip_epsilon; pass a float",
             )
         clip_value = float(clip_epsilon) if clip_value else None  # type: ignore[arg-type]
     clip_value = C.check_clip_value(clip_value)
@@ -320,14 +343,14 @@ def ppo_kl_loss(
     C.check_distribution(behaviour_dist)
     if isinstance(beta, Tensor):
         if beta.numel() != 1:
-            raise ValueError(f"beta: expected a scalar, got shape {tuple(beta.shape)}")
+            raise ArgumentError("beta", f"expected a scalar, got shape {tuple(beta.shape)}")
         beta = float(beta)
     beta = C.check_nonneg("beta", beta)
     dtarg = C.check_nonneg("dtarg", dtarg)
     if isinstance(increment, bool) or not isinstance(increment, (int, float)) or increment < 1:
-        raise ValueError(f"increment: expected a float >= 1, got {increment!r}")
+        raise ArgumentError("increment", f"expected a float >= 1, got {increment!r}")
     if isinstance(decrement, bool) or not isinstance(decrement, (int, float)) or decrement > 1:
-        raise ValueError(f"decrement: expected a float <= 1, got {decrement!r}")
+        raise ArgumentError("decrement", f"expected a float <= 1, got {decrement!r}")
     C.check_nonneg("decrement", decrement)
     C.check_samples("samples_mc_kl", samples_mc_kl)
     clip_value = C.check_clip_value(clip_value)
@@ -338,10 +361,11 @@ def ppo_kl_loss(
         samples_mc_entropy=samples_mc_entropy,
     )  # fmt: skip
     if type(behaviour_dist) is not type(dist) or behaviour_dist.batch_shape != dist.batch_shape:
-        raise ValueError(
-            f"behaviour_dist: expected a {type(dist).__name__} with batch shape "
+        raise ArgumentError(
+            "behaviour_dist",
+            f"expected a {type(dist).__name__} with batch shape "
             f"{tuple(dist.batch_shape)}, got {type(behaviour_dist).__name__} with "
-            f"{tuple(behaviour_dist.batch_shape)}"
+            f"{tuple(behaviour_dist.batch_shape)}",
         )
     kl = kl_divergence(behaviour_dist, dist, samples_mc_kl=samples_mc_kl, generator=generator)
     kl = kl.unsqueeze(-1)

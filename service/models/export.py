@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from service.dtypes import TORCH_DTYPES
 from service.models.manifest import ActionSpec, Defaults, InputSpec, Manifest, NetworkFile
-from service.models.model import TORCH_DTYPES
 
 # Example batch used to trace the networks; > 1 so torch.export keeps the batch size symbolic.
 _EXAMPLE_ROWS = 8

@@ -29,9 +29,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from service.distributions import DistributionKind
+from service.dtypes import TORCH_DTYPES
+
 MANIFEST_NAME = "model.json"
-INPUT_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "uint8", "bool")
-DISTRIBUTIONS = ("categorical", "normal", "tanh_normal")
+INPUT_DTYPES = tuple(TORCH_DTYPES)
+DISTRIBUTIONS = tuple(kind.value for kind in DistributionKind)
 OPTIMIZERS = ("adam", "sgd")
 
 

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from service.dtypes import TORCH_DTYPES
 from service.models.manifest import Manifest
-
-if TYPE_CHECKING:
-    from service.batching import Batcher
-
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int64": torch.int64,
-    "int32": torch.int32,
-    "uint8": torch.uint8,
-    "bool": torch.bool,
-}
 
 
 @dataclass
@@ -40,9 +26,6 @@ class Model:
     actor_network: nn.Module | None = None
     parameter_version: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    # Dynamic batcher of value evaluations (service.batching), attached by the server when
-    # batching is enabled for this model; None = every request evaluates on its own.
-    batcher: Batcher | None = field(default=None, repr=False, compare=False)
     # Training state for ComputeLoss updates: the optimizer (created on first update) and
     # per-model loss state such as KL-PEN's adaptive β.
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
@@ -86,23 +69,6 @@ class Model:
         assert self.value_network is not None
         out = self.value_network(*inputs)
         return out.reshape(out.shape[0], -1).squeeze(-1) if out.dim() > 1 else out
-
-    def value_and_version(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """V(s) [N] for rows [N, *shape] and the parameter version that produced it.
-
-        Routed through the dynamic batcher when one is attached (its thread takes `lock` around
-        the merged forward pass and reads the version under it); otherwise evaluated here under
-        `lock`. A caller already holding `lock` evaluates directly (waiting in the queue while
-        holding it would deadlock with the batcher thread).
-        """
-        batcher = self.batcher
-        if batcher is not None:
-            from service.batching import lock_owned
-
-            if not lock_owned(self.lock):
-                return batcher.submit(inputs)
-        with self.lock:
-            return self.value(inputs), self.parameter_version
 
     def actor(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Raw actor outputs for inputs [N, *shape]: (logits,) or (loc, scale)."""

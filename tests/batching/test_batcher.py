@@ -1,4 +1,4 @@
-"""Unit tests of service.batching.Batcher: merging, limits, versions, failures, the lock."""
+"""Unit tests of service.runtime.batching.Batcher: merging, limits, versions, failures, the lock."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from service.batching import Batcher, BatchingConfig, BatchRecord, attach_batchers
-from service.config import Settings
+from service.runtime.batching import Batcher, BatchingConfig, BatchRecord, attach_batchers
+from service.settings import Settings
 from service.errors import ResourceExhausted
 from service.models.manifest import BatchingSpec, InputSpec, Manifest, NetworkFile
 from service.models.model import Model
@@ -44,9 +44,7 @@ def records() -> list[BatchRecord]:
 
 
 def started(model: Model, records: list[BatchRecord], **overrides: object) -> Batcher:
-    batcher = Batcher(model, config(**overrides), records.append).start()
-    model.batcher = batcher
-    return batcher
+    return Batcher(model, config(**overrides), records.append).start()
 
 
 def test_concurrent_requests_merge_and_match_lone_passes(records: list[BatchRecord]) -> None:
@@ -57,7 +55,7 @@ def test_concurrent_requests_merge_and_match_lone_passes(records: list[BatchReco
         alone = [model.value([x]) for x in inputs]
     try:
         with ThreadPoolExecutor(len(inputs)) as pool:
-            results = list(pool.map(lambda x: model.value_and_version([x]), inputs))
+            results = list(pool.map(lambda x: batcher.submit([x]), inputs))
     finally:
         batcher.stop()
     worst = 0.0
@@ -81,7 +79,7 @@ def test_max_batch_rows_is_respected_and_big_requests_run_alone(
     inputs = [torch.randn(rows, 8) for rows in (40, 40, 40, 40, 250)]
     try:
         with ThreadPoolExecutor(len(inputs)) as pool:
-            results = list(pool.map(lambda x: model.value_and_version([x]), inputs))
+            results = list(pool.map(lambda x: batcher.submit([x]), inputs))
     finally:
         batcher.stop()
     assert [values.shape[0] for values, _ in results] == [40, 40, 40, 40, 250]
@@ -95,11 +93,11 @@ def test_full_queue_answers_resource_exhausted(records: list[BatchRecord]) -> No
     x = [torch.randn(4, 8)]
     with ThreadPoolExecutor(4) as pool:
         with model.lock:  # an "update" in progress: the batcher thread waits for the lock
-            first = pool.submit(model.value_and_version, x)
+            first = pool.submit(batcher.submit, x)
             deadline = time.monotonic() + 5
             while batcher.stats()["queued"] and time.monotonic() < deadline:
                 time.sleep(0.001)  # the batcher took it and now waits for the lock
-            queued = [pool.submit(model.value_and_version, x) for _ in range(2)]
+            queued = [pool.submit(batcher.submit, x) for _ in range(2)]
             while batcher.stats()["queued"] < 2 and time.monotonic() < deadline:
                 time.sleep(0.001)
             # This thread holds the lock, so it would evaluate directly: submit directly instead.
@@ -109,18 +107,6 @@ def test_full_queue_answers_resource_exhausted(records: list[BatchRecord]) -> No
         assert all(future.result(5)[0].shape == (4,) for future in queued)
     batcher.stop()
     assert batcher.stats()["rejected"] == 1
-
-
-def test_caller_holding_the_lock_evaluates_directly(records: list[BatchRecord]) -> None:
-    model = mlp_model()
-    batcher = started(model, records)
-    try:
-        with model.lock:  # e.g. an update that evaluates values: must not deadlock
-            values, version = model.value_and_version([torch.randn(3, 8)])
-        assert values.shape == (3,) and version == 0
-        assert batcher.stats()["requests"] == 0
-    finally:
-        batcher.stop()
 
 
 class VersionedNet(nn.Module):
@@ -154,7 +140,7 @@ def test_a_batch_never_mixes_parameter_versions(records: list[BatchRecord]) -> N
     try:
         with ThreadPoolExecutor(16) as pool:
             results = list(
-                pool.map(lambda n: model.value_and_version([torch.ones(n % 5 + 1, 2)]), range(400))
+                pool.map(lambda n: batcher.submit([torch.ones(n % 5 + 1, 2)]), range(400))
             )
     finally:
         stop.set()
@@ -183,7 +169,7 @@ def test_a_failing_request_does_not_fail_its_batch(records: list[BatchRecord]) -
 
     def call(x: torch.Tensor) -> object:
         try:
-            return model.value_and_version([x])[0]
+            return batcher.submit([x])[0]
         except RuntimeError as error:
             return error
 
@@ -200,7 +186,7 @@ def test_stopped_batcher_evaluates_directly(records: list[BatchRecord]) -> None:
     model = mlp_model()
     batcher = started(model, records)
     batcher.stop()
-    values, version = model.value_and_version([torch.randn(5, 8)])
+    values, version = batcher.submit([torch.randn(5, 8)])
     assert values.shape == (5,) and version == 0
 
 
@@ -209,7 +195,7 @@ def test_manifest_fields_override_server_settings() -> None:
     on = mlp_model(enabled=True, max_queue_delay_us=250)
     off = mlp_model()
     attached = attach_batchers([on, off], settings)
-    assert [batcher.model for batcher in attached] == [on] and off.batcher is None
+    assert [batcher.model for batcher in attached] == [on]
     assert attached[0].config == BatchingConfig(True, 1000, 250, 7)
     disabled = mlp_model(enabled=False)
     assert attach_batchers([disabled], Settings(batching=True)) == []

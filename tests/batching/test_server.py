@@ -12,10 +12,10 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from torch import nn
 
-from service.config import Settings
 from service.models.manifest import InputSpec, Manifest, NetworkFile
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.settings import Settings
 from tests.conftest import running_server
 from tests.server.wire import array, compact_trajectory, full_trajectory, random_batch, stub, tensor
 

@@ -10,7 +10,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from service.rest.sample import episode_ends
+from service.api.rest.sample import episode_ends
 
 STEPS = 20
 SERIES = ("reward", "state_value", "advantage", "value_target")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Settings
+from service.settings import Settings
 from tests.conftest import running_server
 
 CPP_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "cpp"

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.config import Settings
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
+from service.settings import Settings
 from tests.conftest import RunningServer, running_server
 
 # The REST tests use the shared real-server runner with the REST surface switched on.

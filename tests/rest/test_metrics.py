@@ -8,7 +8,7 @@ from _rest_helpers import grpc_stub, scrape
 from prometheus_client import CollectorRegistry
 from test_rest_api import grpc_request, sample
 
-from service.metrics import Metrics, estimator_label, rpc_label
+from service.api.metrics import Metrics, estimator_label, rpc_label
 from service.pb.advantage.v1 import advantage_pb2 as pb
 
 

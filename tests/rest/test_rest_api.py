@@ -13,13 +13,15 @@ import pytest
 import torch
 from _rest_helpers import grpc_stub, rest_server, scrape
 
-from service.codec import DTYPE_TO_TORCH, encode_tensor
-from service.config import Settings
-from service.metrics import Metrics
+from service.api.metrics import Metrics
+from service.api.rest import create_app
 from service.models.demo import demo_model
 from service.models.registry import ModelRegistry
+from service.runtime import Runtime
 from service.pb.advantage.v1 import advantage_pb2 as pb
-from service.rest import convert, create_app
+from service.settings import Settings
+from service.wire import json as convert
+from service.wire.codec import DTYPE_TO_TORCH, encode_tensor
 
 STEPS = 12
 
@@ -266,7 +268,8 @@ def test_readyz_and_compute_while_draining() -> None:
     model = demo_model(torch.device("cpu"))
     registry = ModelRegistry({"demo": model})
     state = {"now": "starting"}
-    app = create_app(registry, None, Metrics([model]), 1 << 20, lambda: state["now"])  # type: ignore[arg-type]
+    runtime = Runtime(registry)
+    app = create_app(runtime, None, Metrics([model]), 1 << 20, lambda: state["now"])  # type: ignore[arg-type]
 
     async def check() -> None:
         transport = httpx.ASGITransport(app=app)

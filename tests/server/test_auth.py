@@ -12,8 +12,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from service.cli import build_settings
-from service.config import Settings
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.settings import Settings
 from tests.conftest import running_server
 from tests.server.wire import full_trajectory, random_batch, rpc_error, stub
 

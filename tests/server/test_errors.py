@@ -6,8 +6,8 @@ import grpc
 import pytest
 import torch
 
-from service.config import Settings
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.settings import Settings
 from tests.conftest import running_server
 from tests.server.wire import full_trajectory, random_batch, rpc_error, stub, tensor
 

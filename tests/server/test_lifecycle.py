@@ -19,10 +19,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from torch import nn
 
-from service.config import Settings
 from service.models.demo import demo_manifest, demo_networks
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.settings import Settings
 from tests.conftest import running_server
 from tests.server.wire import full_trajectory, random_batch, stub
 

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from service.cli import main as cli_main
-from service.config import Settings
 from service.models.demo import demo_networks
 from service.models.export import export_model
 from service.models.loading import load_repository
 from service.models.manifest import ActionSpec, Defaults, InputSpec, ManifestError
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.settings import Settings
 from tests.conftest import running_server
 from tests.server.wire import array, full_trajectory, random_batch, stub, tensor
 

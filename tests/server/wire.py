@@ -14,7 +14,7 @@ NUMPY_DTYPES = {pb.DTYPE_FLOAT32: "<f4", pb.DTYPE_FLOAT64: "<f8", pb.DTYPE_BOOL:
 
 
 def tensor(value: torch.Tensor) -> pb.Tensor:
-    """Encode independently of service.codec: dtype enum, shape, little-endian bytes."""
+    """Encode independently of service.wire.codec: dtype enum, shape, little-endian bytes."""
     dtypes = {
         torch.float32: pb.DTYPE_FLOAT32,
         torch.float64: pb.DTYPE_FLOAT64,

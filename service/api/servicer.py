@@ -12,17 +12,19 @@ from typing import NoReturn, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from service import handlers
+from service.api import handlers
+from service.api.metrics import Metrics
 from service.errors import InvalidArgument, ServiceError
-from service.interceptors import MalformedRequest
-from service.metrics import Metrics
-from service.models.registry import ModelRegistry
-from service.parameters import collect_parameter_stream
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
+from service.runtime import Runtime
+from service.wire.malformed import MalformedRequest
+from service.wire.parameters import collect_parameter_stream
 
 log = logging.getLogger(__name__)
 Reply = TypeVar("Reply")
+#: The full name of the service, for health and reflection.
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdvantageService"].full_name
 
 
 def _refusal(request: MalformedRequest) -> Callable[[], NoReturn]:
@@ -35,12 +37,14 @@ def _refusal(request: MalformedRequest) -> Callable[[], NoReturn]:
 class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
     """Implements advantage.v1.AdvantageService; compute runs on `executor`, not the loop."""
 
-    def __init__(
-        self, registry: ModelRegistry, executor: Executor, metrics: Metrics | None = None
-    ) -> None:
-        self._registry = registry
+    def __init__(self, runtime: Runtime, executor: Executor, metrics: Metrics) -> None:
+        self._runtime = runtime
         self._executor = executor
-        self._metrics = metrics or Metrics(registry)
+        self._metrics = metrics
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Register this servicer on `server`."""
+        pb_grpc.add_AdvantageServiceServicer_to_server(self, server)
 
     async def _run(
         self,
@@ -80,33 +84,31 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         self, request: pb.ComputeAdvantageRequest, context: grpc.aio.ServicerContext
     ) -> pb.ComputeAdvantageResponse:
         return await self._run(
-            context, lambda: handlers.compute_advantage_handler(self._registry, request), request
+            context, lambda: handlers.compute_advantage_handler(self._runtime, request), request
         )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return await self._run(context, lambda: handlers.list_models(self._registry), request)
+        return await self._run(context, lambda: handlers.list_models(self._runtime), request)
 
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelResponse:
-        return await self._run(
-            context, lambda: handlers.get_model(self._registry, request), request
-        )
+        return await self._run(context, lambda: handlers.get_model(self._runtime, request), request)
 
     async def ComputeLoss(
         self, request: pb.ComputeLossRequest, context: grpc.aio.ServicerContext
     ) -> pb.ComputeLossResponse:
         return await self._run(
-            context, lambda: handlers.compute_loss_handler(self._registry, request), request
+            context, lambda: handlers.compute_loss_handler(self._runtime, request), request
         )
 
     async def GetParameters(
         self, request: pb.GetParametersRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ParameterChunk]:
         chunks = await self._run(
-            context, lambda: handlers.get_parameters(self._registry, request), request
+            context, lambda: handlers.get_parameters(self._runtime, request), request
         )
         for chunk in chunks:
             yield chunk
@@ -118,9 +120,9 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
     ) -> pb.SetParametersResponse:
         async def collect_then_set() -> pb.SetParametersResponse:
             # Bounded while it arrives: a stream cannot grow past the model's own size.
-            chunks = await collect_parameter_stream(request_iterator, self._registry)
+            chunks = await collect_parameter_stream(request_iterator, self._runtime.model)
             return await asyncio.get_running_loop().run_in_executor(
-                self._executor, lambda: handlers.set_parameters_handler(self._registry, chunks)
+                self._executor, lambda: handlers.set_parameters_handler(self._runtime, chunks)
             )
 
         return await self._guarded(context, collect_then_set(), pb.ParameterChunk())

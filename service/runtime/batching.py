@@ -3,9 +3,10 @@
 Design:
 
 - Request threads (the server's compute pool) call `Batcher.submit(rows)` with one request's
-  network inputs, already flattened to rows [N, *shape]. They do *not* hold `Model.lock` while
-  they wait; `submit` blocks the calling worker thread (never the event loop) until the request's
-  values are ready, then returns `(values [N], parameter_version)`.
+  network inputs, already flattened to rows [N, *shape]. They must *not* hold `Model.lock` while
+  they wait (`service.runtime.advantage` never does); `submit` blocks the calling worker thread
+  (never the event loop) until the request's values are ready, then returns
+  `(values [N], parameter_version)`.
 - One batcher thread per model takes queued requests in arrival order, up to `max_batch_rows`
   rows (a request larger than that runs alone; it is never split or padded), waiting at most
   `max_queue_delay_us` after the oldest request arrived for more to come. It concatenates the
@@ -15,6 +16,7 @@ Design:
   wait for the pass in progress, not for the queue.
 - The queue is bounded: a request arriving when `max_queue_size` requests are already waiting is
   refused with RESOURCE_EXHAUSTED (`service.errors.ResourceExhausted`).
+- The model knows nothing of its batcher: `service.runtime.Runtime` keeps one per batching model.
 - Requests of different [B, T] shapes merge by rows: the networks are row-wise maps, so a row's
   value does not depend on the other rows (up to BLAS choosing different kernels for different
   row counts: last-ulp differences; 1.2e-7 at most measured on the benchmark MLP).
@@ -36,11 +38,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from service.errors import ResourceExhausted
+from service.models.model import Model
 
 if TYPE_CHECKING:
-    from service.config import Settings
     from service.models.manifest import BatchingSpec
-    from service.models.model import Model
+    from service.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -105,12 +107,6 @@ class _Pending:
         self.error: BaseException | None = None
 
 
-def lock_owned(lock: object) -> bool:
-    """Whether the calling thread holds `lock` (an RLock); False when it cannot tell."""
-    owned = getattr(lock, "_is_owned", None)
-    return bool(owned()) if owned is not None else False
-
-
 class Batcher:
     """Merges concurrent `submit` calls for one model into single forward passes."""
 
@@ -171,8 +167,8 @@ class Batcher:
         """V(s) [N] for one request's rows [N, *shape] (per input), and the parameter version.
 
         Blocks the calling worker thread until the request's batch has run. Must not be called
-        while holding `Model.lock` (the batcher thread needs it); `Model.value_and_version`
-        checks that.
+        while holding `Model.lock` (the batcher thread needs it). Before `start()` and after
+        `stop()` it evaluates directly, in the calling thread, under the lock.
         """
         rows = int(inputs[0].shape[0])
         pending = _Pending(inputs, rows)
@@ -325,26 +321,22 @@ def attach_batchers(
     settings: Settings,
     on_batch: Callable[[BatchRecord], None] | None = None,
 ) -> list[Batcher]:
-    """Attach a (not yet started) batcher to each model with a value network and batching on.
+    """A (not yet started) batcher for each model with a value network and batching on.
 
-    Until `Batcher.start()`, requests evaluate directly, as without batching.
+    Until `Batcher.start()`, submitted requests evaluate directly, as without batching.
     """
     attached = []
     for model in models:
         if model.value_network is None:
             continue
-        config = BatchingConfig.resolve(getattr(model.manifest, "batching", None), settings)
+        config = BatchingConfig.resolve(model.manifest.batching, settings)
         if config.enabled:
-            model.batcher = Batcher(model, config, on_batch)
-            attached.append(model.batcher)
+            attached.append(Batcher(model, config, on_batch))
     return attached
 
 
-def detach_batchers(batchers: Sequence[Batcher], timeout: float = 10.0) -> None:
-    """Detach batchers from their models (new requests evaluate directly), then stop them after
-    the queued requests finished."""
-    for batcher in batchers:
-        if batcher.model.batcher is batcher:
-            batcher.model.batcher = None
+def stop_batchers(batchers: Sequence[Batcher], timeout: float = 10.0) -> None:
+    """Stop the batchers after their queued requests finished (later submits evaluate
+    directly)."""
     for batcher in batchers:
         batcher.stop(timeout)

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from service import distributions, losses
-from service.codec import Trajectory, dtype_name
-from service.compute import (
+from service import distributions
+from service.dtypes import dtype_name
+from service.errors import ArgumentError, FailedPrecondition, InvalidArgument
+from service.losses.registry import LOSSES, LossKind
+from service.models.model import Model
+from service.runtime.estimation import EstimatorSpec, run_estimator
+from service.runtime.networks import (
     action_distribution,
     distribution_params,
     network_values,
@@ -24,20 +29,36 @@ from service.compute import (
     step_actions,
     step_rows,
 )
-from service.errors import FailedPrecondition, InvalidArgument
-from service.estimator_spec import EstimatorSpec, run_estimator
-from service.loss_spec import LossSpec
-from service.models.model import Model
+from service.runtime.trajectory import Trajectory
 
-_LOSS_FUNCTIONS = {
-    "ppo_clip": losses.ppo_clip_loss,
-    "ppo_kl": losses.ppo_kl_loss,
-    "ppo": losses.ppo_loss,
-    "a2c": losses.a2c_loss,
-    "reinforce": losses.reinforce_loss,
-}
-_NEEDS_SAMPLE_LOG_PROB = ("ppo_clip", "ppo_kl", "ppo", "impala")
+# Per-model loss state: KL-PEN's adaptive β.
 BETA_STATE = "ppo_kl_beta"
+# The losses' arguments, bound from these request fields (their errors name the field).
+FIELD_OF_ARGUMENT = {
+    "sample_log_prob": "trajectory.sample_log_prob",
+    "action": "trajectory.action",
+    "reward": "trajectory.reward",
+    "done": "trajectory.done",
+    "terminated": "trajectory.terminated",
+    "advantage": "advantage",
+    "value_target": "value_target",
+    "state_value": "trajectory.state_value",
+    "old_state_value": "trajectory.state_value",
+    "behaviour_dist": "behaviour_distribution",
+}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Which loss to compute (a `service.losses.registry` name) and its keyword options."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> LossKind:
+        """The registry entry."""
+        return LOSSES[self.name]
 
 
 @dataclass(frozen=True)
@@ -148,7 +169,8 @@ def _evaluate(
 ) -> tuple[dict[str, torch.Tensor], float]:
     """Forward passes and the loss; returns the loss outputs and the estimator's time (ms)."""
     steps, dtype = trajectory.batch_shape, trajectory.dtype
-    if inputs.loss.name in _NEEDS_SAMPLE_LOG_PROB and trajectory.sample_log_prob is None:
+    kind = inputs.loss.kind
+    if kind.needs_sample_log_prob and trajectory.sample_log_prob is None:
         raise InvalidArgument(
             f"trajectory.sample_log_prob: required for {inputs.loss.name} (behaviour policy)"
         )
@@ -160,13 +182,14 @@ def _evaluate(
 
     state_value, next_state_value = network_values(model, trajectory, value_fn=critic)
     state_value, next_state_value = state_value.to(dtype), next_state_value.to(dtype)
-    impala = inputs.loss.name == "impala"
-    dist = policy(model, step_rows(model, trajectory), dtype, steps if impala else None)
+    sequence = kind.layout == "sequence"
+    dist = policy(model, step_rows(model, trajectory), dtype, steps if sequence else None)
     action = step_actions(model, trajectory)
     column = lambda x: x.unsqueeze(-1)  # noqa: E731 - TorchRL's trailing feature dimension
-    if impala:
+    if sequence:
         action = action.reshape(*steps, *action.shape[1:])
-        return losses.impala_loss(
+        return _call_loss(
+            inputs.loss,
             dist,
             action,
             trajectory.sample_log_prob,
@@ -185,26 +208,36 @@ def _evaluate(
     rows = math.prod(steps)
     old_value = trajectory.state_value if trajectory.state_value is not None else state_value
     options = dict(inputs.loss.options)
-    if inputs.loss.name == "ppo_kl":
+    if kind.needs_behaviour_distribution:
         options["behaviour_dist"] = _behaviour_distribution(
             model, inputs.behaviour_params, steps, dtype
         )
-        options["beta"] = model.loss_state.get(BETA_STATE, inputs.loss.initial_beta)
+    if kind.adaptive_beta:  # the request's β only seeds a model that has none yet
+        initial_beta = options.pop("beta", 1.0)
+        options["beta"] = model.loss_state.get(BETA_STATE, initial_beta)
     positional = [dist, action]
-    if inputs.loss.name in _NEEDS_SAMPLE_LOG_PROB:
+    if kind.needs_sample_log_prob:
         positional.append(trajectory.sample_log_prob.reshape(rows))
-    try:
-        out = _LOSS_FUNCTIONS[inputs.loss.name](
-            *positional,
-            advantage.reshape(rows, 1),
-            state_value.reshape(rows, 1),
-            value_target.reshape(rows, 1),
-            old_state_value=old_value.detach().reshape(rows, 1),
-            **options,
-        )
-    except ValueError as error:
-        raise InvalidArgument(f"{inputs.loss.name}: {error}") from error
+    out = _call_loss(
+        inputs.loss,
+        *positional,
+        advantage.reshape(rows, 1),
+        state_value.reshape(rows, 1),
+        value_target.reshape(rows, 1),
+        old_state_value=old_value.detach().reshape(rows, 1),
+        **options,
+    )
     return out, estimator_ms
+
+
+def _call_loss(spec: LossSpec, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    """The loss function of `spec`; an argument it refuses is INVALID_ARGUMENT naming the
+    request field the argument came from (or the loss's knob)."""
+    try:
+        return spec.kind.function(*args, **kwargs)
+    except ArgumentError as error:
+        field_name = FIELD_OF_ARGUMENT.get(error.argument, f"{spec.name}.{error.argument}")
+        raise InvalidArgument.from_argument(error, field_name) from error
 
 
 def compute_loss(model: Model, trajectory: Trajectory, inputs: LossInputs) -> LossResult:

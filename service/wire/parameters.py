@@ -1,4 +1,5 @@
-"""Model parameters as named tensors: chunked streaming out, all-or-nothing replacement in."""
+"""Parameters on the wire: GetParameters chunks out, a SetParameters stream in (assembled and
+checked here, committed by `service.runtime.parameters`)."""
 
 from __future__ import annotations
 
@@ -7,26 +8,19 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 import torch
 
-from service.codec import decode_tensor, dtype_name, encode_tensor
-from service.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from service.interceptors import MalformedRequest
+from service.errors import InvalidArgument, ResourceExhausted
 from service.models.model import Model
-from service.models.registry import ModelRegistry
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.runtime.parameters import (
+    named_tensors,
+    parameter_bytes,
+    replace_parameters,
+    snapshot,
+)
+from service.wire.codec import decode_tensor, dtype_name, encode_tensor
+from service.wire.malformed import MalformedRequest
 
 MAX_CHUNK_BYTES = 1 << 20
-NETWORKS = ("value_network", "actor_network")
-
-
-def named_tensors(model: Model) -> dict[str, torch.Tensor]:
-    """ "<network>.<state_dict key>" → tensor (live views of parameters and buffers)."""
-    tensors: dict[str, torch.Tensor] = {}
-    for network_name in NETWORKS:
-        network = getattr(model, network_name)
-        if network is not None:
-            for key, tensor in network.state_dict(keep_vars=False).items():
-                tensors[f"{network_name}.{key}"] = tensor
-    return tensors
 
 
 def parameter_chunks(
@@ -34,17 +28,10 @@ def parameter_chunks(
 ) -> Iterator[pb.ParameterChunk]:
     """Chunks of at most `max_chunk_bytes` of raw data, all of one consistent version."""
     limit = MAX_CHUNK_BYTES if max_chunk_bytes <= 0 else min(max_chunk_bytes, MAX_CHUNK_BYTES)
-    prefixes = tuple(prefixes)
-    with model.lock:  # a snapshot, so an update cannot interleave with the stream
-        version = model.parameter_version
-        snapshot = {
-            name: tensor.detach().to("cpu", copy=True)
-            for name, tensor in named_tensors(model).items()
-            if not prefixes or name.startswith(prefixes)
-        }
+    version, tensors = snapshot(model, tuple(prefixes))
     chunk = pb.ParameterChunk(model_name=model.name, parameter_version=version)
     used = 0
-    for name, tensor in snapshot.items():
+    for name, tensor in tensors.items():
         flat = tensor.reshape(-1)
         per_element = max(flat.element_size(), 1)
         step = max(limit // per_element, 1)
@@ -65,7 +52,7 @@ def parameter_chunks(
 
 
 async def collect_parameter_stream(
-    stream: AsyncIterator[pb.ParameterChunk], registry: ModelRegistry
+    stream: AsyncIterator[pb.ParameterChunk], resolve: Callable[[str], Model]
 ) -> list[pb.ParameterChunk]:
     """Receive a SetParameters stream, refusing it once it outgrows twice the model's size."""
     chunks: list[pb.ParameterChunk] = []
@@ -74,9 +61,8 @@ async def collect_parameter_stream(
         if isinstance(chunk, MalformedRequest):
             raise InvalidArgument(f"chunk {len(chunks)}: {chunk.describe()}")
         if not chunks:
-            model = registry.get(chunk.model_name)
-            size = sum(t.numel() * t.element_size() for t in named_tensors(model).values())
-            limit = 2 * size + MAX_CHUNK_BYTES
+            model = resolve(chunk.model_name)
+            limit = 2 * parameter_bytes(model) + MAX_CHUNK_BYTES
         received += chunk.ByteSize()
         if received > limit:
             raise ResourceExhausted(
@@ -138,32 +124,20 @@ def _join(name: str, parts: list[pb.NamedTensor], target: torch.Tensor) -> torch
 def set_parameters(
     resolve: Callable[[str], Model], chunks: Iterable[pb.ParameterChunk]
 ) -> pb.SetParametersResponse:
-    """Validate the whole stream, then copy every tensor in under the model's lock."""
+    """Assemble and check the whole stream, then replace the model's tensors all at once."""
     model_name, expected_version, pieces = _assemble(chunks)
     model: Model = resolve(model_name)
     if not pieces:
         raise InvalidArgument("tensors: the stream carried no tensors")
-    with model.lock:
-        current = named_tensors(model)
-        unknown = sorted(set(pieces) - set(current))
-        if unknown:
-            raise InvalidArgument(
-                f"tensors: unknown names {unknown[:5]}; model {model.name!r} has e.g. "
-                f"{sorted(current)[:5]}"
-            )
-        if expected_version is not None and expected_version != model.parameter_version:
-            raise FailedPrecondition(
-                f"parameter_version: model {model.name!r} is at version "
-                f"{model.parameter_version}, not {expected_version}"
-            )
-        # Every check happens before the first copy: nothing is half-applied.
-        staged = {name: _join(name, parts, current[name]) for name, parts in pieces.items()}
-        with torch.no_grad():
-            for name, value in staged.items():
-                current[name].copy_(value.to(current[name].device))
-        model.parameter_version += 1
-        return pb.SetParametersResponse(
-            model_name=model.name,
-            parameter_version=model.parameter_version,
-            tensors_updated=len(staged),
+    current = named_tensors(model)  # names, shapes and dtypes never change
+    unknown = sorted(set(pieces) - set(current))
+    if unknown:
+        raise InvalidArgument(
+            f"tensors: unknown names {unknown[:5]}; model {model.name!r} has e.g. "
+            f"{sorted(current)[:5]}"
         )
+    staged = {name: _join(name, parts, current[name]) for name, parts in pieces.items()}
+    version = replace_parameters(model, staged, expected_version)
+    return pb.SetParametersResponse(
+        model_name=model.name, parameter_version=version, tensors_updated=len(staged)
+    )

@@ -50,11 +50,13 @@ import torch
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from service.codec import DTYPE_TO_TORCH, encode_tensor
+from service.dtypes import COMPUTE_DTYPES, TORCH_DTYPES
 from service.errors import InvalidArgument
-from service.estimator_spec import ESTIMATORS
+from service.estimators.registry import DEFAULT_ESTIMATOR, ESTIMATORS
+from service.losses.registry import DEFAULT_LOSS, LOSSES
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.wire.codec import DTYPE_TO_TORCH, encode_tensor
 
 __all__ = [
     "REQUEST_KEYS",
@@ -77,13 +79,6 @@ LOSS_REQUEST_KEYS = (
     "apply_update",
     "expected_parameter_version",
 )
-LOSSES = tuple(
-    field.name for field in pb.ComputeLossRequest.DESCRIPTOR.oneofs_by_name["loss"].fields
-)
-FLOAT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-DTYPE_TO_TORCH_BY_NAME: dict[str, torch.dtype] = {
-    str(dtype).removeprefix("torch."): dtype for dtype in DTYPE_TO_TORCH.values()
-}
 FORMS = {"full": pb.TRAJECTORY_FORM_FULL, "compact": pb.TRAJECTORY_FORM_COMPACT}
 # JSON trajectory key → (Trajectory field, kind). Kinds: "float" per-step in the request dtype,
 # "bool" per-step.
@@ -106,7 +101,9 @@ def estimator_name(body: Any, oneof: str = "estimator") -> str | None:
     (for metrics labels); absent = the contract's default (gae, ppo_clip)."""
     if not isinstance(body, Mapping):
         return None
-    choices, default = (ESTIMATORS, "gae") if oneof == "estimator" else (LOSSES, "ppo_clip")
+    choices, default = (
+        (ESTIMATORS, DEFAULT_ESTIMATOR) if oneof == "estimator" else (LOSSES, DEFAULT_LOSS)
+    )
     value = body.get(oneof)
     if value is None:
         return default
@@ -289,7 +286,7 @@ def loss_request_from_json(body: Any, model: Model) -> pb.ComputeLossRequest:
     `expected_parameter_version`."""
     request = pb.ComputeLossRequest()
     dtype, torchrl = _fill(request, body, model, LOSS_REQUEST_KEYS)
-    _choice(request, "loss", body.get("loss"), LOSSES, dtype, torchrl)
+    _choice(request, "loss", body.get("loss"), tuple(LOSSES), dtype, torchrl)
     for key in ("advantage", "value_target"):
         if body.get(key) is not None:
             tensor = _tensor(body[key], key, dtype)
@@ -328,9 +325,9 @@ def _fill(
     if unknown:
         raise InvalidArgument(f"body: unknown keys {unknown}; expected some of {list(allowed)}")
     dtype_name = body.get("dtype", "float32")
-    if dtype_name not in FLOAT_DTYPES:
-        raise InvalidArgument(f"dtype: expected one of {list(FLOAT_DTYPES)}, got {dtype_name!r}")
-    dtype = FLOAT_DTYPES[dtype_name]
+    if dtype_name not in COMPUTE_DTYPES:
+        raise InvalidArgument(f"dtype: expected one of {list(COMPUTE_DTYPES)}, got {dtype_name!r}")
+    dtype = COMPUTE_DTYPES[dtype_name]
     torchrl = body.get("torchrl_shapes", False)
     if not isinstance(torchrl, bool):
         raise InvalidArgument(f"torchrl_shapes: expected true or false, got {torchrl!r}")
@@ -343,7 +340,7 @@ def _fill(
     if form not in FORMS:
         raise InvalidArgument(f"form: expected one of {list(FORMS)}, got {form!r}")
     trajectory.form = FORMS[form]
-    _choice(request, "estimator", body.get("estimator"), ESTIMATORS, dtype, torchrl)
+    _choice(request, "estimator", body.get("estimator"), tuple(ESTIMATORS), dtype, torchrl)
 
     entries = body.get("trajectory")
     if not isinstance(entries, Mapping):
@@ -372,11 +369,11 @@ def _fill(
         elif key == "action":
             trajectory.action.CopyFrom(encode_tensor(_tensor(value, field, action_dtype)))
         elif key in inputs:
-            wanted = DTYPE_TO_TORCH_BY_NAME[inputs[key].dtype]
+            wanted = TORCH_DTYPES[inputs[key].dtype]
             trajectory.observation[key].CopyFrom(encode_tensor(_tensor(value, field, wanted)))
         elif key.startswith("next.") and key.removeprefix("next.") in inputs:
             base = key.removeprefix("next.")
-            wanted = DTYPE_TO_TORCH_BY_NAME[inputs[base].dtype]
+            wanted = TORCH_DTYPES[inputs[base].dtype]
             trajectory.next_observation[base].CopyFrom(encode_tensor(_tensor(value, field, wanted)))
         else:
             expected = sorted({*PER_STEP_KEYS, "action", *inputs, *(f"next.{k}" for k in inputs)})

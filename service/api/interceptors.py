@@ -13,17 +13,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-
-class MalformedRequest:
-    """Stands in for a request whose bytes are not a valid protobuf message."""
-
-    def __init__(self, message_type: str, error: DecodeError) -> None:
-        self.message_type = message_type
-        self.error = error
-
-    def describe(self) -> str:
-        """The INVALID_ARGUMENT message."""
-        return f"request: not a valid {self.message_type} ({self.error})"
+from service.wire.malformed import MalformedRequest
 
 
 def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:

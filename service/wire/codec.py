@@ -1,4 +1,4 @@
-"""Protobuf ↔ tensors: the only module that knows the wire encoding.
+"""Protobuf ↔ tensors and trajectories: the wire encoding of a tensor, said once.
 
 Tensors travel as dtype + shape + raw little-endian row-major bytes. Decoding wraps the `bytes`
 object protobuf hands out (one copy out of its arena, inside protobuf) without a further copy
@@ -12,12 +12,14 @@ import math
 import sys
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import torch
 
+from service.dtypes import COMPUTE_DTYPES, TORCH_DTYPES
+from service.dtypes import dtype_name as torch_dtype_name
 from service.errors import InvalidArgument
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.runtime.trajectory import Trajectory
 
 if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
     raise ImportError("advantage-service decodes raw little-endian tensors in place")
@@ -26,29 +28,20 @@ if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
 # service writes into decoded inputs, so the zero-copy view is safe.
 warnings.filterwarnings("ignore", message="The given buffer is not writable")
 
+# The wire enum from the one dtype table: name "float32" ↔ DTYPE_FLOAT32.
 DTYPE_TO_TORCH: dict[int, torch.dtype] = {
-    pb.DTYPE_FLOAT32: torch.float32,
-    pb.DTYPE_FLOAT64: torch.float64,
-    pb.DTYPE_BOOL: torch.bool,
-    pb.DTYPE_INT64: torch.int64,
-    pb.DTYPE_INT32: torch.int32,
-    pb.DTYPE_FLOAT16: torch.float16,
-    pb.DTYPE_BFLOAT16: torch.bfloat16,
-    pb.DTYPE_UINT8: torch.uint8,
+    pb.DType.Value(f"DTYPE_{name.upper()}"): dtype for name, dtype in TORCH_DTYPES.items()
 }
 TORCH_TO_DTYPE: dict[torch.dtype, int] = {v: k for k, v in DTYPE_TO_TORCH.items()}
-FLOAT_DTYPES = (torch.float32, torch.float64)
+FLOAT_DTYPES = tuple(COMPUTE_DTYPES.values())
 
 
 def dtype_name(dtype: int | torch.dtype) -> str:
     """Human name of a wire or torch dtype, as used in error messages ("float32")."""
     if isinstance(dtype, torch.dtype):
-        return str(dtype).removeprefix("torch.")
-    return (
-        pb.DType.Name(dtype).removeprefix("DTYPE_").lower()
-        if dtype in DTYPE_TO_TORCH
-        else (f"unspecified ({dtype})")
-    )
+        return torch_dtype_name(dtype)
+    known = DTYPE_TO_TORCH.get(dtype)
+    return torch_dtype_name(known) if known is not None else f"unspecified ({dtype})"
 
 
 def decode_tensor(message: pb.Tensor, name: str) -> torch.Tensor:
@@ -105,33 +98,6 @@ def _expect_dtype(tensor: torch.Tensor, name: str, dtypes: tuple[torch.dtype, ..
     if tensor.dtype not in dtypes:
         wanted = " or ".join(dtype_name(d) for d in dtypes)
         raise InvalidArgument(f"{name}: expected dtype {wanted}, got {dtype_name(tensor.dtype)}")
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """A decoded, shape-checked trajectory batch; per-step tensors are [*B, T]."""
-
-    reward: torch.Tensor
-    done: torch.Tensor
-    terminated: torch.Tensor
-    compact: bool
-    observation: dict[str, torch.Tensor] = field(default_factory=dict)
-    next_observation: dict[str, torch.Tensor] = field(default_factory=dict)
-    state_value: torch.Tensor | None = None
-    next_state_value: torch.Tensor | None = None
-    action: torch.Tensor | None = None
-    sample_log_prob: torch.Tensor | None = None
-    log_prob: torch.Tensor | None = None
-
-    @property
-    def batch_shape(self) -> tuple[int, ...]:
-        """[*B, T]."""
-        return tuple(self.reward.shape)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The computation's dtype: the reward's."""
-        return self.reward.dtype
 
 
 def decode_per_step(

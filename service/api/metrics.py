@@ -174,7 +174,7 @@ class Metrics:
             self.parameter_version.labels(model=model.name).set_function(
                 lambda model=model: model.parameter_version
             )
-        # Dynamic batching (service.batching): one observation per merged forward pass.
+        # Dynamic batching (service.runtime.batching): one observation per merged forward pass.
         self.batch_rows = Histogram(
             "advantage_batch_rows",
             "Network rows per merged forward pass of the dynamic batcher, by model.",
@@ -200,7 +200,7 @@ class Metrics:
         registry.register(_DeviceMemoryCollector())
 
     def observe_batch(self, record: Any) -> None:
-        """Record one `service.batching.BatchRecord` (the batcher's `on_batch` callback)."""
+        """Record one `service.runtime.batching.BatchRecord` (the batcher's `on_batch` callback)."""
         self.batch_rows.labels(record.model).observe(record.rows)
         self.batch_requests.labels(record.model).observe(record.requests)
         delay = self.batch_queue_delay.labels(record.model)

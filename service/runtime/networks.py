@@ -1,38 +1,24 @@
-"""ComputeAdvantage's work: network evaluation (full or compact form) and the estimator.
+"""The model's networks on request data: input rows, V(s_t) and V(s_{t+1}), the actor's
+distribution and its log-probabilities of the recorded actions.
 
-Runs in a worker thread, never on the event loop. Everything here takes decoded tensors and
-returns tensors; the wire format stays in `service.codec`.
+Everything here takes decoded tensors (a `Trajectory`) and returns tensors on the CPU or the
+model's device; errors name the request field (`trajectory.observation[...]`) the data came from.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch.distributions import Distribution
 
 from service import distributions
-from service.codec import Trajectory, dtype_name
-from service.errors import FailedPrecondition, InvalidArgument
-from service.estimator_spec import EstimatorSpec, run_estimator
+from service.dtypes import dtype_name
+from service.errors import ArgumentError, FailedPrecondition, InvalidArgument
 from service.models.manifest import ActionSpec
 from service.models.model import Model
-
-
-@dataclass(frozen=True)
-class AdvantageResult:
-    """Estimator outputs, [*B, T] in the reward's dtype, plus what produced them."""
-
-    advantage: torch.Tensor
-    value_target: torch.Tensor
-    state_value: torch.Tensor | None  # None when the client sent the values
-    next_state_value: torch.Tensor | None
-    parameter_version: int
-    network_ms: float
-    estimator_ms: float
+from service.runtime.trajectory import Trajectory
 
 
 def _check_inputs(
@@ -200,7 +186,7 @@ def policy(
 
 def distribution_params(spec: ActionSpec) -> tuple[str, ...]:
     """The actor's outputs, in order: ("logits",) or ("loc", "scale")."""
-    return ("logits",) if spec.distribution == "categorical" else ("loc", "scale")
+    return distributions.PARAMETERS[distributions.DistributionKind(spec.distribution)]
 
 
 def action_distribution(
@@ -211,7 +197,7 @@ def action_distribution(
     bounds = {"low": spec.low, "high": spec.high} if spec.distribution == "tanh_normal" else {}
     try:
         return distributions.make_distribution(spec.distribution, {**params, **bounds})
-    except ValueError as error:
+    except ArgumentError as error:
         raise InvalidArgument(f"{field}: {error}") from error
 
 
@@ -245,64 +231,6 @@ def current_log_prob(model: Model, trajectory: Trajectory) -> torch.Tensor:
     dist = policy(model, step_rows(model, trajectory), trajectory.dtype)
     try:
         log_prob = distributions.log_prob(dist, step_actions(model, trajectory))
-    except ValueError as error:
+    except ArgumentError as error:
         raise InvalidArgument(f"trajectory.action: {error}") from error
     return log_prob.to("cpu").view(trajectory.batch_shape)
-
-
-def compute_advantage(model: Model, trajectory: Trajectory, spec: EstimatorSpec) -> AdvantageResult:
-    """Evaluate the networks as needed, then the estimator, under one parameter version."""
-    if trajectory.reward.numel() == 0:
-        raise InvalidArgument(
-            "trajectory.reward: expected at least one step, "
-            f"got shape {list(trajectory.batch_shape)}"
-        )
-    if spec.needs_log_probs and trajectory.sample_log_prob is None:
-        raise InvalidArgument("trajectory.sample_log_prob: required for vtrace (behaviour policy)")
-    dtype = trajectory.dtype
-    start = time.perf_counter()
-    computed = trajectory.state_value is None
-    uses_actor = spec.needs_log_probs and trajectory.log_prob is None
-    if computed and not uses_actor and model.batcher is not None:
-        # Dynamic batching: wait in the model's queue *without* the lock; the batcher thread
-        # takes it around the merged pass and reports the one version that pass used.
-        versions: list[int] = []
-
-        def batched_value(rows: list[torch.Tensor]) -> torch.Tensor:
-            values, used = model.value_and_version(rows)
-            versions.append(used)
-            return values
-
-        with torch.inference_mode():
-            state_value, next_state_value = network_values(model, trajectory, batched_value)
-            log_pi = current_log_prob(model, trajectory) if spec.needs_log_probs else None
-        version = versions[0]
-    else:
-        with model.lock, torch.inference_mode():
-            version = model.parameter_version
-            if computed:
-                state_value, next_state_value = network_values(model, trajectory)
-            else:
-                state_value, next_state_value = trajectory.state_value, trajectory.next_state_value
-            log_pi = current_log_prob(model, trajectory) if spec.needs_log_probs else None
-    network_done = time.perf_counter()
-    advantage, value_target = run_estimator(
-        spec,
-        state_value=state_value.to(dtype),
-        next_state_value=next_state_value.to(dtype),
-        reward=trajectory.reward,
-        done=trajectory.done,
-        terminated=trajectory.terminated,
-        log_pi=None if log_pi is None else log_pi.to(dtype),
-        log_mu=trajectory.sample_log_prob,
-    )
-    finished = time.perf_counter()
-    return AdvantageResult(
-        advantage=advantage,
-        value_target=value_target,
-        state_value=state_value.to(dtype) if computed else None,
-        next_state_value=next_state_value.to(dtype) if computed else None,
-        parameter_version=version,
-        network_ms=(network_done - start) * 1e3,
-        estimator_ms=(finished - network_done) * 1e3,
-    )

@@ -1,0 +1,91 @@
+"""The losses the service offers, by request name: one entry each.
+
+Adding a loss: its module in `service/losses/`, an entry here, a message in the `loss` oneof of
+the proto whose fields (and `PolicyLossOptions` fields, if it has `options`) are the entry's knobs,
+an option class in each client. The wire layer reads the knobs generically; the runtime calls
+`function` in the entry's `layout`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from service.knobs import ANY, MODEL_GAMMA, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Knob
+from service.losses.a2c import a2c_loss
+from service.losses.impala import impala_loss
+from service.losses.ppo import clip_epsilon_bounds, ppo_clip_loss, ppo_kl_loss, ppo_loss
+from service.losses.reinforce import reinforce_loss
+
+
+@dataclass(frozen=True)
+class LossKind:
+    """One loss: its function, how it is called, and the request knobs it takes.
+
+    layout "steps": `function(dist [N], action, [sample_log_prob [N]], advantage [N, 1],
+    state_value [N, 1], value_target [N, 1], old_state_value=…, **options)` over every step,
+    with the advantage from the request's estimator. layout "sequence": `function(dist [*B, T],
+    action, sample_log_prob, state_value, next_state_value, reward, done, terminated, **options)`
+    with the [*B, T, 1] layout (V-trace inside the loss).
+    """
+
+    function: Callable
+    layout: Literal["steps", "sequence"]
+    knobs: Mapping[str, Knob] = field(default_factory=dict)
+    needs_sample_log_prob: bool = False  # the behaviour policy's log-probability
+    needs_behaviour_distribution: bool = False  # the behaviour policy's parameters (KL)
+    adaptive_beta: bool = False  # KL-PEN's β: per-model state, adapted on each update
+    # Combines or cross-checks knobs after each was range-checked (raises ArgumentError).
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+# PolicyLossOptions, as each TorchRL-derived loss takes them.
+_CRITIC = {"critic_coeff": NON_NEGATIVE, "loss_critic_type": ANY, "clip_value": POSITIVE}
+_ENTROPY = {"entropy_bonus": ANY, "entropy_coeff": NON_NEGATIVE}
+_PPO = {**_ENTROPY, **_CRITIC, "normalize_advantage": ANY}
+
+LOSSES: dict[str, LossKind] = {
+    "ppo_clip": LossKind(
+        ppo_clip_loss,
+        "steps",
+        {**_PPO, "clip_epsilon": POSITIVE, "clip_epsilon_low": ANY, "clip_epsilon_high": ANY},
+        needs_sample_log_prob=True,
+        prepare=clip_epsilon_bounds,
+    ),
+    "ppo_kl": LossKind(
+        ppo_kl_loss,
+        "steps",
+        {
+            **_PPO,
+            "dtarg": POSITIVE,
+            "increment": POSITIVE,
+            "decrement": POSITIVE,
+            "beta": NON_NEGATIVE,
+        },
+        needs_sample_log_prob=True,
+        needs_behaviour_distribution=True,
+        adaptive_beta=True,
+    ),
+    "ppo": LossKind(ppo_loss, "steps", _PPO, needs_sample_log_prob=True),
+    "a2c": LossKind(a2c_loss, "steps", {**_ENTROPY, **_CRITIC}),
+    "reinforce": LossKind(
+        reinforce_loss, "steps", {"loss_critic_type": ANY, "clip_value": POSITIVE}
+    ),
+    "impala": LossKind(
+        impala_loss,
+        "sequence",
+        {
+            "gamma": MODEL_GAMMA,
+            "lmbda": UNIT_INTERVAL,
+            "rho_thresh": POSITIVE,
+            "c_thresh": POSITIVE,
+            "rho_pg_thresh": POSITIVE,
+            **_ENTROPY,
+            "critic_coeff": NON_NEGATIVE,
+        },
+        needs_sample_log_prob=True,
+    ),
+}
+#: The loss a request that names none gets.
+DEFAULT_LOSS = "ppo_clip"

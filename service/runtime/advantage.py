@@ -1,0 +1,91 @@
+"""ComputeAdvantage's work: network evaluation (full or compact form), then the estimator."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from service.errors import InvalidArgument
+from service.models.model import Model
+from service.runtime.batching import Batcher
+from service.runtime.estimation import EstimatorSpec, run_estimator
+from service.runtime.networks import current_log_prob, network_values
+from service.runtime.trajectory import Trajectory
+
+
+@dataclass(frozen=True)
+class AdvantageResult:
+    """Estimator outputs, [*B, T] in the reward's dtype, plus what produced them."""
+
+    advantage: torch.Tensor
+    value_target: torch.Tensor
+    state_value: torch.Tensor | None  # None when the client sent the values
+    next_state_value: torch.Tensor | None
+    parameter_version: int
+    network_ms: float
+    estimator_ms: float
+
+
+def compute_advantage(
+    model: Model, trajectory: Trajectory, spec: EstimatorSpec, batcher: Batcher | None = None
+) -> AdvantageResult:
+    """Evaluate the networks as needed, then the estimator, under one parameter version.
+
+    With a `batcher`, the value-network pass waits in the model's queue *without* the model's
+    lock; the batcher thread takes it around the merged pass and reports the one version that
+    pass used. Otherwise the pass runs here under the lock.
+    """
+    if trajectory.reward.numel() == 0:
+        raise InvalidArgument(
+            "trajectory.reward: expected at least one step, "
+            f"got shape {list(trajectory.batch_shape)}"
+        )
+    if spec.needs_log_probs and trajectory.sample_log_prob is None:
+        raise InvalidArgument("trajectory.sample_log_prob: required for vtrace (behaviour policy)")
+    dtype = trajectory.dtype
+    start = time.perf_counter()
+    computed = trajectory.state_value is None
+    uses_actor = spec.needs_log_probs and trajectory.log_prob is None
+    if computed and not uses_actor and batcher is not None:
+        versions: list[int] = []
+
+        def batched_value(rows: list[torch.Tensor]) -> torch.Tensor:
+            values, used = batcher.submit(rows)
+            versions.append(used)
+            return values
+
+        with torch.inference_mode():
+            state_value, next_state_value = network_values(model, trajectory, batched_value)
+            log_pi = current_log_prob(model, trajectory) if spec.needs_log_probs else None
+        version = versions[0]
+    else:
+        with model.lock, torch.inference_mode():
+            version = model.parameter_version
+            if computed:
+                state_value, next_state_value = network_values(model, trajectory)
+            else:
+                state_value, next_state_value = trajectory.state_value, trajectory.next_state_value
+            log_pi = current_log_prob(model, trajectory) if spec.needs_log_probs else None
+    network_done = time.perf_counter()
+    advantage, value_target = run_estimator(
+        spec,
+        state_value=state_value.to(dtype),
+        next_state_value=next_state_value.to(dtype),
+        reward=trajectory.reward,
+        done=trajectory.done,
+        terminated=trajectory.terminated,
+        log_pi=None if log_pi is None else log_pi.to(dtype),
+        log_mu=trajectory.sample_log_prob,
+    )
+    finished = time.perf_counter()
+    return AdvantageResult(
+        advantage=advantage,
+        value_target=value_target,
+        state_value=state_value.to(dtype) if computed else None,
+        next_state_value=next_state_value.to(dtype) if computed else None,
+        parameter_version=version,
+        network_ms=(network_done - start) * 1e3,
+        estimator_ms=(finished - network_done) * 1e3,
+    )

@@ -1,0 +1,66 @@
+"""A model's parameters as named tensors: consistent snapshots out, all-or-nothing replacement."""
+
+from __future__ import annotations
+
+import torch
+
+from service.errors import FailedPrecondition, InvalidArgument
+from service.models.model import Model
+
+NETWORKS = ("value_network", "actor_network")
+
+
+def named_tensors(model: Model) -> dict[str, torch.Tensor]:
+    """ "<network>.<state_dict key>" → tensor (live views of parameters and buffers)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for network_name in NETWORKS:
+        network = getattr(model, network_name)
+        if network is not None:
+            for key, tensor in network.state_dict(keep_vars=False).items():
+                tensors[f"{network_name}.{key}"] = tensor
+    return tensors
+
+
+def parameter_bytes(model: Model) -> int:
+    """The size of every named tensor of `model`, in bytes."""
+    return sum(t.numel() * t.element_size() for t in named_tensors(model).values())
+
+
+def snapshot(model: Model, prefixes: tuple[str, ...] = ()) -> tuple[int, dict[str, torch.Tensor]]:
+    """(version, CPU copies of the named tensors starting with one of `prefixes` (all if none)),
+    taken under the model's lock so an update cannot interleave."""
+    with model.lock:
+        version = model.parameter_version
+        copies = {
+            name: tensor.detach().to("cpu", copy=True)
+            for name, tensor in named_tensors(model).items()
+            if not prefixes or name.startswith(prefixes)
+        }
+    return version, copies
+
+
+def replace_parameters(
+    model: Model, staged: dict[str, torch.Tensor], expected_version: int | None
+) -> int:
+    """Copy every tensor of `staged` (already shape- and dtype-checked) into the model under its
+    lock and bump the version; return the new version. Every check precedes the first copy."""
+    if not staged:
+        raise InvalidArgument("tensors: the stream carried no tensors")
+    with model.lock:
+        current = named_tensors(model)
+        unknown = sorted(set(staged) - set(current))
+        if unknown:
+            raise InvalidArgument(
+                f"tensors: unknown names {unknown[:5]}; model {model.name!r} has e.g. "
+                f"{sorted(current)[:5]}"
+            )
+        if expected_version is not None and expected_version != model.parameter_version:
+            raise FailedPrecondition(
+                f"parameter_version: model {model.name!r} is at version "
+                f"{model.parameter_version}, not {expected_version}"
+            )
+        with torch.no_grad():
+            for name, value in staged.items():
+                current[name].copy_(value.to(current[name].device))
+        model.parameter_version += 1
+        return model.parameter_version

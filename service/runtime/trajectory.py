@@ -1,0 +1,39 @@
+"""A decoded trajectory batch: the domain object every computation starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A decoded, shape-checked trajectory batch; per-step tensors are [*B, T].
+
+    Field names are the request's (`trajectory.<name>`), so errors can name what the user sent.
+    `compact`: observations are [*B, T + 1, *shape] and `next_observation` holds only the K true
+    next observations of truncated steps ([K, *shape]).
+    """
+
+    reward: torch.Tensor
+    done: torch.Tensor
+    terminated: torch.Tensor
+    compact: bool
+    observation: dict[str, torch.Tensor] = field(default_factory=dict)
+    next_observation: dict[str, torch.Tensor] = field(default_factory=dict)
+    state_value: torch.Tensor | None = None
+    next_state_value: torch.Tensor | None = None
+    action: torch.Tensor | None = None
+    sample_log_prob: torch.Tensor | None = None
+    log_prob: torch.Tensor | None = None
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """[*B, T]."""
+        return tuple(self.reward.shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The computation's dtype: the reward's."""
+        return self.reward.dtype

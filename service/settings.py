@@ -1,0 +1,130 @@
+"""Server settings, declared once: each field gives its default, range and description.
+
+From the declaration come the `advantage-service serve` flags (`--max-message-mb`), the
+environment variables (`ADVANTAGE_MAX_MESSAGE_MB`) and the README's configuration table
+(`settings_table()`, checked by a test). Precedence: flag, then environment, then default.
+pydantic-settings does the parsing and validation, so a bad value is refused with the setting's
+name, what it expects and what it got.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "ADVANTAGE_"
+
+
+class Settings(BaseSettings):
+    """Everything `advantage-service serve` can be told."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    host: str = Field("[::]", description="address the gRPC server binds")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = a free port)")
+    model_repository: Path | None = Field(
+        None,
+        description="folder of model folders (each with a model.json); unset = the built-in "
+        "demo model",
+    )
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    max_message_mb: float = Field(
+        64.0, gt=0, description="largest request or response accepted, in MiB"
+    )
+    workers: int = Field(
+        2,
+        ge=1,
+        description="compute threads (with batching, the pool also gets one thread per queue slot)",
+    )
+    grace_seconds: float = Field(
+        10.0, ge=0, description="how long SIGTERM/SIGINT lets in-flight calls finish"
+    )
+    rest_host: str = Field(
+        "127.0.0.1", description="address of the REST debug surface (/v1, /docs, /debug, /metrics)"
+    )
+    rest_port: int = Field(
+        8080, ge=0, le=65535, description="port of the REST debug surface; 0 disables it"
+    )
+    batching: bool = Field(
+        False,
+        description="merge concurrent requests' value-network passes into one (per model; a "
+        "model's manifest `batching` section wins)",
+    )
+    max_batch_rows: int = Field(32768, ge=1, description="batching: most network rows in one pass")
+    max_queue_delay_us: int = Field(
+        0, ge=0, description="batching: longest wait for more requests after the first (µs)"
+    )
+    max_queue_size: int = Field(
+        128, ge=1, description="batching: queued requests before RESOURCE_EXHAUSTED"
+    )
+    auth_token_file: Path | None = Field(
+        None,
+        description="file holding the bearer token every AdvantageService call and REST /v1/ "
+        "route must carry ('authorization: Bearer <token>')",
+    )
+    auth_token: str | None = Field(
+        None,
+        description="the bearer token itself (environment only, never a flag: the process list "
+        "is public); --auth-token-file wins",
+        json_schema_extra={"flag": False},
+    )
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> Settings:
+        if self.auth_token_file is not None:
+            token = Path(self.auth_token_file).read_text().strip()
+            if not token:
+                raise ValueError(f"auth_token_file: {self.auth_token_file} is empty")
+            object.__setattr__(self, "auth_token", token)
+        if self.auth_token == "":
+            object.__setattr__(self, "auth_token", None)
+        return self
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Receive and send limit for one gRPC message."""
+        return int(self.max_message_mb * 1024 * 1024)
+
+    def torch_device(self) -> torch.device:
+        """The device networks and estimators run on ("auto" = CUDA when present)."""
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
+        return device
+
+
+def flag_fields() -> dict[str, Any]:
+    """The settings that are also command-line flags, by field name."""
+    return {
+        name: info
+        for name, info in Settings.model_fields.items()
+        if (info.json_schema_extra or {}).get("flag", True)  # type: ignore[union-attr]
+    }
+
+
+def flag(name: str) -> str:
+    """The command-line flag of setting `name` ("--max-message-mb")."""
+    return "--" + name.replace("_", "-")
+
+
+def settings_table() -> str:
+    """The README's configuration table (Markdown), generated from the declaration."""
+    rows = [
+        "| flag | environment variable | default | description |",
+        "|---|---|---|---|",
+    ]
+    for name, info in Settings.model_fields.items():
+        shown = flag(name) if name in flag_fields() else "—"
+        default = "unset" if info.default is None else f"`{info.default}`"
+        rows.append(
+            f"| `{shown}` | `{ENV_PREFIX}{name.upper()}` | {default} | {info.description} |"
+            if shown != "—"
+            else f"| — | `{ENV_PREFIX}{name.upper()}` | {default} | {info.description} |"
+        )
+    return "\n".join(rows)

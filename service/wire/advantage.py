@@ -1,0 +1,48 @@
+"""A ComputeAdvantageRequest → (Trajectory, EstimatorSpec); an `AdvantageResult` → response."""
+
+from __future__ import annotations
+
+import time
+
+from service.models.model import Model
+from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.runtime.advantage import AdvantageResult
+from service.runtime.estimation import EstimatorSpec
+from service.runtime.trajectory import Trajectory
+from service.wire.codec import decode_trajectory, encode_tensor
+from service.wire.estimator import decode_estimator
+
+
+def decode_advantage_request(
+    request: pb.ComputeAdvantageRequest, model: Model
+) -> tuple[Trajectory, EstimatorSpec]:
+    """The trajectory and the estimator a ComputeAdvantage request asks for."""
+    trajectory = decode_trajectory(request.trajectory)
+    spec = decode_estimator(
+        request, model.manifest.defaults, trajectory.batch_shape, trajectory.dtype
+    )
+    return trajectory, spec
+
+
+def encode_advantage_response(
+    model: Model, result: AdvantageResult, decode_ms: float, encode_started: float
+) -> pb.ComputeAdvantageResponse:
+    """The response for `result`; `encode_ms` runs from `encode_started` (perf_counter)."""
+    response = pb.ComputeAdvantageResponse(
+        advantage=encode_tensor(result.advantage),
+        value_target=encode_tensor(result.value_target),
+        model_name=model.name,
+        parameter_version=result.parameter_version,
+    )
+    if result.state_value is not None and result.next_state_value is not None:
+        response.state_value.CopyFrom(encode_tensor(result.state_value))
+        response.next_state_value.CopyFrom(encode_tensor(result.next_state_value))
+    response.timing.CopyFrom(
+        pb.Timing(
+            decode_ms=decode_ms,
+            network_ms=result.network_ms,
+            estimator_ms=result.estimator_ms,
+            encode_ms=(time.perf_counter() - encode_started) * 1e3,
+        )
+    )
+    return response
