@@ -65,8 +65,9 @@ def describe_invalid(error: ValidationError) -> str:
     for problem in error.errors():
         name = str(problem["loc"][0]) if problem["loc"] else ""
         where = f"{flag(name)} / {ENV_PREFIX}{name.upper()}" if name else "settings"
-        got = f" (got {problem['input']!r})" if name else ""
-        lines.append(f"advantage-service: invalid setting {where}: {problem['msg']}{got}")
+        message = problem["msg"].removeprefix("Value error, ")
+        got = f" (got {problem['input']!r})" if name and "got" not in message else ""
+        lines.append(f"advantage-service: invalid setting {where}: {message}{got}")
     return "\n".join(lines)
 
 

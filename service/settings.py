@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ADVANTAGE_"
@@ -73,6 +73,17 @@ class Settings(BaseSettings):
         json_schema_extra={"flag": False},
     )
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device == "auto":
+            return device
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {device!r}") from None
+        return device
+
     @model_validator(mode="after")
     def _token_from_file(self) -> Settings:
         if self.auth_token_file is not None:
@@ -120,11 +131,11 @@ def settings_table() -> str:
         "|---|---|---|---|",
     ]
     for name, info in Settings.model_fields.items():
-        shown = flag(name) if name in flag_fields() else "—"
+        shown = f"`{flag(name)}`" if name in flag_fields() else "—"
         default = "unset" if info.default is None else f"`{info.default}`"
-        rows.append(
-            f"| `{shown}` | `{ENV_PREFIX}{name.upper()}` | {default} | {info.description} |"
-            if shown != "—"
-            else f"| — | `{ENV_PREFIX}{name.upper()}` | {default} | {info.description} |"
-        )
+        rows.append(f"| {shown} | `{ENV_PREFIX}{name.upper()}` | {default} | {info.description} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # `python -m service.settings` prints the README's table
+    print(settings_table())

@@ -37,6 +37,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from service.errors import ServiceError
+from service.estimators.registry import DEFAULT_ESTIMATOR
+from service.losses.registry import DEFAULT_LOSS
 from service.models.model import Model
 
 Reply = TypeVar("Reply")
@@ -68,13 +70,14 @@ def rpc_label(request: Message | None) -> str:
 def estimator_label(request: Message | None) -> str:
     """The estimator (or loss) a request selects: the set member of its `estimator`/`loss` oneof.
 
-    An unset `estimator` means GAE (the contract's default); requests without such a oneof
+    ComputeLoss requests are labelled by their loss (unset = ppo_clip), ComputeAdvantage
+    requests by their estimator (unset = gae); requests without such a oneof
     (ListModels, GetModel) get "none".
     """
     if request is None:
         return NO_ESTIMATOR
     oneofs = request.DESCRIPTOR.oneofs_by_name
-    for name, default in (("estimator", "gae"), ("loss", NO_ESTIMATOR)):
+    for name, default in (("loss", DEFAULT_LOSS), ("estimator", DEFAULT_ESTIMATOR)):
         if name in oneofs:
             return request.WhichOneof(name) or default
     return NO_ESTIMATOR

@@ -110,3 +110,8 @@ def test_labels() -> None:
     assert estimator_label(pb.ComputeAdvantageRequest()) == "gae"  # unset = GAE
     assert estimator_label(pb.ComputeAdvantageRequest(vtrace=pb.VTrace())) == "vtrace"
     assert estimator_label(pb.GetModelRequest()) == "none"
+    # ComputeLoss carries both oneofs: the loss names it (it used to say "gae" for every loss).
+    assert estimator_label(pb.ComputeLossRequest()) == "ppo_clip"
+    assert estimator_label(pb.ComputeLossRequest(reinforce=pb.ReinforceLoss(), gae=pb.GAE())) == (
+        "reinforce"
+    )

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.dtypes import COMPUTE_DTYPES
+from service.estimators.registry import ESTIMATORS
+from service.losses.registry import LOSSES
+
 NESTED = {
     "description": "Nested list [*B, T] (or [*B, T, 1] with torchrl_shapes).",
     "type": "array",
@@ -31,7 +35,7 @@ REQUEST_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "model_name": {"type": "string", "description": "Empty or absent = the default model."},
-        "dtype": {"enum": ["float32", "float64"], "default": "float32"},
+        "dtype": {"enum": list(COMPUTE_DTYPES), "default": "float32"},
         "torchrl_shapes": {
             "type": "boolean",
             "default": False,
@@ -43,12 +47,12 @@ REQUEST_SCHEMA: dict[str, Any] = {
             "description": "A name, or an object with `name` and knobs; absent = GAE with "
             "the model's defaults. A knob left out (or null) takes the model's default.",
             "oneOf": [
-                {"enum": ["td0", "td1", "td_lambda", "gae", "vtrace"]},
+                {"enum": list(ESTIMATORS)},
                 {
                     "type": "object",
                     "required": ["name"],
                     "properties": {
-                        "name": {"enum": ["td0", "td1", "td_lambda", "gae", "vtrace"]},
+                        "name": {"enum": list(ESTIMATORS)},
                         "gamma": COEFFICIENT,
                         "lmbda": COEFFICIENT,
                         "average_rewards": {"type": "boolean"},
@@ -99,7 +103,7 @@ RESPONSE_SCHEMA: dict[str, Any] = {
     "properties": {
         "model_name": {"type": "string"},
         "parameter_version": {"type": "integer"},
-        "dtype": {"enum": ["float32", "float64"]},
+        "dtype": {"enum": list(COMPUTE_DTYPES)},
         "shape": {"type": "array", "items": {"type": "integer"}, "description": "[*B, T]"},
         "advantage": NESTED,
         "value_target": NESTED,
@@ -146,7 +150,7 @@ LOSS_REQUEST_SCHEMA: dict[str, Any] = {
             '(PolicyLossOptions under `options`; enums by name, e.g. "smooth_l1"); '
             "absent = ppo_clip.",
             "oneOf": [
-                {"enum": ["ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala"]},
+                {"enum": list(LOSSES)},
                 {"type": "object", "required": ["name"]},
             ],
         },
