@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from service.runtime.batching import Batcher, BatchingConfig, BatchRecord, attach_batchers
-from service.settings import Settings
 from service.errors import ResourceExhausted
 from service.models.manifest import BatchingSpec, InputSpec, Manifest, NetworkFile
 from service.models.model import Model
+from service.runtime.batching import Batcher, BatchingConfig, BatchRecord, attach_batchers
+from service.settings import Settings
 
 # Merged passes may differ from lone passes in the last ulp (MKL picks kernels by row count);
 # measured max |Δ| on this MLP is ~1e-7 for values of order 0.1–1.

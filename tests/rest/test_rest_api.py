@@ -17,8 +17,8 @@ from service.api.metrics import Metrics
 from service.api.rest import create_app
 from service.models.demo import demo_model
 from service.models.registry import ModelRegistry
-from service.runtime import Runtime
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.runtime import Runtime
 from service.settings import Settings
 from service.wire import json as convert
 from service.wire.codec import DTYPE_TO_TORCH, encode_tensor
