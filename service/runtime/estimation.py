@@ -9,17 +9,7 @@ import torch
 
 from service.errors import ArgumentError, InvalidArgument
 from service.estimators.registry import ESTIMATORS, EstimatorKind
-
-# The estimators' arguments, bound from these request fields (their errors name the field).
-FIELD_OF_ARGUMENT = {
-    "reward": "trajectory.reward",
-    "done": "trajectory.done",
-    "terminated": "trajectory.terminated",
-    "state_value": "trajectory.state_value",
-    "next_state_value": "trajectory.next_state_value",
-    "log_pi": "trajectory.log_prob",
-    "log_mu": "trajectory.sample_log_prob",
-}
+from service.runtime.trajectory import FIELD_OF_ARGUMENT
 
 
 @dataclass(frozen=True)

@@ -29,20 +29,16 @@ from service.runtime.networks import (
     step_actions,
     step_rows,
 )
+from service.runtime.trajectory import FIELD_OF_ARGUMENT as TRAJECTORY_FIELDS
 from service.runtime.trajectory import Trajectory
 
 # Per-model loss state: KL-PEN's adaptive β.
 BETA_STATE = "ppo_kl_beta"
-# The losses' arguments, bound from these request fields (their errors name the field).
+# The losses' arguments beyond the trajectory's, bound from these request fields.
 FIELD_OF_ARGUMENT = {
-    "sample_log_prob": "trajectory.sample_log_prob",
-    "action": "trajectory.action",
-    "reward": "trajectory.reward",
-    "done": "trajectory.done",
-    "terminated": "trajectory.terminated",
+    **TRAJECTORY_FIELDS,
     "advantage": "advantage",
     "value_target": "value_target",
-    "state_value": "trajectory.state_value",
     "old_state_value": "trajectory.state_value",
     "behaviour_dist": "behaviour_distribution",
 }

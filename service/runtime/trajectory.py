@@ -6,6 +6,26 @@ from dataclasses import dataclass, field
 
 import torch
 
+#: The maths core's argument names bound from trajectory fields → the request field, so an
+#: `ArgumentError` about one names what the user sent.
+FIELD_OF_ARGUMENT = {
+    **{
+        name: f"trajectory.{name}"
+        for name in (
+            "reward",
+            "done",
+            "terminated",
+            "state_value",
+            "next_state_value",
+            "action",
+            "sample_log_prob",
+            "log_prob",
+        )
+    },
+    "log_pi": "trajectory.log_prob",  # V-trace's current policy
+    "log_mu": "trajectory.sample_log_prob",  # V-trace's behaviour policy
+}
+
 
 @dataclass(frozen=True)
 class Trajectory:
