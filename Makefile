@@ -1,9 +1,22 @@
 # Two commands for a fresh machine with only Python 3.10+: `make serve` and `make test`.
-# Both create .venv and install what they need on first use.
+# Both create .venv and install what they need on first use: `make serve` the server only,
+# `make test` also the test tools and the Python client (and Debian packages, see below).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# pip's "new version available" notice is noise here.
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Options for `advantage-service serve`: make serve ARGS="--port 50052 --rest-port 0".
+ARGS ?=
+# One stamp per layer, so the server's set-up never installs the test dependencies.
+TORCH_STAMP := $(VENV)/.installed-torch
+SERVER_STAMP := $(VENV)/.installed-server
+DEV_STAMP := $(VENV)/.installed-dev
+# torch first and pinned: a bare or open-ended torch requirement pulls a multi-GB CUDA build.
+# scripts/install_torch.py keeps a torch already in pyproject's range; otherwise it runs this
+# command for the build that fits the machine: CPU without an NVIDIA GPU, CUDA with one, or the
+# index in TORCH_INDEX=URL if set. `make torch-plan` prints its choice.
+TORCH_INSTALL := $(BIN)/pip install -q torch==2.13.0
 # Debian packages the tests need: chromium + chromedriver drive the /debug page test (no browser
 # download at test time); the gRPC C++ toolchain builds clients/cpp for its test.
 SYSTEM_STAMP := $(VENV)/.system-packages
@@ -13,50 +26,66 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 TS_CLIENT := clients/typescript
 
-.PHONY: install serve test test-python test-typescript lint format proto bench system-packages
+.PHONY: install install-server torch-plan serve test test-python test-typescript lint format \
+	proto bench system-packages
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	# torch first, pinned: a bare or open-ended torch requirement would pull a multi-GB CUDA build.
-	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]' -e 'clients/python[torch]'
+
+$(TORCH_STAMP): scripts/install_torch.py pyproject.toml | $(BIN)/python
+	$(BIN)/python scripts/install_torch.py -- $(TORCH_INSTALL)
 	touch $@
 
-$(SYSTEM_STAMP): | $(STAMP)
+# The server and its runtime dependencies only.
+$(SERVER_STAMP): $(TORCH_STAMP) pyproject.toml
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Everything `make test` needs: the dev/test extras (TorchRL, pytest, ruff, ...) and the client.
+$(DEV_STAMP): $(SERVER_STAMP) pyproject.toml clients/python/pyproject.toml
+	$(BIN)/pip install -q -e '.[dev]' -e 'clients/python[torch]'
+	touch $@
+
+$(SYSTEM_STAMP): | $(BIN)/python
 	@if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	fi
 	touch $@
 
-install: $(STAMP)
+install-server: $(SERVER_STAMP)
+
+install: $(DEV_STAMP)
+
+torch-plan: | $(BIN)/python
+	$(BIN)/python scripts/install_torch.py --dry-run -- $(TORCH_INSTALL)
 
 system-packages: $(SYSTEM_STAMP)
 
-serve: $(STAMP)
-	$(BIN)/advantage-service serve
+serve: $(SERVER_STAMP)
+	$(BIN)/advantage-service serve $(ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/gen_proto.py --check
 
 test: lint test-python test-typescript
 
-test-python: $(STAMP) $(SYSTEM_STAMP)
+test-python: $(DEV_STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m pytest
 
 # The TypeScript client's tests start the Python server from .venv (real toolchains on both ends).
-test-typescript: $(STAMP)
+test-typescript: $(SERVER_STAMP)
 	cd $(TS_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error && npm test
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-proto: $(STAMP)
+proto: $(DEV_STAMP)
 	$(BIN)/python scripts/gen_proto.py
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/estimators.py
 	$(BIN)/python benchmarks/service.py
