@@ -85,3 +85,17 @@ class Unavailable(ServiceError):
 
     code = grpc.StatusCode.UNAVAILABLE
     http_status = 503
+
+
+class DeadlineExceeded(ServiceError):
+    """The call's deadline passed before the work (or its commit) could be done."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 504
+
+
+class Cancelled(ServiceError):
+    """The caller cancelled, or the server is shutting down; nothing was committed."""
+
+    code = grpc.StatusCode.CANCELLED
+    http_status = 499

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service import estimators
+from service.api.admission import Admission
 from service.api.auth import BearerToken, TokenAuthInterceptor
 from service.api.interceptors import MalformedRequestInterceptor
 from service.api.metrics import Metrics
@@ -47,7 +49,7 @@ class AdvantageServer:
     def __init__(self, settings: Settings, models: dict[str, Model]) -> None:
         self.settings = settings
         self.registry = ModelRegistry(models)
-        self.runtime = Runtime(self.registry)
+        self.runtime = Runtime(self.registry, max_message_bytes=settings.max_message_bytes)
         self.metrics = Metrics(self.registry)
         self.state = "starting"  # → "serving" after warm-up → "draining" in stop()
         self.rest: RestServer | None = None
@@ -69,9 +71,15 @@ class AdvantageServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                # grpc turns SO_REUSEPORT on by default: a second server on a taken port would
+                # start silently and the kernel would split connections between the two.
+                ("grpc.so_reuseport", int(settings.reuse_port)),
             ],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
-        AdvantageServicer(self.runtime, self.executor, self.metrics).add_to_server(self.grpc)
+        self.admission = Admission(settings.max_inflight_bytes)
+        servicer = AdvantageServicer(self.runtime, self.executor, self.metrics, self.admission)
+        servicer.add_to_server(self.grpc)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
@@ -122,10 +130,12 @@ class AdvantageServer:
         grace = self.settings.grace_seconds if grace is None else grace
         rest_stop = self.rest.stop() if self.rest is not None else asyncio.sleep(0)
         await asyncio.gather(self.grpc.stop(grace), rest_stop)
-        # After the drain the queues are empty; joining the batcher threads is off the loop.
+        # The grace period is over: whatever still runs is cancelled (worker threads stop at
+        # their next checkpoint, writes never commit), queued work is dropped.
+        self.admission.cancel_all()
         self.runtime.batchers.clear()
-        await asyncio.to_thread(stop_batchers, self.batchers)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(stop_batchers, self.batchers, 1.0)
 
     async def wait_for_termination(self) -> None:
         """Block until the server stops."""
@@ -197,3 +207,9 @@ async def serve(settings: Settings) -> None:
     await server.wait_for_termination()
     if stopping:
         await stopping[0]
+    # A worker thread cannot be interrupted inside a long forward pass; the process still exits
+    # within the grace period + 1 s (abandoned work commits nothing: it was cancelled).
+    if not await asyncio.to_thread(server.admission.wait_idle, 1.0):
+        log.warning("exiting with computations still running after the grace period")
+        logging.shutdown()
+        os._exit(0)

@@ -73,6 +73,24 @@ class Settings(BaseSettings):
         json_schema_extra={"flag": False},
     )
 
+    max_concurrent_rpcs: int = Field(
+        1024,
+        ge=1,
+        description="RPCs the gRPC server handles at once; more get RESOURCE_EXHAUSTED (grpc's "
+        "maximum_concurrent_rpcs)",
+    )
+    max_inflight_mb: float = Field(
+        256.0,
+        gt=0,
+        description="request bytes being worked on at once (gRPC and REST); a request that "
+        "would pass it gets RESOURCE_EXHAUSTED before any work",
+    )
+    reuse_port: bool = Field(
+        False,
+        description="let several servers bind the same gRPC port (SO_REUSEPORT); off, a taken "
+        "port is an error at start",
+    )
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, device: str) -> str:
@@ -94,6 +112,11 @@ class Settings(BaseSettings):
         if self.auth_token == "":
             object.__setattr__(self, "auth_token", None)
         return self
+
+    @property
+    def max_inflight_bytes(self) -> int:
+        """The admission budget in bytes."""
+        return int(self.max_inflight_mb * 1024 * 1024)
 
     @property
     def max_message_bytes(self) -> int:

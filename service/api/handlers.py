@@ -1,9 +1,10 @@
 """Request handlers shared by the gRPC servicer and the REST surface: request message in,
 response message out.
 
-Each handler decodes with `service.wire`, does the work with `service.runtime` and encodes the
-answer; it runs in a worker thread and raises `service.errors.ServiceError`s, which each
-transport maps to a status in one place.
+Each handler refuses fields it does not know, decodes with `service.wire`, does the work with
+`service.runtime` and encodes the answer; it runs in a worker thread and raises
+`service.errors.ServiceError`s, which each transport maps to a status in one place. `call` says
+whether the caller still waits (deadline, cancellation); writes check it right before they commit.
 """
 
 from __future__ import annotations
@@ -13,55 +14,86 @@ from collections.abc import Iterable
 
 from google.protobuf.message import Message
 
+from service.errors import ResourceExhausted
 from service.runtime import Runtime
 from service.runtime.advantage import compute_advantage
+from service.runtime.call import CallState
 from service.runtime.loss import compute_loss
 from service.wire import parameters
-from service.wire.advantage import decode_advantage_request, encode_advantage_response
+from service.wire.advantage import (
+    decode_advantage_request,
+    encode_advantage_response,
+    response_bytes,
+)
 from service.wire.codec import decode_trajectory
 from service.wire.loss import decode_loss_inputs, encode_loss_response
 from service.wire.models import get_model_response, list_models_response
+from service.wire.unknown import refuse_unknown_fields
 
 
-def list_models(runtime: Runtime, request: Message | None = None) -> Message:
+def list_models(
+    runtime: Runtime, request: Message | None = None, call: CallState | None = None
+) -> Message:
     """ListModels."""
+    if request is not None:
+        refuse_unknown_fields(request)
     return list_models_response(list(runtime.registry))
 
 
-def get_model(runtime: Runtime, request: Message) -> Message:
+def get_model(runtime: Runtime, request: Message, call: CallState | None = None) -> Message:
     """GetModel."""
+    refuse_unknown_fields(request)
     return get_model_response(runtime.model(request.model_name))
 
 
-def compute_advantage_handler(runtime: Runtime, request: Message) -> Message:
+def compute_advantage_handler(
+    runtime: Runtime, request: Message, call: CallState | None = None
+) -> Message:
     """ComputeAdvantage: decode, run the networks and the estimator, encode."""
     start = time.perf_counter()
+    refuse_unknown_fields(request)
     model = runtime.model(request.model_name)
     trajectory, spec = decode_advantage_request(request, model)
+    limit = runtime.max_message_bytes
+    predicted = response_bytes(trajectory)
+    if limit is not None and predicted > limit:  # refuse before computing, not after
+        raise ResourceExhausted(
+            f"response: would be about {predicted} bytes for trajectory.reward's "
+            f"{list(trajectory.batch_shape)}, over the server's limit of {limit} bytes "
+            "(--max-message-mb); split the batch"
+        )
     decoded = time.perf_counter()
-    result = compute_advantage(model, trajectory, spec, runtime.batcher(model))
+    result = compute_advantage(model, trajectory, spec, runtime.batcher(model), call)
     return encode_advantage_response(
         model, result, (decoded - start) * 1e3, encode_started=time.perf_counter()
     )
 
 
-def compute_loss_handler(runtime: Runtime, request: Message) -> Message:
+def compute_loss_handler(
+    runtime: Runtime, request: Message, call: CallState | None = None
+) -> Message:
     """ComputeLoss: decode, evaluate the loss (and update), encode."""
     start = time.perf_counter()
+    refuse_unknown_fields(request)
     model = runtime.model(request.model_name)
     trajectory = decode_trajectory(request.trajectory)
     inputs = decode_loss_inputs(request, model, trajectory)
     decoded = time.perf_counter()
-    result = compute_loss(model, trajectory, inputs)
+    result = compute_loss(model, trajectory, inputs, call)
     return encode_loss_response(model, result, (decoded - start) * 1e3)
 
 
-def get_parameters(runtime: Runtime, request: Message) -> list[Message]:
+def get_parameters(
+    runtime: Runtime, request: Message, call: CallState | None = None
+) -> list[Message]:
     """GetParameters: the whole stream, one consistent snapshot."""
+    refuse_unknown_fields(request)
     model = runtime.model(request.model_name)
     return list(parameters.parameter_chunks(model, request.max_chunk_bytes, request.prefixes))
 
 
-def set_parameters_handler(runtime: Runtime, chunks: Iterable[Message]) -> Message:
-    """SetParameters: all or nothing."""
-    return parameters.set_parameters(runtime.model, chunks)
+def set_parameters_handler(
+    runtime: Runtime, chunks: Iterable[Message], call: CallState | None = None
+) -> Message:
+    """SetParameters: all or nothing (the chunks were checked for unknown fields on arrival)."""
+    return parameters.set_parameters(runtime.model, chunks, call)

@@ -1,4 +1,5 @@
-"""The gRPC servicer: thin handlers that decode, delegate, encode, and map errors in one place."""
+"""The gRPC servicer: thin methods that admit a request, run its shared handler on the compute
+pool, and map errors to statuses in one place."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
+from functools import partial
 from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from service.api import handlers
+from service.api.admission import Admission
 from service.api.metrics import Metrics
 from service.errors import InvalidArgument, ServiceError
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
 from service.runtime import Runtime
+from service.runtime.call import CallState
 from service.wire.malformed import MalformedRequest
 from service.wire.parameters import collect_parameter_stream
 
@@ -25,10 +29,12 @@ log = logging.getLogger(__name__)
 Reply = TypeVar("Reply")
 #: The full name of the service, for health and reflection.
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdvantageService"].full_name
+# A handler with its runtime and request bound: it takes the call's state.
+Work = Callable[[CallState], Reply]
 
 
-def _refusal(request: MalformedRequest) -> Callable[[], NoReturn]:
-    def refuse() -> NoReturn:
+def _refusal(request: MalformedRequest) -> Work:
+    def refuse(call: CallState) -> NoReturn:
         raise InvalidArgument(request.describe())
 
     return refuse
@@ -37,26 +43,47 @@ def _refusal(request: MalformedRequest) -> Callable[[], NoReturn]:
 class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
     """Implements advantage.v1.AdvantageService; compute runs on `executor`, not the loop."""
 
-    def __init__(self, runtime: Runtime, executor: Executor, metrics: Metrics) -> None:
+    def __init__(
+        self, runtime: Runtime, executor: Executor, metrics: Metrics, admission: Admission
+    ) -> None:
         self._runtime = runtime
         self._executor = executor
         self._metrics = metrics
+        self._admission = admission
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register this servicer on `server`."""
         pb_grpc.add_AdvantageServiceServicer_to_server(self, server)
 
+    async def _admitted(self, context: grpc.aio.ServicerContext, work: Work, nbytes: int) -> Reply:
+        """Admit `nbytes` of request, then run `work(call)` on the compute pool.
+
+        `call` carries the deadline; when grpc.aio cancels this handler (the client cancelled,
+        the deadline passed, the server's grace period ended) it is marked cancelled, so the
+        worker thread stops at its next checkpoint and never commits a write.
+        """
+        call = CallState.with_timeout(context.time_remaining())
+        with self._admission.admit(nbytes, call):
+            counted = self._admission.working(lambda: work(call))
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._executor, counted)
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+
     async def _run(
-        self,
-        context: grpc.aio.ServicerContext,
-        work: Callable[[], Reply],
-        request: Message | None = None,
+        self, context: grpc.aio.ServicerContext, handler: Callable[..., Reply], request: Message
     ) -> Reply:
-        """Run `work` off the event loop, through `_guarded`."""
+        """A unary request through admission, the compute pool and `_guarded`."""
         if isinstance(request, MalformedRequest):  # bytes that do not parse: refuse, run nothing
-            work, request = _refusal(request), None
-        loop = asyncio.get_running_loop()
-        return await self._guarded(context, loop.run_in_executor(self._executor, work), request)
+            work, size, labelled = _refusal(request), 0, None
+        else:
+            work, size, labelled = (
+                partial(handler, self._runtime, request),
+                request.ByteSize(),
+                request,
+            )
+        return await self._guarded(context, self._admitted(context, work, size), labelled)
 
     async def _guarded(
         self,
@@ -83,33 +110,27 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
     async def ComputeAdvantage(
         self, request: pb.ComputeAdvantageRequest, context: grpc.aio.ServicerContext
     ) -> pb.ComputeAdvantageResponse:
-        return await self._run(
-            context, lambda: handlers.compute_advantage_handler(self._runtime, request), request
-        )
+        return await self._run(context, handlers.compute_advantage_handler, request)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return await self._run(context, lambda: handlers.list_models(self._runtime), request)
+        return await self._run(context, handlers.list_models, request)
 
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelResponse:
-        return await self._run(context, lambda: handlers.get_model(self._runtime, request), request)
+        return await self._run(context, handlers.get_model, request)
 
     async def ComputeLoss(
         self, request: pb.ComputeLossRequest, context: grpc.aio.ServicerContext
     ) -> pb.ComputeLossResponse:
-        return await self._run(
-            context, lambda: handlers.compute_loss_handler(self._runtime, request), request
-        )
+        return await self._run(context, handlers.compute_loss_handler, request)
 
     async def GetParameters(
         self, request: pb.GetParametersRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ParameterChunk]:
-        chunks = await self._run(
-            context, lambda: handlers.get_parameters(self._runtime, request), request
-        )
+        chunks = await self._run(context, handlers.get_parameters, request)
         for chunk in chunks:
             yield chunk
 
@@ -119,10 +140,9 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> pb.SetParametersResponse:
         async def collect_then_set() -> pb.SetParametersResponse:
-            # Bounded while it arrives: a stream cannot grow past the model's own size.
+            # Bounded while it arrives: a stream cannot grow past twice the model's size.
             chunks = await collect_parameter_stream(request_iterator, self._runtime.model)
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, lambda: handlers.set_parameters_handler(self._runtime, chunks)
-            )
+            work = partial(handlers.set_parameters_handler, self._runtime, chunks)
+            return await self._admitted(context, work, sum(c.ByteSize() for c in chunks))
 
         return await self._guarded(context, collect_then_set(), pb.ParameterChunk())

@@ -38,6 +38,7 @@ class ModelRegistry:
         try:
             return self._models[name]
         except KeyError:
+            shown = name if len(name) <= 64 else f"{name[:64]}… ({len(name)} characters)"
             raise NotFound(
-                f"model_name: no model {name!r}; the server holds {sorted(self._models)}"
+                f"model_name: no model {shown!r}; the server holds {sorted(self._models)}"
             ) from None

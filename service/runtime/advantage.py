@@ -10,6 +10,7 @@ import torch
 from service.errors import InvalidArgument
 from service.models.model import Model
 from service.runtime.batching import Batcher
+from service.runtime.call import CallState
 from service.runtime.estimation import EstimatorSpec, run_estimator
 from service.runtime.networks import current_log_prob, network_values
 from service.runtime.trajectory import Trajectory
@@ -29,7 +30,11 @@ class AdvantageResult:
 
 
 def compute_advantage(
-    model: Model, trajectory: Trajectory, spec: EstimatorSpec, batcher: Batcher | None = None
+    model: Model,
+    trajectory: Trajectory,
+    spec: EstimatorSpec,
+    batcher: Batcher | None = None,
+    call: CallState | None = None,
 ) -> AdvantageResult:
     """Evaluate the networks as needed, then the estimator, under one parameter version.
 
@@ -37,11 +42,6 @@ def compute_advantage(
     lock; the batcher thread takes it around the merged pass and reports the one version that
     pass used. Otherwise the pass runs here under the lock.
     """
-    if trajectory.reward.numel() == 0:
-        raise InvalidArgument(
-            "trajectory.reward: expected at least one step, "
-            f"got shape {list(trajectory.batch_shape)}"
-        )
     if spec.needs_log_probs and trajectory.sample_log_prob is None:
         raise InvalidArgument("trajectory.sample_log_prob: required for vtrace (behaviour policy)")
     dtype = trajectory.dtype
@@ -52,7 +52,7 @@ def compute_advantage(
         versions: list[int] = []
 
         def batched_value(rows: list[torch.Tensor]) -> torch.Tensor:
-            values, used = batcher.submit(rows)
+            values, used = batcher.submit(rows, call)
             versions.append(used)
             return values
 

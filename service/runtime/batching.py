@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from service.errors import ResourceExhausted
+from service.errors import ResourceExhausted, ServiceError
 from service.models.model import Model
+from service.runtime.call import CallState
 
 if TYPE_CHECKING:
     from service.models.manifest import BatchingSpec
@@ -95,9 +96,10 @@ class BatchRecord:
 class _Pending:
     """One request waiting in the queue."""
 
-    __slots__ = ("done", "error", "inputs", "queued_at", "rows", "values", "version")
+    __slots__ = ("call", "done", "error", "inputs", "queued_at", "rows", "values", "version")
 
-    def __init__(self, inputs: Sequence[torch.Tensor], rows: int) -> None:
+    def __init__(self, inputs: Sequence[torch.Tensor], rows: int, call: CallState | None) -> None:
+        self.call = call
         self.inputs = inputs
         self.rows = rows
         self.queued_at = time.perf_counter()
@@ -135,6 +137,7 @@ class Batcher:
         self.queue_delay_s_max = 0.0
         self.forward_s_total = 0.0
         self.rejected = 0
+        self.dropped = 0  # requests whose caller gave up while they waited
         self.taken = 0  # requests popped from the queue into a batch
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -163,15 +166,21 @@ class Batcher:
 
     # -- request side ------------------------------------------------------------------------
 
-    def submit(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, int]:
+    def submit(
+        self, inputs: Sequence[torch.Tensor], call: CallState | None = None
+    ) -> tuple[torch.Tensor, int]:
         """V(s) [N] for one request's rows [N, *shape] (per input), and the parameter version.
+
+        A request whose `call` has expired or was cancelled while it waited is dropped before
+        its batch runs (DEADLINE_EXCEEDED / CANCELLED): nobody waits for it, and the requests
+        behind it should not wait for it either (Triton's queue policy).
 
         Blocks the calling worker thread until the request's batch has run. Must not be called
         while holding `Model.lock` (the batcher thread needs it). Before `start()` and after
         `stop()` it evaluates directly, in the calling thread, under the lock.
         """
         rows = int(inputs[0].shape[0])
-        pending = _Pending(inputs, rows)
+        pending = _Pending(inputs, rows, call)
         with self._cond:
             stopped = self._stopping or not self.running
             if not stopped and len(self._queue) >= self.config.max_queue_size:
@@ -242,7 +251,25 @@ class Batcher:
             values = model.value(list(inputs))
             return values, version, started, time.perf_counter() - started
 
+    def _drop_unwanted(self, batch: list[_Pending]) -> list[_Pending]:
+        """The requests whose callers still wait; the others are answered with their error."""
+        live = []
+        for pending in batch:
+            try:
+                if pending.call is not None:
+                    pending.call.check("dropped from the batch queue before it ran")
+            except ServiceError as error:
+                self.dropped += 1
+                pending.error = error
+                pending.done.set()
+            else:
+                live.append(pending)
+        return live
+
     def _run_batch(self, batch: list[_Pending]) -> None:
+        batch = self._drop_unwanted(batch)
+        if not batch:
+            return
         counts = [pending.rows for pending in batch]
         total = sum(counts)
         if len(batch) == 1:
@@ -311,6 +338,7 @@ class Batcher:
             "max_queue_delay_us": self.queue_delay_s_max * 1e6,
             "mean_forward_ms": self.forward_s_total / batches * 1e3,
             "rejected": self.rejected,
+            "dropped": self.dropped,
             "queued": len(self._queue),
             "taken": self.taken,
         }

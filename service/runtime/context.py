@@ -15,6 +15,9 @@ class Runtime:
 
     registry: ModelRegistry
     batchers: dict[str, Batcher] = field(default_factory=dict)
+    # The largest response the transport may send (None = no limit): larger ones are refused
+    # before the work, not after it.
+    max_message_bytes: int | None = None
 
     def model(self, name: str) -> Model:
         """The model called `name` (empty = the default model); NOT_FOUND otherwise."""

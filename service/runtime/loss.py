@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from service import distributions
 from service.dtypes import dtype_name
 from service.errors import ArgumentError, FailedPrecondition, InvalidArgument
 from service.losses.registry import LOSSES, LossKind
 from service.models.model import Model
+from service.runtime.call import CallState
 from service.runtime.estimation import EstimatorSpec, run_estimator
 from service.runtime.networks import (
     action_distribution,
@@ -31,6 +31,7 @@ from service.runtime.networks import (
 )
 from service.runtime.trajectory import FIELD_OF_ARGUMENT as TRAJECTORY_FIELDS
 from service.runtime.trajectory import Trajectory
+from service.runtime.update import apply_update
 
 # Per-model loss state: KL-PEN's adaptive β.
 BETA_STATE = "ppo_kl_beta"
@@ -84,26 +85,6 @@ class LossResult:
     estimator_ms: float
 
 
-def _optimizer(model: Model) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
-    """The model's optimizer over both networks' parameters, created on first use."""
-    if model.optimizer is None:
-        spec = model.manifest.optimizer
-        seen: dict[int, nn.Parameter] = {}
-        for network in (model.value_network, model.actor_network):
-            if network is not None:
-                seen.update({id(p): p for p in network.parameters() if p.requires_grad})
-        parameters = list(seen.values())
-        if spec.name == "sgd":
-            optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                parameters, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-            )
-        else:
-            optimizer = torch.optim.Adam(parameters, lr=spec.lr, weight_decay=spec.weight_decay)
-        model.optimizer = optimizer
-    params = [p for group in model.optimizer.param_groups for p in group["params"]]
-    return model.optimizer, params
-
-
 def _behaviour_distribution(
     model: Model, params: dict[str, torch.Tensor] | None, steps: tuple[int, ...], dtype
 ) -> torch.distributions.Distribution:
@@ -115,13 +96,15 @@ def _behaviour_distribution(
             f"behaviour_distribution: ppo_kl with a {spec.distribution} actor needs keys "
             f"{expected}, got {sorted(params or {})}"
         )
+    # Each parameter is [*B, T] + the actor's output shape for one row.
+    tail = (spec.num_actions,) if spec.distribution == "categorical" else tuple(spec.shape)
     rows: dict[str, torch.Tensor] = {}
     for key, tensor in params.items():
-        if tuple(tensor.shape[: len(steps)]) != steps or tensor.dtype != dtype:
+        if tuple(tensor.shape) != (*steps, *tail) or tensor.dtype != dtype:
             raise InvalidArgument(
-                f"behaviour_distribution[{key!r}]: expected [*B, T, …] = {list(steps)} + "
-                f"parameter shape in {dtype_name(dtype)}, got {list(tensor.shape)} "
-                f"{dtype_name(tensor.dtype)}"
+                f"behaviour_distribution[{key!r}]: expected shape {[*steps, *tail]} ([*B, T] + "
+                f"the actor's {spec.distribution} parameter shape) in {dtype_name(dtype)}, got "
+                f"{list(tensor.shape)} {dtype_name(tensor.dtype)}"
             )
         rows[key] = tensor.reshape(math.prod(steps), *tensor.shape[len(steps) :]).to(model.device)
     return action_distribution(spec, rows, "behaviour_distribution")
@@ -236,12 +219,16 @@ def _call_loss(spec: LossSpec, *args: Any, **kwargs: Any) -> dict[str, torch.Ten
         raise InvalidArgument.from_argument(error, field_name) from error
 
 
-def compute_loss(model: Model, trajectory: Trajectory, inputs: LossInputs) -> LossResult:
-    """Compute the loss and, with `apply_update`, backward + clip + one optimizer step."""
+def compute_loss(
+    model: Model, trajectory: Trajectory, inputs: LossInputs, call: CallState | None = None
+) -> LossResult:
+    """Compute the loss and, with `apply_update`, one transactional optimizer step
+    (`service.runtime.update`): a refused step, or a caller that gave up, changes nothing."""
     if model.actor_network is None or model.value_network is None:
         raise FailedPrecondition(
             f"model {model.name!r}: ComputeLoss needs both a value and an actor network"
         )
+    call = call or CallState()
     started = time.perf_counter()
     with model.lock:
         version = model.parameter_version
@@ -254,21 +241,19 @@ def compute_loss(model: Model, trajectory: Trajectory, inputs: LossInputs) -> Lo
             out, estimator_ms = _evaluate(model, trajectory, inputs)
         total = out["loss"]
         if not bool(torch.isfinite(total)):
-            raise InvalidArgument(f"{inputs.loss.name}: the loss is not finite ({float(total)})")
+            raise InvalidArgument(
+                f"{inputs.loss.name}: the loss is not finite ({float(total)}) on finite inputs; "
+                f"its terms: { {k: float(v) for k, v in out.items() if k.startswith('loss_')} }"
+            )
         grad_norm = 0.0
         if inputs.apply_update:
-            optimizer, parameters = _optimizer(model)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            limit = model.manifest.optimizer.max_grad_norm
-            grad_norm = float(
-                nn.utils.clip_grad_norm_(parameters, limit if limit is not None else math.inf)
-            )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if "beta" in out:
-                model.loss_state[BETA_STATE] = float(out["beta"])
-            model.parameter_version += 1
+
+            def commit() -> None:
+                if "beta" in out:
+                    model.loss_state[BETA_STATE] = float(out["beta"])
+                model.parameter_version += 1
+
+            grad_norm = apply_update(model, total, call, commit)
         new_version = model.parameter_version
     metrics = {key: float(value.detach()) for key, value in out.items() if key != "loss"}
     elapsed = (time.perf_counter() - started) * 1e3

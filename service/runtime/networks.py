@@ -64,6 +64,31 @@ def _rows(
     return stacked
 
 
+def _require_finite_inputs(
+    model: Model,
+    inputs: list[torch.Tensor],
+    field: str,
+    prefix_dims: int,
+    used: torch.Tensor | None = None,
+) -> None:
+    """Refuse NaN/Inf in floating inputs [*prefix, *shape] wherever `used` ([*prefix] bool,
+    None = everywhere) says the row's value enters the result."""
+    for spec, tensor in zip(model.manifest.inputs, inputs, strict=True):
+        if not tensor.is_floating_point():
+            continue
+        finite = torch.isfinite(tensor)
+        if finite.dim() > prefix_dims:
+            finite = finite.flatten(prefix_dims).all(-1)
+        bad = ~finite if used is None else ~finite & used
+        if bool(bad.any()):
+            where = [int(i) for i in bad.nonzero()[0]]
+            raise InvalidArgument(
+                f"{field}[{spec.name!r}]: NaN/Inf at {where}, a row whose value is used "
+                "(non-finite observations are accepted only as next observations of terminated "
+                "steps)"
+            )
+
+
 def _require_finite(values: torch.Tensor, field: str) -> None:
     if not bool(torch.isfinite(values).all()):
         raise InvalidArgument(
@@ -84,7 +109,8 @@ def _fresh_next_rows(
         same = same.flatten(step_dims).all(-1) if same.dim() > step_dims else same
         repeated = same if repeated is None else repeated & same
     assert repeated is not None
-    never = torch.zeros_like(repeated[..., :1])  # after the last step comes no observed step
+    # After the last step comes no observed step ([*B, 1], also when T = 1).
+    never = torch.zeros((*repeated.shape[:-1], 1), dtype=torch.bool)
     return ~torch.cat([repeated, never], dim=-1)
 
 
@@ -122,6 +148,16 @@ def network_values(
             model, trajectory.next_observation, "trajectory.next_observation", (count,),
             "compact form: [K, *shape], K = number of truncated steps",
         )  # fmt: skip
+        _require_finite_inputs(
+            model, [x.narrow(len(batch), 0, horizon) for x in observed], "trajectory.observation",
+            len(steps),
+        )  # fmt: skip
+        last = [x.narrow(len(batch), horizon, 1).squeeze(len(batch)) for x in observed]
+        bootstrapped = ~terminated.narrow(len(batch), horizon - 1, 1).squeeze(len(batch))
+        _require_finite_inputs(
+            model, last, "trajectory.observation", len(batch), bootstrapped
+        )  # the T + 1st observation only bootstraps the last step
+        _require_finite_inputs(model, true_next, "trajectory.next_observation", 1)
         rows = _rows([observed, true_next], model, [math.prod(steps) + math.prod(batch), count])
         values = value_fn(rows).to("cpu", non_blocking=False)
         chained = values[: math.prod(batch) * (horizon + 1)].view(*batch, horizon + 1)
@@ -136,6 +172,10 @@ def network_values(
             model, trajectory.next_observation, "trajectory.next_observation", steps,
             "[*B, T, *shape]",
         )  # fmt: skip
+        _require_finite_inputs(model, observed, "trajectory.observation", len(steps))
+        _require_finite_inputs(
+            model, following, "trajectory.next_observation", len(steps), ~terminated
+        )
         # Within an episode next_observation[t] is observation[t + 1]; evaluate each distinct
         # row once (as TorchRL's shifted=True does, but exactly): B·T + K' rows instead of 2·B·T.
         fresh = _fresh_next_rows(observed, following, len(steps))

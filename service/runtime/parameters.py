@@ -6,6 +6,7 @@ import torch
 
 from service.errors import FailedPrecondition, InvalidArgument
 from service.models.model import Model
+from service.runtime.call import CallState
 
 NETWORKS = ("value_network", "actor_network")
 
@@ -40,12 +41,26 @@ def snapshot(model: Model, prefixes: tuple[str, ...] = ()) -> tuple[int, dict[st
 
 
 def replace_parameters(
-    model: Model, staged: dict[str, torch.Tensor], expected_version: int | None
+    model: Model,
+    staged: dict[str, torch.Tensor],
+    expected_version: int | None,
+    call: CallState | None = None,
 ) -> int:
     """Copy every tensor of `staged` (already shape- and dtype-checked) into the model under its
-    lock and bump the version; return the new version. Every check precedes the first copy."""
+    lock and bump the version; return the new version.
+
+    Every check (names, finiteness, version, whether the caller still waits) precedes the first
+    copy, and the copy is the last step: the model takes all of `staged` or none of it.
+    """
     if not staged:
         raise InvalidArgument("tensors: the stream carried no tensors")
+    for name, value in staged.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            first = int((~torch.isfinite(value.reshape(-1))).nonzero()[0])
+            raise InvalidArgument(
+                f"tensors[{name!r}]: NaN/Inf at flat index {first}; parameters must be finite "
+                "(nothing was changed)"
+            )
     with model.lock:
         current = named_tensors(model)
         unknown = sorted(set(staged) - set(current))
@@ -59,6 +74,8 @@ def replace_parameters(
                 f"parameter_version: model {model.name!r} is at version "
                 f"{model.parameter_version}, not {expected_version}"
             )
+        if call is not None:
+            call.check("the parameters were not set")
         with torch.no_grad():
             for name, value in staged.items():
                 current[name].copy_(value.to(current[name].device))

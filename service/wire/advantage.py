@@ -24,6 +24,14 @@ def decode_advantage_request(
     return trajectory, spec
 
 
+def response_bytes(trajectory: Trajectory) -> int:
+    """An upper bound on the encoded response's size: two [*B, T] tensors (four when the server
+    computes the values), plus 1 KiB for everything else."""
+    per_tensor = trajectory.reward.numel() * trajectory.reward.element_size() + 64
+    tensors = 4 if trajectory.state_value is None else 2
+    return tensors * per_tensor + 1024
+
+
 def encode_advantage_response(
     model: Model, result: AdvantageResult, decode_ms: float, encode_started: float
 ) -> pb.ComputeAdvantageResponse:

@@ -34,6 +34,10 @@ DTYPE_TO_TORCH: dict[int, torch.dtype] = {
 }
 TORCH_TO_DTYPE: dict[torch.dtype, int] = {v: k for k, v in DTYPE_TO_TORCH.items()}
 FLOAT_DTYPES = tuple(COMPUTE_DTYPES.values())
+# Bounds on a wire tensor's shape, far above any real request (a 2 GiB message holds at most
+# 2**31 bytes) and below what torch can index.
+MAX_DIMS = 32
+MAX_ELEMENTS = 2**40
 
 
 def dtype_name(dtype: int | torch.dtype) -> str:
@@ -50,8 +54,17 @@ def decode_tensor(message: pb.Tensor, name: str) -> torch.Tensor:
     if dtype is None:
         raise InvalidArgument(f"{name}: dtype is {dtype_name(message.dtype)}; set a DType")
     shape = tuple(message.shape)
+    if len(shape) > MAX_DIMS:
+        raise InvalidArgument(
+            f"{name}: shape has {len(shape)} dimensions, expected at most {MAX_DIMS}"
+        )
     if any(size < 0 for size in shape):
         raise InvalidArgument(f"{name}: shape {list(shape)} has a negative dimension")
+    if math.prod(size for size in shape if size) > MAX_ELEMENTS:
+        # Also for tensors with a 0 dimension: torch cannot even describe [0, 2**62, 4].
+        raise InvalidArgument(
+            f"{name}: shape {list(shape)} describes more than {MAX_ELEMENTS} elements"
+        )
     itemsize = torch.empty((), dtype=dtype).element_size()
     expected = math.prod(shape) * itemsize
     raw = message.raw_data  # upb copies on every access: read it once
@@ -101,9 +114,14 @@ def _expect_dtype(tensor: torch.Tensor, name: str, dtypes: tuple[torch.dtype, ..
 
 
 def decode_per_step(
-    message: pb.Tensor, name: str, steps: tuple[int, ...], dtype: torch.dtype
+    message: pb.Tensor,
+    name: str,
+    steps: tuple[int, ...],
+    dtype: torch.dtype,
+    finite: bool = False,
 ) -> torch.Tensor:
-    """Decode a per-step floating tensor that must have the reward's [*B, T] and dtype."""
+    """Decode a per-step floating tensor that must have the reward's [*B, T] and dtype (and,
+    with `finite`, no NaN/Inf: for tensors every element of which enters the result)."""
     tensor = decode_tensor(message, name)
     if tensor.dtype != dtype:
         raise InvalidArgument(
@@ -111,6 +129,9 @@ def decode_per_step(
             f"got {dtype_name(tensor.dtype)}"
         )
     _expect(tensor, name, steps, "the reward's [*B, T]")
+    if finite and not bool(torch.isfinite(tensor).all()):
+        where = [int(i) for i in (~torch.isfinite(tensor)).nonzero()[0]]
+        raise InvalidArgument(f"{name}: expected finite values, got NaN/Inf at {where}")
     return tensor
 
 
@@ -144,8 +165,19 @@ def decode_trajectory(message: pb.Trajectory) -> Trajectory:
         _expect_dtype(terminated, "trajectory.terminated", (torch.bool,))
         _expect(terminated, "trajectory.terminated", steps, "the reward's [*B, T]")
 
+    if reward.numel() == 0:
+        raise InvalidArgument(
+            f"trajectory.reward: expected at least one step, got shape {list(steps)}"
+        )
     per_step = {
-        name: decode_per_step(getattr(message, name), f"trajectory.{name}", steps, reward.dtype)
+        name: decode_per_step(
+            getattr(message, name),
+            f"trajectory.{name}",
+            steps,
+            reward.dtype,
+            # The behaviour policy's log-probability of an action it took is finite.
+            finite=name == "sample_log_prob",
+        )
         if message.HasField(name)
         else None
         for name in ("state_value", "next_state_value", "sample_log_prob", "log_prob")

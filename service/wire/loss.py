@@ -47,7 +47,7 @@ def _optional_per_step(
 ) -> torch.Tensor | None:
     if not message.HasField(name):
         return None
-    return decode_per_step(getattr(message, name), name, steps, dtype)
+    return decode_per_step(getattr(message, name), name, steps, dtype, finite=True)
 
 
 def decode_loss_inputs(

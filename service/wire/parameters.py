@@ -11,6 +11,7 @@ import torch
 from service.errors import InvalidArgument, ResourceExhausted
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.runtime.call import CallState
 from service.runtime.parameters import (
     named_tensors,
     parameter_bytes,
@@ -19,6 +20,7 @@ from service.runtime.parameters import (
 )
 from service.wire.codec import decode_tensor, dtype_name, encode_tensor
 from service.wire.malformed import MalformedRequest
+from service.wire.unknown import refuse_unknown_fields
 
 MAX_CHUNK_BYTES = 1 << 20
 
@@ -60,6 +62,7 @@ async def collect_parameter_stream(
     async for chunk in stream:
         if isinstance(chunk, MalformedRequest):
             raise InvalidArgument(f"chunk {len(chunks)}: {chunk.describe()}")
+        refuse_unknown_fields(chunk, f"chunk {len(chunks)}")
         if not chunks:
             model = resolve(chunk.model_name)
             limit = 2 * parameter_bytes(model) + MAX_CHUNK_BYTES
@@ -122,7 +125,9 @@ def _join(name: str, parts: list[pb.NamedTensor], target: torch.Tensor) -> torch
 
 
 def set_parameters(
-    resolve: Callable[[str], Model], chunks: Iterable[pb.ParameterChunk]
+    resolve: Callable[[str], Model],
+    chunks: Iterable[pb.ParameterChunk],
+    call: CallState | None = None,
 ) -> pb.SetParametersResponse:
     """Assemble and check the whole stream, then replace the model's tensors all at once."""
     model_name, expected_version, pieces = _assemble(chunks)
@@ -137,7 +142,7 @@ def set_parameters(
             f"{sorted(current)[:5]}"
         )
     staged = {name: _join(name, parts, current[name]) for name, parts in pieces.items()}
-    version = replace_parameters(model, staged, expected_version)
+    version = replace_parameters(model, staged, expected_version, call)
     return pb.SetParametersResponse(
         model_name=model.name, parameter_version=version, tensors_updated=len(staged)
     )

@@ -1,0 +1,87 @@
+"""One optimizer step on a model, as a transaction: all of it or none of it.
+
+Order (under the model's lock, which the caller holds): backward → gradient norm (clipped as the
+manifest says) → refuse a non-finite norm → refuse if the caller gave up → snapshot → step →
+refuse non-finite parameters (restore the snapshot) → refuse if the caller gave up meanwhile
+(restore) → commit (version + 1, loss state). Every refusal leaves the parameters, the
+optimizer's state and the version as they were.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from service.errors import InvalidArgument
+from service.models.model import Model
+from service.runtime.call import CallState
+
+
+def optimizer_of(model: Model) -> tuple[torch.optim.Optimizer, list[nn.Parameter]]:
+    """The model's optimizer over both networks' parameters, created on first use."""
+    if model.optimizer is None:
+        spec = model.manifest.optimizer
+        seen: dict[int, nn.Parameter] = {}
+        for network in (model.value_network, model.actor_network):
+            if network is not None:
+                seen.update({id(p): p for p in network.parameters() if p.requires_grad})
+        parameters = list(seen.values())
+        if spec.name == "sgd":
+            optimizer: torch.optim.Optimizer = torch.optim.SGD(
+                parameters, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+            )
+        else:
+            optimizer = torch.optim.Adam(parameters, lr=spec.lr, weight_decay=spec.weight_decay)
+        model.optimizer = optimizer
+    params = [p for group in model.optimizer.param_groups for p in group["params"]]
+    return model.optimizer, params
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """One host sync for the whole list."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def apply_update(
+    model: Model, loss: torch.Tensor, call: CallState, commit: Callable[[], None]
+) -> float:
+    """Backward `loss` and take one optimizer step, transactionally (see the module docstring);
+    `commit()` runs last, with the step applied. Returns the gradient norm before clipping."""
+    optimizer, parameters = optimizer_of(model)
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        loss.backward()
+        limit = model.manifest.optimizer.max_grad_norm
+        norm = float(nn.utils.clip_grad_norm_(parameters, limit if limit is not None else math.inf))
+        if not math.isfinite(norm):
+            raise InvalidArgument(
+                f"apply_update: the gradient norm is not finite ({norm}); nothing was applied "
+                f"(model {model.name!r} stays at version {model.parameter_version}). Check "
+                "trajectory.sample_log_prob against the actor's log-probabilities, and the "
+                "advantage's scale"
+            )
+        call.check("the update was not applied")
+        saved_parameters = [p.detach().clone() for p in parameters]
+        saved_state = copy.deepcopy(optimizer.state_dict())
+        optimizer.step()
+        try:
+            if not _all_finite(parameters):
+                raise InvalidArgument(
+                    f"apply_update: the step would make model {model.name!r}'s parameters "
+                    f"non-finite (gradient norm {norm:.6g}); nothing was applied. Lower the "
+                    "learning rate or set optimizer.max_grad_norm in the manifest"
+                )
+            call.check("the update was not applied")
+        except BaseException:
+            with torch.no_grad():
+                torch._foreach_copy_(parameters, saved_parameters)
+            optimizer.load_state_dict(saved_state)
+            raise
+        commit()
+        return norm
+    finally:
+        optimizer.zero_grad(set_to_none=True)
