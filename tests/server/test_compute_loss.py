@@ -15,7 +15,7 @@ from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from tests.conftest import running_server
 from tests.server.test_compute_advantage import as_tensordict, torchrl_modules
-from tests.server.wire import full_trajectory, random_batch, rpc_error, stub, tensor
+from tests.server.wire import full_trajectory, parameters, random_batch, rpc_error, stub, tensor
 
 LR = 0.5
 
@@ -32,22 +32,6 @@ def sgd_model() -> Model:
 def sgd_server():
     with running_server(models={"demo": sgd_model()}) as server:
         yield server
-
-
-def parameters(api, **request) -> tuple[int, dict[str, torch.Tensor]]:
-    """Reassemble the GetParameters stream (independently of the server's code)."""
-    flat: dict[str, list[torch.Tensor]] = {}
-    shapes: dict[str, list[int]] = {}
-    versions = set()
-    for chunk in api.GetParameters(pb.GetParametersRequest(**request)):
-        versions.add(chunk.parameter_version)
-        for named in chunk.tensors:
-            piece = torch.frombuffer(bytearray(named.data.raw_data), dtype=torch.float32)
-            assert named.offset == sum(p.numel() for p in flat.get(named.name, []))
-            flat.setdefault(named.name, []).append(piece)
-            shapes[named.name] = list(named.shape)
-    assert len(versions) == 1
-    return versions.pop(), {k: torch.cat(v).view(shapes[k]) for k, v in flat.items()}
 
 
 def torchrl_loss(name: str):

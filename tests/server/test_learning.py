@@ -15,8 +15,7 @@ from service.models.manifest import OptimizerSpec
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from tests.conftest import running_server
-from tests.server.test_compute_loss import parameters
-from tests.server.wire import stub, tensor
+from tests.server.wire import parameters, stub, tensor
 
 UPDATES = 40
 MARGIN = 0.25

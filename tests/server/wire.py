@@ -113,3 +113,19 @@ def rpc_error(call, request) -> grpc.RpcError:
     except grpc.RpcError as error:
         return error
     raise AssertionError("expected the call to fail")
+
+
+def parameters(api, **request) -> tuple[int, dict[str, torch.Tensor]]:
+    """Reassemble the GetParameters stream (independently of the server's code)."""
+    flat: dict[str, list[torch.Tensor]] = {}
+    shapes: dict[str, list[int]] = {}
+    versions = set()
+    for chunk in api.GetParameters(pb.GetParametersRequest(**request)):
+        versions.add(chunk.parameter_version)
+        for named in chunk.tensors:
+            piece = torch.frombuffer(bytearray(named.data.raw_data), dtype=torch.float32)
+            assert named.offset == sum(p.numel() for p in flat.get(named.name, []))
+            flat.setdefault(named.name, []).append(piece)
+            shapes[named.name] = list(named.shape)
+    assert len(versions) == 1
+    return versions.pop(), {k: torch.cat(v).view(shapes[k]) for k, v in flat.items()}
