@@ -7,6 +7,7 @@ differ in how they send the request. The array helpers (names, TorchRL's [*B, T,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -226,7 +227,7 @@ def _check_chained(obs: np.ndarray, nxt: np.ndarray, done: np.ndarray, nb: int, 
     observation[t + 1] there; refuse instead of silently sending different data."""
     lead = (slice(None),) * (nb - 1)
     same = nxt[(*lead, slice(None, -1))] == obs[(*lead, slice(1, None))]
-    same = same.reshape(*same.shape[:nb], -1).all(axis=-1)
+    same = same.reshape(*same.shape[:nb], math.prod(same.shape[nb:])).all(axis=-1)  # T = 1 too
     broken = ~same & ~done[(*lead, slice(None, -1))]
     if broken.any():
         where = tuple(int(i) for i in np.argwhere(broken)[0])
