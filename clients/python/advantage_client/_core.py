@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MethodType, ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    overload,
+)
 
 import grpc
 
@@ -55,6 +66,7 @@ __all__ = [
     "rpc_errors",
 ]
 
+P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Default cap on request and response sizes, in MiB (gRPC's own default is 4 MiB).
@@ -136,7 +148,15 @@ def rpc_errors(cancel: Any = None) -> Iterator[None]:
         raise
 
 
-class client_method(Generic[R]):
+class _Blocking(Protocol):
+    _awaits: ClassVar[Literal[False]]
+
+
+class _Awaiting(Protocol):
+    _awaits: ClassVar[Literal[True]]
+
+
+class client_method(Generic[P, R]):
     """A public method of both clients, from the generator of its steps.
 
     On `AdvantageClient` it is a plain method that performs the steps blocking; on
@@ -144,29 +164,36 @@ class client_method(Generic[R]):
     the generator's name, docstring and signature (its return type without ``Steps[...]``).
     """
 
-    def __init__(self, steps: Callable[..., Steps[R]]) -> None:
-        self._steps = steps
-
+    def __init__(self, steps: Callable[Concatenate[Any, P], Steps[R]]) -> None:
         def blocking(client: Any, /, *args: Any, **kwargs: Any) -> R:
-            return client._run(steps(client, *args, **kwargs))
+            return client._run(steps(client, *args, **kwargs))  # type: ignore[no-any-return]
 
         async def awaiting(client: Any, /, *args: Any, **kwargs: Any) -> R:
-            return await client._run(steps(client, *args, **kwargs))
+            return await client._run(steps(client, *args, **kwargs))  # type: ignore[no-any-return]
 
         signature = inspect.signature(steps)
         returns = signature.return_annotation
         if isinstance(returns, str) and returns.startswith("Steps[") and returns.endswith("]"):
             signature = signature.replace(return_annotation=returns[len("Steps[") : -1])
-        self._methods = {}
+        self._methods: dict[bool, Callable[..., Any]] = {}
         for awaits, method in ((False, blocking), (True, awaiting)):
             functools.update_wrapper(method, steps)
-            method.__signature__ = signature  # type: ignore[attr-defined]
+            method.__signature__ = signature  # type: ignore[union-attr]
             self._methods[awaits] = method
 
     def __set_name__(self, owner: type, name: str) -> None:
         for method in self._methods.values():
             method.__name__ = name
             method.__qualname__ = f"{owner.__qualname__}.{name}"
+
+    @overload
+    def __get__(self, client: None, owner: type) -> Callable[..., Any]: ...
+    @overload
+    def __get__(
+        self, client: _Awaiting, owner: type | None = None
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    @overload
+    def __get__(self, client: _Blocking, owner: type | None = None) -> Callable[P, R]: ...
 
     def __get__(self, client: Any, owner: type | None = None) -> Callable[..., Any]:
         cls = owner if owner is not None else type(client)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import grpc
 
@@ -20,7 +20,7 @@ class AsyncAdvantageClient(ClientCore):
     """
 
     _channels = grpc.aio
-    _awaits = True
+    _awaits: ClassVar[Literal[True]] = True
 
     async def close(self, grace: float | None = None) -> None:
         """Close the channel; calls in flight get `grace` seconds, then are cancelled."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import grpc
 
@@ -31,7 +31,7 @@ class AdvantageClient(ClientCore):
     """
 
     _channels = grpc
-    _awaits = False
+    _awaits: ClassVar[Literal[False]] = False
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled. Idempotent."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Union
 
 from advantage_client._codec import to_wire
@@ -57,11 +58,13 @@ __all__ = [
 Coefficient = Union[float, "np.ndarray", "torch.Tensor"]
 CriticLossType = Literal["l1", "l2", "smooth_l1"]
 
-_option_class = dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
-
 
 class _Options:
-    """Knob access shared by the estimator and loss options."""
+    """Knob access shared by the estimator and loss options.
+
+    Every option class is a ``dataclass(frozen=True, kw_only=True, repr=False)``: frozen and
+    keyword-only like TorchRL's knobs, and shown by the `__repr__` here (the set knobs only).
+    """
 
     #: The field of the request's ``estimator`` or ``loss`` oneof this class fills.
     oneof_field: ClassVar[str]
@@ -85,7 +88,7 @@ class _Options:
 # --------------------------------------------------------------------------------------------
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class EstimatorOptions(_Options):
     """Base of the estimator options: `TD0`, `TD1`, `TDLambda`, `GAE`, `VTrace`.
 
@@ -114,7 +117,7 @@ class EstimatorOptions(_Options):
         build_estimator(request, self.oneof_field, self.knobs(), wire)
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class TD0(EstimatorOptions):
     """TD(0), TorchRL's TD0Estimator: value_target = r + γ·V(s'), advantage = target − V(s).
 
@@ -128,7 +131,7 @@ class TD0(EstimatorOptions):
     average_rewards: bool | None = None
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class TD1(EstimatorOptions):
     """TD(1), TorchRL's TD1Estimator: the discounted return, bootstrapped at truncations and at
     the end of the segment.
@@ -142,7 +145,7 @@ class TD1(EstimatorOptions):
     average_rewards: bool | None = None
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class TDLambda(EstimatorOptions):
     """TD(λ), TorchRL's TDLambdaEstimator: value_target = the λ-return G^λ.
 
@@ -158,7 +161,7 @@ class TDLambda(EstimatorOptions):
     average_rewards: bool | None = None
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class GAE(EstimatorOptions):
     """Generalised advantage estimation, TorchRL's GAE (the service's default estimator).
 
@@ -174,7 +177,7 @@ class GAE(EstimatorOptions):
     average_gae: bool | None = None
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class VTrace(EstimatorOptions):
     """V-trace (Espeholt et al. 2018), TorchRL's VTrace plus rlax/DI-engine's λ and ρ̄_pg.
 
@@ -204,7 +207,7 @@ class VTrace(EstimatorOptions):
 # --------------------------------------------------------------------------------------------
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class LossOptions(_Options):
     """Base of the loss options: `ClipPPO`, `KLPENPPO`, `PPO`, `A2C`, `Reinforce`, `Impala`."""
 
@@ -219,7 +222,7 @@ class LossOptions(_Options):
         build_loss(request, self.oneof_field, self.knobs())
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class _CriticKnobs(LossOptions):
     """The critic knobs of every TorchRL-derived loss (see `PPO`)."""
 
@@ -227,7 +230,7 @@ class _CriticKnobs(LossOptions):
     clip_value: float | None = None
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class _EntropyKnobs(LossOptions):
     """The entropy and critic weights of the actor-critic losses (see `PPO`)."""
 
@@ -236,7 +239,7 @@ class _EntropyKnobs(LossOptions):
     critic_coeff: float | None = None
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class PPO(_EntropyKnobs, _CriticKnobs):
     """TorchRL's PPOLoss: −E[π/μ · A] with no clipping, plus critic and entropy terms.
 
@@ -254,7 +257,7 @@ class PPO(_EntropyKnobs, _CriticKnobs):
     normalize_advantage: bool | None = None
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class ClipPPO(PPO):
     """TorchRL's ClipPPOLoss (the service's default loss): −E[min(ρA, clip(ρ, 1 − ε, 1 + ε)A)].
 
@@ -269,7 +272,7 @@ class ClipPPO(PPO):
     clip_epsilon: float | tuple[float, float] | None = None
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class KLPENPPO(PPO):
     """TorchRL's KLPENPPOLoss: −E[ρA] + β·KL(μ ‖ π), β adapting towards `dtarg`.
 
@@ -292,7 +295,7 @@ class KLPENPPO(PPO):
     decrement: float | None = None
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class A2C(_EntropyKnobs, _CriticKnobs):
     """TorchRL's A2CLoss: −E[log π(a|s) · A] plus critic and entropy terms.
 
@@ -304,7 +307,7 @@ class A2C(_EntropyKnobs, _CriticKnobs):
     oneof_field: ClassVar[str] = "a2c"
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class Reinforce(_CriticKnobs):
     """TorchRL's ReinforceLoss: −E[log π(a|s) · A] and a critic loss.
 
@@ -315,7 +318,7 @@ class Reinforce(_CriticKnobs):
     oneof_field: ClassVar[str] = "reinforce"
 
 
-@_option_class
+@dataclass(frozen=True, kw_only=True, repr=False)
 class Impala(_EntropyKnobs):
     """IMPALA, DI-engine's vtrace_error: its own V-trace targets, so it takes no estimator.
 
