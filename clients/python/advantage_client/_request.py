@@ -54,7 +54,7 @@ _ACTION = "action"
 _LOG_PROB_KEYS = ("sample_log_prob", "action_log_prob")
 _DEFAULT_OBS_KEY = "observation"
 
-# The trajectory's keyword arrays, the same for both calls.
+#: The trajectory's keyword arrays, the same for both calls.
 TRAJECTORY_ARRAYS = (
     "reward",
     "done",
@@ -166,7 +166,7 @@ def contract_layout(
     arrays: Mapping[str, Any], observation: Mapping[str, Any], torchrl_shapes: bool
 ) -> dict[str, Any]:
     """Per-step arrays in the contract's [*B, T] layout: TorchRL's [*B, T, 1] squeezed with
-    torchrl_shapes=True, else refused when the observations show it is one."""
+    torchrl_shapes=True; without it, a reward that is visibly TorchRL-shaped is refused."""
     if not isinstance(torchrl_shapes, (bool, np.bool_)):
         raise TypeError(f"torchrl_shapes must be a bool, got {type(torchrl_shapes).__name__}")
     if torchrl_shapes:
