@@ -158,13 +158,14 @@ def tensordict(data: dict[str, torch.Tensor]) -> object:
 
 
 def remote_call(client: object, data: dict[str, torch.Tensor], form: str) -> Callable[[], object]:
+    from advantage_client import GAE
+
     common = {
         "reward": data["reward"],
         "done": data["done"],
         "terminated": data["terminated"],
         "model": MODEL,
-        "gamma": GAMMA,
-        "lmbda": LMBDA,
+        "estimator": GAE(gamma=GAMMA, lmbda=LMBDA),
     }
     if form == "full":
         observations = {
@@ -279,7 +280,6 @@ def wire_bytes(shapes: list[tuple[int, int]]) -> list[dict[str, object]]:
                 obs = ("compact_observation", "compact_next")
             prepared = prepare(
                 model=MODEL,
-                knobs={},
                 form=form,
                 reward=data["reward"],
                 done=data["done"],
@@ -309,7 +309,6 @@ def profile(net_folder: Path, batch: int, steps: int, form: str, repeats: int) -
         obs = ("compact_observation", "compact_next")
     request = prepare(
         model=MODEL,
-        knobs={},
         form=form,
         reward=data["reward"],
         done=data["done"],

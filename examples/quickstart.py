@@ -3,7 +3,7 @@
 import os
 
 import numpy as np
-from advantage_client import AdvantageClient
+from advantage_client import GAE, AdvantageClient
 
 rng = np.random.default_rng(0)
 B, T = 2, 6  # two trajectory segments of six steps, CartPole-sized observations
@@ -17,9 +17,7 @@ with AdvantageClient(os.environ.get("ADVANTAGE_TARGET", "localhost:50051"), time
         done=done,
         observation=observation[:, :-1],
         next_observation=observation[:, 1:],
-        estimator="gae",
-        gamma=0.99,
-        lmbda=0.95,
+        estimator=GAE(gamma=0.99, lmbda=0.95),
     )
 print("model", result.model_name, "version", result.parameter_version)
 print("advantage\n", result.advantage.round(3))

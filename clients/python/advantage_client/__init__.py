@@ -3,18 +3,22 @@
 Hard dependencies: grpcio, protobuf, numpy. torch and tensordict (the ``[torch]`` extra) are
 imported only when a torch tensor or a TensorDict is passed in.
 
-    from advantage_client import AdvantageClient
+    from advantage_client import GAE, AdvantageClient, ClipPPO
 
     with AdvantageClient("localhost:50051", timeout=10) as client:
-        result = client.compute_advantage(reward=r, done=d, observation=o, next_observation=o2)
+        result = client.compute_advantage(
+            reward=r, done=d, observation=o, next_observation=o2, estimator=GAE(lmbda=0.9)
+        )
         result.advantage, result.value_target  # numpy [*B, T]
-        step = client.compute_loss(reward=r, done=d, observation=o, next_observation=o2,
-                                   action=a, sample_log_prob=lp, apply_update=True)
+        step = client.compute_loss(
+            reward=r, done=d, observation=o, next_observation=o2, action=a, sample_log_prob=lp,
+            loss=ClipPPO(clip_epsilon=0.1), estimator=GAE(gamma=0.99), apply_update=True,
+        )
         version, params = client.get_parameters(prefixes="actor_network.")
 """
 
-from advantage_client._loss import LOSS_KNOBS, LOSSES
-from advantage_client._request import ESTIMATORS, KNOBS, compact_observations
+from advantage_client._knobs import ESTIMATORS, KNOBS, LOSS_KNOBS, LOSSES
+from advantage_client._request import compact_observations
 from advantage_client.aio import AsyncAdvantageClient
 from advantage_client.client import AdvantageClient
 from advantage_client.errors import (
@@ -26,6 +30,23 @@ from advantage_client.errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
+)
+from advantage_client.options import (
+    A2C,
+    GAE,
+    KLPENPPO,
+    PPO,
+    TD0,
+    TD1,
+    ClipPPO,
+    EstimatorOptions,
+    Impala,
+    LossOptions,
+    Reinforce,
+    TDLambda,
+    VTrace,
+    estimator_from,
+    loss_from,
 )
 from advantage_client.types import (
     ActionSpec,
@@ -40,27 +61,42 @@ from advantage_client.types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "A2C",
     "ESTIMATORS",
+    "GAE",
+    "KLPENPPO",
     "KNOBS",
     "LOSSES",
     "LOSS_KNOBS",
+    "PPO",
+    "TD0",
+    "TD1",
     "ActionSpec",
     "AdvantageClient",
     "AdvantageResult",
     "AdvantageServiceError",
     "AsyncAdvantageClient",
+    "ClipPPO",
     "DeadlineExceededError",
+    "EstimatorOptions",
     "FailedPreconditionError",
+    "Impala",
     "InputSpec",
     "InvalidArgumentError",
+    "LossOptions",
     "LossResult",
     "ModelInfo",
     "NotFoundError",
     "Parameters",
+    "Reinforce",
     "ResourceExhaustedError",
+    "TDLambda",
     "Timing",
     "UnauthenticatedError",
     "UnavailableError",
+    "VTrace",
     "__version__",
     "compact_observations",
+    "estimator_from",
+    "loss_from",
 ]

@@ -1,17 +1,18 @@
-"""Build a ComputeAdvantageRequest from keyword arguments or a TensorDict; decode the response.
+"""Build a ComputeAdvantageRequest from keyword arrays or a TensorDict; decode the response.
 
 Shared by the sync and the asyncio client: everything here is pure (no I/O), so the clients only
-differ in how they send the request.
+differ in how they send the request. The array helpers (names, TorchRL's [*B, T, 1] layout) serve
+`_loss` too.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from google.protobuf.descriptor import FieldDescriptor
 
 from advantage_client._codec import (
     WireArray,
@@ -23,43 +24,24 @@ from advantage_client._codec import (
     to_wire,
 )
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
+from advantage_client.options import EstimatorLike, EstimatorOptions, VTrace, estimator_from
 from advantage_client.types import AdvantageResult, Timing
 
 __all__ = [
-    "ESTIMATORS",
-    "KNOBS",
+    "ADVANTAGE_ARRAYS",
+    "TRAJECTORY_ARRAYS",
     "OutputSpec",
     "PreparedCall",
-    "build_estimator",
     "compact_observations",
     "decode_response",
+    "fill_batch",
+    "fill_from_arrays",
     "needs_input_keys",
     "prepare",
+    "td_reward_and_done",
 ]
 
-Estimator = Literal["gae", "td0", "td1", "td_lambda", "vtrace"]
 Form = Literal["full", "compact"]
-
-_ESTIMATOR_FIELDS = pb.ComputeAdvantageRequest.DESCRIPTOR.oneofs_by_name["estimator"].fields
-#: Knobs each estimator accepts (keyword arguments of compute_advantage), read from the contract:
-#: the fields of the estimator's message in the ComputeAdvantageRequest.estimator oneof.
-KNOBS: dict[str, frozenset[str]] = {
-    f.name: frozenset(knob.name for knob in f.message_type.fields) for f in _ESTIMATOR_FIELDS
-}
-ESTIMATORS: tuple[str, ...] = tuple(KNOBS)
-_ALL_KNOBS = frozenset(
-    {"gamma", "lmbda", "average_gae", "average_adv", "average_rewards"}
-    | {"rho_thresh", "c_thresh", "rho_pg_thresh"}
-).union(*KNOBS.values())
-_ESTIMATOR_FIELDS_BY_NAME = {f.name: f for f in _ESTIMATOR_FIELDS}
-_DOUBLE = FieldDescriptor.TYPE_DOUBLE
-_BOOL = FieldDescriptor.TYPE_BOOL
-
-
-def _knob_field(estimator: str, knob: str) -> FieldDescriptor:
-    """The FieldDescriptor of `knob` in the estimator's message."""
-    return _ESTIMATOR_FIELDS_BY_NAME[estimator].message_type.fields_by_name[knob]
-
 
 # TorchRL's default TensorDict keys.
 _REWARD = ("next", "reward")
@@ -72,94 +54,125 @@ _ACTION = "action"
 _LOG_PROB_KEYS = ("sample_log_prob", "action_log_prob")
 _DEFAULT_OBS_KEY = "observation"
 
+#: The trajectory's keyword arrays, the same for both calls.
+TRAJECTORY_ARRAYS = (
+    "reward",
+    "done",
+    "terminated",
+    "observation",
+    "next_observation",
+    "state_value",
+    "next_state_value",
+    "action",
+    "sample_log_prob",
+)
+#: The batch's keyword arrays compute_advantage takes.
+ADVANTAGE_ARRAYS = (*TRAJECTORY_ARRAYS, "log_prob")
+# One value per step: [*B, T] in the contract, [*B, T, 1] in TorchRL's layout.
+_PER_STEP = (
+    "reward",
+    "done",
+    "terminated",
+    "state_value",
+    "next_state_value",
+    "sample_log_prob",
+    "log_prob",
+    "advantage",
+    "value_target",
+)
+
 
 # --------------------------------------------------------------------------------------------
-# Estimator
+# Keyword arrays
 # --------------------------------------------------------------------------------------------
 
 
-def _coefficient(value: Any, name: str, reward: WireArray) -> pb.Coefficient:
-    """A scalar in [0, 1] → Coefficient.scalar; an array → per_step, in the reward's dtype."""
-    if isinstance(value, (int, float, np.floating, np.integer)):
-        _check_range(name, float(value))
-        return pb.Coefficient(scalar=float(value))
-    w = to_wire(value, name=name)
-    arr = w.array
-    if arr.ndim == 0:
-        return _coefficient(float(arr), name, reward)
-    if arr.shape == (*reward.shape, 1):  # TorchRL's trailing feature dim
-        arr = arr.reshape(reward.shape)
-    if arr.shape != reward.shape:
-        raise ValueError(
-            f"{name}: a per-step coefficient must have the reward's shape {list(reward.shape)}, "
-            f"got {list(arr.shape)}"
+def batch_arrays(call: str, arrays: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The call's keyword arrays, every name present (None = not given); refuse unknown ones."""
+    unknown = sorted(set(arrays) - set(names))
+    if unknown:
+        raise TypeError(
+            f"{call}() got unexpected keyword arguments {unknown}; the batch's arrays are "
+            f"{', '.join(names)} (knobs go in the estimator= / loss= option objects)"
         )
-    if reward.dtype in (pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64):
-        arr = arr.astype(reward.array.dtype, copy=False)
-    return pb.Coefficient(per_step=encode(arr, name=name))
+    return {name: arrays.get(name) for name in names}
 
 
-def build_estimator(
-    request: pb.ComputeAdvantageRequest | pb.ComputeLossRequest,
-    estimator: str,
-    knobs: Mapping[str, Any],
-    reward: WireArray,
-) -> None:
-    """Set the request's estimator oneof from `estimator` and its (non-None) knobs.
+def check_batch_source(data: Any, arrays: Mapping[str, Any]) -> None:
+    """`data` (the positional batch) must be a TensorDict, and then no array may be given."""
+    if not is_tensordict(data):
+        raise TypeError(
+            "the positional argument must be a TensorDict; pass arrays by keyword "
+            f"(reward=..., done=...), got {type(data).__name__}"
+        )
+    given = sorted(k for k, v in arrays.items() if v is not None)
+    if given:
+        raise TypeError(f"pass either a TensorDict or arrays, not both (got {given})")
 
-    Coefficient knobs (γ, λ of TD/GAE) take a float or a per-step array; double knobs (V-trace's
-    thresholds and λ) a float; the rest are bools. Raises ValueError for an unknown estimator or
-    an out-of-range value, TypeError for a knob the estimator does not take or of the wrong type.
+
+def _shape_of(x: Any) -> tuple[int, ...]:
+    return tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+
+
+def _feature_dim_error(shape: tuple[int, ...], clue: str) -> ValueError:
+    return ValueError(
+        f"reward has shape {list(shape)}: its trailing dimension of size 1 looks like TorchRL's "
+        f"feature dimension ({clue}, so [*B, T] is {list(shape[:-1])}). Pass torchrl_shapes=True "
+        "to send TorchRL-shaped [*B, T, 1] per-step arrays (results then come back as "
+        "[*B, T, 1]), or drop the 1 (reward[..., 0])."
+    )
+
+
+def _refuse_torchrl_reward(arrays: Mapping[str, Any], observation: Mapping[str, Any]) -> None:
+    """Refuse a TorchRL-shaped [*B, T, 1] reward sent without torchrl_shapes=True.
+
+    The contract would read it as [*B, T] with T = 1 (and then blame the observation). The 1 is
+    taken for TorchRL's feature dimension when an observation or another per-step array shows
+    that [*B, T] is the reward's shape without it; without such a clue it is sent as it is.
     """
-    check_knobs(estimator, knobs)
-    msg = getattr(request, estimator)
-    msg.SetInParent()  # select the oneof even when no knob is set
-    for knob, value in knobs.items():
-        if value is None:
-            continue
-        field = _knob_field(estimator, knob)
-        if field.message_type is not None:  # Coefficient
-            getattr(msg, knob).CopyFrom(_coefficient(value, knob, reward))
-        elif field.type == _DOUBLE:
-            setattr(msg, knob, float(value))
-        else:
-            setattr(msg, knob, bool(value))
+    shape = _shape_of(arrays["reward"])
+    if len(shape) < 2 or shape[-1] != 1:
+        return
+    steps = shape[:-1]
+    for key, value in observation.items():
+        obs = _shape_of(value)
+        fits_steps = obs[: len(steps)] in (steps, (*steps[:-1], steps[-1] + 1))  # full, compact
+        fits_shape = obs[: len(shape)] in (shape, (*steps, 2))
+        if fits_steps and not fits_shape:
+            raise _feature_dim_error(shape, f"observation[{key!r}] has shape {list(obs)}")
+    for name in _PER_STEP:
+        value = arrays.get(name)
+        if name != "reward" and value is not None and _shape_of(value) == steps:
+            raise _feature_dim_error(shape, f"{name} has shape {list(steps)}")
 
 
-def check_knobs(estimator: str, knobs: Mapping[str, Any]) -> None:
-    """Validate the estimator name, knob names and scalar knob values (no reward needed)."""
-    if estimator not in KNOBS:
-        raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(KNOBS)}")
-    allowed = KNOBS[estimator]
-    for knob, value in knobs.items():
-        if knob not in _ALL_KNOBS:
-            raise TypeError(f"unknown estimator knob {knob!r}")
+def _drop_feature_dims(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """torchrl_shapes=True: every per-step array is [*B, T, 1]; drop the 1."""
+    out = dict(arrays)
+    for name in _PER_STEP:
+        value = arrays.get(name)
         if value is None:
             continue
-        if knob not in allowed:
-            raise TypeError(
-                f"estimator {estimator!r} takes no {knob!r} "
-                f"(it takes: {', '.join(sorted(allowed))})"
+        shape = _shape_of(value)
+        if len(shape) < 2 or shape[-1] != 1:
+            raise ValueError(
+                f"{name}: torchrl_shapes=True expects TorchRL's [*B, T, 1], got shape {list(shape)}"
             )
-        field = _knob_field(estimator, knob)
-        if field.type == _BOOL:
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{knob} must be a bool, got {type(value).__name__}")
-            continue
-        scalar = isinstance(value, (int, float, np.floating, np.integer))
-        if isinstance(value, (bool, np.bool_)) or (field.type == _DOUBLE and not scalar):
-            kind = "a float" if field.type == _DOUBLE else "a float or a per-step array"
-            raise TypeError(f"{estimator}'s {knob} must be {kind}, got {type(value).__name__}")
-        if scalar:
-            _check_range(knob, float(value))
+        out[name] = value.squeeze(-1) if is_torch_tensor(value) else np.asarray(value)[..., 0]
+    return out
 
 
-def _check_range(knob: str, value: float) -> None:
-    if knob.endswith("_thresh"):
-        if not value > 0.0:
-            raise ValueError(f"{knob} must be > 0, got {value}")
-    elif not 0.0 <= value <= 1.0:
-        raise ValueError(f"{knob} must be in [0, 1], got {value}")
+def contract_layout(
+    arrays: Mapping[str, Any], observation: Mapping[str, Any], torchrl_shapes: bool
+) -> dict[str, Any]:
+    """Per-step arrays in the contract's [*B, T] layout: TorchRL's [*B, T, 1] squeezed with
+    torchrl_shapes=True; without it, a reward that is visibly TorchRL-shaped is refused."""
+    if not isinstance(torchrl_shapes, (bool, np.bool_)):
+        raise TypeError(f"torchrl_shapes must be a bool, got {type(torchrl_shapes).__name__}")
+    if torchrl_shapes:
+        return _drop_feature_dims(arrays)
+    _refuse_torchrl_reward(arrays, observation)
+    return dict(arrays)
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +227,7 @@ def _check_chained(obs: np.ndarray, nxt: np.ndarray, done: np.ndarray, nb: int, 
     observation[t + 1] there; refuse instead of silently sending different data."""
     lead = (slice(None),) * (nb - 1)
     same = nxt[(*lead, slice(None, -1))] == obs[(*lead, slice(1, None))]
-    same = same.reshape(*same.shape[:nb], -1).all(axis=-1)
+    same = same.reshape(*same.shape[:nb], math.prod(same.shape[nb:])).all(axis=-1)  # T = 1 too
     broken = ~same & ~done[(*lead, slice(None, -1))]
     if broken.any():
         where = tuple(int(i) for i in np.argwhere(broken)[0])
@@ -266,6 +279,7 @@ class OutputSpec:
     kind: Literal["numpy", "torch", "tensordict"]
     device: Any = None
     tensordict: Any = None
+    torchrl_shapes: bool = False  # per-step results get TorchRL's trailing 1 (arrays only)
 
 
 @dataclass
@@ -284,20 +298,28 @@ def _as_obs_map(x: Any, default_key: str) -> dict[str, Any]:
     return {default_key: x}
 
 
-def _fill_trajectory(
-    traj: pb.Trajectory,
+def fill_batch(
+    request: pb.ComputeAdvantageRequest | pb.ComputeLossRequest,
+    estimator: EstimatorOptions | None,
     *,
-    reward: WireArray,
-    done: WireArray,
-    terminated: WireArray | None,
+    reward: Any,
+    done: Any,
+    terminated: Any,
     observation: Mapping[str, Any],
     next_observation: Mapping[str, Any],
     tensors: Mapping[str, Any],
     form: str,
 ) -> None:
-    """Encode everything into `traj`, building the compact form when asked."""
+    """Encode the trajectory (per-step arrays [*B, T]) into `request`, building the compact form
+    when asked, and the estimator (None = none; a per-step γ or λ needs the reward)."""
     if form not in ("full", "compact"):
         raise ValueError(f"form must be 'full' or 'compact', got {form!r}")
+    reward = to_wire(reward, name="reward")
+    done = to_wire(done, name="done")
+    terminated = None if terminated is None else to_wire(terminated, name="terminated")
+    if estimator is not None:
+        estimator.fill(request, reward)
+    traj = request.trajectory
     traj.reward.CopyFrom(encode(reward, name="reward"))
     traj.done.CopyFrom(encode(done, name="done"))
     if terminated is not None:
@@ -350,13 +372,20 @@ def _fill_trajectory(
 
 
 def needs_input_keys(
-    data: Any, estimator: str, in_keys: Sequence[str] | None, recompute_values: bool
+    data: Any,
+    estimator: EstimatorLike | None,
+    in_keys: Sequence[str] | None,
+    recompute_values: bool,
 ) -> bool:
     """Whether a TensorDict call must first learn the model's input keys (GetModel)."""
     if in_keys is not None or not is_tensordict(data):
         return False
     has_values = data.get(_VALUE, None) is not None and data.get(_NEXT_VALUE, None) is not None
-    return estimator == "vtrace" or recompute_values or not has_values
+    return _is_vtrace(estimator) or recompute_values or not has_values
+
+
+def _is_vtrace(estimator: EstimatorLike | None) -> bool:
+    return estimator is not None and isinstance(estimator_from(estimator), VTrace)
 
 
 def _td_step(td: Any, key: Any, name: str) -> Any:
@@ -376,100 +405,8 @@ def _td_step(td: Any, key: Any, name: str) -> Any:
     )
 
 
-def prepare(
-    data: Any = None,
-    *,
-    model: str = "",
-    estimator: str = "gae",
-    knobs: Mapping[str, Any],
-    form: str = "full",
-    in_keys: Sequence[str] | None = None,
-    recompute_values: bool = False,
-    reward: Any = None,
-    done: Any = None,
-    terminated: Any = None,
-    observation: Any = None,
-    next_observation: Any = None,
-    state_value: Any = None,
-    next_state_value: Any = None,
-    action: Any = None,
-    sample_log_prob: Any = None,
-    log_prob: Any = None,
-) -> PreparedCall:
-    """Validate the arguments of compute_advantage and build the request (see the clients)."""
-    check_knobs(estimator, knobs)
-    if not isinstance(model, str):
-        raise TypeError(f"model must be a str, got {type(model).__name__}")
-    arrays = {
-        "reward": reward,
-        "done": done,
-        "terminated": terminated,
-        "observation": observation,
-        "next_observation": next_observation,
-        "state_value": state_value,
-        "next_state_value": next_state_value,
-        "action": action,
-        "sample_log_prob": sample_log_prob,
-        "log_prob": log_prob,
-    }
-    request = pb.ComputeAdvantageRequest(model_name=model)
-    if data is not None:
-        if not is_tensordict(data):
-            raise TypeError(
-                "the positional argument must be a TensorDict; pass arrays by keyword "
-                f"(reward=..., done=...), got {type(data).__name__}"
-            )
-        given = sorted(k for k, v in arrays.items() if v is not None)
-        if given:
-            raise TypeError(f"pass either a TensorDict or arrays, not both (got {given})")
-        return _prepare_tensordict(request, data, estimator, knobs, form, in_keys, recompute_values)
-    if in_keys is not None and len(in_keys) != 1 and not isinstance(observation, Mapping):
-        raise ValueError("in_keys names the single observation key for array inputs")
-    if recompute_values:
-        state_value = next_state_value = None
-    missing = [k for k in ("reward", "done") if arrays[k] is None]
-    if missing:
-        raise TypeError(f"compute_advantage() needs {' and '.join(missing)}")
-    if (state_value is None) != (next_state_value is None):
-        raise ValueError("pass both state_value and next_state_value, or neither")
-    output = (
-        OutputSpec("torch", device=reward.device)
-        if is_torch_tensor(reward)
-        else OutputSpec("numpy")
-    )
-    default_key = in_keys[0] if in_keys else _DEFAULT_OBS_KEY
-    r = to_wire(reward, name="reward")
-    d = to_wire(done, name="done")
-    t = None if terminated is None else to_wire(terminated, name="terminated")
-    build_estimator(request, estimator, knobs, r)
-    _fill_trajectory(
-        request.trajectory,
-        reward=r,
-        done=d,
-        terminated=t,
-        observation=_as_obs_map(observation, default_key),
-        next_observation=_as_obs_map(next_observation, default_key),
-        tensors={
-            "state_value": state_value,
-            "next_state_value": next_state_value,
-            "action": action,
-            "sample_log_prob": sample_log_prob,
-            "log_prob": log_prob,
-        },
-        form=form,
-    )
-    return PreparedCall(request, output)
-
-
-def _prepare_tensordict(
-    request: pb.ComputeAdvantageRequest,
-    td: Any,
-    estimator: str,
-    knobs: Mapping[str, Any],
-    form: str,
-    in_keys: Sequence[str] | None,
-    recompute_values: bool,
-) -> PreparedCall:
+def td_reward_and_done(td: Any) -> tuple[Any, Any]:
+    """A TensorDict's ("next", "reward") and ("next", "done"), [*B, T]; both are needed."""
     if td.batch_dims < 1:
         raise ValueError("the TensorDict needs batch_size [*B, T] (time last), got []")
     reward = _td_step(td, _REWARD, "reward")
@@ -477,6 +414,92 @@ def _prepare_tensordict(
     if reward is None or done is None:
         missing = [str(k) for k, v in ((_REWARD, reward), (_DONE, done)) if v is None]
         raise KeyError(f"the TensorDict has no {' and '.join(missing)}")
+    return reward, done
+
+
+def prepare(
+    data: Any = None,
+    *,
+    estimator: EstimatorLike | None = "gae",
+    model: str = "",
+    form: str = "full",
+    in_keys: Sequence[str] | None = None,
+    recompute_values: bool = False,
+    torchrl_shapes: bool = False,
+    **arrays: Any,
+) -> PreparedCall:
+    """Validate the arguments of compute_advantage and build the request (see the clients).
+
+    `estimator` is anything `estimator_from` takes; None leaves the oneof unset (the server's GAE
+    with the model's γ, λ).
+    """
+    options = None if estimator is None else estimator_from(estimator)
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a str, got {type(model).__name__}")
+    given = batch_arrays("compute_advantage", arrays, ADVANTAGE_ARRAYS)
+    request = pb.ComputeAdvantageRequest(model_name=model)
+    if data is not None:
+        check_batch_source(data, given)
+        return _prepare_tensordict(request, data, options, form, in_keys, recompute_values)
+    if recompute_values:
+        given["state_value"] = given["next_state_value"] = None
+    missing = [k for k in ("reward", "done") if given[k] is None]
+    if missing:
+        raise TypeError(f"compute_advantage() needs {' and '.join(missing)}")
+    if (given["state_value"] is None) != (given["next_state_value"] is None):
+        raise ValueError("pass both state_value and next_state_value, or neither")
+    reward = given["reward"]
+    output = (
+        OutputSpec("torch", device=reward.device, torchrl_shapes=torchrl_shapes)
+        if is_torch_tensor(reward)
+        else OutputSpec("numpy", torchrl_shapes=torchrl_shapes)
+    )
+    fill_from_arrays(request, given, options, in_keys, form, torchrl_shapes)
+    return PreparedCall(request, output)
+
+
+def fill_from_arrays(
+    request: pb.ComputeAdvantageRequest | pb.ComputeLossRequest,
+    given: Mapping[str, Any],
+    estimator: EstimatorOptions | None,
+    in_keys: Sequence[str] | None,
+    form: str,
+    torchrl_shapes: bool,
+) -> dict[str, Any]:
+    """Write the keyword arrays' trajectory into `request`, and the estimator (a per-step γ or
+    λ needs the reward); returns the arrays in the contract's [*B, T] layout."""
+    observation = given["observation"]
+    if in_keys is not None and len(in_keys) != 1 and not isinstance(observation, Mapping):
+        raise ValueError("in_keys names the single observation key for array inputs")
+    default_key = in_keys[0] if in_keys else _DEFAULT_OBS_KEY
+    observations = _as_obs_map(observation, default_key)
+    given = contract_layout(given, observations, torchrl_shapes)
+    fill_batch(
+        request,
+        estimator,
+        reward=given["reward"],
+        done=given["done"],
+        terminated=given["terminated"],
+        observation=observations,
+        next_observation=_as_obs_map(given["next_observation"], default_key),
+        tensors={
+            name: given.get(name)
+            for name in ("state_value", "next_state_value", "action", "sample_log_prob", "log_prob")
+        },
+        form=form,
+    )
+    return given
+
+
+def _prepare_tensordict(
+    request: pb.ComputeAdvantageRequest,
+    td: Any,
+    estimator: EstimatorOptions | None,
+    form: str,
+    in_keys: Sequence[str] | None,
+    recompute_values: bool,
+) -> PreparedCall:
+    reward, done = td_reward_and_done(td)
     terminated = _td_step(td, _TERMINATED, "terminated")
     tensors: dict[str, Any] = {}
     value = _td_step(td, _VALUE, "state_value")
@@ -485,7 +508,7 @@ def _prepare_tensordict(
     if send_values:
         tensors["state_value"] = value
         tensors["next_state_value"] = next_value
-    if estimator == "vtrace":
+    if isinstance(estimator, VTrace):
         log_prob_key = next((k for k in _LOG_PROB_KEYS if td.get(k, None) is not None), None)
         if log_prob_key is None:
             raise KeyError(
@@ -507,13 +530,12 @@ def _prepare_tensordict(
                 next_observation[key] = nxt
             elif not send_values:
                 raise KeyError(f"the TensorDict has no {('next', key)!r}")
-    r = to_wire(reward, name="reward")
-    build_estimator(request, estimator, knobs, r)
-    _fill_trajectory(
-        request.trajectory,
-        reward=r,
-        done=to_wire(done, name="done"),
-        terminated=None if terminated is None else to_wire(terminated, name="terminated"),
+    fill_batch(
+        request,
+        estimator,
+        reward=reward,
+        done=done,
+        terminated=terminated,
         observation=observation,
         next_observation=next_observation,
         tensors=tensors,
@@ -532,11 +554,13 @@ def decode_response(response: pb.ComputeAdvantageResponse, output: OutputSpec) -
     if output.kind == "numpy":
 
         def dec(name: str) -> Any:
-            return decode_numpy(getattr(response, name), name=name)
+            array = decode_numpy(getattr(response, name), name=name)
+            return array[..., None] if output.torchrl_shapes else array
     else:
 
         def dec(name: str) -> Any:
-            return decode_torch(getattr(response, name), name=name, device=output.device)
+            tensor = decode_torch(getattr(response, name), name=name, device=output.device)
+            return tensor.unsqueeze(-1) if output.torchrl_shapes else tensor
 
     advantage = dec("advantage")
     value_target = dec("value_target")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import numpy as np
@@ -10,12 +11,16 @@ import pytest
 import torch
 from _client_data import make_batch, to_tensordict
 from advantage_client import (
+    GAE,
+    PPO,
     AdvantageClient,
     AsyncAdvantageClient,
     DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    TDLambda,
+    VTrace,
 )
 
 
@@ -29,21 +34,21 @@ async def test_models(grpc_target: str) -> None:
         assert info.value.code == grpc.StatusCode.NOT_FOUND and "nope" in info.value.message
 
 
-@pytest.mark.parametrize("estimator", ["gae", "td_lambda", "vtrace"])
-async def test_same_results_as_the_sync_client(grpc_target: str, estimator: str) -> None:
+@pytest.mark.parametrize(
+    "estimator", [GAE(gamma=0.9), TDLambda(gamma=0.9), VTrace(gamma=0.9)], ids=repr
+)
+async def test_same_results_as_the_sync_client(grpc_target: str, estimator: Any) -> None:
     batch = make_batch(seed=11)
-    arrays = batch.arrays(with_vtrace=estimator == "vtrace")
+    arrays = batch.arrays(with_vtrace=isinstance(estimator, VTrace))
     with AdvantageClient(grpc_target, timeout=60) as sync:
-        expected = sync.compute_advantage(estimator=estimator, gamma=0.9, **arrays)
+        expected = sync.compute_advantage(estimator=estimator, **arrays)
     async with AsyncAdvantageClient(grpc_target, timeout=60) as client:
-        result = await client.compute_advantage(estimator=estimator, gamma=0.9, **arrays)
+        result = await client.compute_advantage(estimator=estimator, **arrays)
         np.testing.assert_array_equal(result.advantage, expected.advantage)
         np.testing.assert_array_equal(result.value_target, expected.value_target)
-        compact = await client.compute_advantage(
-            estimator=estimator, gamma=0.9, form="compact", **arrays
-        )
+        compact = await client.compute_advantage(estimator=estimator, form="compact", **arrays)
         np.testing.assert_allclose(compact.advantage, expected.advantage, rtol=1e-6, atol=1e-6)
-        td = await client.compute_advantage(to_tensordict(batch), estimator=estimator, gamma=0.9)
+        td = await client.compute_advantage(to_tensordict(batch), estimator=estimator)
         torch.testing.assert_close(
             td["advantage"], torch.from_numpy(np.array(expected.advantage)).unsqueeze(-1)
         )
@@ -82,12 +87,12 @@ async def test_compute_loss_same_as_the_sync_client(grpc_target: str) -> None:
     arrays = batch.arrays(with_vtrace=True)
     td = to_tensordict(batch)
     td["logits"] = torch.zeros(3, 6, 2)
-    knobs = {"estimator": "td_lambda", "estimator_options": {"gamma": 0.9}, "entropy_coeff": 0.1}
+    knobs = {"loss": PPO(entropy_coeff=0.1), "estimator": TDLambda(gamma=0.9)}
     with AdvantageClient(grpc_target, timeout=60) as sync:
-        expected = sync.compute_loss(loss="ppo", **knobs, **arrays)
+        expected = sync.compute_loss(**knobs, **arrays)
         expected_kl = sync.compute_loss(td, loss="ppo_kl")
     async with AsyncAdvantageClient(grpc_target, timeout=60) as client:
-        result = await client.compute_loss(loss="ppo", **knobs, **arrays)
+        result = await client.compute_loss(**knobs, **arrays)
         assert (result.loss, result.metrics) == (expected.loss, expected.metrics)
         kl = await client.compute_loss(td, loss="ppo_kl")  # reads td["logits"]
         assert (kl.loss, kl.metrics) == (expected_kl.loss, expected_kl.metrics)

@@ -10,11 +10,19 @@ import numpy as np
 import pytest
 import torch
 from advantage_client import (
+    A2C,
+    GAE,
+    KLPENPPO,
+    PPO,
     AdvantageClient,
+    ClipPPO,
     FailedPreconditionError,
+    Impala,
     InvalidArgumentError,
     LossResult,
     NotFoundError,
+    Reinforce,
+    TDLambda,
 )
 
 from service.pb.advantage.v1 import advantage_pb2 as spb
@@ -23,16 +31,16 @@ from tests.server.test_compute_advantage import as_tensordict
 from tests.server.test_compute_loss import LR, sgd_model, torchrl_loss
 from tests.server.wire import Batch, full_trajectory, random_batch, stub, tensor
 
-# Non-default knobs per loss: the client's keywords and the raw message a hand-built request
+# Non-default knobs per loss: the client's arguments and the raw message a hand-built request
 # carries (independently of the client's code).
-ESTIMATOR = {"estimator": "td_lambda", "estimator_options": {"gamma": 0.9, "lmbda": 0.8}}
+ESTIMATOR = {"estimator": TDLambda(gamma=0.9, lmbda=0.8)}
 RAW_ESTIMATOR = {
     "td_lambda": spb.TDLambda(gamma=spb.Coefficient(scalar=0.9), lmbda=spb.Coefficient(scalar=0.8))
 }
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "ppo_clip": (
-        {"clip_epsilon": (0.1, 0.3), "entropy_coeff": 0.05, "critic_coeff": 0.5,
-         "loss_critic_type": "l2", "normalize_advantage": True},
+        {"loss": ClipPPO(clip_epsilon=(0.1, 0.3), entropy_coeff=0.05, critic_coeff=0.5,
+                         loss_critic_type="l2", normalize_advantage=True)},
         {"ppo_clip": spb.ClipPPOLoss(
             options=spb.PolicyLossOptions(entropy_coeff=0.05, critic_coeff=0.5,
                                           loss_critic_type=spb.CRITIC_LOSS_L2,
@@ -40,29 +48,29 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             clip_epsilon_low=0.1, clip_epsilon_high=0.3)},
     ),
     "ppo": (
-        {"entropy_bonus": False, "loss_critic_type": "l1", "clip_value": 0.2, **ESTIMATOR},
+        {"loss": PPO(entropy_bonus=False, loss_critic_type="l1", clip_value=0.2), **ESTIMATOR},
         {"ppo": spb.PPOLoss(options=spb.PolicyLossOptions(
             entropy_bonus=False, loss_critic_type=spb.CRITIC_LOSS_L1, clip_value=0.2)),
          **RAW_ESTIMATOR},
     ),
     "a2c": (
-        {"entropy_coeff": 0.02, "critic_coeff": 0.7, "estimator": "td0"},
+        {"loss": A2C(entropy_coeff=0.02, critic_coeff=0.7), "estimator": "td0"},
         {"a2c": spb.A2CLoss(options=spb.PolicyLossOptions(entropy_coeff=0.02, critic_coeff=0.7)),
          "td0": spb.TD0()},
     ),
     "reinforce": (
-        {"loss_critic_type": "l2", "clip_value": 0.5},
+        {"loss": Reinforce(loss_critic_type="l2", clip_value=0.5)},
         {"reinforce": spb.ReinforceLoss(options=spb.PolicyLossOptions(
             loss_critic_type=spb.CRITIC_LOSS_L2, clip_value=0.5))},
     ),
     "impala": (
-        {"gamma": 0.9, "lmbda": 0.95, "rho_thresh": 1.2, "c_thresh": 0.9, "rho_pg_thresh": 1.1,
-         "entropy_coeff": 0.02, "critic_coeff": 0.5},
+        {"loss": Impala(gamma=0.9, lmbda=0.95, rho_thresh=1.2, c_thresh=0.9, rho_pg_thresh=1.1,
+                        entropy_coeff=0.02, critic_coeff=0.5)},
         {"impala": spb.ImpalaLoss(gamma=0.9, lmbda=0.95, rho_thresh=1.2, c_thresh=0.9,
                                   rho_pg_thresh=1.1, entropy_coeff=0.02, critic_coeff=0.5)},
     ),
     "ppo_kl": (
-        {"dtarg": 0.02, "beta": 0.5, "increment": 1.5, "decrement": 0.7, "entropy_coeff": 0.0},
+        {"loss": KLPENPPO(dtarg=0.02, beta=0.5, increment=1.5, decrement=0.7, entropy_coeff=0.0)},
         {"ppo_kl": spb.KLPENPPOLoss(options=spb.PolicyLossOptions(entropy_coeff=0.0),
                                     dtarg=0.02, beta=0.5, increment=1.5, decrement=0.7)},
     ),
@@ -129,7 +137,7 @@ def test_equals_the_raw_stub(
         td = as_tensordict(batch)
         if loss == "ppo_kl":
             td["logits"] = behaviour_logits(batch)  # where TorchRL's KLPENPPOLoss reads it
-        result = client.compute_loss(td, loss=loss, **knobs)
+        result = client.compute_loss(td, **knobs)
     else:
         arrays = trajectory_kwargs(batch, kind)
         if loss == "ppo_kl":
@@ -137,7 +145,7 @@ def test_equals_the_raw_stub(
             arrays["behaviour_distribution"] = {
                 "logits": logits.numpy() if kind == "numpy" else logits
             }
-        result = client.compute_loss(loss=loss, **knobs, **arrays)
+        result = client.compute_loss(**knobs, **arrays)
     assert isinstance(result, LossResult)
     assert_same(result, raw)
     assert result.loss == pytest.approx(
@@ -177,7 +185,7 @@ def test_tensordict_matches_torchrl(client: AdvantageClient, loss: str) -> None:
 
 def test_advantage_from_compute_advantage_is_used(client: AdvantageClient) -> None:
     batch = random_batch((3,), steps=10, seed=8)
-    td = client.compute_advantage(as_tensordict(batch), estimator="gae", gamma=0.9, lmbda=0.8)
+    td = client.compute_advantage(as_tensordict(batch), estimator=GAE(gamma=0.9, lmbda=0.8))
     module, _, _ = torchrl_loss("ppo_clip")
     module.make_value_estimator(gamma=0.5)  # would differ if TorchRL recomputed the advantage
     out = module(td.clone())
@@ -192,8 +200,7 @@ def test_advantage_from_compute_advantage_is_used(client: AdvantageClient) -> No
     estimated = client.compute_loss(
         td,
         recompute_advantage=True,
-        estimator="gae",
-        estimator_options={"gamma": 0.9, "lmbda": 0.8},
+        estimator=GAE(gamma=0.9, lmbda=0.8),
     )
     assert estimated.loss == pytest.approx(result.loss, rel=1e-6)
     # ...and different ones with another estimator.
@@ -221,8 +228,9 @@ def test_asymmetric_clip_matches_torchrl(client: AdvantageClient) -> None:
     module.set_keys(sample_log_prob="sample_log_prob")
     out = module(as_tensordict(batch))
     result = client.compute_loss(
-        as_tensordict(batch), clip_epsilon=(0.05, 0.1), entropy_coeff=0.03, critic_coeff=0.5,
-        loss_critic_type="l2",
+        as_tensordict(batch),
+        loss=ClipPPO(clip_epsilon=(0.05, 0.1), entropy_coeff=0.03, critic_coeff=0.5,
+                     loss_critic_type="l2"),
     )  # fmt: skip
     for key in ("loss_objective", "loss_critic", "loss_entropy", "clip_fraction"):
         assert result.metrics[key] == pytest.approx(float(out[key].detach()), rel=1e-5, abs=1e-6), (

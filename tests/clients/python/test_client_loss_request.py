@@ -9,8 +9,19 @@ import numpy as np
 import pytest
 import torch
 from _client_data import make_batch, to_tensordict
-from advantage_client import LOSS_KNOBS, LOSSES, AdvantageClient
+from advantage_client import (
+    GAE,
+    LOSS_KNOBS,
+    LOSSES,
+    TD0,
+    AdvantageClient,
+    ClipPPO,
+    LossOptions,
+    TDLambda,
+    loss_from,
+)
 from advantage_client._codec import decode_numpy
+from advantage_client._deprecated import loss_keywords
 from advantage_client._loss import prepare_loss
 from advantage_client._parameters import (
     ParameterAssembler,
@@ -53,7 +64,12 @@ def _prepare(loss: str = "ppo_clip", data: Any = None, **kwargs: Any) -> pb.Comp
     if data is not None:
         kwargs.setdefault("in_keys", ["observation"])
         kwargs.setdefault("distribution", "categorical")
-    return prepare_loss(data, loss=loss, knobs=knobs, **{**arrays, **kwargs}).request
+    return prepare_loss(data, loss=_loss(loss, **knobs), **{**arrays, **kwargs}).request
+
+
+def _loss(loss: str, **knobs: Any) -> LossOptions:
+    """The option object of the loss named `loss`, with `knobs` set."""
+    return type(loss_from(loss))(**knobs)
 
 
 # ---- the loss oneof and its knobs ----------------------------------------------------------------
@@ -130,13 +146,16 @@ def test_clip_epsilon_pair_is_the_asymmetric_clip() -> None:
     ("loss", "knob"), [(n, k) for n in LOSSES for k in ALL_LOSS_KNOBS if k not in LOSS_KNOBS[n]]
 )
 def test_a_knob_the_loss_does_not_take_is_refused(loss: str, knob: str) -> None:  # fmt: skip
-    with pytest.raises(TypeError, match=f"takes no '{knob}'"):
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{knob}'"):
         _prepare(loss, **{knob: KNOB_VALUES[knob]})
+    # The deprecated keyword form names the loss.
+    with pytest.raises(TypeError, match=f"takes no '{knob}'"):
+        loss_keywords(loss, None, {knob: KNOB_VALUES[knob]})
 
 
-def test_estimator_knobs_at_the_top_level_point_to_estimator_options() -> None:
-    with pytest.raises(TypeError, match="estimator_options"):
-        _prepare("ppo_clip", gamma=0.9)
+def test_deprecated_estimator_knobs_at_the_top_level_point_to_the_estimator() -> None:
+    with pytest.raises(TypeError, match=r"estimator=GAE\(gamma=\.\.\.\)"):
+        loss_keywords("ppo_clip", None, {"gamma": 0.9})
 
 
 @pytest.mark.parametrize(
@@ -158,7 +177,7 @@ def test_estimator_knobs_at_the_top_level_point_to_estimator_options() -> None:
         ("impala", {"gamma": 1.5}, ValueError, r"gamma must be in \[0, 1\]"),
         ("impala", {"lmbda": -0.1}, ValueError, r"lmbda must be in \[0, 1\]"),
         ("impala", {"rho_thresh": 0.0}, ValueError, "rho_thresh must be > 0"),
-        ("ppo_clip", {"bogus": 1.0}, TypeError, "unknown loss knob"),
+        ("ppo_clip", {"bogus": 1.0}, TypeError, "unexpected keyword argument 'bogus'"),
         ("sac", {}, ValueError, "unknown loss 'sac'"),
     ],
 )
@@ -166,26 +185,38 @@ def test_bad_knob_values_are_refused(
     loss: str, knobs: dict[str, Any], error: type, match: str
 ) -> None:
     with pytest.raises(error, match=match):
-        _prepare(loss, **knobs) if "bogus" not in knobs else prepare_loss(
-            loss=loss, knobs=knobs, **_arrays()
-        )
+        _loss(loss, **knobs)
 
 
 # ---- estimator, advantage, update ----------------------------------------------------------------
 
 
 def test_estimator_options_land_in_the_estimator() -> None:
-    request = _prepare(estimator="td_lambda", estimator_options={"gamma": 0.9, "lmbda": 0.8})
+    request = _prepare(estimator=TDLambda(gamma=0.9, lmbda=0.8))
     assert request.WhichOneof("estimator") == "td_lambda"
     assert request.td_lambda.gamma.scalar == pytest.approx(0.9)
     assert request.td_lambda.lmbda.scalar == pytest.approx(0.8)
-    gae = _prepare(estimator_options={"lmbda": 0.5})  # options alone: the default GAE
+    gae = _prepare(estimator=GAE(lmbda=0.5))
     assert gae.WhichOneof("estimator") == "gae" and gae.gae.lmbda.scalar == 0.5
     assert _prepare(estimator="vtrace").WhichOneof("estimator") == "vtrace"
     batch = make_batch()
     gamma = np.full(batch.reward.shape, 0.9)
-    per_step = _prepare(estimator="td0", estimator_options={"gamma": gamma}).td0.gamma
+    per_step = _prepare(estimator=TD0(gamma=gamma)).td0.gamma
     assert decode_numpy(per_step.per_step).dtype == np.float32  # the reward's dtype
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"estimator": "mc"}, ValueError, "unknown estimator"),
+        ({"estimator": ClipPPO()}, TypeError, "estimator must be"),
+        ({"loss": "impala", "estimator": "gae"}, TypeError, "impala computes its own"),
+        ({"loss": "impala", "estimator": GAE(gamma=0.9)}, TypeError, "impala"),
+    ],
+)
+def test_estimator_errors(kwargs: dict[str, Any], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        _prepare(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -194,15 +225,22 @@ def test_estimator_options_land_in_the_estimator() -> None:
         ({"estimator": "td0", "estimator_options": {"lmbda": 0.9}}, TypeError, "takes no 'lmbda'"),
         ({"estimator_options": {"gama": 0.9}}, TypeError, "unknown estimator knob"),
         ({"estimator_options": {"gamma": 2.0}}, ValueError, "gamma must be in"),
-        ({"estimator": "mc"}, ValueError, "unknown estimator"),
         ({"estimator_options": [("gamma", 0.9)]}, TypeError, "must be a mapping"),
-        ({"loss": "impala", "estimator": "gae"}, TypeError, "impala computes its own"),
         ({"loss": "impala", "estimator_options": {"gamma": 0.9}}, TypeError, "impala"),
+        ({"estimator": TD0(gamma=0.5), "estimator_options": {"gamma": 0.9}}, TypeError,
+         "in the option object itself"),
     ],
-)
-def test_estimator_errors(kwargs: dict[str, Any], error: type, match: str) -> None:
-    with pytest.raises(error, match=match):
-        _prepare(**kwargs)
+)  # fmt: skip
+@pytest.mark.filterwarnings("ignore:compute_loss:DeprecationWarning")
+def test_deprecated_estimator_options_errors(
+    kwargs: dict[str, Any], error: type, match: str
+) -> None:
+    """The previous release's estimator_options, through the client (refused before sending)."""
+    with (
+        AdvantageClient("127.0.0.1:1", timeout=0.01) as client,  # nothing there: no RPC happens
+        pytest.raises(error, match=match),
+    ):
+        client.compute_loss(**kwargs, **_arrays())
 
 
 def test_advantage_and_value_target_skip_the_estimator() -> None:
@@ -215,7 +253,7 @@ def test_advantage_and_value_target_skip_the_estimator() -> None:
     with pytest.raises(ValueError, match="both advantage and value_target"):
         _prepare(advantage=adv)
     with pytest.raises(TypeError, match="estimator would not run"):
-        _prepare(advantage=adv, value_target=adv, estimator="td0")
+        _prepare(advantage=adv, value_target=adv, estimator=TD0())
     with pytest.raises(TypeError, match="impala"):
         _prepare("impala", advantage=adv, value_target=adv)
     assert batch.reward.shape == adv.shape
@@ -244,12 +282,12 @@ def test_trajectory_fields_and_argument_errors() -> None:
     assert not traj.HasField("log_prob")
     arrays = batch.arrays(with_vtrace=True)
     with pytest.raises(TypeError, match="needs sample_log_prob"):
-        prepare_loss(loss="ppo", knobs={}, **{**arrays, "sample_log_prob": None})
-    assert prepare_loss(loss="a2c", knobs={}, **{**arrays, "sample_log_prob": None}).request
+        prepare_loss(loss="ppo", **{**arrays, "sample_log_prob": None})
+    assert prepare_loss(loss="a2c", **{**arrays, "sample_log_prob": None}).request
     with pytest.raises(TypeError, match="needs action"):
-        prepare_loss(knobs={}, **{**arrays, "action": None})
+        prepare_loss(**{**arrays, "action": None})
     with pytest.raises(TypeError, match='behaviour_distribution=\\{"logits"'):
-        prepare_loss(loss="ppo_kl", knobs={}, **arrays)
+        prepare_loss(loss="ppo_kl", **arrays)
     with pytest.raises(TypeError, match="ppo_kl only"):
         _prepare("ppo", behaviour_distribution={"logits": np.zeros((3, 6, 2))})
     with pytest.raises(ValueError, match="empty"):
@@ -257,7 +295,7 @@ def test_trajectory_fields_and_argument_errors() -> None:
     with pytest.raises(ValueError, match="both state_value and next_state_value"):
         _prepare(state_value=np.zeros((3, 6), np.float32))
     with pytest.raises(TypeError, match="positional argument must be a TensorDict"):
-        prepare_loss(batch.reward, knobs={})
+        prepare_loss(batch.reward)
     with pytest.raises(TypeError, match="recompute_advantage applies to TensorDict"):
         _prepare(recompute_advantage=True)
 

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 from _client_data import make_batch, to_tensordict
-from advantage_client import KNOBS, AdvantageResult, compact_observations
+from advantage_client import GAE, KNOBS, AdvantageResult, EstimatorOptions, compact_observations
 from advantage_client._codec import decode_numpy, encode
+from advantage_client._deprecated import advantage_keywords
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
 from advantage_client._request import decode_response, needs_input_keys, prepare
+from advantage_client.options import estimator_from
 from tensordict import TensorDict
 
 ALL_KNOBS = sorted(set().union(*KNOBS.values()))
@@ -28,13 +30,18 @@ SCALAR_VALUE = {
 }
 
 
+def _options(estimator: str, **knobs: Any) -> EstimatorOptions:
+    """The option object of the estimator named `estimator`, with `knobs` set."""
+    return type(estimator_from(estimator))(**knobs)
+
+
 def _prepare(
     estimator: str = "gae", form: str = "full", **kwargs: Any
 ) -> pb.ComputeAdvantageRequest:
     knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in SCALAR_VALUE}
     arrays = make_batch().arrays() if not kwargs else {}
     arrays.update(kwargs)
-    return prepare(estimator=estimator, knobs=knobs, **arrays).request
+    return prepare(estimator=_options(estimator, **knobs), **arrays).request
 
 
 # ---- estimators and knobs ------------------------------------------------------------------------
@@ -84,12 +91,15 @@ def test_vtrace_knobs_together() -> None:
     )
 
 
-@pytest.mark.parametrize(("estimator", "knob"), [(e, k) for e in KNOBS for k in ALL_KNOBS])
+@pytest.mark.parametrize(
+    ("estimator", "knob"), [(e, k) for e in KNOBS for k in ALL_KNOBS if k not in KNOBS[e]]
+)
 def test_a_knob_the_estimator_does_not_take_is_refused(estimator: str, knob: str) -> None:
-    if knob in KNOBS[estimator]:
-        return
-    with pytest.raises(TypeError, match=f"estimator '{estimator}' takes no '{knob}'"):
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{knob}'"):
         _prepare(estimator, **{knob: SCALAR_VALUE[knob]})
+    # The deprecated keyword form names the estimator.
+    with pytest.raises(TypeError, match=f"estimator '{estimator}' takes no '{knob}'"):
+        advantage_keywords(estimator, {knob: SCALAR_VALUE[knob]})
 
 
 def test_unknown_estimator_is_refused() -> None:
@@ -113,16 +123,15 @@ def test_unknown_estimator_is_refused() -> None:
 def test_bad_knob_values_are_refused(
     estimator: str, knobs: dict[str, Any], error: type, match: str
 ) -> None:
-    arrays = make_batch().arrays()
     with pytest.raises(error, match=match):
-        prepare(estimator=estimator, knobs=knobs, **arrays)
+        _options(estimator, **knobs)
 
 
 @pytest.mark.parametrize("estimator", ["gae", "td0", "td1", "td_lambda", "vtrace"])
 def test_per_step_gamma_travels_in_the_rewards_dtype(estimator: str) -> None:
     batch = make_batch(dtype=np.float64)
     gamma = np.full(batch.reward.shape, 0.9, dtype=np.float32)
-    request = prepare(estimator=estimator, knobs={"gamma": gamma}, **batch.arrays()).request
+    request = prepare(estimator=_options(estimator, gamma=gamma), **batch.arrays()).request
     coefficient = getattr(request, estimator).gamma
     assert coefficient.WhichOneof("value") == "per_step"
     assert coefficient.per_step.dtype == pb.DTYPE_FLOAT64
@@ -132,14 +141,14 @@ def test_per_step_gamma_travels_in_the_rewards_dtype(estimator: str) -> None:
 def test_per_step_lambda_accepts_torchrls_trailing_dim_and_checks_the_shape() -> None:
     batch = make_batch()
     lmbda = torch.full((*batch.reward.shape, 1), 0.5)
-    request = prepare(knobs={"lmbda": lmbda}, **batch.arrays()).request
+    request = prepare(estimator=GAE(lmbda=lmbda), **batch.arrays()).request
     assert list(request.gae.lmbda.per_step.shape) == list(batch.reward.shape)
     with pytest.raises(ValueError, match=r"lmbda: .* reward's shape \[3, 6\], got \[6\]"):
-        prepare(knobs={"lmbda": np.full(6, 0.5)}, **batch.arrays())
+        prepare(estimator=GAE(lmbda=np.full(6, 0.5)), **batch.arrays())
 
 
 def test_zero_dim_array_coefficient_is_a_scalar() -> None:
-    request = prepare(knobs={"gamma": np.float32(0.5)}, **make_batch().arrays()).request
+    request = prepare(estimator=GAE(gamma=np.float32(0.5)), **make_batch().arrays()).request
     assert request.gae.gamma.scalar == 0.5
 
 
@@ -149,7 +158,6 @@ def test_zero_dim_array_coefficient_is_a_scalar() -> None:
 def test_arrays_are_encoded_under_their_fields() -> None:
     batch = make_batch()
     request = prepare(
-        knobs={},
         model="demo",
         **batch.arrays(with_vtrace=True),
         state_value=np.zeros((3, 6), np.float32),
@@ -173,9 +181,7 @@ def test_arrays_are_encoded_under_their_fields() -> None:
 
 
 def test_optional_fields_are_absent_when_not_given() -> None:
-    traj = prepare(
-        knobs={}, reward=np.zeros((2, 3)), done=np.zeros((2, 3), bool)
-    ).request.trajectory
+    traj = prepare(reward=np.zeros((2, 3)), done=np.zeros((2, 3), bool)).request.trajectory
     for name in (
         "terminated",
         "state_value",
@@ -191,7 +197,6 @@ def test_optional_fields_are_absent_when_not_given() -> None:
 def test_observation_keys() -> None:
     batch = make_batch()
     request = prepare(
-        knobs={},
         reward=batch.reward,
         done=batch.done,
         observation=batch.observation,
@@ -200,7 +205,6 @@ def test_observation_keys() -> None:
     ).request
     assert list(request.trajectory.observation) == ["obs"]
     request = prepare(
-        knobs={},
         reward=batch.reward,
         done=batch.done,
         observation={"a": batch.observation, "b": batch.action},
@@ -226,21 +230,20 @@ def test_argument_errors(kwargs: dict[str, Any], error: type, match: str) -> Non
     model = kwargs.pop("model", "")
     arrays.update(kwargs)
     with pytest.raises(error, match=match):
-        prepare(knobs={}, form=form, model=model, **arrays)
+        prepare(form=form, model=model, **arrays)
 
 
 def test_positional_data_must_be_a_tensordict_and_not_mixed_with_arrays() -> None:
     batch = make_batch()
     with pytest.raises(TypeError, match="must be a TensorDict"):
-        prepare(batch.reward, knobs={})
+        prepare(batch.reward)
     with pytest.raises(TypeError, match=r"not both \(got \['reward'\]\)"):
-        prepare(to_tensordict(batch), knobs={}, in_keys=["observation"], reward=batch.reward)
+        prepare(to_tensordict(batch), in_keys=["observation"], reward=batch.reward)
 
 
 def test_recompute_values_drops_given_state_values() -> None:
     batch = make_batch()
     request = prepare(
-        knobs={},
         recompute_values=True,
         state_value=np.zeros((3, 6), np.float32),
         next_state_value=np.zeros((3, 6), np.float32),
@@ -290,7 +293,6 @@ def test_compact_without_terminated_has_no_truncated_steps() -> None:
 def test_compact_request_from_full_form_inputs() -> None:
     case = _hand_worked()
     request = prepare(
-        knobs={},
         form="compact",
         reward=np.zeros((2, 3), np.float32),
         done=case["done"],
@@ -326,7 +328,6 @@ def test_already_compact_observations_are_sent_as_they_are() -> None:
     case = _hand_worked()
     compact, truncated = compact_observations(**case)
     common = {
-        "knobs": {},
         "form": "compact",
         "reward": np.zeros((2, 3), np.float32),
         "done": case["done"],
@@ -347,7 +348,6 @@ def test_compact_shape_errors() -> None:
     case = _hand_worked()
     with pytest.raises(ValueError, match=r"expected a leading \[2, 3\] \(full form\) or \[2, 4\]"):
         prepare(
-            knobs={},
             form="compact",
             reward=np.zeros((2, 3), np.float32),
             done=case["done"],
@@ -357,7 +357,6 @@ def test_compact_shape_errors() -> None:
         compact_observations(case["observation"], case["observation"][:, :2], case["done"])
     with pytest.raises(ValueError, match="needs next_observation"):
         prepare(
-            knobs={},
             form="compact",
             reward=np.zeros((2, 3), np.float32),
             done=case["done"],
@@ -367,8 +366,8 @@ def test_compact_shape_errors() -> None:
 
 def test_compact_roughly_halves_the_request() -> None:
     batch = make_batch(batch_shape=(8,), steps=64)
-    full = prepare(knobs={}, **batch.arrays()).request.trajectory
-    compact = prepare(knobs={}, form="compact", **batch.arrays()).request.trajectory
+    full = prepare(**batch.arrays()).request.trajectory
+    compact = prepare(form="compact", **batch.arrays()).request.trajectory
     obs_bytes = [
         sum(t.ByteSize() for t in (*traj.observation.values(), *traj.next_observation.values()))
         for traj in (full, compact)
@@ -383,7 +382,7 @@ def test_compact_roughly_halves_the_request() -> None:
 def test_tensordict_layout_is_read_like_torchrl() -> None:
     batch = make_batch()
     td = to_tensordict(batch)
-    request = prepare(td, knobs={}, in_keys=["observation"]).request
+    request = prepare(td, in_keys=["observation"]).request
     traj = request.trajectory
     assert list(traj.reward.shape) == [3, 6]  # trailing 1 dropped
     np.testing.assert_array_equal(decode_numpy(traj.reward), batch.reward)
@@ -401,52 +400,50 @@ def test_tensordict_vtrace_sends_action_and_behaviour_log_prob(log_prob_key: str
     batch = make_batch()
     td = to_tensordict(batch)
     td.rename_key_("sample_log_prob", log_prob_key)
-    traj = prepare(td, estimator="vtrace", knobs={}, in_keys=["observation"]).request.trajectory
+    traj = prepare(td, estimator="vtrace", in_keys=["observation"]).request.trajectory
     np.testing.assert_array_equal(decode_numpy(traj.action), batch.action)
     np.testing.assert_array_equal(decode_numpy(traj.sample_log_prob), batch.sample_log_prob)
     del td[log_prob_key]
     with pytest.raises(KeyError, match="behaviour log-probability"):
-        prepare(td, estimator="vtrace", knobs={}, in_keys=["observation"])
+        prepare(td, estimator="vtrace", in_keys=["observation"])
 
 
 def test_tensordict_state_values_are_sent_when_both_are_present() -> None:
     td = to_tensordict(make_batch())
     td["state_value"] = torch.zeros(3, 6, 1)
     assert needs_input_keys(td, "gae", None, recompute_values=False)
-    traj = prepare(td, knobs={}, in_keys=["observation"]).request.trajectory
+    traj = prepare(td, in_keys=["observation"]).request.trajectory
     assert not traj.HasField("state_value")  # only one of the two: the server computes both
     td["next", "state_value"] = torch.ones(3, 6, 1)
     assert not needs_input_keys(td, "gae", None, recompute_values=False)
     assert needs_input_keys(td, "vtrace", None, recompute_values=False)
     assert needs_input_keys(td, "gae", None, recompute_values=True)
-    traj = prepare(td, knobs={}).request.trajectory
+    traj = prepare(td).request.trajectory
     assert traj.HasField("state_value") and traj.HasField("next_state_value")
     assert len(traj.observation) == 0
-    traj = prepare(td, knobs={}, recompute_values=True, in_keys=["observation"]).request.trajectory
+    traj = prepare(td, recompute_values=True, in_keys=["observation"]).request.trajectory
     assert not traj.HasField("state_value") and len(traj.observation) == 1
 
 
 def test_tensordict_errors() -> None:
     td = to_tensordict(make_batch())
     with pytest.raises(KeyError, match="no observation key 'pixels'"):
-        prepare(td, knobs={}, in_keys=["pixels"])
+        prepare(td, in_keys=["pixels"])
     with pytest.raises(
         ValueError, match=r"expected shape \[3, 6, 1\] or \[3, 6\], got \[3, 6, 2\]"
     ):
         bad = td.clone(False)
         bad["next", "reward"] = torch.zeros(3, 6, 2)
-        prepare(bad, knobs={}, in_keys=["observation"])
+        prepare(bad, in_keys=["observation"])
     with pytest.raises(KeyError, match="reward"):
-        prepare(td.exclude(("next", "reward")), knobs={}, in_keys=["observation"])
+        prepare(td.exclude(("next", "reward")), in_keys=["observation"])
     with pytest.raises(ValueError, match="batch_size"):
-        prepare(TensorDict({}, []), knobs={})
+        prepare(TensorDict({}, []))
 
 
 def test_tensordict_compact_form() -> None:
     batch = make_batch()
-    traj = prepare(
-        to_tensordict(batch), knobs={}, form="compact", in_keys=["observation"]
-    ).request.trajectory
+    traj = prepare(to_tensordict(batch), form="compact", in_keys=["observation"]).request.trajectory
     compact, truncated = compact_observations(
         batch.observation, batch.next_observation, batch.done, batch.terminated
     )
@@ -474,14 +471,14 @@ def _response(with_values: bool) -> pb.ComputeAdvantageResponse:
 @pytest.mark.parametrize("with_values", [True, False])
 def test_decode_numpy_and_torch(with_values: bool) -> None:
     batch = make_batch()
-    prepared = prepare(knobs={}, **batch.arrays())
+    prepared = prepare(**batch.arrays())
     result = decode_response(_response(with_values), prepared.output)
     assert isinstance(result, AdvantageResult)
     assert isinstance(result.advantage, np.ndarray) and result.advantage.shape == (3, 6)
     assert (result.model_name, result.parameter_version) == ("demo", 7)
     assert result.timing.network_ms == 1.5
     assert (result.state_value is None) == (not with_values)
-    prepared = prepare(knobs={}, reward=torch.from_numpy(batch.reward), done=batch.done)
+    prepared = prepare(reward=torch.from_numpy(batch.reward), done=batch.done)
     result = decode_response(_response(with_values), prepared.output)
     assert isinstance(result.value_target, torch.Tensor)
     assert float(result.value_target.sum()) == 36.0
@@ -490,7 +487,7 @@ def test_decode_numpy_and_torch(with_values: bool) -> None:
 def test_decode_tensordict_returns_a_new_tensordict_sharing_the_inputs() -> None:
     td = to_tensordict(make_batch())
     keys_before = set(td.keys(include_nested=True, leaves_only=True))
-    prepared = prepare(td, knobs={}, in_keys=["observation"])
+    prepared = prepare(td, in_keys=["observation"])
     out = decode_response(_response(True), prepared.output)
     assert out is not td
     assert set(td.keys(include_nested=True, leaves_only=True)) == keys_before  # not mutated

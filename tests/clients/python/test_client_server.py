@@ -12,15 +12,21 @@ import pytest
 import torch
 from _client_data import OBS_DIM, Batch, make_batch, to_tensordict, torchrl_reference
 from advantage_client import (
+    GAE,
+    TD0,
+    TD1,
     AdvantageClient,
     AdvantageResult,
     AdvantageServiceError,
     DeadlineExceededError,
+    EstimatorOptions,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
+    TDLambda,
     UnavailableError,
+    VTrace,
 )
 
 # Knobs away from the model's defaults, so that the test proves they reach the server.
@@ -31,6 +37,14 @@ KNOBS: dict[str, dict[str, Any]] = {
     "td_lambda": {"gamma": 0.9, "lmbda": 0.8},
     "vtrace": {"gamma": 0.9, "rho_thresh": 1.2, "c_thresh": 0.9},
 }
+CLASSES: dict[str, type[EstimatorOptions]] = {
+    "gae": GAE,
+    "td0": TD0,
+    "td1": TD1,
+    "td_lambda": TDLambda,
+    "vtrace": VTrace,
+}
+OPTIONS = {name: CLASSES[name](**knobs) for name, knobs in KNOBS.items()}
 ESTIMATORS = list(KNOBS)
 
 
@@ -103,9 +117,7 @@ def test_unknown_model_is_not_found(client: AdvantageClient) -> None:
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 def test_numpy_matches_torchrl(client: AdvantageClient, estimator: str) -> None:
     batch = make_batch(seed=1)
-    result = client.compute_advantage(
-        estimator=estimator, **KNOBS[estimator], **_arrays(batch, estimator)
-    )
+    result = client.compute_advantage(estimator=OPTIONS[estimator], **_arrays(batch, estimator))
     assert isinstance(result, AdvantageResult)
     for name in ("advantage", "value_target", "state_value", "next_state_value"):
         value = getattr(result, name)
@@ -134,7 +146,7 @@ def test_given_state_values_are_used_not_recomputed(
     del arrays["observation"], arrays["next_observation"]
     if estimator == "vtrace":
         del arrays["action"]  # log_prob given: no network at all
-    result = client.compute_advantage(estimator=estimator, **KNOBS[estimator], **arrays, **values)
+    result = client.compute_advantage(estimator=OPTIONS[estimator], **arrays, **values)
     assert result.state_value is None and result.next_state_value is None
     assert result.advantage.dtype == np.float64 and result.advantage.shape == (2, 3, 5)
     advantage, value_target = _reference(estimator, batch, **values)
@@ -152,7 +164,7 @@ def test_numpy_results_are_read_only(client: AdvantageClient) -> None:
 def test_per_step_gamma(client: AdvantageClient) -> None:
     batch = make_batch(seed=4)
     gamma = np.linspace(0.5, 1.0, batch.reward.size).reshape(batch.reward.shape)
-    result = client.compute_advantage(estimator="td0", gamma=gamma, **batch.arrays())
+    result = client.compute_advantage(estimator=TD0(gamma=gamma), **batch.arrays())
     expected = (
         batch.reward
         + gamma.astype(np.float32) * ~batch.terminated * result.next_state_value
@@ -164,7 +176,7 @@ def test_per_step_gamma(client: AdvantageClient) -> None:
 def test_average_gae_standardises_the_advantage(client: AdvantageClient) -> None:
     batch = make_batch(seed=5)
     raw = client.compute_advantage(**batch.arrays())
-    averaged = client.compute_advantage(average_gae=True, **batch.arrays())
+    averaged = client.compute_advantage(estimator=GAE(average_gae=True), **batch.arrays())
     expected = (raw.advantage - raw.advantage.mean()) / max(raw.advantage.std(ddof=1), 1e-4)
     np.testing.assert_allclose(averaged.advantage, expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(averaged.value_target, raw.value_target, rtol=1e-6)
@@ -212,9 +224,9 @@ def test_compact_equals_full(
 def test_torch_in_torch_out(client: AdvantageClient, estimator: str) -> None:
     batch = make_batch(seed=8)
     arrays = _arrays(batch, estimator)
-    expected = client.compute_advantage(estimator=estimator, **KNOBS[estimator], **arrays)
+    expected = client.compute_advantage(estimator=OPTIONS[estimator], **arrays)
     tensors = {k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}
-    result = client.compute_advantage(estimator=estimator, **KNOBS[estimator], **tensors)
+    result = client.compute_advantage(estimator=OPTIONS[estimator], **tensors)
     for name in ("advantage", "value_target", "state_value", "next_state_value"):
         value = getattr(result, name)
         assert isinstance(value, torch.Tensor) and value.dtype == torch.float32, name
@@ -227,18 +239,17 @@ def test_torch_in_torch_out(client: AdvantageClient, estimator: str) -> None:
 def test_tensordict_in_tensordict_out(client: AdvantageClient, estimator: str, form: str) -> None:
     batch = make_batch(seed=9)
     td = to_tensordict(batch)
-    knobs = KNOBS[estimator]
+    options = OPTIONS[estimator]
     if estimator == "vtrace":
-        knobs = {"gamma": 0.9}  # log π comes from the server's actor
+        options = VTrace(gamma=0.9)  # log π comes from the server's actor
     keys_before = set(td.keys(include_nested=True, leaves_only=True))
-    out = client.compute_advantage(td, estimator=estimator, form=form, **knobs)
+    out = client.compute_advantage(td, estimator=options, form=form)
     assert set(td.keys(include_nested=True, leaves_only=True)) == keys_before  # not mutated
     assert out["observation"] is td["observation"]
     for key in ("advantage", "value_target", "state_value", ("next", "state_value")):
         assert out[key].shape == (3, 6, 1), key
     expected = client.compute_advantage(
-        estimator=estimator,
-        **knobs,
+        estimator=options,
         **(batch.arrays(with_vtrace=True) if estimator == "vtrace" else batch.arrays()),
     )
     np.testing.assert_allclose(
@@ -327,7 +338,9 @@ def test_unreachable_server_is_unavailable() -> None:
 def test_argument_errors_are_raised_before_sending() -> None:
     batch = make_batch()
     with AdvantageClient("127.0.0.1:1", timeout=0.01) as c:  # nothing there: no RPC happens
-        with pytest.raises(TypeError, match="takes no 'lmbda'"):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'lmbda'"):
+            c.compute_advantage(estimator=TD0(lmbda=0.9), **batch.arrays())  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="takes no 'lmbda'"):  # the deprecated form
             c.compute_advantage(estimator="td0", lmbda=0.9, **batch.arrays())
         with pytest.raises(ValueError, match="unknown estimator"):
             c.compute_advantage(estimator="a2c", **batch.arrays())
