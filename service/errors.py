@@ -80,6 +80,13 @@ class Unauthenticated(ServiceError):
     http_status = 401
 
 
+class PermissionDenied(ServiceError):
+    """The call carried a valid token that may not do this (a read token asking for a write)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    http_status = 403
+
+
 class Unavailable(ServiceError):
     """The server is draining and takes no new work."""
 

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service import estimators
 from service.api.admission import Admission
-from service.api.auth import BearerToken, TokenAuthInterceptor
+from service.api.auth import TlsFiles, TokenAuthInterceptor, token_auth
 from service.api.interceptors import MalformedRequestInterceptor
 from service.api.metrics import Metrics
 from service.api.servicer import SERVICE_NAME, AdvantageServicer
@@ -62,7 +62,8 @@ class AdvantageServer:
         )
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="compute")
         limit = settings.max_message_bytes
-        self.auth = BearerToken(settings.auth_token) if settings.auth_token else None
+        self.auth = token_auth(settings)
+        self.tls = TlsFiles.from_settings(settings)
         interceptors: list[grpc.aio.ServerInterceptor] = [MalformedRequestInterceptor()]
         if self.auth is not None:
             interceptors.insert(0, TokenAuthInterceptor(self.auth))
@@ -119,7 +120,7 @@ class AdvantageServer:
             lambda: self.state,
             self.auth,
         )
-        self.rest = RestServer(app, host, port, self.settings.grace_seconds)
+        self.rest = RestServer(app, host, port, self.settings.grace_seconds, self.tls)
         await self.rest.start()
         return self.rest.port
 
@@ -153,7 +154,10 @@ def create_server(
     """
     settings = settings or Settings()
     server = AdvantageServer(settings, models if models is not None else load_models(settings))
-    port = server.grpc.add_insecure_port(address)
+    if server.tls is not None:
+        port = server.grpc.add_secure_port(address, server.tls.grpc_credentials())
+    else:
+        port = server.grpc.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
     return server, port
@@ -186,10 +190,18 @@ async def serve(settings: Settings) -> None:
     server, port = create_server(f"{settings.host}:{settings.port}", settings)
     if settings.rest_port:
         rest_port = await server.start_rest(settings.rest_host, settings.rest_port)
-        log.info("REST debug surface on http://%s:%d/docs", settings.rest_host, rest_port)
+        scheme = "http" if server.tls is None else "https"
+        log.info("REST debug surface on %s://%s:%d/docs", scheme, settings.rest_host, rest_port)
     await server.start()
     names = ", ".join(model.name for model in server.registry)
-    log.info("advantage-service listening on %s:%d (models: %s)", settings.host, port, names)
+    security = "plaintext" if server.tls is None else "mutual TLS" if server.tls.mutual else "TLS"
+    log.info(
+        "advantage-service listening on %s:%d (models: %s; %s)",
+        settings.host,
+        port,
+        names,
+        security,
+    )
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 

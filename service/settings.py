@@ -9,6 +9,7 @@ name, what it expects and what it got.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,28 @@ class Settings(BaseSettings):
         "is public); --auth-token-file wins",
         json_schema_extra={"flag": False},
     )
+    admin_token_file: Path | None = Field(
+        None,
+        description="file holding the admin (write) token: with one set, writes (ComputeLoss "
+        "with apply_update, SetParameters) need it and the read token only reads; it also reads",
+    )
+    admin_token: str | None = Field(
+        None,
+        description="the admin token itself (environment only, never a flag); "
+        "--admin-token-file wins",
+        json_schema_extra={"flag": False},
+    )
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate (chain) of the server: gRPC and REST serve TLS only "
+        "(needs --tls-key)",
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of --tls-cert")
+    tls_client_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle: clients must present a certificate it signed (mutual TLS, "
+        "gRPC and REST; needs --tls-cert)",
+    )
 
     max_concurrent_rpcs: int = Field(
         1024,
@@ -113,6 +136,25 @@ class Settings(BaseSettings):
             object.__setattr__(self, "auth_token", None)
         return self
 
+    @model_validator(mode="after")
+    def _admin_token_and_tls(self) -> Settings:
+        if self.admin_token_file is not None:
+            token = _read_file("admin_token_file", self.admin_token_file).strip()
+            if not token:
+                raise ValueError(f"admin_token_file: {self.admin_token_file} is empty")
+            object.__setattr__(self, "admin_token", token)
+        if self.admin_token == "":
+            object.__setattr__(self, "admin_token", None)
+        if self.admin_token is not None and self.admin_token == self.auth_token:
+            raise ValueError("admin_token: must differ from the read token (auth_token)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert, tls_key: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca: mutual TLS needs tls_cert and tls_key too")
+        if self.tls_cert is not None and self.tls_key is not None:
+            _check_tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)
+        return self
+
     @property
     def max_inflight_bytes(self) -> int:
         """The admission budget in bytes."""
@@ -131,6 +173,30 @@ class Settings(BaseSettings):
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {self.device}: CUDA is not available on this machine")
         return device
+
+
+def _read_file(name: str, path: Path) -> str:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{name}: cannot read {path} ({error})") from None
+
+
+def _check_tls_files(cert: Path, key: Path, client_ca: Path | None) -> None:
+    """Refuse, in one line, a certificate, key or CA that TLS would fail on at start-up."""
+    for name, path in (("tls_cert", cert), ("tls_key", key), ("tls_client_ca", client_ca)):
+        if path is not None and "-----BEGIN " not in _read_file(name, path):
+            raise ValueError(f"{name}: {path} holds no PEM block")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        raise ValueError(f"tls_cert, tls_key: {cert} and {key} do not load ({error})") from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(client_ca)
+        except ssl.SSLError as error:
+            raise ValueError(f"tls_client_ca: {client_ca} does not load ({error})") from None
 
 
 def flag_fields() -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pytest
 
 from service.settings import Settings
 from tests.conftest import running_server
+from tests.tls_certs import make_certificates
 
 CPP_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "cpp"
 INSTALL = (
@@ -41,13 +42,21 @@ class CppBuild:
             pytest.fail(self.problem or "no executable", pytrace=False)
         return self.executable
 
-    def run(self, target: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the example against `target` (once per target, token and session)."""
-        key = f"{target} {token}"
+    def run(
+        self, target: str, token: str | None = None, tls: dict[str, Path] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the example against `target` (once per target, token, TLS files and session);
+        `tls` maps ADVANTAGE_TLS_CA / _CLIENT_CERT / _CLIENT_KEY to PEM files."""
+        key = f"{target} {token} {sorted((tls or {}).items())}"
         if key not in self.runs:
-            env = {k: v for k, v in os.environ.items() if k != "ADVANTAGE_AUTH_TOKEN"}
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if k != "ADVANTAGE_AUTH_TOKEN" and not k.startswith("ADVANTAGE_TLS_")
+            }
             if token is not None:
                 env["ADVANTAGE_AUTH_TOKEN"] = token
+            env.update({name: str(path) for name, path in (tls or {}).items()})
             self.runs[key] = subprocess.run(
                 [str(self.require()), target], capture_output=True, text=True, timeout=120, env=env
             )
@@ -172,3 +181,31 @@ def test_token_is_sent_to_a_server_that_requires_one(cpp_build: CppBuild) -> Non
         accepted = cpp_build.run(server.target, token="cpp-s3cret")
         assert accepted.returncode == 0, accepted.stderr
         assert "server_values model demo" in accepted.stdout
+
+
+def test_tls_and_mutual_tls(cpp_build: CppBuild, tmp_path: Path) -> None:
+    certs = make_certificates(tmp_path)
+    trusted = {"ADVANTAGE_TLS_CA": certs.ca}
+    settings = Settings(tls_cert=certs.server_cert, tls_key=certs.server_key, auth_token="cpp-t")
+    with running_server(settings) as server:
+        accepted = cpp_build.run(server.target, token="cpp-t", tls=trusted)
+        assert accepted.returncode == 0, accepted.stderr
+        assert "server_values model demo" in accepted.stdout
+        for tls in (None, {"ADVANTAGE_TLS_CA": certs.other_ca}):  # plaintext, untrusted CA
+            refused = cpp_build.run(server.target, token="cpp-t", tls=tls)
+            assert refused.returncode == 1
+            assert "UNAVAILABLE" in refused.stderr, refused.stderr
+    mutual = Settings(tls_cert=certs.server_cert, tls_key=certs.server_key, tls_client_ca=certs.ca)
+    with running_server(mutual) as server:
+        client = {
+            **trusted,
+            "ADVANTAGE_TLS_CLIENT_CERT": certs.client_cert,
+            "ADVANTAGE_TLS_CLIENT_KEY": certs.client_key,
+        }
+        accepted = cpp_build.run(server.target, tls=client)
+        assert accepted.returncode == 0, accepted.stderr
+        refused = cpp_build.run(server.target, tls=trusted)
+        assert refused.returncode == 1
+        assert "UNAVAILABLE" in refused.stderr, refused.stderr
+    half = cpp_build.run("127.0.0.1:1", tls={"ADVANTAGE_TLS_CLIENT_KEY": certs.client_key})
+    assert half.returncode == 1 and "together (mutual TLS), or neither" in half.stderr, half.stderr

@@ -2,6 +2,10 @@
 //
 //   compute_gae [host:port]        (default 127.0.0.1:50051)
 //
+// Environment: ADVANTAGE_AUTH_TOKEN (bearer token); ADVANTAGE_TLS_CA (PEM file of the server's
+// CA: connect with TLS); ADVANTAGE_TLS_CLIENT_CERT and ADVANTAGE_TLS_CLIENT_KEY (PEM files: mutual
+// TLS).
+//
 // 1. GAE on a small trajectory (B=2, T=5) with client-sent float64 state values, so the result
 //    depends on nothing held by the server. Prints one line per step, machine-readable:
 //      input  <b> <t> <reward> <done> <terminated> <state_value> <next_state_value>
@@ -62,12 +66,29 @@ Trajectory MakeTrajectory() {
   return trajectory;
 }
 
+std::string EnvFile(const char* name) {
+  const char* path = std::getenv(name);
+  return path != nullptr && *path != '\0' ? advantage::ReadFile(path) : std::string();
+}
+
+// Plaintext, or TLS when any ADVANTAGE_TLS_* file is given.
+advantage::Client MakeClient(const std::string& target) {
+  advantage::TlsOptions tls;
+  tls.root_certificates = EnvFile("ADVANTAGE_TLS_CA");
+  tls.certificate_chain = EnvFile("ADVANTAGE_TLS_CLIENT_CERT");
+  tls.private_key = EnvFile("ADVANTAGE_TLS_CLIENT_KEY");
+  if (tls.root_certificates.empty() && tls.certificate_chain.empty() && tls.private_key.empty()) {
+    return advantage::Client(target);
+  }
+  return advantage::Client(target, tls);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::string target = argc > 1 ? argv[1] : "127.0.0.1:50051";
   try {
-    advantage::Client client(target);
+    advantage::Client client = MakeClient(target);
     if (const char* token = std::getenv("ADVANTAGE_AUTH_TOKEN")) client.set_token(token);
     const Trajectory data = MakeTrajectory();
     const advantage::Shape shape{kB, kT};

@@ -1,7 +1,9 @@
 #include "advantage/client.h"
 
 #include <cstring>
+#include <fstream>
 #include <limits>
+#include <sstream>
 #include <utility>
 
 namespace advantage {
@@ -252,13 +254,45 @@ v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request) {
   return out;
 }
 
-Client::Client(const std::string& target) {
+std::string ReadFile(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::ostringstream content;
+  if (file) content << file.rdbuf();
+  if (!file || file.bad()) throw std::runtime_error("cannot read " + path);
+  return content.str();
+}
+
+namespace {
+
+std::shared_ptr<grpc::Channel> LimitedChannel(
+    const std::string& target, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(kMaxMessageBytes);
   arguments.SetMaxSendMessageSize(kMaxMessageBytes);
-  channel_ = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments);
-  stub_ = v1::AdvantageService::NewStub(channel_);
+  return grpc::CreateCustomChannel(target, credentials, arguments);
 }
+
+std::shared_ptr<grpc::ChannelCredentials> TlsCredentials(const TlsOptions& tls) {
+  if (tls.private_key.empty() != tls.certificate_chain.empty()) {
+    throw std::invalid_argument(
+        "TlsOptions: give private_key and certificate_chain together (mutual TLS), or neither");
+  }
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = tls.root_certificates;
+  options.pem_private_key = tls.private_key;
+  options.pem_cert_chain = tls.certificate_chain;
+  return grpc::SslCredentials(options);
+}
+
+}  // namespace
+
+Client::Client(const std::string& target)
+    : channel_(LimitedChannel(target, grpc::InsecureChannelCredentials())),
+      stub_(v1::AdvantageService::NewStub(channel_)) {}
+
+Client::Client(const std::string& target, const TlsOptions& tls)
+    : channel_(LimitedChannel(target, TlsCredentials(tls))),
+      stub_(v1::AdvantageService::NewStub(channel_)) {}
 
 Client::Client(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)), stub_(v1::AdvantageService::NewStub(channel_)) {}

@@ -39,7 +39,10 @@ export interface ClientOptions {
   deadlineMs?: number;
   /** Largest request or response this client sends or accepts, in MiB (default 256). */
   maxMessageMb?: number;
-  /** TLS credentials (grpc.credentials.createSsl(...)); default plaintext. */
+  /** TLS for a server started with --tls-cert: its CA and, for mutual TLS, this client's
+   * certificate (see TlsOptions). Default plaintext; give this or `credentials`, not both. */
+  tls?: TlsOptions;
+  /** Any channel credentials (e.g. grpc.credentials.createSsl(...)); default plaintext. */
   credentials?: grpc.ChannelCredentials;
   /** Extra gRPC channel options, applied after the size limits. */
   channelOptions?: grpc.ChannelOptions;
@@ -47,6 +50,27 @@ export interface ClientOptions {
   protoPath?: string;
   /** Bearer token for a server started with an auth token (sent with every call). */
   token?: string;
+}
+
+/** TLS settings, each a PEM string or Buffer (read the files with fs.readFileSync). */
+export interface TlsOptions {
+  /** CA certificate(s) that signed the server's certificate (default: the system's roots). */
+  rootCerts?: string | Buffer;
+  /** Mutual TLS (a server started with --tls-client-ca): this client's private key ... */
+  privateKey?: string | Buffer;
+  /** ... and its certificate chain, signed by that CA. Both or neither. */
+  certChain?: string | Buffer;
+}
+
+/** Channel credentials for `tls` (undefined: plaintext). Throws TypeError on a half-given pair. */
+export function tlsCredentials(tls: TlsOptions | undefined): grpc.ChannelCredentials | undefined {
+  if (tls === undefined) return undefined;
+  if ((tls.privateKey === undefined) !== (tls.certChain === undefined)) {
+    throw new TypeError("tls: give privateKey and certChain together (mutual TLS), or neither");
+  }
+  const pem = (value: string | Buffer | undefined): Buffer | null =>
+    value === undefined ? null : Buffer.isBuffer(value) ? value : Buffer.from(value);
+  return grpc.credentials.createSsl(pem(tls.rootCerts), pem(tls.privateKey), pem(tls.certChain));
 }
 
 export interface CallOptions {
@@ -124,8 +148,13 @@ export class AdvantageClient {
     const mb = options.maxMessageMb ?? DEFAULT_MAX_MESSAGE_MB;
     if (!(mb > 0)) throw new RangeError(`maxMessageMb must be > 0, got ${mb}`);
     const limit = Math.min(Math.floor(mb * 1024 * 1024), 2 ** 31 - 1);
+    if (options.tls !== undefined && options.credentials !== undefined) {
+      throw new TypeError("give tls or credentials, not both");
+    }
+    const credentials =
+      options.credentials ?? tlsCredentials(options.tls) ?? grpc.credentials.createInsecure();
     const { Service } = loadProto(options.protoPath);
-    this.stub = new Service(target, options.credentials ?? grpc.credentials.createInsecure(), {
+    this.stub = new Service(target, credentials, {
       "grpc.max_send_message_length": limit,
       "grpc.max_receive_message_length": limit,
       ...options.channelOptions,

@@ -6,12 +6,14 @@ export {
   AdvantageClient,
   DEFAULT_MAX_MESSAGE_MB,
   MAX_CHUNK_BYTES,
+  tlsCredentials,
   type CallOptions,
   type ClientOptions,
   type ComputeAdvantageArgs,
   type ComputeLossArgs,
   type GetParametersOptions,
   type SetParametersOptions,
+  type TlsOptions,
 } from "./client";
 export { AdvantageServiceError, Status } from "./errors";
 export {

@@ -3,9 +3,12 @@
  *   $ADVANTAGE_PYTHON -m service.cli serve --host 127.0.0.1 --port 0 --rest-port 0
  * (ADVANTAGE_PYTHON defaults to ../../.venv/bin/python relative to clients/typescript), waits for
  * "listening on 127.0.0.1:PORT" on stderr and stops it with SIGTERM (SIGKILL after a grace
- * period). ADVANTAGE_TARGET=host:port uses an already running server instead.
+ * period). ADVANTAGE_TARGET=host:port uses an already running server instead (for the tests
+ * that need no server flags or environment of their own). From a git worktree without its own
+ * .venv, point ADVANTAGE_PYTHON at another one (e.g. /path/to/main/.venv/bin/python): the server
+ * runs from this checkout's service/ (the working directory is the repository root).
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
@@ -23,19 +26,54 @@ export interface RunningServer {
 
 const STARTUP_MS = Number(process.env["ADVANTAGE_STARTUP_MS"] ?? 120_000);
 
+/** The Python that runs the server ($ADVANTAGE_PYTHON, else the repository's .venv). */
+export function pythonPath(): string {
+  const python = resolve(PACKAGE_ROOT, process.env["ADVANTAGE_PYTHON"] ?? "../../.venv/bin/python");
+  if (!existsSync(python)) {
+    throw new Error(`Python not found at ${python}; set ADVANTAGE_PYTHON (or ADVANTAGE_TARGET=host:port)`);
+  }
+  return python;
+}
+
+/** Paths of the PEM files tests/tls_certs.py writes (a CA, server and client certificates, and
+ * an unrelated CA). */
+export interface Certificates {
+  ca: string;
+  serverCert: string;
+  serverKey: string;
+  clientCert: string;
+  clientKey: string;
+  otherCa: string;
+}
+
+/** Generate test certificates into `folder` with the server's Python (`cryptography`). */
+export async function makeCertificates(folder: string): Promise<Certificates> {
+  await new Promise<void>((done, fail) => {
+    execFile(pythonPath(), ["-m", "tests.tls_certs", folder], { cwd: REPO_ROOT }, (err, _out, stderr) =>
+      err ? fail(new Error(`tests.tls_certs failed: ${err.message}\n${stderr}`)) : done(),
+    );
+  });
+  const at = (name: string): string => resolve(folder, name);
+  return {
+    ca: at("ca.crt"),
+    serverCert: at("server.crt"),
+    serverKey: at("server.key"),
+    clientCert: at("client.crt"),
+    clientKey: at("client.key"),
+    otherCa: at("other-ca.crt"),
+  };
+}
+
 export async function startServer(
   extraArgs: string[] = [],
   extraEnv: Record<string, string> = {},
 ): Promise<RunningServer> {
   const existing = process.env["ADVANTAGE_TARGET"];
-  if (existing && Object.keys(extraEnv).length === 0) {
+  if (existing && extraArgs.length === 0 && Object.keys(extraEnv).length === 0) {
     return { target: existing, log: () => "", stop: async () => {} };
   }
 
-  const python = resolve(PACKAGE_ROOT, process.env["ADVANTAGE_PYTHON"] ?? "../../.venv/bin/python");
-  if (!existsSync(python)) {
-    throw new Error(`Python not found at ${python}; set ADVANTAGE_PYTHON (or ADVANTAGE_TARGET=host:port)`);
-  }
+  const python = pythonPath();
   const args = ["-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", "0", "--rest-port", "0",
     "--grace-seconds", "1", ...extraArgs];
   const child: ChildProcess = spawn(python, args, {

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from service.api.auth import BearerToken
+from service.api.auth import BearerToken, rest_path_needs_token
 from service.api.metrics import Metrics
 from service.api.rest.context import RestContext, ServerState
 from service.api.rest.routes import compute, debug, docs, health, models
@@ -84,11 +84,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_auth(app: FastAPI, auth: BearerToken) -> None:
+    """/v1/ and /debug/sample need a token; the caller's scope goes to `request.state.auth_scope`
+    for the routes that write (`service.api.auth.rest_scope`, `require_write`)."""
+    app.state.auth = auth
+
     @app.middleware("http")
     async def require_token(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        if request.url.path.startswith("/v1/"):
+        if rest_path_needs_token(request.url.path):
             try:
-                auth.check(request.headers.get("authorization"))
+                request.state.auth_scope = auth.check(request.headers.get("authorization"))
             except ServiceError as error:
                 return service_error_response(error)
         return await call_next(request)

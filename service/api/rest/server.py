@@ -1,4 +1,7 @@
-"""uvicorn embedded in the gRPC server's event loop: start, learn the port, stop gracefully."""
+"""uvicorn embedded in the gRPC server's event loop: start, learn the port, stop gracefully.
+
+With the server's `TlsFiles` it serves HTTPS (and asks for client certificates under mutual TLS).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
+
+from service.api.auth import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +44,25 @@ def bind(host: str, port: int) -> socket.socket:
 class RestServer:
     """A FastAPI app served by uvicorn on the running event loop, beside the gRPC server."""
 
-    def __init__(self, app: FastAPI, host: str, port: int, grace_seconds: float = 10.0) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str,
+        port: int,
+        grace_seconds: float = 10.0,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self._socket = bind(host, port)
         self.host = host
         self.port: int = self._socket.getsockname()[1]
+        self.scheme = "http" if tls is None else "https"
         config = uvicorn.Config(
             app,
             log_level="warning",
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=max(grace_seconds, 0.1),
+            **(tls.uvicorn_options() if tls is not None else {}),
         )
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None

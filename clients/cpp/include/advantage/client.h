@@ -112,10 +112,27 @@ struct AdvantageResult {
 // Builds the wire request (throws std::invalid_argument for an unknown estimator name).
 v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request);
 
+// TLS for a server started with --tls-cert: PEM contents (not paths; see ReadFile).
+struct TlsOptions {
+  // CA certificate(s) that signed the server's certificate; empty = the system's roots.
+  std::string root_certificates;
+  // Mutual TLS (a server started with --tls-client-ca): this client's private key and its
+  // certificate chain, signed by that CA. Both or neither.
+  std::string private_key;
+  std::string certificate_chain;
+};
+
+// The whole content of a file (e.g. a PEM file); throws std::runtime_error naming the path if it
+// cannot be read.
+std::string ReadFile(const std::string& path);
+
 class Client {
  public:
   // Plaintext channel to "host:port", with 256 MiB send/receive limits (as the Python client).
   explicit Client(const std::string& target);
+  // TLS channel (grpc::SslCredentials) to "host:port", with the same limits. Throws
+  // std::invalid_argument when only one of private_key and certificate_chain is given.
+  Client(const std::string& target, const TlsOptions& tls);
   // Any channel (TLS, custom arguments, ...).
   explicit Client(std::shared_ptr<grpc::Channel> channel);
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from google.protobuf.message import Message
 
-from service.api import handlers
+from service.api import auth, handlers
 from service.api.rest import schema
 from service.api.rest.context import Context, RestContext, json_bytes, parse_json
 from service.errors import Unavailable
@@ -54,8 +55,12 @@ def _advantage(body: Any, model: Model, runtime: Runtime, started: float) -> tup
     return json_bytes(convert.advantage_response_to_json(reply, torchrl, json_ms)), reply
 
 
-def _loss(body: Any, model: Model, runtime: Runtime, started: float) -> tuple[bytes, Message]:
+def _loss(
+    body: Any, model: Model, runtime: Runtime, started: float, *, scope: auth.Scope
+) -> tuple[bytes, Message]:
     message = convert.loss_request_from_json(body, model)
+    if message.apply_update:
+        auth.require_write(scope, "apply_update")
     reply = handlers.compute_loss_handler(runtime, message)
     return json_bytes(convert.loss_response_to_json(reply)), reply
 
@@ -76,4 +81,5 @@ async def compute_loss(request: Request, context: Context) -> Response:
     The body is /v1/advantage's plus `loss`, `advantage`, `value_target`,
     `behaviour_distribution`, `apply_update`, `expected_parameter_version`.
     """
-    return await _compute(context, request, "ComputeLoss", "loss", _loss)
+    loss = functools.partial(_loss, scope=auth.rest_scope(request))
+    return await _compute(context, request, "ComputeLoss", "loss", loss)
