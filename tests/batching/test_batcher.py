@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from service.errors import ResourceExhausted
+from service.errors import Cancelled, DeadlineExceeded, ResourceExhausted
 from service.models.manifest import BatchingSpec, InputSpec, Manifest, NetworkFile
 from service.models.model import Model
 from service.runtime.batching import Batcher, BatchingConfig, BatchRecord, attach_batchers
+from service.runtime.call import CallState
 from service.settings import Settings
 
 # Merged passes may differ from lone passes in the last ulp (MKL picks kernels by row count);
@@ -220,3 +221,36 @@ def test_cli_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = build_settings(["serve"])
     assert settings.batching is True and settings.max_queue_size == 9
     assert build_settings(["serve", "--no-batching"]).batching is False
+
+
+def test_requests_whose_caller_gave_up_are_dropped_from_the_queue(
+    records: list[BatchRecord],
+) -> None:
+    model = mlp_model()
+    batcher = started(model, records, max_queue_delay_us=0)
+    x = torch.randn(4, 8)
+    pool = ThreadPoolExecutor(3)
+    try:
+        with model.lock:  # an update is in progress: the first batch waits for the lock
+            blocker = pool.submit(batcher.submit, [x], CallState.with_timeout(60))
+            while batcher.stats()["taken"] < 1:
+                time.sleep(0.001)
+            expired = CallState(deadline=time.monotonic() + 0.05)
+            cancelled = CallState()
+            late = pool.submit(batcher.submit, [x], expired)
+            gone = pool.submit(batcher.submit, [x], cancelled)
+            while batcher.stats()["queued"] < 2:
+                time.sleep(0.001)
+            cancelled.cancel()
+            while expired.wanted:
+                time.sleep(0.001)
+        assert blocker.result(30)[0].shape == (4,)
+        with pytest.raises(DeadlineExceeded, match="dropped from the batch queue"):
+            late.result(30)
+        with pytest.raises(Cancelled, match="dropped from the batch queue"):
+            gone.result(30)
+        assert batcher.stats()["dropped"] == 2
+        assert [record.requests for record in records] == [1]  # only the blocker's pass ran
+    finally:
+        pool.shutdown()
+        batcher.stop()

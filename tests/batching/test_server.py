@@ -86,33 +86,49 @@ def big_request(batch: int, steps: int) -> pb.ComputeAdvantageRequest:
     return pb.ComputeAdvantageRequest(model_name="big", trajectory=trajectory)
 
 
+class _GatedValue(nn.Module):
+    """A value network that holds its forward pass until the test opens the gate."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        return self.inner(observation)
+
+
 @pytest.mark.parametrize("batching", [True, False])
-def test_health_answers_within_100ms_while_a_big_request_computes(batching: bool) -> None:
+def test_health_answers_while_a_big_request_computes(batching: bool) -> None:
+    # The property, without a wall-clock bound a loaded machine could break: health answers
+    # SERVING while the big request is provably inside its forward pass.
+    model = big_model()
+    gated = _GatedValue(model.value_network)
+    model.value_network = gated
+    gated.gate.set()  # let the warm-up through
     settings = Settings(batching=batching, rest_port=0)
-    with running_server(settings, {"big": big_model()}) as server:
+    with running_server(settings, {"big": model}) as server:
+        gated.gate.clear()
+        gated.entered.clear()
         request = big_request(64, 1024)  # 65 600 rows through a 64-512-512-1 MLP
         client = stub(server.target)
         health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.target))
-        health.Check(health_pb2.HealthCheckRequest(), timeout=10)  # connect first
         result: list[object] = []
         worker = threading.Thread(
-            target=lambda: result.append(client.ComputeAdvantage(request, timeout=60))
+            target=lambda: result.append(client.ComputeAdvantage(request, timeout=120))
         )
-        started = time.perf_counter()
         worker.start()
-        latencies = []
-        while worker.is_alive():
-            begin = time.perf_counter()
-            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            latencies.append(time.perf_counter() - begin)
+        assert gated.entered.wait(60)
+        for _ in range(5):
+            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=30)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            time.sleep(0.01)
-        worker.join()
-        elapsed = time.perf_counter() - started
+        assert worker.is_alive() and not result  # still computing: the pass is held
+        gated.gate.set()
+        worker.join(120)
     assert isinstance(result[0], pb.ComputeAdvantageResponse)
-    assert result[0].timing.network_ms > 200, "the request should be big enough to matter"
-    assert len(latencies) >= 10, (elapsed, latencies)
-    assert max(latencies) < 0.1, sorted(latencies)[-5:]
 
 
 def test_full_queue_answers_resource_exhausted_over_grpc() -> None:
