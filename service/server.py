@@ -110,6 +110,9 @@ class AdvantageServer:
             self.settings.max_message_bytes,
             lambda: self.state,
             self.auth,
+            allowed_hosts=self.settings.rest_allowed_hosts,
+            bind_host=host,
+            json_workers=self.settings.rest_json_workers,
         )
         self.rest = RestServer(app, host, port, self.settings.grace_seconds)
         await self.rest.start()

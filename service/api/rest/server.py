@@ -51,6 +51,7 @@ class RestServer:
             timeout_graceful_shutdown=max(grace_seconds, 0.1),
         )
         self._server = _EmbeddedServer(config)
+        self._app = app
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -79,3 +80,6 @@ class RestServer:
             await self._task
         self._task = None
         self._socket.close()
+        context = getattr(self._app.state, "context", None)
+        if context is not None:
+            context.close()  # REST's JSON pool, once no request needs it

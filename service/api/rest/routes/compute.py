@@ -20,44 +20,54 @@ from service.wire import json as convert
 
 router = APIRouter(prefix="/v1", tags=["compute"])
 
+Decode = Callable[[Any, Model], Message]
+Handle = Callable[[Runtime, Any], Message]
+Encode = Callable[[Any, Any, float], dict[str, Any]]
+
 
 async def _compute(
     context: RestContext,
     request: Request,
     rpc: str,
     oneof: str,
-    work: Callable[[Any, Model, Runtime, Any], tuple[bytes, Message]],
+    decode: Decode,
+    handle: Handle,
+    encode: Encode,
 ) -> Response:
-    """Read the body, then parse, convert, compute and encode on the worker pool."""
+    """Read the body; parse and convert it on REST's JSON pool; compute on the compute pool;
+    write the JSON answer on the JSON pool again.
+
+    Parsing a big body is seconds of Python: on the compute pool it would hold threads that
+    gRPC requests (and other REST computations) wait for.
+    """
     with context.metrics.track("rest", rpc=rpc, estimator="unknown") as call:
         if context.state() == "draining":
             raise Unavailable("server: draining, takes no new requests")
         data = await context.read_body(request)
 
-        def run() -> tuple[bytes, Message]:
+        def read() -> tuple[Any, Message, float]:
+            started = time.perf_counter()
             body = parse_json(data)
             call.estimator = convert.estimator_name(body, oneof) or "unknown"
             name = body.get("model_name") if isinstance(body, dict) else None
             model = context.runtime.model(name if isinstance(name, str) else "")
-            return work(body, model, context.runtime, time.perf_counter())
+            message = decode(body, model)
+            return body, message, (time.perf_counter() - started) * 1e3
 
-        content, reply = await context.in_worker(run)
+        body, message, json_ms = await context.in_json_worker(read)
+        reply = await context.in_worker(lambda: handle(context.runtime, message))
+        content = await context.in_json_worker(lambda: json_bytes(encode(reply, body, json_ms)))
         call.done(reply)
         return Response(content, media_type="application/json")
 
 
-def _advantage(body: Any, model: Model, runtime: Runtime, started: float) -> tuple[bytes, Message]:
-    message = convert.advantage_request_from_json(body, model)
-    json_ms = (time.perf_counter() - started) * 1e3
-    reply = handlers.compute_advantage_handler(runtime, message)
-    torchrl = bool(body.get("torchrl_shapes", False))
-    return json_bytes(convert.advantage_response_to_json(reply, torchrl, json_ms)), reply
+def _advantage_json(reply: Any, body: Any, json_ms: float) -> dict[str, Any]:
+    torchrl = bool(body.get("torchrl_shapes") or False)
+    return convert.advantage_response_to_json(reply, torchrl, json_ms)
 
 
-def _loss(body: Any, model: Model, runtime: Runtime, started: float) -> tuple[bytes, Message]:
-    message = convert.loss_request_from_json(body, model)
-    reply = handlers.compute_loss_handler(runtime, message)
-    return json_bytes(convert.loss_response_to_json(reply)), reply
+def _loss_json(reply: Any, body: Any, json_ms: float) -> dict[str, Any]:
+    return convert.loss_response_to_json(reply)
 
 
 @router.post("/advantage", summary="ComputeAdvantage", openapi_extra=schema.ADVANTAGE_OPENAPI)
@@ -66,7 +76,15 @@ async def compute_advantage(request: Request, context: Context) -> Response:
 
     The body uses TorchRL's keys; see the schema and `service/wire/json.py`.
     """
-    return await _compute(context, request, "ComputeAdvantage", "estimator", _advantage)
+    return await _compute(
+        context,
+        request,
+        "ComputeAdvantage",
+        "estimator",
+        convert.advantage_request_from_json,
+        handlers.compute_advantage_handler,
+        _advantage_json,
+    )
 
 
 @router.post("/loss", summary="ComputeLoss", openapi_extra=schema.LOSS_OPENAPI)
@@ -76,4 +94,12 @@ async def compute_loss(request: Request, context: Context) -> Response:
     The body is /v1/advantage's plus `loss`, `advantage`, `value_target`,
     `behaviour_distribution`, `apply_update`, `expected_parameter_version`.
     """
-    return await _compute(context, request, "ComputeLoss", "loss", _loss)
+    return await _compute(
+        context,
+        request,
+        "ComputeLoss",
+        "loss",
+        convert.loss_request_from_json,
+        handlers.compute_loss_handler,
+        _loss_json,
+    )
