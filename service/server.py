@@ -110,15 +110,21 @@ class AdvantageServer:
 
         Call before or after `start()`; `stop()` stops it with the gRPC server.
         """
-        from service.api.rest import RestServer, create_app
+        from service.api.rest import RestOptions, RestServer, create_app
 
         app = create_app(
             self.runtime,
             self.executor,
             self.metrics,
-            self.settings.max_message_bytes,
-            lambda: self.state,
-            self.auth,
+            RestOptions(
+                max_body_bytes=self.settings.max_message_bytes,
+                state=lambda: self.state,
+                auth=self.auth,
+                admission=self.admission,
+                allowed_hosts=self.settings.rest_allowed_hosts,
+                bind_host=host,
+                json_workers=self.settings.rest_json_workers,
+            ),
         )
         self.rest = RestServer(app, host, port, self.settings.grace_seconds, self.tls)
         await self.rest.start()

@@ -9,13 +9,14 @@ name, what it expects and what it got.
 
 from __future__ import annotations
 
+import json
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ADVANTAGE_"
 
@@ -113,6 +114,55 @@ class Settings(BaseSettings):
         description="let several servers bind the same gRPC port (SO_REUSEPORT); off, a taken "
         "port is an error at start",
     )
+    # NoDecode: the flag and the variable are a comma-separated list (a JSON list works too).
+    rest_allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="host names the REST surface answers to, comma-separated: the Host header "
+        "must name one, and an Origin must be one of them at the REST port; '*' = any host; "
+        "unset = --rest-host, localhost, 127.0.0.1 and ::1 (/healthz, /readyz and /metrics "
+        "answer any Host)",
+    )
+    rest_json_workers: int = Field(
+        1,
+        ge=1,
+        description="threads that parse REST request JSON and write response JSON, apart from "
+        "the compute pool (big bodies never hold up gRPC)",
+    )
+
+    @field_validator("rest_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, hosts: Any) -> Any:
+        if isinstance(hosts, str):
+            text = hosts.strip()
+            if not text:
+                return None  # ADVANTAGE_REST_ALLOWED_HOSTS= (empty) is unset
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    pass  # "[::1]": an IPv6 address, not a JSON list
+            return [host.strip() for host in text.split(",") if host.strip()]
+        return hosts
+
+    @field_validator("rest_allowed_hosts")
+    @classmethod
+    def _plain_hosts(cls, hosts: list[str] | None) -> list[str] | None:
+        if hosts is None:
+            return None
+        names = []
+        for host in hosts:
+            name = host.strip().lower().removesuffix(".")
+            if name.startswith("[") and name.endswith("]"):
+                name = name[1:-1]
+            if not name or "/" in name or name.count(":") == 1 or "[" in name or "]" in name:
+                raise ValueError(
+                    f"expected host names or addresses without scheme or port "
+                    f"(example.com, 10.0.0.7, ::1) or '*', got {host!r}"
+                )
+            names.append(name)
+        if not names:
+            raise ValueError("expected at least one host name (or '*' for any)")
+        return names
 
     @field_validator("device")
     @classmethod

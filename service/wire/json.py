@@ -27,6 +27,14 @@ Request (POST /v1/advantage)::
 terminated, state values, log-probs) are [*B, T] nested lists; with `"torchrl_shapes": true` they
 carry TorchRL's trailing feature dimension [*B, T, 1] instead (every one of them must), and the
 response's tensors do too. `reward`, `done` and `terminated` are also accepted without `next.`.
+A trajectory key may be given flat or nested, not both; `null` for an optional top-level key or
+a knob means the default.
+
+Types are the gRPC contract's: float tensors take numbers (never true/false), bool tensors
+true/false or 0/1, integer tensors integers (1.0 is 1), each within its dtype's range; knobs are
+numbers within a double's range, integers within int64's. Errors name the field as the request
+wrote it (`trajectory.next.reward`, `estimator.gamma`), what it expects and what it got, in a few
+words however big the value (`got an integer of 400 digits`, `got a list of 5 items`).
 
 Response::
 
@@ -42,17 +50,20 @@ in float tensors (e.g. next.state_value at terminated steps).
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from service.dtypes import COMPUTE_DTYPES, TORCH_DTYPES
+from service.dtypes import COMPUTE_DTYPES, TORCH_DTYPES, dtype_name
 from service.errors import InvalidArgument
 from service.estimators.registry import DEFAULT_ESTIMATOR, ESTIMATORS
+from service.knobs import Knob
 from service.losses.registry import DEFAULT_LOSS, LOSSES
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
@@ -62,6 +73,7 @@ __all__ = [
     "REQUEST_KEYS",
     "advantage_request_from_json",
     "advantage_response_to_json",
+    "describe_json_value",
     "estimator_name",
     "loss_request_from_json",
     "loss_response_to_json",
@@ -94,6 +106,75 @@ PER_STEP_KEYS: dict[str, tuple[str, str]] = {
     "sample_log_prob": ("sample_log_prob", "float"),
     "log_prob": ("log_prob", "float"),
 }
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INTEGER_RANGES = {
+    FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.CPPTYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.CPPTYPE_INT64: (INT64_MIN, INT64_MAX),
+    FieldDescriptor.CPPTYPE_UINT64: (0, 2**64 - 1),
+}
+# What a JSON value's Python type is called in messages (plural: "got booleans").
+_KINDS = {
+    bool: "booleans",
+    type(None): "nulls",
+    str: "strings",
+    dict: "objects",
+    int: "integers",
+    float: "numbers",
+}
+
+
+def describe_json_value(value: Any) -> str:
+    """A JSON value in a few words for an error message, however big it is: `true`, `null`,
+    `0.5`, `"abc"`, `an integer of 400 digits`, `[1, 2]`, `a list of 5 items`, `an object with
+    keys ["a", "b"]`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        if -(10**20) < value < 10**20:
+            return str(value)
+        digits = len(str(abs(value))) if value.bit_length() < 14_000 else "over 4,000"
+        return f"an integer of {digits} digits"
+    if isinstance(value, float):
+        return json.dumps(value)
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:40] + "…"
+        return json.dumps(text, ensure_ascii=False)
+    if isinstance(value, list):
+        scalars = not any(isinstance(item, (list, Mapping)) for item in value[:4])
+        if len(value) <= 4 and scalars:
+            return "[" + ", ".join(describe_json_value(item) for item in value) + "]"
+        return f"a list of {len(value)} items"
+    if isinstance(value, Mapping):
+        keys = [json.dumps(str(key)[:20]) for key in list(value)[:4]]
+        more = ", …" if len(value) > 4 else ""
+        return f"an object with keys [{', '.join(keys)}{more}]" if keys else "an empty object"
+    return type(value).__name__
+
+
+@contextmanager
+def _reading(field: str) -> Iterator[None]:
+    """Whatever else goes wrong reading `field` from JSON is INVALID_ARGUMENT naming it.
+
+    The readers below check types and ranges first; this is the net under them, so a value no
+    check foresaw is still the client's 400 and never the server's 500.
+    """
+    try:
+        yield
+    except InvalidArgument:
+        raise
+    except (TypeError, ValueError, OverflowError, RecursionError, RuntimeError) as error:
+        detail = str(error)
+        detail = detail if len(detail) <= 200 else detail[:200] + "…"
+        raise InvalidArgument(f"{field}: could not be read ({detail})") from None
+
+
+def _get(body: Mapping[str, Any], key: str, default: Any) -> Any:
+    """`body[key]`, or `default` when absent or null."""
+    value = body.get(key)
+    return default if value is None else value
 
 
 def estimator_name(body: Any, oneof: str = "estimator") -> str | None:
@@ -108,60 +189,137 @@ def estimator_name(body: Any, oneof: str = "estimator") -> str | None:
     if value is None:
         return default
     name = value.get("name") if isinstance(value, Mapping) else value
-    return name if name in choices else None
+    return name if isinstance(name, str) and name in choices else None
 
 
-def _flatten(entries: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """TensorDict-style nested dicts → dotted keys ({"next": {"reward": r}} → "next.reward")."""
-    flat: dict[str, Any] = {}
-    for key, value in entries.items():
-        name = f"{prefix}{key}"
+def _spelling(path: tuple[str, ...]) -> str:
+    """How a trajectory key was written: "next.reward" or {"next": {"reward"}}."""
+    text = "{" + json.dumps(path[-1]) + "}" if len(path) > 1 else json.dumps(path[-1])
+    for part in reversed(path[:-1]):
+        text = "{" + f"{json.dumps(part)}: {text}" + "}"
+    return text
+
+
+def _flatten(entries: Mapping[str, Any]) -> dict[str, tuple[Any, tuple[str, ...]]]:
+    """TensorDict-style nested dicts → dotted keys ({"next": {"reward": r}} → "next.reward"),
+    each with the path it was written as; a key written twice (flat and nested) is refused."""
+    flat: dict[str, tuple[Any, tuple[str, ...]]] = {}
+    stack: list[tuple[tuple[str, ...], Iterator[tuple[str, Any]]]] = [((), iter(entries.items()))]
+    while stack:  # depth-first in document order, without recursion
+        path, items = stack[-1]
+        item = next(items, None)
+        if item is None:
+            stack.pop()
+            continue
+        key, value = item
+        here = (*path, str(key))
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
+            stack.append((here, iter(value.items())))
+            continue
+        name = ".".join(here)
+        if name in flat:
+            first = flat[name][1]
+            short, long = sorted((first, here), key=len)
+            if len(short) == 1 < len(long):
+                how = f"given both flat ({_spelling(short)}) and nested ({_spelling(long)})"
+            else:
+                how = f"given twice, as {_spelling(first)} and as {_spelling(here)}"
+            raise InvalidArgument(f"trajectory.{name}: {how}; send one")
+        flat[name] = (value, here)
     return flat
 
 
-def _tensor(value: Any, field: str, dtype: torch.dtype) -> torch.Tensor:
-    """A nested JSON list (or a number) → tensor of `dtype`; bool fields take true/false or 0/1."""
-    if isinstance(value, (str, Mapping)):
-        raise InvalidArgument(
-            f"{field}: expected a nested list of numbers, got {type(value).__name__}"
-        )
-    try:
-        if dtype is torch.bool:
-            tensor = torch.tensor(value)
-            if tensor.dtype is not torch.bool:
-                if tensor.is_floating_point() or not bool(((tensor == 0) | (tensor == 1)).all()):
-                    raise InvalidArgument(
-                        f"{field}: expected booleans (true/false or 0/1), "
-                        f"got {_some_values(tensor)}"
-                    )
-                tensor = tensor.to(torch.bool)
-            return tensor
-        if dtype.is_floating_point:
-            value = _nulls_to_nan(value)
-        return torch.tensor(value, dtype=dtype)
-    except InvalidArgument:
-        raise
-    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
-        raise InvalidArgument(
-            f"{field}: not a rectangular nested list of numbers ({error})"
-        ) from None
+def _scalar_types(value: Any) -> set[type]:
+    """The types of the scalars in a nested JSON list (or of `value` itself), without recursion
+    and without a Python step per number: `set(map(type, row))` runs in C."""
+    if not isinstance(value, list):
+        return {type(value)}
+    types: set[type] = set()
+    stack = [value]
+    while stack:
+        items = stack.pop()
+        kinds = set(map(type, items))
+        if list in kinds:
+            kinds.discard(list)
+            stack.extend(item for item in items if type(item) is list)
+        types |= kinds
+    return types
 
 
-def _some_values(tensor: torch.Tensor) -> str:
-    values = tensor.flatten()[:4].tolist()
-    return f"values such as {values}"
+def _kinds(types: set[type]) -> str:
+    names = sorted(_KINDS.get(kind, kind.__name__) for kind in types)
+    return " and ".join(names)
 
 
 def _nulls_to_nan(value: Any) -> Any:
+    """A copy of a nested list with null → NaN (JSON has no NaN), without recursion."""
     if value is None:
         return math.nan
-    if isinstance(value, list):
-        return [_nulls_to_nan(item) for item in value]
-    return value
+    if not isinstance(value, list):
+        return value
+    root = list(value)
+    stack = [root]
+    while stack:
+        items = stack.pop()
+        for index, item in enumerate(items):
+            if item is None:
+                items[index] = math.nan
+            elif type(item) is list:
+                items[index] = copy = list(item)
+                stack.append(copy)
+    return root
+
+
+def _some_values(tensor: torch.Tensor, outside: torch.Tensor) -> str:
+    values = tensor[outside].flatten()[:4].tolist()
+    return f"values such as {values}"
+
+
+def _tensor(value: Any, field: str, dtype: torch.dtype) -> torch.Tensor:
+    """A nested JSON list (or a number) → tensor of `dtype`, with the gRPC contract's types:
+    float fields take numbers (null = NaN), bool fields true/false or 0/1, integer fields
+    integers (1.0 is 1), each within the dtype's range."""
+    if isinstance(value, (str, Mapping)) or value is None:
+        raise InvalidArgument(
+            f"{field}: expected a nested list of numbers, got {describe_json_value(value)}"
+        )
+    types = _scalar_types(value)
+    name = dtype_name(dtype)
+    if dtype is torch.bool:
+        wanted, allowed = "booleans (true/false or 0/1)", {bool, int, float}
+    elif dtype.is_floating_point:
+        wanted, allowed = "numbers", {int, float, type(None)}
+    else:
+        wanted, allowed = f"integers ({name})", {int, float}
+    if not types <= allowed:
+        raise InvalidArgument(f"{field}: expected {wanted}, got {_kinds(types - allowed)}")
+    try:
+        if dtype.is_floating_point:
+            if type(None) in types:
+                value = _nulls_to_nan(value)
+            return torch.tensor(value, dtype=dtype)
+        if types <= {bool}:
+            return torch.tensor(value, dtype=torch.bool).to(dtype)
+        # numbers: read them as int64 (or float64 when fractions may appear), then check
+        exact = torch.tensor(value, dtype=torch.float64 if float in types else torch.int64)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+        if isinstance(error, OverflowError) or "overflow" in str(error).lower():
+            raise InvalidArgument(
+                f"{field}: expected {wanted} within {name}'s range, got a value out of range"
+            ) from None
+        raise InvalidArgument(
+            f"{field}: not a rectangular nested list of numbers ({error})"
+        ) from None
+    if dtype is torch.bool:
+        outside = (exact != 0) & (exact != 1)
+    else:
+        info = torch.iinfo(dtype)
+        outside = (exact < info.min) | (exact > info.max)
+        if exact.is_floating_point():
+            outside |= exact != exact.round()  # NaN and ±inf too
+    if bool(outside.any()):
+        raise InvalidArgument(f"{field}: expected {wanted}, got {_some_values(exact, outside)}")
+    return exact.to(dtype)
 
 
 def _squeeze_feature(tensor: torch.Tensor, field: str) -> torch.Tensor:
@@ -172,26 +330,56 @@ def _squeeze_feature(tensor: torch.Tensor, field: str) -> torch.Tensor:
     return tensor.squeeze(-1)
 
 
-def _coefficient(value: Any, field: str, dtype: torch.dtype, torchrl: bool) -> pb.Coefficient:
-    if isinstance(value, bool) or value is None:
+def _number(value: int | float, field: str, expected: str) -> float:
+    """A JSON number as a double; an integer no double holds is refused naming `field`."""
+    try:
+        return float(value)
+    except OverflowError:
         raise InvalidArgument(
-            f"{field}: expected a number in [0, 1] or a per-step list, got {value!r}"
+            f"{field}: expected {expected}, got {describe_json_value(value)}"
+        ) from None
+
+
+def _coefficient(value: Any, field: str, dtype: torch.dtype, torchrl: bool) -> pb.Coefficient:
+    expected = "a number in [0, 1]"
+    if isinstance(value, bool) or not isinstance(value, (int, float, list)):
+        raise InvalidArgument(
+            f"{field}: expected {expected} or a per-step list, got {describe_json_value(value)}"
         )
     if isinstance(value, (int, float)):
-        return pb.Coefficient(scalar=float(value))
+        return pb.Coefficient(scalar=_number(value, field, expected))
     tensor = _tensor(value, field, dtype)
     if torchrl:
         tensor = _squeeze_feature(tensor, field)
     return pb.Coefficient(per_step=encode_tensor(tensor))
 
 
+def _expected_number(knob: Knob | None) -> str:
+    """A knob's range in words, for a number ("a finite number > 0"; "a number" when free)."""
+    return knob.expected.replace("value", "number") if knob is not None else "a number"
+
+
+def _integer(value: Any, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgument(
+            f"{field}: expected an integer from {low} to {high}, got {describe_json_value(value)}"
+        )
+    return value
+
+
 def _set_fields(
-    message: Message, values: Mapping[str, Any], where: str, dtype: torch.dtype, torchrl: bool
+    message: Message,
+    values: Mapping[str, Any],
+    where: str,
+    dtype: torch.dtype,
+    torchrl: bool,
+    knobs: Mapping[str, Knob],
 ) -> None:
     """Set a protobuf message's fields from a JSON object, naming `where.key` in every error.
 
     Coefficients take a number or a per-step list; other sub-messages an object; enums their name
     or its lowercase suffix ("smooth_l1" for CRITIC_LOSS_SMOOTH_L1); null leaves a field unset.
+    `knobs` (the registry entry's) say each number's range for messages.
     """
     fields = message.DESCRIPTOR.fields_by_name
     for key, value in values.items():
@@ -201,44 +389,45 @@ def _set_fields(
         if value is None:
             continue  # null = the default, like leaving it out
         descriptor = fields[key]
+        shown = describe_json_value(value)
         if descriptor.message_type is pb.Coefficient.DESCRIPTOR:
             getattr(message, key).CopyFrom(_coefficient(value, field, dtype, torchrl))
         elif descriptor.message_type is not None:
             if not isinstance(value, Mapping):
-                raise InvalidArgument(f"{field}: expected an object, got {value!r}")
+                raise InvalidArgument(f"{field}: expected an object, got {shown}")
             getattr(message, key).SetInParent()
-            _set_fields(getattr(message, key), value, field, dtype, torchrl)
+            _set_fields(getattr(message, key), value, field, dtype, torchrl, knobs)
         elif descriptor.enum_type is not None:
             names = [item.name for item in descriptor.enum_type.values]
             prefix = names[0].removesuffix("UNSPECIFIED")
-            wanted = str(value).upper()
+            wanted = value.upper() if isinstance(value, str) else None
             match = next((n for n in names if n in (wanted, f"{prefix}{wanted}")), None)
             if match is None:
-                raise InvalidArgument(f"{field}: expected one of {names}, got {value!r}")
+                raise InvalidArgument(f"{field}: expected one of {names}, got {shown}")
             setattr(message, key, descriptor.enum_type.values_by_name[match].number)
         elif descriptor.type == descriptor.TYPE_BOOL:
             if not isinstance(value, bool):
-                raise InvalidArgument(f"{field}: expected true or false, got {value!r}")
+                raise InvalidArgument(f"{field}: expected true or false, got {shown}")
             setattr(message, key, value)
         elif descriptor.type in (descriptor.TYPE_DOUBLE, descriptor.TYPE_FLOAT):
+            expected = _expected_number(knobs.get(key))
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InvalidArgument(f"{field}: expected a number, got {value!r}")
-            setattr(message, key, float(value))
+                raise InvalidArgument(f"{field}: expected {expected}, got {shown}")
+            setattr(message, key, _number(value, field, expected))
         elif descriptor.type == descriptor.TYPE_STRING:
             if not isinstance(value, str):
-                raise InvalidArgument(f"{field}: expected a string, got {value!r}")
+                raise InvalidArgument(f"{field}: expected a string, got {shown}")
             setattr(message, key, value)
         else:  # integers
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidArgument(f"{field}: expected an integer, got {value!r}")
-            setattr(message, key, value)
+            low, high = _INTEGER_RANGES[descriptor.cpp_type]
+            setattr(message, key, _integer(value, field, low, high))
 
 
 def _choice(
     request: Message,
     oneof: str,
     value: Any,
-    choices: tuple[str, ...],
+    choices: Mapping[str, Any],
     dtype: torch.dtype,
     torchrl: bool,
 ) -> None:
@@ -249,16 +438,18 @@ def _choice(
         value = {"name": value}
     if not isinstance(value, Mapping):
         raise InvalidArgument(
-            f'{oneof}: expected a name or an object with "name", got {type(value).__name__}'
+            f'{oneof}: expected a name or an object with "name", got {describe_json_value(value)}'
         )
     knobs = dict(value)
     name = knobs.pop("name", None)
-    if name not in choices:
-        raise InvalidArgument(f"{oneof}.name: expected one of {list(choices)}, got {name!r}")
+    if not isinstance(name, str) or name not in choices:
+        raise InvalidArgument(
+            f"{oneof}.name: expected one of {list(choices)}, got {describe_json_value(name)}"
+        )
     message = getattr(request, name)
     message.SetInParent()
     try:
-        _set_fields(message, knobs, oneof, dtype, torchrl)
+        _set_fields(message, knobs, oneof, dtype, torchrl, choices[name].knobs)
     except InvalidArgument as error:
         if "unknown knob" not in error.message:
             raise
@@ -286,32 +477,37 @@ def loss_request_from_json(body: Any, model: Model) -> pb.ComputeLossRequest:
     `expected_parameter_version`."""
     request = pb.ComputeLossRequest()
     dtype, torchrl = _fill(request, body, model, LOSS_REQUEST_KEYS)
-    _choice(request, "loss", body.get("loss"), tuple(LOSSES), dtype, torchrl)
+    with _reading("loss"):
+        _choice(request, "loss", body.get("loss"), LOSSES, dtype, torchrl)
     for key in ("advantage", "value_target"):
         if body.get(key) is not None:
-            tensor = _tensor(body[key], key, dtype)
-            if torchrl:
-                tensor = _squeeze_feature(tensor, key)
-            getattr(request, key).CopyFrom(encode_tensor(tensor))
-    behaviour = body.get("behaviour_distribution") or {}
+            with _reading(key):
+                tensor = _tensor(body[key], key, dtype)
+                if torchrl:
+                    tensor = _squeeze_feature(tensor, key)
+                getattr(request, key).CopyFrom(encode_tensor(tensor))
+    behaviour = _get(body, "behaviour_distribution", {})
     if not isinstance(behaviour, Mapping):
         raise InvalidArgument(
-            f"behaviour_distribution: expected an object of parameters, got {behaviour!r}"
+            "behaviour_distribution: expected an object of parameters, got "
+            f"{describe_json_value(behaviour)}"
         )
     for key, value in behaviour.items():
-        tensor = _tensor(value, f"behaviour_distribution[{key!r}]", dtype)
-        request.behaviour_distribution[key].CopyFrom(encode_tensor(tensor))
-    apply_update = body.get("apply_update", False)
+        field = f"behaviour_distribution[{key!r}]"
+        with _reading(field):
+            request.behaviour_distribution[key].CopyFrom(
+                encode_tensor(_tensor(value, field, dtype))
+            )
+    apply_update = _get(body, "apply_update", False)
     if not isinstance(apply_update, bool):
-        raise InvalidArgument(f"apply_update: expected true or false, got {apply_update!r}")
+        raise InvalidArgument(
+            f"apply_update: expected true or false, got {describe_json_value(apply_update)}"
+        )
     request.apply_update = apply_update
     expected = body.get("expected_parameter_version")
     if expected is not None:
-        if isinstance(expected, bool) or not isinstance(expected, int):
-            raise InvalidArgument(
-                f"expected_parameter_version: expected an integer, got {expected!r}"
-            )
-        request.expected_parameter_version = expected
+        field = "expected_parameter_version"
+        request.expected_parameter_version = _integer(expected, field, INT64_MIN, INT64_MAX)
     return request
 
 
@@ -320,33 +516,44 @@ def _fill(
 ) -> tuple[torch.dtype, bool]:
     """Fill model_name, trajectory and estimator of a compute request; (dtype, torchrl_shapes)."""
     if not isinstance(body, Mapping):
-        raise InvalidArgument(f"body: expected a JSON object, got {type(body).__name__}")
+        raise InvalidArgument(f"body: expected a JSON object, got {describe_json_value(body)}")
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        raise InvalidArgument(f"body: unknown keys {unknown}; expected some of {list(allowed)}")
-    dtype_name = body.get("dtype", "float32")
-    if dtype_name not in COMPUTE_DTYPES:
-        raise InvalidArgument(f"dtype: expected one of {list(COMPUTE_DTYPES)}, got {dtype_name!r}")
-    dtype = COMPUTE_DTYPES[dtype_name]
-    torchrl = body.get("torchrl_shapes", False)
+        shown = [key if len(key) <= 40 else key[:40] + "…" for key in unknown[:5]]
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise InvalidArgument(f"body: unknown keys {shown}{more}; expected some of {list(allowed)}")
+    dtype_text = _get(body, "dtype", "float32")
+    if not isinstance(dtype_text, str) or dtype_text not in COMPUTE_DTYPES:
+        raise InvalidArgument(
+            f"dtype: expected one of {list(COMPUTE_DTYPES)}, got {describe_json_value(dtype_text)}"
+        )
+    dtype = COMPUTE_DTYPES[dtype_text]
+    torchrl = _get(body, "torchrl_shapes", False)
     if not isinstance(torchrl, bool):
-        raise InvalidArgument(f"torchrl_shapes: expected true or false, got {torchrl!r}")
-    model_name = body.get("model_name") or ""
+        raise InvalidArgument(
+            f"torchrl_shapes: expected true or false, got {describe_json_value(torchrl)}"
+        )
+    model_name = _get(body, "model_name", "")
     if not isinstance(model_name, str):
-        raise InvalidArgument(f"model_name: expected a string, got {model_name!r}")
+        raise InvalidArgument(
+            f"model_name: expected a string, got {describe_json_value(model_name)}"
+        )
     request.model_name = model_name
     trajectory = request.trajectory
-    form = body.get("form", "full")
-    if form not in FORMS:
-        raise InvalidArgument(f"form: expected one of {list(FORMS)}, got {form!r}")
+    form = _get(body, "form", "full")
+    if not isinstance(form, str) or form not in FORMS:
+        raise InvalidArgument(
+            f"form: expected one of {list(FORMS)}, got {describe_json_value(form)}"
+        )
     trajectory.form = FORMS[form]
-    _choice(request, "estimator", body.get("estimator"), tuple(ESTIMATORS), dtype, torchrl)
+    with _reading("estimator"):
+        _choice(request, "estimator", body.get("estimator"), ESTIMATORS, dtype, torchrl)
 
     entries = body.get("trajectory")
     if not isinstance(entries, Mapping):
         raise InvalidArgument(
             "trajectory: required, an object of TorchRL keys "
-            "(next.reward, next.done, observation, ...)"
+            f"(next.reward, next.done, observation, ...), got {describe_json_value(entries)}"
         )
     inputs = {spec.name: spec for spec in model.manifest.inputs}
     action_dtype = (
@@ -355,32 +562,54 @@ def _fill(
         else torch.float32
     )
     seen: dict[str, str] = {}
-    for key, value in _flatten(entries).items():
-        field = f"trajectory[{key!r}]"
-        if key in PER_STEP_KEYS:
-            name, kind = PER_STEP_KEYS[key]
-            if name in seen:
-                raise InvalidArgument(f"{field}: {name} given twice (as {seen[name]!r} too)")
-            seen[name] = key
-            tensor = _tensor(value, field, torch.bool if kind == "bool" else dtype)
-            if torchrl:
-                tensor = _squeeze_feature(tensor, field)
-            getattr(trajectory, name).CopyFrom(encode_tensor(tensor))
-        elif key == "action":
-            trajectory.action.CopyFrom(encode_tensor(_tensor(value, field, action_dtype)))
-        elif key in inputs:
-            wanted = TORCH_DTYPES[inputs[key].dtype]
-            trajectory.observation[key].CopyFrom(encode_tensor(_tensor(value, field, wanted)))
-        elif key.startswith("next.") and key.removeprefix("next.") in inputs:
-            base = key.removeprefix("next.")
-            wanted = TORCH_DTYPES[inputs[base].dtype]
-            trajectory.next_observation[base].CopyFrom(encode_tensor(_tensor(value, field, wanted)))
-        else:
-            expected = sorted({*PER_STEP_KEYS, "action", *inputs, *(f"next.{k}" for k in inputs)})
-            raise InvalidArgument(
-                f"{field}: unknown key (model {model.name!r}); expected some of {expected}"
+    for key, (value, _) in _flatten(entries).items():
+        field = f"trajectory.{key}"
+        with _reading(field):
+            _trajectory_entry(
+                trajectory, key, value, field, model, inputs, dtype, torchrl, action_dtype, seen
             )
     return dtype, torchrl
+
+
+def _trajectory_entry(
+    trajectory: pb.Trajectory,
+    key: str,
+    value: Any,
+    field: str,
+    model: Model,
+    inputs: Mapping[str, Any],
+    dtype: torch.dtype,
+    torchrl: bool,
+    action_dtype: torch.dtype,
+    seen: dict[str, str],
+) -> None:
+    """Set the Trajectory field one flattened JSON key (`next.reward`, `observation`) names."""
+    if key in PER_STEP_KEYS:
+        name, kind = PER_STEP_KEYS[key]
+        if name in seen:
+            raise InvalidArgument(
+                f"{field}: given together with trajectory.{seen[name]}, the same field "
+                f"(trajectory.{name}); send one"
+            )
+        seen[name] = key
+        tensor = _tensor(value, field, torch.bool if kind == "bool" else dtype)
+        if torchrl:
+            tensor = _squeeze_feature(tensor, field)
+        getattr(trajectory, name).CopyFrom(encode_tensor(tensor))
+    elif key == "action":
+        trajectory.action.CopyFrom(encode_tensor(_tensor(value, field, action_dtype)))
+    elif key in inputs:
+        wanted = TORCH_DTYPES[inputs[key].dtype]
+        trajectory.observation[key].CopyFrom(encode_tensor(_tensor(value, field, wanted)))
+    elif key.startswith("next.") and key.removeprefix("next.") in inputs:
+        base = key.removeprefix("next.")
+        wanted = TORCH_DTYPES[inputs[base].dtype]
+        trajectory.next_observation[base].CopyFrom(encode_tensor(_tensor(value, field, wanted)))
+    else:
+        expected = sorted({*PER_STEP_KEYS, "action", *inputs, *(f"next.{k}" for k in inputs)})
+        raise InvalidArgument(
+            f"{field}: unknown key (model {model.name!r}); expected some of {expected}"
+        )
 
 
 def loss_response_to_json(response: pb.ComputeLossResponse) -> dict[str, Any]:

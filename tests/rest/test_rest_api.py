@@ -14,7 +14,7 @@ import torch
 from _rest_helpers import grpc_stub, rest_server, scrape
 
 from service.api.metrics import Metrics
-from service.api.rest import create_app
+from service.api.rest import RestOptions, create_app
 from service.models.demo import demo_model
 from service.models.registry import ModelRegistry
 from service.pb.advantage.v1 import advantage_pb2 as pb
@@ -188,16 +188,16 @@ def test_same_errors_as_grpc(http: httpx.Client, rest_demo_server, mutate, statu
         ("[1, 2]", "body: expected a JSON object"),
         ('{"trajectory": {}, "extra": 1}', "body: unknown keys ['extra']"),
         ('{"dtype": "float16", "trajectory": {}}', "dtype: expected one of"),
-        ('{"trajectory": {"next.reward": [[1, 2], [3]]}}', "trajectory['next.reward']: not a rect"),
-        ('{"trajectory": {"next.reward": ["a"]}}', "trajectory['next.reward']: not a rect"),
-        ('{"trajectory": {"next.done": [0.5]}}', "trajectory['next.done']: expected booleans"),
-        ('{"trajectory": {"rewards": [1]}}', "trajectory['rewards']: unknown key"),
+        ('{"trajectory": {"next.reward": [[1, 2], [3]]}}', "trajectory.next.reward: not a rect"),
+        ('{"trajectory": {"next.reward": ["a"]}}', "trajectory.next.reward: expected numbers"),
+        ('{"trajectory": {"next.done": [0.5]}}', "trajectory.next.done: expected booleans"),
+        ('{"trajectory": {"rewards": [1]}}', "trajectory.rewards: unknown key"),
         ('{"estimator": {"name": "ppo"}, "trajectory": {}}', "estimator.name: expected one of"),
         ('{"estimator": {"name": "td0", "lmbda": 0.5}, "trajectory": {}}', "estimator.lmbda: td0"),
         ('{"estimator": {"name": "gae", "average_gae": 1}, "trajectory": {}}', "estimator.avera"),
         (
             '{"torchrl_shapes": true, "trajectory": {"next.reward": [1.0]}}',
-            "trajectory['next.reward']: expected shape [*B, T, 1]",
+            "trajectory.next.reward: expected shape [*B, T, 1]",
         ),
         ('{"trajectory": {"next.done": [true]}}', "trajectory.reward: required"),
     ],
@@ -252,7 +252,9 @@ def test_body_over_the_size_limit_is_413() -> None:
         assert response.json()["message"].startswith("body: ")
         assert str(limit) in response.json()["message"]
         chunked = http.post(  # no content-length: counted while streaming
-            "/v1/advantage", content=iter([b'{"trajectory": {"next.reward": [', b"0.5," * 1000])
+            "/v1/advantage",
+            content=iter([b'{"trajectory": {"next.reward": [', b"0.5," * 1000]),
+            headers={"content-type": "application/json"},
         )
         assert chunked.status_code == 413
         scraped = scrape(http.get("/metrics").text)
@@ -269,11 +271,12 @@ def test_readyz_and_compute_while_draining() -> None:
     registry = ModelRegistry({"demo": model})
     state = {"now": "starting"}
     runtime = Runtime(registry)
-    app = create_app(runtime, None, Metrics([model]), 1 << 20, lambda: state["now"])  # type: ignore[arg-type]
+    options = RestOptions(max_body_bytes=1 << 20, state=lambda: state["now"])
+    app = create_app(runtime, None, Metrics([model]), options)  # type: ignore[arg-type]
 
     async def check() -> None:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             assert (await client.get("/readyz")).json()["status"] == "starting"
             state["now"] = "draining"
             response = await client.get("/readyz")

@@ -4,15 +4,22 @@ Every compute route turns JSON into the protobuf request a gRPC client would sen
 shared handler in `service.api.handlers` on the server's worker pool, so numbers, validation and
 error codes are the gRPC ones. Errors are JSON `{"code": "<gRPC code name>", "message": "..."}`
 with the HTTP status of `service.errors` (400, 404, 412, 413, 503; 500 with an incident id),
-produced by the exception handlers below and nowhere else.
+produced by the exception handlers below and nowhere else (and, for requests refused before
+routing, by the cross-site guard of `service.api.rest.guard`: 403 for a foreign Host or Origin,
+415 for a write that is not JSON).
+
+JSON is parsed and written on the app's own small thread pool (`json_workers` threads), never on
+the compute pool: a 50 MB body then never holds a compute thread, so gRPC and REST compute never
+queue behind a parse; the computation itself runs on the shared compute pool.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,11 +28,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.admission import Admission
 from service.api.auth import BearerToken, rest_path_needs_token
 from service.api.metrics import Metrics
 from service.api.rest.context import RestContext, ServerState
+from service.api.rest.guard import RequestGuard, resolve_allowed_hosts
 from service.api.rest.routes import compute, debug, docs, health, models
 from service.errors import ServiceError
 from service.runtime import Runtime
@@ -98,15 +109,43 @@ def _install_auth(app: FastAPI, auth: BearerToken) -> None:
         return await call_next(request)
 
 
+class GuardMiddleware:
+    """Refuses foreign Host/Origin and non-JSON writes before routing (pure ASGI: the body is
+    not touched)."""
+
+    def __init__(self, app: ASGIApp, guard: RequestGuard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                scheme = scope.get("scheme", "http")
+                self.guard.check(scope["method"], scope["path"], scheme, Headers(scope=scope))
+            except ServiceError as error:
+                await service_error_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+@dataclass(frozen=True)
+class RestOptions:
+    """How the REST surface of one server behaves (defaults: a lone app for tests)."""
+
+    max_body_bytes: int = 64 << 20  # --max-message-mb
+    state: ServerState = lambda: "serving"  # the server's lifecycle
+    auth: BearerToken | None = None  # tokens; None = open
+    admission: Admission | None = None  # the server's in-flight budget; None = unbounded
+    allowed_hosts: Sequence[str] | None = None  # --rest-allowed-hosts (None = bind + loopback)
+    bind_host: str | None = None  # --rest-host
+    json_workers: int = 1  # threads that parse and write JSON
+
+
 def create_app(
-    runtime: Runtime,
-    executor: Executor,
-    metrics: Metrics,
-    max_body_bytes: int,
-    state: ServerState = lambda: "serving",
-    auth: BearerToken | None = None,
+    runtime: Runtime, executor: Executor, metrics: Metrics, options: RestOptions | None = None
 ) -> FastAPI:
     """The REST app over a server's models, worker pool and metrics (/v1/ behind `auth`)."""
+    options = options or RestOptions()
     app = FastAPI(
         title="advantage-service",
         summary="REST debug surface of the advantage-service gRPC server (same models, same "
@@ -115,12 +154,25 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.context = RestContext(runtime, executor, metrics, max_body_bytes, state, auth)
+    json_executor = ThreadPoolExecutor(options.json_workers, thread_name_prefix="rest-json")
+    app.state.context = RestContext(
+        runtime,
+        executor,
+        metrics,
+        options.max_body_bytes,
+        options.state,
+        options.admission or Admission(max_bytes=2**62),
+        options.auth,
+        json_executor,
+    )
     app.mount("/docs/assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     app.mount("/debug/static", StaticFiles(directory=debug.STATIC), name="debug-static")
     _install_error_handlers(app)
-    if auth is not None:
-        _install_auth(app, auth)
+    if options.auth is not None:
+        _install_auth(app, options.auth)
+    # Added last, so outermost: a cross-site request is refused before anything else runs.
+    guard = RequestGuard(resolve_allowed_hosts(options.allowed_hosts, options.bind_host))
+    app.add_middleware(GuardMiddleware, guard=guard)
     for router in (compute.router, models.router, health.router, docs.router, debug.router):
         app.include_router(router)
     return app

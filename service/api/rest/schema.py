@@ -68,8 +68,10 @@ REQUEST_SCHEMA: dict[str, Any] = {
         "trajectory": {
             "type": "object",
             "description": "TorchRL keys, flat ('next.reward') or nested ({'next': "
-            "{'reward': ...}}). Every model input key K appears as K and next.K "
-            "([*B, T, *shape]). `reward`/`done`/`terminated` are accepted without `next.`.",
+            "{'reward': ...}}), not both for one key. Every model input key K appears as K and "
+            "next.K ([*B, T, *shape]). `reward`/`done`/`terminated` are accepted without "
+            "`next.`. Float tensors take numbers (null = NaN, never true/false), bool tensors "
+            "true/false or 0/1, integer tensors integers.",
             "properties": {
                 "observation": NESTED,
                 "next.observation": NESTED,
@@ -132,10 +134,18 @@ ADVANTAGE_OPENAPI: dict[str, Any] = {
             "description": "Advantage and value target, [*B, T] nested lists.",
             "content": {"application/json": {"schema": RESPONSE_SCHEMA}},
         },
-        "400": _error("A malformed field (INVALID_ARGUMENT); the message names it."),
+        "400": _error(
+            "A malformed field (INVALID_ARGUMENT); the message names it. Also JSON nested "
+            "deeper than 64 levels (`body`)."
+        ),
+        "403": _error(
+            "Host not on --rest-allowed-hosts, or an Origin other than this server's own "
+            "(PERMISSION_DENIED)."
+        ),
         "404": _error("Unknown model (NOT_FOUND)."),
         "412": _error("The model lacks something the request needs (FAILED_PRECONDITION)."),
         "413": _error("Body over the server's --max-message-mb (RESOURCE_EXHAUSTED)."),
+        "415": _error("Content-Type is not application/json (INVALID_ARGUMENT)."),
         "503": _error("Server draining (UNAVAILABLE)."),
     },
 }
@@ -192,7 +202,10 @@ LOSS_OPENAPI: dict[str, Any] = {
                 }
             },
         },
-        **{code: ADVANTAGE_OPENAPI["responses"][code] for code in ("400", "404", "412", "413")},
+        **{
+            code: ADVANTAGE_OPENAPI["responses"][code]
+            for code in ("400", "403", "404", "412", "413", "415")
+        },
         "503": ADVANTAGE_OPENAPI["responses"]["503"],
     },
 }

@@ -65,6 +65,7 @@ class RestServer:
             **(tls.uvicorn_options() if tls is not None else {}),
         )
         self._server = _EmbeddedServer(config)
+        self._app = app
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -93,3 +94,6 @@ class RestServer:
             await self._task
         self._task = None
         self._socket.close()
+        context = getattr(self._app.state, "context", None)
+        if context is not None:
+            context.close()  # REST's JSON pool, once no request needs it

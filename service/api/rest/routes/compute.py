@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +16,14 @@ from service.api.rest.context import Context, RestContext, json_bytes, parse_jso
 from service.errors import Unavailable
 from service.models.model import Model
 from service.runtime import Runtime
+from service.runtime.call import CallState
 from service.wire import json as convert
 
 router = APIRouter(prefix="/v1", tags=["compute"])
+
+Decode = Callable[[Any, Model], Message]
+Handle = Callable[[Runtime, Any], Message]
+Encode = Callable[[Any, Any, float], dict[str, Any]]
 
 
 async def _compute(
@@ -27,42 +31,58 @@ async def _compute(
     request: Request,
     rpc: str,
     oneof: str,
-    work: Callable[[Any, Model, Runtime, Any], tuple[bytes, Message]],
+    decode: Decode,
+    handle: Handle,
+    encode: Encode,
 ) -> Response:
-    """Read the body, then parse, convert, compute and encode on the worker pool."""
+    """Read the body; parse and convert it on REST's JSON pool; compute on the compute pool;
+    write the JSON answer on the JSON pool again.
+
+    Parsing a big body is seconds of Python: on the compute pool it would hold threads that
+    gRPC requests (and other REST computations) wait for.
+    """
     with context.metrics.track("rest", rpc=rpc, estimator="unknown") as call:
         if context.state() == "draining":
             raise Unavailable("server: draining, takes no new requests")
         data = await context.read_body(request)
 
-        def run() -> tuple[bytes, Message]:
+        def read() -> tuple[Any, Message, float]:
+            started = time.perf_counter()
             body = parse_json(data)
             call.estimator = convert.estimator_name(body, oneof) or "unknown"
             name = body.get("model_name") if isinstance(body, dict) else None
             model = context.runtime.model(name if isinstance(name, str) else "")
-            return work(body, model, context.runtime, time.perf_counter())
+            message = decode(body, model)
+            return body, message, (time.perf_counter() - started) * 1e3
 
-        content, reply = await context.in_worker(run)
+        body, message, json_ms = await context.in_json_worker(read)
+        with context.admission.admit(len(data), CallState()):
+            reply = await context.in_worker(lambda: handle(context.runtime, message))
+        content = await context.in_json_worker(lambda: json_bytes(encode(reply, body, json_ms)))
         call.done(reply)
         return Response(content, media_type="application/json")
 
 
-def _advantage(body: Any, model: Model, runtime: Runtime, started: float) -> tuple[bytes, Message]:
-    message = convert.advantage_request_from_json(body, model)
-    json_ms = (time.perf_counter() - started) * 1e3
-    reply = handlers.compute_advantage_handler(runtime, message)
-    torchrl = bool(body.get("torchrl_shapes", False))
-    return json_bytes(convert.advantage_response_to_json(reply, torchrl, json_ms)), reply
+def _advantage_json(reply: Any, body: Any, json_ms: float) -> dict[str, Any]:
+    torchrl = bool(body.get("torchrl_shapes") or False)
+    return convert.advantage_response_to_json(reply, torchrl, json_ms)
 
 
-def _loss(
-    body: Any, model: Model, runtime: Runtime, started: float, *, scope: auth.Scope
-) -> tuple[bytes, Message]:
-    message = convert.loss_request_from_json(body, model)
-    if message.apply_update:
-        auth.require_write(scope, "apply_update")
-    reply = handlers.compute_loss_handler(runtime, message)
-    return json_bytes(convert.loss_response_to_json(reply)), reply
+def _loss_json(reply: Any, body: Any, json_ms: float) -> dict[str, Any]:
+    return convert.loss_response_to_json(reply)
+
+
+def _loss_request(scope: auth.Scope) -> Decode:
+    """ComputeLoss's request from JSON; `apply_update` needs the write scope (refused before
+    any work, like gRPC's interceptor does)."""
+
+    def decode(body: Any, model: Model) -> Message:
+        message = convert.loss_request_from_json(body, model)
+        if message.apply_update:
+            auth.require_write(scope, "apply_update")
+        return message
+
+    return decode
 
 
 @router.post("/advantage", summary="ComputeAdvantage", openapi_extra=schema.ADVANTAGE_OPENAPI)
@@ -71,7 +91,15 @@ async def compute_advantage(request: Request, context: Context) -> Response:
 
     The body uses TorchRL's keys; see the schema and `service/wire/json.py`.
     """
-    return await _compute(context, request, "ComputeAdvantage", "estimator", _advantage)
+    return await _compute(
+        context,
+        request,
+        "ComputeAdvantage",
+        "estimator",
+        convert.advantage_request_from_json,
+        handlers.compute_advantage_handler,
+        _advantage_json,
+    )
 
 
 @router.post("/loss", summary="ComputeLoss", openapi_extra=schema.LOSS_OPENAPI)
@@ -81,5 +109,12 @@ async def compute_loss(request: Request, context: Context) -> Response:
     The body is /v1/advantage's plus `loss`, `advantage`, `value_target`,
     `behaviour_distribution`, `apply_update`, `expected_parameter_version`.
     """
-    loss = functools.partial(_loss, scope=auth.rest_scope(request))
-    return await _compute(context, request, "ComputeLoss", "loss", loss)
+    return await _compute(
+        context,
+        request,
+        "ComputeLoss",
+        "loss",
+        _loss_request(auth.rest_scope(request)),
+        handlers.compute_loss_handler,
+        _loss_json,
+    )

@@ -10,6 +10,10 @@ from fastapi.responses import FileResponse, Response
 from service.api.rest.context import Context, json_bytes
 from service.api.rest.sample import MAX_SAMPLE_STEPS, sample_request
 from service.errors import InvalidArgument
+from service.wire.json import describe_json_value
+
+#: torch.Generator.manual_seed takes any 64-bit value; the contract is a non-negative int64.
+MAX_SEED = 2**63 - 1
 
 STATIC = Path(__file__).parent.parent / "static"
 
@@ -28,7 +32,11 @@ async def debug_sample(
     """A generated ComputeAdvantage body for a model: one trajectory of `steps` steps with a
     terminal end at round(0.3·steps) and a truncated one at round(0.65·steps)."""
     if not 1 <= steps <= MAX_SAMPLE_STEPS:
-        raise InvalidArgument(f"steps: expected 1 to {MAX_SAMPLE_STEPS}, got {steps}")
+        got = describe_json_value(steps)
+        raise InvalidArgument(f"steps: expected 1 to {MAX_SAMPLE_STEPS}, got {got}")
+    if not 0 <= seed <= MAX_SEED:
+        got = describe_json_value(seed)
+        raise InvalidArgument(f"seed: expected 0 to {MAX_SEED} (2**63 - 1), got {got}")
     model = context.runtime.model(model_name)
     body = await context.in_worker(lambda: json_bytes(sample_request(model, steps, seed)))
     return Response(body, media_type="application/json")
