@@ -16,8 +16,15 @@ from service.models.manifest import InputSpec, Manifest, NetworkFile
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
-from tests.conftest import running_server
-from tests.server.wire import array, compact_trajectory, full_trajectory, random_batch, stub, tensor
+from tests.support.servers import running_server
+from tests.support.wire import (
+    array,
+    compact_trajectory,
+    full_trajectory,
+    random_batch,
+    stub,
+    tensor,
+)
 
 # Merged passes may differ from lone passes in the last ulp of a value (MKL picks kernels by row
 # count); GAE sums ~1/(1 - γλ) ≈ 17 such terms. Measured worst |Δ| here: see the notes.

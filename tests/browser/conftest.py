@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# reuse the REST tests' server helper (tests/ is not a package)
-sys.path.insert(0, str(Path(__file__).parent.parent / "rest"))
-
-from _rest_helpers import RestTestServer, rest_server
+from tests.support.rest import RestTestServer, rest_server
 
 CHROMIUM = os.environ.get("ADVANTAGE_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ADVANTAGE_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
-from tests.conftest import running_server
-from tests.tls_certs import make_certificates
+from tests.support.servers import running_server
+from tests.support.tls_certs import make_certificates
 
 CPP_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "cpp"
 INSTALL = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ._helpers import BACKENDS
+from tests.support.estimators import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS)

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from service.estimators import gae, td0, td1, td_lambda, vtrace
-
-from ._helpers import make_batch
+from tests.support.estimators import make_batch
 
 SHAPE = (3, 8, 1)
 

@@ -12,8 +12,7 @@ from torchrl.objectives.value import GAE, TD0Estimator, TD1Estimator, TDLambdaEs
 from torchrl.objectives.value import functional as F
 
 from service.estimators import gae, td0, td1, td_lambda, vtrace, warmup
-
-from ._helpers import assert_close, make_batch
+from tests.support.estimators import assert_close, make_batch
 
 # Exactly representable in float32: TorchRL's classes store γ and λ as float32 buffers.
 GAMMA, LMBDA = 0.75, 0.5

@@ -11,8 +11,7 @@ import torch
 from torchrl.objectives.value import functional as F
 
 from service.estimators import gae, td0, td1, td_lambda, vtrace
-
-from ._helpers import DTYPES, assert_close, make_batch, per_step
+from tests.support.estimators import DTYPES, assert_close, make_batch, per_step
 
 # (shape, time_dim): [T,1], [B,T,1], [B1,B2,T,1], time first, [B,T] with an explicit time_dim,
 # several features per step, time in the middle.

@@ -8,8 +8,7 @@ from hypothesis import strategies as st
 from torchrl.objectives.value import functional as F
 
 from service.estimators import gae, td1, td_lambda, vtrace
-
-from ._helpers import assert_close, make_batch
+from tests.support.estimators import assert_close, make_batch
 
 
 def _chained(shape: tuple[int, ...], seed: int):

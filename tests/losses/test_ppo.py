@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _loss_helpers import KINDS, TOL, assert_grads_close, build_loss, make_setup, torchrl_total
 from torchrl.objectives import ClipPPOLoss, PPOLoss
 
 from service.losses import ppo_clip_loss, ppo_loss
+from tests.support.losses import (
+    KINDS,
+    TOL,
+    assert_grads_close,
+    build_loss,
+    make_setup,
+    torchrl_total,
+)
 
 CLIP_CASES = [
     {},

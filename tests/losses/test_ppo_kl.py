@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _loss_helpers import F64, TOL, assert_grads_close, build_loss, make_setup, torchrl_total
 from torchrl.objectives import KLPENPPOLoss
 
 from service.losses import ppo_kl_loss
+from tests.support.losses import F64, TOL, assert_grads_close, build_loss, make_setup, torchrl_total
 
 SCALES = [0.3, 0.3, 0.0, 0.0, 0.0, 0.05, 0.3]
 

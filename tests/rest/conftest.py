@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-# the helper module sits beside this file; tests/ is not a package
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _rest_helpers import RestTestServer, rest_server
+from tests.support.rest import RestTestServer, rest_server
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
-from test_rest_api import sample
 
 from service.api.metrics import Metrics
 from service.api.rest import RestOptions, create_app
@@ -19,6 +18,7 @@ from service.models.demo import demo_model
 from service.models.registry import ModelRegistry
 from service.runtime import Runtime
 from service.settings import Settings
+from tests.support.rest import sample
 
 JSON = {"content-type": "application/json"}
 

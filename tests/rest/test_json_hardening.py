@@ -14,10 +14,8 @@ import grpc
 import httpx
 import pytest
 import torch
-from _rest_helpers import RestTestServer, grpc_stub, rest_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_rest_api import grpc_request, sample
 
 from service.api.rest.context import MAX_JSON_DEPTH
 from service.api.rest.routes import compute
@@ -27,6 +25,7 @@ from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
 from service.wire.codec import encode_tensor
 from service.wire.json import LOSS_REQUEST_KEYS, PER_STEP_KEYS, REQUEST_KEYS
+from tests.support.rest import RestTestServer, grpc_request, grpc_stub, rest_server, sample
 
 JSON = {"content-type": "application/json"}
 

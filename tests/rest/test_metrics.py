@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from _rest_helpers import grpc_stub, scrape
 from prometheus_client import CollectorRegistry
-from test_rest_api import grpc_request, sample
 
 from service.api.metrics import Metrics, estimator_label, rpc_label
 from service.pb.advantage.v1 import advantage_pb2 as pb
+from tests.support.rest import grpc_request, grpc_stub, sample, scrape
 
 
 def labels(**pairs: str) -> tuple[tuple[str, str], ...]:

@@ -11,7 +11,6 @@ import grpc
 import httpx
 import pytest
 import torch
-from _rest_helpers import grpc_stub, rest_server, scrape
 
 from service.api.metrics import Metrics
 from service.api.rest import RestOptions, create_app
@@ -22,53 +21,7 @@ from service.runtime import Runtime
 from service.settings import Settings
 from service.wire import json as convert
 from service.wire.codec import DTYPE_TO_TORCH, encode_tensor
-
-STEPS = 12
-
-
-def sample(http: httpx.Client, steps: int = STEPS, seed: int = 0) -> dict[str, Any]:
-    response = http.get("/debug/sample", params={"steps": steps, "seed": seed})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def grpc_request(body: dict[str, Any]) -> pb.ComputeAdvantageRequest:
-    """The ComputeAdvantageRequest a gRPC client would build for the same data (independently of
-    the REST converter)."""
-    float_dtype = torch.float64 if body.get("dtype") == "float64" else torch.float32
-    traj = body["trajectory"]
-    message = pb.ComputeAdvantageRequest(model_name=body.get("model_name", ""))
-    t = message.trajectory
-    for key, field, dtype in (
-        ("next.reward", "reward", float_dtype),
-        ("next.done", "done", torch.bool),
-        ("next.terminated", "terminated", torch.bool),
-        ("state_value", "state_value", float_dtype),
-        ("next.state_value", "next_state_value", float_dtype),
-        ("sample_log_prob", "sample_log_prob", float_dtype),
-        ("action", "action", torch.int64),
-    ):
-        if key in traj:
-            getattr(t, field).CopyFrom(encode_tensor(torch.tensor(traj[key], dtype=dtype)))
-    if "observation" in traj:
-        t.observation["observation"].CopyFrom(encode_tensor(torch.tensor(traj["observation"])))
-    if "next.observation" in traj:
-        t.next_observation["observation"].CopyFrom(
-            encode_tensor(torch.tensor(traj["next.observation"]))
-        )
-    estimator = body.get("estimator", {"name": "gae"})
-    if isinstance(estimator, str):
-        estimator = {"name": estimator}
-    knobs = getattr(message, estimator["name"])
-    knobs.SetInParent()
-    for knob, value in estimator.items():
-        if knob == "name":
-            continue
-        if knob == "gamma" or (knob == "lmbda" and estimator["name"] != "vtrace"):
-            getattr(knobs, knob).scalar = value
-        else:
-            setattr(knobs, knob, value)
-    return message
+from tests.support.rest import STEPS, grpc_request, grpc_stub, rest_server, sample, scrape
 
 
 def tensor_list(message: pb.Tensor) -> list[Any]:

@@ -17,8 +17,8 @@ from service.cli import build_settings
 from service.errors import PermissionDenied, Unauthenticated
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
-from tests.conftest import running_server
-from tests.server.wire import full_trajectory, random_batch, rpc_error, stub
+from tests.support.servers import running_server
+from tests.support.wire import full_trajectory, random_batch, rpc_error, stub
 
 TOKEN = "s3cret-token"
 

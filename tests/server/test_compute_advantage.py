@@ -8,48 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tensordict import TensorDict
-from tensordict.nn import TensorDictModule
-from torch.distributions import Categorical
-from torchrl.modules import ProbabilisticActor, ValueOperator
 from torchrl.objectives.value import GAE, TD0Estimator, TD1Estimator, TDLambdaEstimator, VTrace
 from torchrl.objectives.value import functional as F
 
-from service.models.demo import demo_networks
 from service.pb.advantage.v1 import advantage_pb2 as pb
-from tests.server.wire import array, compact_trajectory, full_trajectory, random_batch, stub
+from tests.support.torchrl_reference import as_tensordict, torchrl_modules
+from tests.support.wire import array, compact_trajectory, full_trajectory, random_batch, stub
 
 GAMMA, LMBDA = 0.97, 0.9
-
-
-def torchrl_modules() -> tuple[ValueOperator, ProbabilisticActor]:
-    value_net, actor_net = demo_networks()
-    value = ValueOperator(value_net, in_keys=["observation"])
-    actor = ProbabilisticActor(
-        TensorDictModule(actor_net, in_keys=["observation"], out_keys=["logits"]),
-        in_keys=["logits"],
-        distribution_class=Categorical,
-        return_log_prob=True,
-    )
-    return value, actor
-
-
-def as_tensordict(batch) -> TensorDict:
-    steps = batch.reward.shape
-    return TensorDict(
-        {
-            "observation": batch.observation,
-            "action": batch.action,
-            "sample_log_prob": batch.sample_log_prob,
-            "next": {
-                "observation": batch.next_observation,
-                "reward": batch.reward.unsqueeze(-1),
-                "done": batch.done.unsqueeze(-1),
-                "terminated": batch.terminated.unsqueeze(-1),
-            },
-        },
-        batch_size=steps,
-    )
 
 
 def torchrl_estimator(name: str):
@@ -138,7 +104,7 @@ def test_compact_form_ignores_the_bootstrap_observation_after_a_final_done(grpc_
     poisoned = torch.cat(
         [batch.observation, torch.full((2, 1, 4), float("nan"))], dim=-2
     )  # index T is never read when the last step is done
-    from tests.server.wire import tensor
+    from tests.support.wire import tensor
 
     trajectory.observation["observation"].CopyFrom(tensor(poisoned))
     api = stub(grpc_target)
@@ -215,7 +181,7 @@ def test_per_step_gamma_and_standardisation(grpc_target: str) -> None:
     batch = random_batch((3,), steps=10, seed=4)
     g = torch.Generator().manual_seed(1)
     gamma = torch.rand(batch.reward.shape, generator=g) * 0.5 + 0.5
-    from tests.server.wire import tensor
+    from tests.support.wire import tensor
 
     request = pb.ComputeAdvantageRequest(
         trajectory=full_trajectory(batch),

@@ -7,46 +7,24 @@ import threading
 import grpc
 import pytest
 import torch
-from torchrl.objectives import A2CLoss, ClipPPOLoss, KLPENPPOLoss, PPOLoss, ReinforceLoss
 
 from service.models.demo import demo_manifest, demo_networks
-from service.models.manifest import OptimizerSpec
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
-from tests.conftest import running_server
-from tests.server.test_compute_advantage import as_tensordict, torchrl_modules
-from tests.server.wire import full_trajectory, parameters, random_batch, rpc_error, stub, tensor
-
-LR = 0.5
-
-
-def sgd_model() -> Model:
-    """The demo networks with plain SGD, so an update reveals the gradient: Δθ = −lr·∇θ."""
-    value, actor = demo_networks()
-    manifest = demo_manifest()
-    manifest = type(manifest)(**{**manifest.__dict__, "optimizer": OptimizerSpec("sgd", lr=LR)})
-    return Model(manifest, torch.device("cpu"), value_network=value, actor_network=actor)
+from tests.support.servers import running_server
+from tests.support.torchrl_reference import (
+    LR,
+    as_tensordict,
+    sgd_model,
+    torchrl_loss,
+)
+from tests.support.wire import full_trajectory, parameters, random_batch, rpc_error, stub, tensor
 
 
 @pytest.fixture()
 def sgd_server():
     with running_server(models={"demo": sgd_model()}) as server:
         yield server
-
-
-def torchrl_loss(name: str):
-    value, actor = torchrl_modules()
-    kinds = {
-        "ppo_clip": lambda: ClipPPOLoss(actor, value),
-        "ppo": lambda: PPOLoss(actor, value),
-        "a2c": lambda: A2CLoss(actor, value),
-        "reinforce": lambda: ReinforceLoss(actor, value),
-        "ppo_kl": lambda: KLPENPPOLoss(actor, value),
-    }
-    loss = kinds[name]()
-    if name != "reinforce" and name != "a2c":
-        loss.set_keys(sample_log_prob="sample_log_prob")
-    return loss, value, actor
 
 
 LOSSES = {

@@ -8,8 +8,8 @@ import torch
 
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
-from tests.conftest import running_server
-from tests.server.wire import full_trajectory, random_batch, rpc_error, stub, tensor
+from tests.support.servers import running_server
+from tests.support.wire import full_trajectory, random_batch, rpc_error, stub, tensor
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.pb.advantage.v1 import advantage_pb2 as pb
-from tests.server.wire import full_trajectory, random_batch, rpc_error, stub
+from tests.support.wire import full_trajectory, random_batch, rpc_error, stub
 
 USER_ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT,

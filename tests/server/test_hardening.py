@@ -22,8 +22,8 @@ from service.runtime.call import CallState
 from service.runtime.parameters import named_tensors, replace_parameters
 from service.server import create_server
 from service.settings import Settings
-from tests.conftest import running_server
-from tests.server.wire import (
+from tests.support.servers import running_server
+from tests.support.wire import (
     compact_trajectory,
     full_trajectory,
     parameters,

@@ -14,8 +14,8 @@ from service.models.demo import demo_manifest, demo_networks
 from service.models.manifest import OptimizerSpec
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
-from tests.conftest import running_server
-from tests.server.wire import parameters, stub, tensor
+from tests.support.servers import running_server
+from tests.support.wire import parameters, stub, tensor
 
 UPDATES = 40
 MARGIN = 0.25

@@ -23,8 +23,8 @@ from service.models.demo import demo_manifest, demo_networks
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
-from tests.conftest import running_server
-from tests.server.wire import full_trajectory, random_batch, stub
+from tests.support.servers import running_server
+from tests.support.wire import full_trajectory, random_batch, stub
 
 
 def health_status(target: str, service: str = "") -> int:

@@ -16,8 +16,8 @@ from service.models.loading import load_repository
 from service.models.manifest import ActionSpec, Defaults, InputSpec, ManifestError
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
-from tests.conftest import running_server
-from tests.server.wire import array, full_trajectory, random_batch, stub, tensor
+from tests.support.servers import running_server
+from tests.support.wire import array, full_trajectory, random_batch, stub, tensor
 
 
 class GaussianActor(nn.Module):

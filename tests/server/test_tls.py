@@ -14,8 +14,8 @@ from service.cli import build_settings
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
 from service.settings import Settings
-from tests.conftest import RunningServer, running_server
-from tests.tls_certs import Certificates, make_certificates
+from tests.support.servers import RunningServer, running_server
+from tests.support.tls_certs import Certificates, make_certificates
 
 TOKEN = "tls-t0ken"
 

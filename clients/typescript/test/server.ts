@@ -35,7 +35,7 @@ export function pythonPath(): string {
   return python;
 }
 
-/** Paths of the PEM files tests/tls_certs.py writes (a CA, server and client certificates, and
+/** Paths of the PEM files tests/support/tls_certs.py writes (a CA, server and client certificates, and
  * an unrelated CA). */
 export interface Certificates {
   ca: string;
@@ -49,8 +49,8 @@ export interface Certificates {
 /** Generate test certificates into `folder` with the server's Python (`cryptography`). */
 export async function makeCertificates(folder: string): Promise<Certificates> {
   await new Promise<void>((done, fail) => {
-    execFile(pythonPath(), ["-m", "tests.tls_certs", folder], { cwd: REPO_ROOT }, (err, _out, stderr) =>
-      err ? fail(new Error(`tests.tls_certs failed: ${err.message}\n${stderr}`)) : done(),
+    execFile(pythonPath(), ["-m", "tests.support.tls_certs", folder], { cwd: REPO_ROOT }, (err, _out, stderr) =>
+      err ? fail(new Error(`tests.support.tls_certs failed: ${err.message}\n${stderr}`)) : done(),
     );
   });
   const at = (name: string): string => resolve(folder, name);

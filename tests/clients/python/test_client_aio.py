@@ -9,7 +9,6 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from _client_data import make_batch, to_tensordict
 from advantage_client import (
     GAE,
     PPO,
@@ -22,6 +21,8 @@ from advantage_client import (
     TDLambda,
     VTrace,
 )
+
+from tests.support.client_data import make_batch, to_tensordict
 
 
 async def test_models(grpc_target: str) -> None:
@@ -105,8 +106,8 @@ async def test_compute_loss_same_as_the_sync_client(grpc_target: str) -> None:
 
 async def test_parameters_and_updates() -> None:
     from service.models.demo import demo_networks
-    from tests.conftest import running_server
-    from tests.server.test_compute_loss import sgd_model
+    from tests.support.servers import running_server
+    from tests.support.torchrl_reference import sgd_model
 
     batch = make_batch(seed=13)
     with running_server(models={"demo": sgd_model()}) as server:  # updates: a server of its own

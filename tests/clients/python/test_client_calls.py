@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _client_data import make_batch, to_tensordict
 from advantage_client import (
     A2C,
     GAE,
@@ -31,6 +30,8 @@ from advantage_client._loss import prepare_loss
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
 from advantage_client._request import decode_response, prepare
 from torchrl.objectives import ValueEstimators
+
+from tests.support.client_data import make_batch, to_tensordict
 
 SHAPE = (3, 6)  # make_batch()'s [B, T]
 

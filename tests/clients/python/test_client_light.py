@@ -7,7 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-HELPERS = str(Path(__file__).parent)
+# The repository root, so the subprocess imports tests.support as the tests do.
+ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def _run(code: str, *args: str) -> str:
@@ -41,7 +42,7 @@ def test_numpy_only_calls_do_not_import_torch(grpc_target: str) -> None:
         import sys
         sys.path.insert(0, sys.argv[2])
         import numpy as np
-        from _client_data import make_batch
+        from tests.support.client_data import make_batch
         from advantage_client import (
             AdvantageClient, FailedPreconditionError, compact_observations,
         )
@@ -69,7 +70,7 @@ def test_numpy_only_calls_do_not_import_torch(grpc_target: str) -> None:
         print("torch" in sys.modules, "tensordict" in sys.modules)
         """,
         grpc_target,
-        HELPERS,
+        ROOT,
     )
     assert out.strip() == "False False"
 

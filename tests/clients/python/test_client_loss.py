@@ -26,10 +26,9 @@ from advantage_client import (
 )
 
 from service.pb.advantage.v1 import advantage_pb2 as spb
-from tests.conftest import running_server
-from tests.server.test_compute_advantage import as_tensordict
-from tests.server.test_compute_loss import LR, sgd_model, torchrl_loss
-from tests.server.wire import Batch, full_trajectory, random_batch, stub, tensor
+from tests.support.servers import running_server
+from tests.support.torchrl_reference import LR, as_tensordict, sgd_model, torchrl_loss
+from tests.support.wire import Batch, full_trajectory, random_batch, stub, tensor
 
 # Non-default knobs per loss: the client's arguments and the raw message a hand-built request
 # carries (independently of the client's code).
@@ -219,7 +218,7 @@ def test_advantage_from_compute_advantage_is_used(client: AdvantageClient) -> No
 def test_asymmetric_clip_matches_torchrl(client: AdvantageClient) -> None:
     from torchrl.objectives import ClipPPOLoss
 
-    from tests.server.test_compute_advantage import torchrl_modules
+    from tests.support.torchrl_reference import torchrl_modules
 
     batch = random_batch((4,), steps=12, seed=19)
     value, actor = torchrl_modules()

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _client_data import make_batch, to_tensordict
 from advantage_client import (
     GAE,
     LOSS_KNOBS,
@@ -29,6 +28,8 @@ from advantage_client._parameters import (
     set_parameters_stream,
 )
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
+
+from tests.support.client_data import make_batch, to_tensordict
 
 # A non-default value for every loss knob.
 KNOB_VALUES: dict[str, Any] = {

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _client_data import make_batch, to_tensordict
 from advantage_client import (
     A2C,
     GAE,
@@ -32,6 +31,8 @@ from advantage_client._loss import prepare_loss
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
 from advantage_client._request import prepare
 from torchrl.objectives import ValueEstimators
+
+from tests.support.client_data import make_batch, to_tensordict
 
 
 def _scalar(value: float) -> pb.Coefficient:

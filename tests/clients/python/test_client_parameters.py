@@ -20,10 +20,10 @@ from advantage_client._parameters import set_parameters_stream
 
 from service.models.demo import demo_networks
 from service.pb.advantage.v1 import advantage_pb2 as spb
-from tests.conftest import running_server
-from tests.server.test_compute_loss import parameters as raw_parameters
-from tests.server.test_compute_loss import sgd_model
-from tests.server.wire import stub
+from tests.support.servers import running_server
+from tests.support.torchrl_reference import sgd_model
+from tests.support.wire import parameters as raw_parameters
+from tests.support.wire import stub
 
 
 def demo_state() -> dict[str, torch.Tensor]:

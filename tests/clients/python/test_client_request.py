@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from _client_data import make_batch, to_tensordict
 from advantage_client import GAE, KNOBS, AdvantageResult, EstimatorOptions, compact_observations
 from advantage_client._codec import decode_numpy, encode
 from advantage_client._deprecated import advantage_keywords
@@ -16,6 +15,8 @@ from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
 from advantage_client._request import decode_response, needs_input_keys, prepare
 from advantage_client.options import estimator_from
 from tensordict import TensorDict
+
+from tests.support.client_data import make_batch, to_tensordict
 
 ALL_KNOBS = sorted(set().union(*KNOBS.values()))
 SCALAR_VALUE = {

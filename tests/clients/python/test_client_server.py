@@ -10,7 +10,6 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from _client_data import OBS_DIM, Batch, make_batch, to_tensordict, torchrl_reference
 from advantage_client import (
     GAE,
     TD0,
@@ -28,6 +27,8 @@ from advantage_client import (
     UnavailableError,
     VTrace,
 )
+
+from tests.support.client_data import OBS_DIM, Batch, make_batch, to_tensordict, torchrl_reference
 
 # Knobs away from the model's defaults, so that the test proves they reach the server.
 KNOBS: dict[str, dict[str, Any]] = {

@@ -8,8 +8,8 @@ from advantage_client import AdvantageClient, AdvantageServiceError, Unavailable
 from advantage_client.aio import AsyncAdvantageClient
 
 from service.settings import Settings
-from tests.conftest import running_server
-from tests.tls_certs import Certificates, make_certificates
+from tests.support.servers import running_server
+from tests.support.tls_certs import Certificates, make_certificates
 
 READ, ADMIN = "client-read", "client-admin"
 
