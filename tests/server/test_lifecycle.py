@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -157,3 +158,62 @@ def test_networks_are_warmed_up_before_the_server_reports_serving() -> None:
         # SlowValue sleeps 1 s per call: SERVING came after one full forward pass.
         assert started.is_set()
         assert health_status(server.target) == health_pb2.HealthCheckResponse.SERVING
+
+
+class _Heavy(nn.Module):
+    """A value network that takes seconds per call on this machine: `rounds` 1024-wide layers."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(4, 1024)
+        self.hidden = nn.Linear(1024, 1024)
+        self.out = nn.Linear(1024, 1)
+        self.rounds = rounds
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.inp(observation))
+        for _ in range(self.rounds):
+            h = torch.tanh(self.hidden(h))
+        return self.out(h)
+
+
+def test_shutdown_does_not_wait_for_a_computation_past_the_grace_period(tmp_path) -> None:
+    from service.models.export import export_model
+
+    repository = tmp_path / "models"
+    # 4,000 rows × 400 layers of 1024² ≈ 1.7 TFLOP: minutes on 2 cores, far past grace + 1 s.
+    export_model(
+        repository / "demo",
+        "demo",
+        demo_manifest().inputs,
+        value_network=_Heavy(rounds=400),
+        file_format="torch.export",
+    )
+    env = {**os.environ, "ADVANTAGE_REST_PORT": "0"}
+    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--grace-seconds", "1", "--model-repository", str(repository)]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        port = None
+        deadline = time.monotonic() + 180
+        while port is None and time.monotonic() < deadline:
+            line = process.stderr.readline()
+            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else None
+        assert port, "server did not report its port"
+        batch = random_batch((4,), 1000)
+        request = pb.ComputeAdvantageRequest(trajectory=full_trajectory(batch))
+        call = stub(f"127.0.0.1:{port}").ComputeAdvantage.future(request, timeout=600)
+        time.sleep(2)  # the request reaches the server and its forward pass starts
+        assert not call.done(), "the heavy request should still be computing"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(120) == 0
+        log = process.stderr.read()
+        # The process left the computation behind instead of running it to the end.
+        assert "exiting with computations still running" in log, log
+        with pytest.raises(grpc.RpcError) as ended:
+            call.result()
+        assert ended.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    finally:
+        process.kill()
+        process.wait()

@@ -23,10 +23,12 @@ from advantage_client.aio import AsyncAdvantageClient
 from advantage_client.client import AdvantageClient
 from advantage_client.errors import (
     AdvantageServiceError,
+    CancelledError,
     DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     ResourceExhaustedError,
     UnauthenticatedError,
     UnavailableError,
@@ -76,6 +78,7 @@ __all__ = [
     "AdvantageResult",
     "AdvantageServiceError",
     "AsyncAdvantageClient",
+    "CancelledError",
     "ClipPPO",
     "DeadlineExceededError",
     "EstimatorOptions",
@@ -88,6 +91,7 @@ __all__ = [
     "ModelInfo",
     "NotFoundError",
     "Parameters",
+    "PermissionDeniedError",
     "Reinforce",
     "ResourceExhaustedError",
     "TDLambda",

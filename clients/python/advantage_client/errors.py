@@ -71,10 +71,23 @@ class UnauthenticatedError(AdvantageServiceError, PermissionError):
     CODE = grpc.StatusCode.UNAUTHENTICATED
 
 
+class PermissionDeniedError(AdvantageServiceError, PermissionError):
+    """PERMISSION_DENIED: the token may read but not write (updates, SetParameters need the
+    server's admin token)."""
+
+    CODE = grpc.StatusCode.PERMISSION_DENIED
+
+
 class DeadlineExceededError(AdvantageServiceError, TimeoutError):
-    """DEADLINE_EXCEEDED: the call's `timeout` ran out."""
+    """DEADLINE_EXCEEDED: the call's `timeout` ran out (a write is then not applied)."""
 
     CODE = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class CancelledError(AdvantageServiceError):
+    """CANCELLED: the call was cancelled (by the client, or by the server's shutdown)."""
+
+    CODE = grpc.StatusCode.CANCELLED
 
 
 _BY_CODE: dict[grpc.StatusCode, type[AdvantageServiceError]] = {
@@ -85,8 +98,10 @@ _BY_CODE: dict[grpc.StatusCode, type[AdvantageServiceError]] = {
         FailedPreconditionError,
         ResourceExhaustedError,
         UnauthenticatedError,
+        PermissionDeniedError,
         UnavailableError,
         DeadlineExceededError,
+        CancelledError,
     )
     if cls.CODE is not None
 }

@@ -22,13 +22,16 @@ from advantage_client import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
     ResourceExhaustedError,
     TDLambda,
     UnavailableError,
     VTrace,
 )
 
+from service.settings import Settings
 from tests.support.client_data import OBS_DIM, Batch, make_batch, to_tensordict, torchrl_reference
+from tests.support.servers import running_server
 
 # Knobs away from the model's defaults, so that the test proves they reach the server.
 KNOBS: dict[str, dict[str, Any]] = {
@@ -359,3 +362,16 @@ def test_errors_pickle(client: AdvantageClient) -> None:
     copy = pickle.loads(pickle.dumps(info.value))
     assert type(copy) is NotFoundError
     assert (copy.code, copy.message) == (info.value.code, info.value.message)
+
+
+def test_a_read_token_cannot_write_and_gets_permission_denied() -> None:
+    batch = make_batch()
+    settings = Settings(auth_token="reader", admin_token="writer", rest_port=0)
+    with running_server(settings) as server:
+        with AdvantageClient(server.target, timeout=60, token="reader") as reader:
+            reader.compute_loss(**batch.arrays(with_vtrace=True))  # a read: allowed
+            with pytest.raises(PermissionDeniedError) as refused:
+                reader.compute_loss(apply_update=True, **batch.arrays(with_vtrace=True))
+            assert isinstance(refused.value, PermissionError)
+        with AdvantageClient(server.target, timeout=60, token="writer") as writer:
+            assert writer.compute_loss(apply_update=True, **batch.arrays(with_vtrace=True)).updated
