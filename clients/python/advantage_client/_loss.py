@@ -29,14 +29,10 @@ from advantage_client._request import (
     td_reward_and_done,
 )
 from advantage_client.options import (
-    A2C,
-    KLPENPPO,
     EstimatorLike,
     EstimatorOptions,
-    Impala,
     LossLike,
     LossOptions,
-    Reinforce,
     estimator_from,
     loss_from,
 )
@@ -86,7 +82,9 @@ def needs_model_info(
     """Whether a TensorDict call must first describe the model (input keys, action spec)."""
     if not is_tensordict(data):
         return False
-    wants_behaviour = isinstance(loss_from(loss), KLPENPPO) and behaviour_distribution is None
+    wants_behaviour = (
+        loss_from(loss).needs_behaviour_distribution and behaviour_distribution is None
+    )
     return in_keys is None or wants_behaviour
 
 
@@ -99,10 +97,10 @@ def _check_estimator(
     """Refuse an estimator that would not run."""
     if estimator is None:
         return
-    if isinstance(loss, Impala):
+    if loss.computes_own_targets:
         raise TypeError(
-            "impala computes its own V-trace targets: it takes no estimator (its γ, λ and "
-            "thresholds are Impala(gamma=..., lmbda=..., rho_thresh=..., ...))"
+            f"{loss.oneof_field} computes its own targets: it takes no estimator (its knobs "
+            f"say how, e.g. Impala(gamma=..., lmbda=..., rho_thresh=..., ...))"
         )
     if sends_advantage:
         raise TypeError(
@@ -114,7 +112,7 @@ def _check_estimator(
 def _check_behaviour(loss: LossOptions, behaviour_distribution: Any) -> None:
     if behaviour_distribution is None:
         return
-    if not isinstance(loss, KLPENPPO):
+    if not loss.needs_behaviour_distribution:
         raise TypeError(f"behaviour_distribution is used by ppo_kl only, not {loss.oneof_field!r}")
     if not isinstance(behaviour_distribution, Mapping) or is_tensordict(behaviour_distribution):
         raise TypeError(
@@ -192,11 +190,11 @@ def prepare_loss(
     if (advantage is None) != (given["value_target"] is None):
         raise ValueError("pass both advantage and value_target, or neither")
     name = loss_options.oneof_field
-    if isinstance(loss_options, Impala) and advantage is not None:
-        raise TypeError("impala computes its own V-trace targets: it takes no advantage")
-    if _needs_sample_log_prob(loss_options) and given["sample_log_prob"] is None:
+    if loss_options.computes_own_targets and advantage is not None:
+        raise TypeError(f"{name} computes its own targets: it takes no advantage")
+    if loss_options.needs_sample_log_prob and given["sample_log_prob"] is None:
         raise TypeError(f"{name} needs sample_log_prob (the behaviour policy's log-probability)")
-    if isinstance(loss_options, KLPENPPO) and behaviour_distribution is None:
+    if loss_options.needs_behaviour_distribution and behaviour_distribution is None:
         raise TypeError('ppo_kl needs behaviour_distribution={"logits": ...} (or loc, scale)')
     _check_estimator(loss_options, estimator_options, advantage is not None, "with")
     given = fill_from_arrays(request, given, estimator_options, in_keys, form, torchrl_shapes)
@@ -208,11 +206,6 @@ def prepare_loss(
             encode(value, name=f"behaviour_distribution[{key!r}]")
         )
     return PreparedLoss(request)
-
-
-def _needs_sample_log_prob(loss: LossOptions) -> bool:
-    """The PPO family and IMPALA weigh by π/μ: they need the behaviour log-probability."""
-    return not isinstance(loss, (A2C, Reinforce))
 
 
 def _fill_from_tensordict(
@@ -238,7 +231,7 @@ def _fill_from_tensordict(
     log_prob_key = next((k for k in _LOG_PROB_KEYS if td.get(k, None) is not None), None)
     if log_prob_key is not None:
         tensors["sample_log_prob"] = _td_step(td, log_prob_key, "sample_log_prob")
-    elif _needs_sample_log_prob(loss):
+    elif loss.needs_sample_log_prob:
         raise KeyError(
             f"{loss.oneof_field} needs the behaviour log-probability: the TensorDict has none of "
             f"{list(_LOG_PROB_KEYS)}"
@@ -249,7 +242,7 @@ def _fill_from_tensordict(
         tensors["state_value"], tensors["next_state_value"] = value, next_value
     adv = _td_step(td, "advantage", "advantage")
     target = _td_step(td, "value_target", "value_target")
-    sends_advantage = not isinstance(loss, Impala) and not recompute_advantage and adv is not None
+    sends_advantage = not loss.computes_own_targets and not recompute_advantage and adv is not None
     if sends_advantage and target is None:
         raise KeyError(
             "the TensorDict has 'advantage' but no 'value_target' (the critic's target); "
@@ -266,7 +259,7 @@ def _fill_from_tensordict(
             raise KeyError(f"the TensorDict has no observation key {absent!r}")
         observation[key], next_observation[key] = obs, nxt
     params = behaviour_distribution
-    if isinstance(loss, KLPENPPO) and params is None:
+    if loss.needs_behaviour_distribution and params is None:
         keys = behaviour_keys(distribution)
         absent = [k for k in keys if td.get(k, None) is None]
         if absent:

@@ -209,7 +209,17 @@ class VTrace(EstimatorOptions):
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class LossOptions(_Options):
-    """Base of the loss options: `ClipPPO`, `KLPENPPO`, `PPO`, `A2C`, `Reinforce`, `Impala`."""
+    """Base of the loss options: `ClipPPO`, `KLPENPPO`, `PPO`, `A2C`, `Reinforce`, `Impala`.
+
+    Class attributes say what the loss needs from the batch (the request builder reads them, so
+    a new loss is one class): the behaviour policy's log-probability, its distribution's
+    parameters, and whether the loss computes its own targets (then it takes no estimator and no
+    advantage).
+    """
+
+    needs_sample_log_prob: ClassVar[bool] = True
+    needs_behaviour_distribution: ClassVar[bool] = False
+    computes_own_targets: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         self._check_concrete()
@@ -289,6 +299,7 @@ class KLPENPPO(PPO):
     """
 
     oneof_field: ClassVar[str] = "ppo_kl"
+    needs_behaviour_distribution: ClassVar[bool] = True
     dtarg: float | None = None
     beta: float | None = None
     increment: float | None = None
@@ -305,6 +316,7 @@ class A2C(_EntropyKnobs, _CriticKnobs):
     """
 
     oneof_field: ClassVar[str] = "a2c"
+    needs_sample_log_prob: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -316,6 +328,7 @@ class Reinforce(_CriticKnobs):
     """
 
     oneof_field: ClassVar[str] = "reinforce"
+    needs_sample_log_prob: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -333,6 +346,7 @@ class Impala(_EntropyKnobs):
     """
 
     oneof_field: ClassVar[str] = "impala"
+    computes_own_targets: ClassVar[bool] = True
     gamma: float | None = None
     lmbda: float | None = None
     rho_thresh: float | None = None
