@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +20,7 @@ from service.models.demo import demo_manifest, demo_networks
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
-from tests.support.servers import running_server
+from tests.support.servers import running_server, start_server_process
 from tests.support.wire import full_trajectory, random_batch, stub
 
 
@@ -112,21 +108,8 @@ def test_graceful_stop_drains_in_flight_calls_and_refuses_new_ones() -> None:
 
 
 def test_command_line_serves_and_exits_cleanly_on_sigterm(tmp_path) -> None:
-    env = {**os.environ, "ADVANTAGE_GRACE_SECONDS": "2", "ADVANTAGE_REST_PORT": "0"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    process, port = start_server_process(env={"ADVANTAGE_GRACE_SECONDS": "2"})
     try:
-        port = None
-        deadline = time.monotonic() + 120
-        while port is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            port = int(found.group(1)) if found else None
-        assert port, "server did not report its port"
         target = f"127.0.0.1:{port}"
         assert health_status(target) == health_pb2.HealthCheckResponse.SERVING
         response = stub(target).ComputeAdvantage(
@@ -189,18 +172,10 @@ def test_shutdown_does_not_wait_for_a_computation_past_the_grace_period(tmp_path
         value_network=_Heavy(rounds=400),
         file_format="torch.export",
     )
-    env = {**os.environ, "ADVANTAGE_REST_PORT": "0"}
-    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", "0",
-               "--grace-seconds", "1", "--model-repository", str(repository)]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    process, port = start_server_process(
+        "--grace-seconds", "1", "--model-repository", str(repository)
+    )
     try:
-        port = None
-        deadline = time.monotonic() + 180
-        while port is None and time.monotonic() < deadline:
-            line = process.stderr.readline()
-            found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            port = int(found.group(1)) if found else None
-        assert port, "server did not report its port"
         batch = random_batch((4,), 1000)
         request = pb.ComputeAdvantageRequest(trajectory=full_trajectory(batch))
         call = stub(f"127.0.0.1:{port}").ComputeAdvantage.future(request, timeout=600)

@@ -4,7 +4,12 @@ bound to 127.0.0.1:0."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -91,3 +96,27 @@ def running_server(
         yield server
     finally:
         server.stop()
+
+
+def start_server_process(
+    *arguments: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
+    """`advantage-service serve --host 127.0.0.1 --port 0 ARGUMENTS` as a separate process;
+    returns (the process, its gRPC port) once it logged that it listens (stderr is a pipe)."""
+    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
+    process = subprocess.Popen(
+        [*command, *arguments],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ADVANTAGE_REST_PORT": "0", **(env or {})},
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        found = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if found:
+            return process, int(found.group(1))
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"server did not report its port: {process.stderr.read()}")
