@@ -41,6 +41,25 @@ def optimizer_of(model: Model) -> tuple[torch.optim.Optimizer, list[nn.Parameter
     return model.optimizer, params
 
 
+class _Snapshot:
+    """The parameters and the optimizer's per-parameter state, copied before a step so a refused
+    step can be undone (a plain tensor copy: `copy.deepcopy` of the state dict costs several
+    times more on large models)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter]) -> None:
+        self.parameters = [p.detach().clone() for p in parameters]
+        self.state = {
+            key: {k: v.clone() if torch.is_tensor(v) else copy.copy(v) for k, v in value.items()}
+            for key, value in optimizer.state.items()
+        }
+
+    def restore(self, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter]) -> None:
+        with torch.no_grad():
+            torch._foreach_copy_(parameters, self.parameters)
+        optimizer.state.clear()
+        optimizer.state.update(self.state)
+
+
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
     """One host sync for the whole list."""
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
@@ -65,8 +84,7 @@ def apply_update(
                 "advantage's scale"
             )
         call.check("the update was not applied")
-        saved_parameters = [p.detach().clone() for p in parameters]
-        saved_state = copy.deepcopy(optimizer.state_dict())
+        snapshot = _Snapshot(optimizer, parameters)
         optimizer.step()
         try:
             if not _all_finite(parameters):
@@ -77,9 +95,7 @@ def apply_update(
                 )
             call.check("the update was not applied")
         except BaseException:
-            with torch.no_grad():
-                torch._foreach_copy_(parameters, saved_parameters)
-            optimizer.load_state_dict(saved_state)
+            snapshot.restore(optimizer, parameters)
             raise
         commit()
         return norm

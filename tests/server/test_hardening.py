@@ -20,6 +20,7 @@ from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.runtime.call import CallState
 from service.runtime.parameters import named_tensors, replace_parameters
+from service.runtime.update import apply_update, optimizer_of
 from service.server import create_server
 from service.settings import Settings
 from tests.support.servers import running_server
@@ -386,3 +387,29 @@ def test_a_second_server_cannot_bind_a_taken_port() -> None:
     with pytest.raises((OSError, RuntimeError), match="bind"):
         asyncio.run(bind_twice(reuse_port=False))
     asyncio.run(bind_twice(reuse_port=True))  # sharing is there for whoever asks for it
+
+
+def _l2(model: Model) -> torch.Tensor:
+    return sum(p.pow(2).sum() for p in model.value_network.parameters()) + sum(
+        p.pow(2).sum() for p in model.actor_network.parameters()
+    )
+
+
+def test_a_step_refused_after_it_ran_restores_parameters_and_adam_state() -> None:
+    model = demo_model(torch.device("cpu"))  # Adam, as the manifest says by default
+    commits: list[int] = []
+    apply_update(model, _l2(model), CallState(), lambda: commits.append(1))  # Adam has state now
+    optimizer, parameters = optimizer_of(model)
+    before = [p.detach().clone() for p in parameters]
+    state = {p: {k: v.clone() for k, v in s.items()} for p, s in optimizer.state.items()}
+    call = CallState()
+    # The caller gives up while the step runs: the step happened, then it must be undone.
+    hook = optimizer.register_step_post_hook(lambda *_: call.cancel())
+    try:
+        with pytest.raises(Cancelled):
+            apply_update(model, _l2(model), call, lambda: commits.append(2))
+    finally:
+        hook.remove()
+    assert commits == [1]
+    assert all(torch.equal(a, b) for a, b in zip(before, parameters, strict=True))
+    assert all(torch.equal(state[p][k], optimizer.state[p][k]) for p in state for k in state[p])
