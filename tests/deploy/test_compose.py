@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _deploy_helpers import (
+
+from service.api.rest.routes.health import router as health_router
+from service.settings import ENV_PREFIX, Settings
+from tests.support.deploy import (
     FOLLOW,
     PROGRAM,
     ROOT,
@@ -22,9 +25,6 @@ from _deploy_helpers import (
     setting_of_variable,
     unknown_names,
 )
-
-from service.api.rest.routes.health import router as health_router
-from service.settings import ENV_PREFIX, Settings
 
 COMPOSE = ROOT / "docker" / "compose.yaml"
 SERVERS = ("learner", "replica-1", "replica-2")

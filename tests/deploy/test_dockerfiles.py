@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from _deploy_helpers import (
+
+from service.settings import ENV_PREFIX, Settings
+from tests.support.deploy import (
     DOCKERFILES,
     PROGRAM,
     ROOT,
@@ -20,8 +22,6 @@ from _deploy_helpers import (
     setting_of_variable,
     tool,
 )
-
-from service.settings import ENV_PREFIX, Settings
 
 CPU, CUDA = DOCKERFILES
 each_image = pytest.mark.parametrize("path", DOCKERFILES, ids=lambda path: path.name)

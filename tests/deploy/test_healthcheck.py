@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _deploy_helpers import ROOT
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -19,8 +18,9 @@ from grpc_health.v1 import health_pb2
 
 from service.api import healthcheck
 from service.settings import ENV_PREFIX, Settings, flag
-from tests.conftest import RunningServer, running_server
-from tests.tls_certs import Certificates, _certificate, _write, make_certificates
+from tests.support.deploy import ROOT
+from tests.support.servers import RunningServer, running_server
+from tests.support.tls_certs import Certificates, _certificate, _write, make_certificates
 
 SERVER_NAME = "advantage.internal"
 

@@ -11,7 +11,10 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from _deploy_helpers import (
+
+from service.api.rest.routes.health import router as health_router
+from service.settings import ENV_PREFIX, Settings
+from tests.support.deploy import (
     DOCKERFILES,
     FOLLOW,
     PROGRAM,
@@ -30,9 +33,6 @@ from _deploy_helpers import (
     tool,
     unknown_names,
 )
-
-from service.api.rest.routes.health import router as health_router
-from service.settings import ENV_PREFIX, Settings
 
 DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "base"

@@ -9,7 +9,9 @@ import shlex
 from pathlib import Path
 
 import pytest
-from _deploy_helpers import (
+
+from service.settings import ENV_PREFIX
+from tests.support.deploy import (
     FOLLOW,
     PROGRAM,
     ROOT,
@@ -21,8 +23,6 @@ from _deploy_helpers import (
     serve_flags,
     setting_of_variable,
 )
-
-from service.settings import ENV_PREFIX
 
 README = ROOT / "README.md"
 REPLICA_METRICS = (
