@@ -24,13 +24,16 @@ __all__ = [
     "coef_step",
     "coef_time_major",
     "from_time_major",
+    "grad_inputs",
     "new_rows",
     "one",
+    "one_minus",
     "parallel",
     "rows",
     "scalar",
     "scalar_fast_path",
     "time_major",
+    "wants_grad",
 ]
 
 Backend = Literal["auto", "numba", "torch"]
@@ -59,6 +62,20 @@ def choose(requested: Backend, layout: Layout, needs_grad: bool) -> Literal["num
     return requested
 
 
+def wants_grad(differentiable: bool, *xs: Tensor) -> bool:
+    """``differentiable=True``, autograd on, and a gradient to deliver to one of ``xs``."""
+    return differentiable and torch.is_grad_enabled() and any(x.requires_grad for x in xs)
+
+
+def grad_inputs(layout: Layout, needs_grad: bool, *xs: Tensor) -> list[Tensor]:
+    """``xs`` in the computation dtype (no copy when they have it), detached unless gradients
+    must flow into them. Upcasting is exact, so promoted inputs give TorchRL's numbers."""
+    dtype = layout.dtype
+    out = [x if needs_grad else x.detach() for x in xs]
+    # (a dtype comparison costs a tenth of a no-op .to(); this runs on every call)
+    return [x if x.dtype == dtype else x.to(dtype) for x in out]
+
+
 def parallel(layout: Layout) -> bool:
     """Whether the parallel build of a kernel pays off for this many elements."""
     elements = layout.n_rows * layout.n_steps * layout.n_feat
@@ -74,7 +91,8 @@ def rows(x: Tensor, layout: Layout) -> np.ndarray:
 
 
 def coef_rows(c: Coef, layout: Layout) -> np.ndarray:
-    """A scalar becomes a zero-stride broadcast: no per-step copy is ever materialised."""
+    """A scalar becomes a zero-stride broadcast: no per-step copy is ever materialised (nor for
+    an expanded tensor, whenever its strides allow the view)."""
     shape = (layout.n_rows, layout.n_steps, layout.n_feat)
     if isinstance(c, Tensor):
         return c.detach().reshape(shape).numpy()
@@ -101,6 +119,13 @@ def scalar(c: float, layout: Layout) -> np.floating:
 def one(layout: Layout) -> np.floating:
     """The constant 1 in the kernel's dtype (a literal would promote float32 to float64)."""
     return np.float32(1) if layout.dtype == torch.float32 else np.float64(1)
+
+
+def one_minus(c: float, layout: Layout) -> float:
+    """1 − c formed in the data's dtype, as TorchRL does (it fills a tensor with c first)."""
+    if layout.dtype in _KERNEL_DTYPES:
+        return float(one(layout) - scalar(c, layout))
+    return float(1 - torch.tensor(c, dtype=layout.dtype))
 
 
 def time_major(x: Tensor, layout: Layout) -> Tensor:

@@ -4,7 +4,7 @@ Inputs arrive as ``[n_rows, n_steps, n_feat]`` views of the caller's tensors (no
 contiguous inputs, whatever ``time_dim`` is), so a row is one trajectory and the time loop walks
 contiguous memory when ``n_feat == 1``. Each kernel performs the floating-point operations in
 the same order as TorchRL 0.14.1's loop implementation, so float32 and float64 results match it
-bit for bit (up to ``exp`` in V-trace, which may differ by an ulp).
+bit for bit (V-trace's importance ratios are computed by torch beforehand, TorchRL's own ``exp``).
 
 Arithmetic stays in the array dtype: numba promotes ``int - float32`` to float64, so the
 constant one is passed in as an argument of the right type instead of being written as a
@@ -24,8 +24,6 @@ import threading
 import types
 from collections.abc import Callable
 from typing import Any
-
-import numpy as np
 
 from service.estimators._checks import NON_FINITE, TERMINATED_NOT_DONE
 
@@ -75,8 +73,10 @@ def _gae(
 
 
 def _td_lambda(
-    gamma, lmbda, value, next_value, reward, done, terminated, adv, ret, err, one, check
-):
+    gamma, lmbda, one_minus_lmbda, value, next_value, reward, done, terminated, adv, ret, err,
+    one, check,
+):  # fmt: skip
+    # 1 − λ comes in precomputed: TorchRL forms it in λ's own dtype when λ is a tensor.
     n_rows, n_steps, n_feat = value.shape
     zero = one - one
     for i in prange(n_rows):
@@ -96,17 +96,52 @@ def _td_lambda(
                     probe += v * zero + r * zero + nv * zero
                     bad |= k > d  # terminated without done
                 boot = nv if (t == n_steps - 1 or d) else g_next
-                g_next = r + g * ((one - lm) * nv + lm * boot)
+                g_next = r + g * (one_minus_lmbda[i, t, j] * nv + lm * boot)
                 ret[i, t, j] = g_next
                 adv[i, t, j] = g_next - v
+        err[i] = bad * TERMINATED_NOT_DONE + (probe != zero) * NON_FINITE
+
+
+def _td_lambda_fixed(
+    gamma, lmbda, one_minus_lmbda, value, next_value, reward, done, terminated, adv, ret, err,
+    one, check,
+):  # fmt: skip
+    # rolling_gamma=False: start step t's γ, λ discount every later step of its trajectory.
+    # TorchRL runs each start step's loop from the last step, resetting at every done; the
+    # numbers before t's trajectory end are discarded by that reset, so this loop starts there.
+    n_rows, n_steps, n_feat = value.shape
+    zero = one - one
+    for i in prange(n_rows):
+        bad = 0
+        probe = zero
+        for j in range(n_feat):
+            end = n_steps - 1  # the last step of step t's trajectory
+            for t in range(n_steps - 1, -1, -1):
+                k = terminated[i, t, j]
+                d = done[i, t, j]
+                if d:
+                    end = t
+                if check:
+                    nv = zero if k else next_value[i, t, j]
+                    probe += value[i, t, j] * zero + reward[i, t, j] * zero + nv * zero
+                    bad |= k > d  # terminated without done
+                g = gamma[i, t, j]
+                lm = lmbda[i, t, j]
+                oml = one_minus_lmbda[i, t, j]
+                acc = zero
+                for s in range(end, t - 1, -1):
+                    nv = zero if terminated[i, s, j] else next_value[i, s, j]
+                    boot = nv if s == end else acc
+                    acc = reward[i, s, j] + g * (oml * nv + lm * boot)
+                ret[i, t, j] = acc
+                adv[i, t, j] = acc - value[i, t, j]
         err[i] = bad * TERMINATED_NOT_DONE + (probe != zero) * NON_FINITE
 
 
 def _vtrace(
     gamma,
     lmbda,
-    log_pi,
-    log_mu,
+    ratio,
     value,
     next_value,
     reward,
@@ -121,6 +156,8 @@ def _vtrace(
     err,
     check,
 ):
+    # ratio = exp(log_pi − log_mu), computed by torch beforehand as in the scalar kernel (the
+    # caller checks the log-probabilities: log_pi = −inf gives ρ = 0). Thresholds are per step.
     n_rows, n_steps, n_feat = value.shape
     zero = one - one
     for i in prange(n_rows):
@@ -134,26 +171,26 @@ def _vtrace(
                 r = reward[i, t, j]
                 g = gamma[i, t, j]
                 lm = lmbda[i, t, j]
-                lp = log_pi[i, t, j]
-                lq = log_mu[i, t, j]
+                rho = ratio[i, t, j]
                 k = terminated[i, t, j]
                 d = done[i, t, j]
                 nv = zero if k else next_value[i, t, j]
                 if check:
-                    probe += v * zero + r * zero + nv * zero + lp * zero + lq * zero
+                    probe += v * zero + r * zero + nv * zero
                     bad |= k > d  # terminated without done
-                rho = np.exp(lp - lq)
-                delta = min(rho, rho_thresh) * ((r + g * nv) - v)
+                delta = min(rho, rho_thresh[i, t, j]) * ((r + g * nv) - v)
                 if t == n_steps - 1 or d:
                     acc = delta
                     boot = nv
                 else:
-                    acc = delta + (g * (lm * min(rho, c_thresh))) * acc
+                    acc = delta + (g * (lm * min(rho, c_thresh[i, t, j]))) * acc
                     # rlax's q bootstrap; exactly vs_{t+1} when lmbda == 1
                     boot = lm * vs_next + (one - lm) * nv
                 vs_next = acc + v
                 vs_out[i, t, j] = vs_next
-                adv[i, t, j] = min(rho, rho_pg_thresh) * ((r + g * (nv if k else boot)) - v)
+                adv[i, t, j] = min(rho, rho_pg_thresh[i, t, j]) * (
+                    (r + g * (nv if k else boot)) - v
+                )
         err[i] = bad * TERMINATED_NOT_DONE + (probe != zero) * NON_FINITE
 
 
@@ -249,6 +286,7 @@ def _vtrace_scalar(gamma, lmbda, one_minus_lmbda, ratio, value, next_value, rewa
 _PY: dict[str, Callable[..., None]] = {
     "gae": _gae,
     "td_lambda": _td_lambda,
+    "td_lambda_fixed": _td_lambda_fixed,
     "vtrace": _vtrace,
     "gae_scalar": _gae_scalar,
     "td_lambda_scalar": _td_lambda_scalar,
@@ -273,12 +311,12 @@ def _signatures(name: str) -> list[Any]:
             sigs.append(numba.void(ft, ft, ft, c2, c2, c2, b2, b2, c2, c2, e1, ck))
         elif name == "vtrace_scalar":
             sigs.append(numba.void(ft, ft, ft, c2, c2, c2, c2, b2, b2, ft, ft, ft, c2, c2, e1, ck))
-        elif name == "gae" or name == "td_lambda":
+        elif name == "gae":
             sigs.append(numba.void(a3, a3, c3, c3, c3, b3, b3, c3, c3, e1, ft, ck))
+        elif name == "td_lambda" or name == "td_lambda_fixed":
+            sigs.append(numba.void(a3, a3, a3, c3, c3, c3, b3, b3, c3, c3, e1, ft, ck))
         else:
-            sigs.append(
-                numba.void(a3, a3, c3, c3, c3, c3, c3, b3, b3, ft, ft, ft, ft, c3, c3, e1, ck)
-            )
+            sigs.append(numba.void(a3, a3, c3, c3, c3, c3, b3, b3, a3, a3, a3, ft, c3, c3, e1, ck))
     return sigs
 
 
@@ -305,7 +343,7 @@ def _variant(function: Callable[..., None], parallel: bool) -> Callable[..., Non
 
 
 def get(name: str, parallel: bool = True) -> Any:
-    """The compiled kernel ``name`` ("gae", "td_lambda" or "vtrace"), compiling it once."""
+    """The compiled kernel ``name`` (a key of ``_PY``), compiling it once."""
     fn = _compiled.get((name, parallel))
     if fn is None:
         with _lock:

@@ -15,7 +15,9 @@ from service.estimators._checks import (
     check_coef,
     check_coef_ranges,
     check_inputs,
+    derive,
     diagnose,
+    operand,
     raise_if_flagged,
 )
 from service.estimators.standardize import EPS_GAE, standardize
@@ -54,21 +56,24 @@ def gae(
     ``differentiable`` options.
 
     Args:
-        gamma: discount γₜ in [0, 1]: a float or a tensor of the inputs' shape (γₜ discounts
-            the step t → t+1).
-        lmbda: λₜ in [0, 1]: a float or a tensor of the inputs' shape.
-        state_value: Vₜ = V(sₜ), shape ``[*B, T, *F]``, floating.
+        gamma: discount γₜ in [0, 1]: a float, a one-element tensor (``torch.tensor([0.95])``,
+            used at its own dtype's value, as TorchRL does), or a tensor of the inputs' shape (or
+            their rank with size-1 dims, e.g. ``[B, 1, 1]``); γₜ discounts the step t → t+1.
+        lmbda: λₜ in [0, 1], as ``gamma``.
+        state_value: Vₜ = V(sₜ), shape ``[*B, T, *F]``, floating. Value tensors may mix float
+            dtypes: all are promoted (torch's rules) and the outputs have the promoted dtype.
         next_state_value: V′ₜ = V(sₜ₊₁) for the same steps; only read where not terminated.
-        reward: rₜ received on the step t → t+1.
+        reward: rₜ received on the step t → t+1 (may also be integer or bool: promoted).
         done: bool, the trajectory ends after step t (termination or truncation).
         terminated: bool, sₜ₊₁ is terminal; must imply ``done``. Defaults to ``done``.
         time_dim: the time dimension. Left at its default (-2), a 2-D input whose last dim is
             not 1 is refused as ambiguous: pass ``time_dim=-1`` for ``[B, T]``.
         average_gae: standardise the advantage over the whole tensor (unbiased std, clamped
             at 1e-4), like TorchRL's ``GAE(average_gae=True)``.
-        differentiable: let gradients flow into ``state_value`` (through δ and the target),
-            as TorchRL's ``GAE(differentiable=True)``. Every other input is detached. When
-            False (the default) the outputs never require grad.
+        differentiable: let gradients flow into ``state_value``, ``next_state_value`` and
+            ``reward``, as through TorchRL's functional (and ``GAE(differentiable=True)``
+            without a value network); γ and λ are detached. When False (the default) the
+            outputs never require grad.
         validate: run the data checks (finite values, terminated ⇒ done, per-step γ/λ in
             [0, 1]); shape, dtype and scalar checks always run.
 
@@ -81,31 +86,33 @@ def gae(
         {"done": done, "terminated": terminated},
         time_dim,
     )
-    gamma = check_coef("gamma", gamma, layout)
-    lmbda = check_coef("lmbda", lmbda, layout)
+    gamma_c = check_coef("gamma", gamma, layout)
+    lmbda_c = check_coef("lmbda", lmbda, layout)
     if terminated is None:
         terminated = done
-    # TorchRL forms the product λ·γ first (in double for Python floats), so do we.
+    # TorchRL forms the product λ·γ first: in double for Python floats, else with torch's
+    # promotion and rounding on the tensors as given (two float32 tensors: a float32 product).
     gamma_lmbda: Coef = (
-        lmbda * gamma
+        derive(operand(lmbda, layout) * operand(gamma, layout), layout)
         if isinstance(gamma, Tensor) or isinstance(lmbda, Tensor)
-        else float(lmbda * gamma)
+        else float(lmbda_c * gamma_c)
     )
-    needs_grad = differentiable and torch.is_grad_enabled() and state_value.requires_grad
+    needs_grad = be.wants_grad(differentiable, state_value, next_state_value, reward)
     backend = be.choose(_backend, layout, needs_grad)
     with torch.set_grad_enabled(needs_grad):
-        value = state_value if needs_grad else state_value.detach()
-        next_value, reward = next_state_value.detach(), reward.detach()
+        value, next_value, reward = be.grad_inputs(
+            layout, needs_grad, state_value, next_state_value, reward
+        )
         if validate and backend == "torch":
             raise_if_flagged(
                 {"state_value": value, "next_state_value": next_value, "reward": reward},
                 done,
                 terminated,
-                {"gamma": gamma, "lmbda": lmbda},
+                {"gamma": gamma_c, "lmbda": lmbda_c},
             )
         run = _gae_numba if backend == "numba" else _gae_torch
         advantage, value_target = run(
-            gamma, lmbda, gamma_lmbda, value, next_value, reward, done, terminated, layout,
+            gamma_c, lmbda_c, gamma_lmbda, value, next_value, reward, done, terminated, layout,
             validate,
         )  # fmt: skip
         if average_gae:

@@ -17,7 +17,9 @@ from service.estimators._checks import (
     check_coef,
     check_coef_ranges,
     check_inputs,
+    check_log_probs,
     check_threshold,
+    check_threshold_ranges,
     diagnose,
     raise_if_flagged,
 )
@@ -37,8 +39,8 @@ def vtrace(
     terminated: Tensor | None = None,
     rho_thresh: float | Tensor = 1.0,
     c_thresh: float | Tensor = 1.0,
-    *,
     time_dim: int = DEFAULT_TIME_DIM,
+    *,
     lmbda: float | Tensor = 1.0,
     rho_pg_thresh: float | Tensor | None = None,
     average_adv: bool = False,
@@ -56,36 +58,45 @@ def vtrace(
         advantageₜ = ρ̂ᵖᵍₜ (rₜ + γₜ (1 − kₜ) qₜ − Vₜ)
 
     With the defaults (λ = 1, ρ̄_pg = ρ̄) this is TorchRL 0.14.1's ``vtrace_advantage_estimate``
-    (qₜ = vsₜ₊₁). λ < 1 follows rlax's ``vtrace_td_error_and_advantage`` (c = λ·min(c̄, ρ),
-    q bootstrap λ·vsₜ₊₁ + (1 − λ)·V′ₜ); vs then also equals DI-engine's ``vtrace_nstep_return``,
-    whose policy-gradient advantage differs only by bootstrapping on vsₜ₊₁ unmixed. On-policy
+    (qₜ = vsₜ₊₁; same positional order, ``time_dim`` included). λ < 1 follows rlax's
+    ``vtrace_td_error_and_advantage`` (c = λ·min(c̄, ρ), q bootstrap λ·vsₜ₊₁ + (1 − λ)·V′ₜ); vs
+    then also equals DI-engine's ``vtrace_nstep_return``, whose policy-gradient advantage
+    differs only by bootstrapping on vsₜ₊₁ unmixed. On-policy
     with ρ̄ = c̄ = 1 the advantage is GAE(λ)'s. See "IMPALA: Scalable Distributed Deep-RL with
     Importance Weighted Actor-Learner Architectures" by Espeholt et al.
     (https://arxiv.org/abs/1802.01561).
 
     Args:
-        gamma: γₜ in [0, 1], a float or a tensor of the inputs' shape.
+        gamma: γₜ in [0, 1]: a float or a tensor (shapes as in ``gae``).
         log_pi: log π(aₜ|sₜ) under the current (target) policy. (TorchRL's docstring swaps
             log_pi and log_mu; its code, and this function, use log_pi for the current one.)
-        log_mu: log μ(aₜ|sₜ) under the behaviour policy that collected the data.
-        state_value: Vₜ, shape ``[*B, T, *F]``, floating.
+            −inf is accepted (an action the target policy cannot take): ρₜ = 0, as in TorchRL.
+        log_mu: log μ(aₜ|sₜ) under the behaviour policy that collected the data; finite (it
+            took the action).
+        state_value: Vₜ, shape ``[*B, T, *F]``, floating. Value tensors and log-probabilities
+            may mix float dtypes: all are promoted (torch's rules), as are the outputs.
         next_state_value: V′ₜ = V(sₜ₊₁); only read where not terminated.
-        reward: rₜ.
+        reward: rₜ (may be integer or bool: promoted).
         done: bool, the trajectory ends after step t (cuts the trace).
         terminated: bool, sₜ₊₁ is terminal; must imply ``done``. Defaults to ``done``.
-        rho_thresh: ρ̄ > 0, clips the importance weight in the vs recursion.
-        c_thresh: c̄ > 0, clips the trace coefficient.
+        rho_thresh: ρ̄ > 0, clips the importance weight in the vs recursion: a float or a
+            tensor (per step, ``[*B, T, *F]``, or any shape ``gamma`` takes).
+        c_thresh: c̄ > 0, clips the trace coefficient; as ``rho_thresh``.
         time_dim: see ``gae``.
-        lmbda: λₜ in [0, 1] (float or per-step tensor); 1 gives IMPALA/TorchRL V-trace.
-        rho_pg_thresh: ρ̄_pg > 0 for the policy-gradient advantage; defaults to ``rho_thresh``.
+        lmbda: λₜ in [0, 1] (float or tensor); 1 gives IMPALA/TorchRL V-trace.
+        rho_pg_thresh: ρ̄_pg > 0 for the policy-gradient advantage, as ``rho_thresh``;
+            defaults to ``rho_thresh``.
         average_adv: standardise the advantage over the whole tensor (unbiased std clamped at
             1e-5), like TorchRL's ``VTrace(average_adv=True)``.
-        differentiable: gradients flow into ``state_value`` (through the vs recursion and the
-            advantage); log_pi, log_mu, reward, next_state_value and coefficients are detached.
-        validate: run the data checks (see ``gae``; log_pi and log_mu must be finite).
+        differentiable: gradients flow into ``state_value``, ``next_state_value`` and
+            ``reward``, as through TorchRL's functional; the importance weights (log_pi,
+            log_mu), coefficients and thresholds are detached, as IMPALA treats them.
+        validate: run the data checks (see ``gae``; log_mu finite, log_pi finite or −inf,
+            threshold tensors finite and > 0).
 
     Returns:
-        ``(advantage, vs)`` for steps t = 0 … T−1, inputs' shape, dtype and device.
+        ``(advantage, vs)`` for steps t = 0 … T−1, inputs' shape and device, in the promoted
+        dtype.
     """
     layout = check_inputs(
         {
@@ -100,31 +111,37 @@ def vtrace(
     )
     gamma = check_coef("gamma", gamma, layout)
     lmbda = check_coef("lmbda", lmbda, layout)
-    rho = check_threshold("rho_thresh", rho_thresh)
-    c = check_threshold("c_thresh", c_thresh)
-    rho_pg = rho if rho_pg_thresh is None else check_threshold("rho_pg_thresh", rho_pg_thresh)
+    thresholds = {"rho_thresh": check_threshold("rho_thresh", rho_thresh, layout)}
+    thresholds["c_thresh"] = check_threshold("c_thresh", c_thresh, layout)
+    thresholds["rho_pg_thresh"] = (
+        thresholds["rho_thresh"]
+        if rho_pg_thresh is None
+        else check_threshold("rho_pg_thresh", rho_pg_thresh, layout)
+    )
     if terminated is None:
         terminated = done
-    needs_grad = differentiable and torch.is_grad_enabled() and state_value.requires_grad
+    needs_grad = be.wants_grad(differentiable, state_value, next_state_value, reward)
     backend = be.choose(_backend, layout, needs_grad)
     with torch.set_grad_enabled(needs_grad):
-        value = state_value if needs_grad else state_value.detach()
+        value, next_value, reward = be.grad_inputs(
+            layout, needs_grad, state_value, next_state_value, reward
+        )
+        lp, lq = be.grad_inputs(layout, False, log_pi, log_mu)
         values = {
             "state_value": value,
-            "next_state_value": next_state_value.detach(),
-            "reward": reward.detach(),
-            "log_pi": log_pi.detach(),
-            "log_mu": log_mu.detach(),
+            "next_state_value": next_value,
+            "reward": reward,
+            "log_pi": lp,
+            "log_mu": lq,
         }
         coefs = {"gamma": gamma, "lmbda": lmbda}
         if backend == "numba":
-            advantage, vs = _vtrace_numba(
-                values, done, terminated, coefs, rho, c, rho_pg, layout, validate
-            )
+            advantage, vs = _vtrace_numba(values, done, terminated, coefs, thresholds, layout,
+                                          validate)  # fmt: skip
         else:
             if validate:
-                raise_if_flagged(values, done, terminated, coefs)
-            advantage, vs = _vtrace_torch(values, done, terminated, coefs, rho, c, rho_pg, layout)
+                raise_if_flagged(values, done, terminated, coefs, thresholds)
+            advantage, vs = _vtrace_torch(values, done, terminated, coefs, thresholds, layout)
         if average_adv:
             advantage = standardize(advantage, EPS_ADV_VTRACE, "average_adv")
     return advantage, vs
@@ -135,37 +152,35 @@ def _vtrace_numba(
     done: Tensor,
     terminated: Tensor,
     coefs: dict[str, Coef],
-    rho_thresh: float,
-    c_thresh: float,
-    rho_pg_thresh: float,
+    thresholds: dict[str, Coef],
     layout: Layout,
     validate: bool,
 ) -> tuple[Tensor, Tensor]:
     if validate:
         check_coef_ranges(coefs)
+        check_threshold_ranges(thresholds)
     advantage, adv_rows = be.new_rows(layout)
     vs, vs_rows = be.new_rows(layout)
     err = np.zeros(layout.n_rows, dtype=np.int32)
-    scalar = np.float32 if layout.dtype == torch.float32 else np.float64
-    names = ("log_pi", "log_mu", "state_value", "next_state_value", "reward")
+    names = ("state_value", "next_state_value", "reward")
     data = [be.rows(values[name], layout) for name in names]
     flags = [be.rows(done, layout), be.rows(terminated, layout)]
-    thresholds = [scalar(rho_thresh), scalar(c_thresh), scalar(rho_pg_thresh)]
-    if be.scalar_fast_path(layout, coefs["gamma"], coefs["lmbda"]):
-        # torch's vectorised exp, not a scalar libm call per step: the same ratios as TorchRL's.
-        ratio = values["log_pi"] - values["log_mu"]
-        # One reduction, no temporary: the sum is finite unless a log-ratio is not (or, for
-        # absurd magnitudes, the sum overflows: then the exact check decides).
-        if validate and not math.isfinite(ratio.sum()) and not torch.isfinite(ratio).all():
-            diagnose(values, done, terminated, coefs)
-        ratio.exp_()
+    # torch's vectorised exp, not a scalar libm call per step: the same ratios as TorchRL's.
+    ratio = values["log_pi"] - values["log_mu"]
+    # One reduction, no temporary: the sum is finite unless a log-ratio is not (or, for absurd
+    # magnitudes, the sum overflows); then the exact check decides (log_pi = −inf is fine).
+    if validate and not math.isfinite(ratio.sum()):
+        check_log_probs(values["log_pi"], values["log_mu"])
+    ratio.exp_()
+    names = ("rho_thresh", "c_thresh", "rho_pg_thresh")
+    if be.scalar_fast_path(layout, coefs["gamma"], coefs["lmbda"], *thresholds.values()):
         lmbda = be.scalar(coefs["lmbda"], layout)
         _kernels.get("vtrace_scalar", be.parallel(layout))(
             be.scalar(coefs["gamma"], layout),
             lmbda,
             be.one(layout) - lmbda,  # in the data's dtype, as the general kernel's 1 − λ
-            *(x[..., 0] for x in (be.rows(ratio, layout), *data[2:], *flags)),
-            *thresholds,
+            *(x[..., 0] for x in (be.rows(ratio, layout), *data, *flags)),
+            *(be.scalar(thresholds[name], layout) for name in names),
             adv_rows[..., 0],
             vs_rows[..., 0],
             err,
@@ -175,9 +190,10 @@ def _vtrace_numba(
         _kernels.get("vtrace", be.parallel(layout))(
             be.coef_rows(coefs["gamma"], layout),
             be.coef_rows(coefs["lmbda"], layout),
+            be.rows(ratio, layout),
             *data,
             *flags,
-            *thresholds,
+            *(be.coef_rows(thresholds[name], layout) for name in names),
             be.one(layout),
             adv_rows,
             vs_rows,
@@ -185,7 +201,7 @@ def _vtrace_numba(
             validate,
         )
     if validate and err.any():
-        diagnose(values, done, terminated, coefs)
+        diagnose(values, done, terminated, coefs, thresholds)
     return advantage, vs
 
 
@@ -194,9 +210,7 @@ def _vtrace_torch(
     done: Tensor,
     terminated: Tensor,
     coefs: dict[str, Coef],
-    rho_thresh: float,
-    c_thresh: float,
-    rho_pg_thresh: float,
+    thresholds: dict[str, Coef],
     layout: Layout,
 ) -> tuple[Tensor, Tensor]:
     v, nv, r, lp, lq, d, k = (
@@ -213,6 +227,10 @@ def _vtrace_torch(
     )
     g = be.coef_time_major(coefs["gamma"], layout)
     lm = be.coef_time_major(coefs["lmbda"], layout)
+    rho_thresh, c_thresh, rho_pg_thresh = (
+        be.time_major(c, layout) if isinstance(c, Tensor) else c
+        for c in (thresholds["rho_thresh"], thresholds["c_thresh"], thresholds["rho_pg_thresh"])
+    )
     rho = (lp - lq).exp()
     nv = torch.where(k, 0.0, nv)
     # TorchRL's order: ρ̂·((r + γṼ) − V), then δ + (γ(1−d)·c)·acc.

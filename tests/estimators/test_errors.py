@@ -66,15 +66,12 @@ def test_shape_mismatch_is_not_broadcast(name: str, arg: str) -> None:
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
-def test_non_floating_values(name: str) -> None:
-    r = torch.ones(SHAPE, dtype=torch.int64)
-    _raises(lambda: _call(name, reward=r), "reward", "floating", "torch.int64")
-
-
-@pytest.mark.parametrize("name", ESTIMATORS)
-def test_mixed_float_dtypes(name: str) -> None:
-    r = torch.ones(SHAPE, dtype=torch.float64)
-    _raises(lambda: _call(name, reward=r), "reward", "torch.float32", "torch.float64")
+@pytest.mark.parametrize("arg", ["state_value", "next_state_value"])
+def test_non_floating_values(name: str, arg: str) -> None:
+    """Integer values truncate silently in TorchRL (GAE and TD(λ) write into next_state_value's
+    dtype); only the reward is promoted (see test_torchrl_inputs)."""
+    x = torch.ones(SHAPE, dtype=torch.int64)
+    _raises(lambda: _call(name, **{arg: x}), arg, "floating", "torch.int64")
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -159,6 +156,17 @@ def test_vtrace_thresholds(arg: str, bad: float) -> None:
 
 def test_vtrace_threshold_tensor_shape() -> None:
     _raises(lambda: _call("vtrace", rho_thresh=torch.ones(2)), "rho_thresh", "0-d", "(2,)")
+    _raises(lambda: _call("vtrace", c_thresh=torch.ones(3, 8)), "c_thresh", "(3, 8, 1)", "(3, 8)")
+
+
+@pytest.mark.parametrize("arg", ["rho_thresh", "c_thresh", "rho_pg_thresh"])
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
+def test_vtrace_per_step_thresholds(arg: str, bad: float, backend: str) -> None:
+    thresh = torch.full(SHAPE, 1.5)
+    thresh[0, 5, 0] = bad
+    _raises(lambda: _call("vtrace", backend, **{arg: thresh}), arg, "> 0", str(bad), "(0, 5, 0)")
+    one_element = torch.tensor([bad])
+    _raises(lambda: _call("vtrace", backend, **{arg: one_element}), arg, "> 0", str(bad))
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -179,12 +187,29 @@ def test_non_finite_values(name: str, arg: str, bad: float, backend: str) -> Non
     )
 
 
-@pytest.mark.parametrize("arg", ["log_pi", "log_mu"])
-def test_non_finite_log_probs(arg: str, backend: str) -> None:
+@pytest.mark.parametrize(
+    ("arg", "bad"),
+    [("log_mu", -math.inf), ("log_mu", math.inf), ("log_mu", math.nan), ("log_pi", math.inf),
+     ("log_pi", math.nan)],
+)  # fmt: skip
+def test_non_finite_log_probs(arg: str, bad: float, backend: str) -> None:
+    """log_pi = -inf is accepted (ρ = 0, as TorchRL); the behaviour policy took the action, so
+    log_mu = -inf is corrupt data (TorchRL silently clips ρ = inf to rho_thresh)."""
     kw = _inputs()
     x = kw[arg].clone()
-    x[2, 7, 0] = -math.inf
-    _raises(lambda: _call("vtrace", backend, **{arg: x}), arg, "finite", "-inf", "(2, 7, 0)")
+    x[2, 7, 0] = bad
+    _raises(lambda: _call("vtrace", backend, **{arg: x}), arg, "finite", str(bad), "(2, 7, 0)")
+
+
+@pytest.mark.parametrize("kind", ["scalar", "per_step"])
+def test_non_finite_log_probs_general_kernel(kind: str, backend: str) -> None:
+    """The same refusals where the general kernel runs (per-step γ or thresholds)."""
+    kw = _inputs()
+    x = kw["log_mu"].clone()
+    x[1, 2, 0] = math.nan
+    per_step = torch.full(SHAPE, 0.9)
+    over = {"gamma": per_step} if kind == "per_step" else {"rho_thresh": per_step}
+    _raises(lambda: _call("vtrace", backend, log_mu=x, **over), "log_mu", "nan", "(1, 2, 0)")
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -203,9 +228,38 @@ def test_time_dim_out_of_range(bad: int) -> None:
     _raises(lambda: _call("gae", time_dim=bad), "time_dim")
 
 
-def test_rolling_gamma_false() -> None:
-    _raises(lambda: _call("td_lambda", rolling_gamma=False), "rolling_gamma", "False")
-    _raises(lambda: _call("td1", rolling_gamma=False), "rolling_gamma", "False")
+@pytest.mark.parametrize("name", ["td_lambda", "td1"])
+def test_rolling_gamma_false_needs_a_per_step_coefficient(name: str) -> None:
+    """As in TorchRL, which raises: with scalars there is no per-step γ to carry forward."""
+    one_element = torch.tensor([0.9])
+    for gamma in (0.9, one_element, torch.full((3, 1, 1), 0.9)):
+        _raises(
+            lambda g=gamma: _call(name, gamma=g, rolling_gamma=False), "rolling_gamma", "per-step"
+        )
+    _raises(lambda: _call(name, rolling_gamma="no"), "rolling_gamma", "'no'")
+
+
+def test_td1_rolling_gamma_false_needs_done_at_the_end() -> None:
+    """TorchRL 0.14.1's td1_return_estimate(rolling_gamma=False) starts its loop from 0: a row the
+    batch cuts loses its bootstrap silently. Refused; td_lambda(λ=1) bootstraps it."""
+    gamma = torch.full(SHAPE, 0.9)
+    done = torch.zeros(SHAPE, dtype=torch.bool)
+    done[0, -1] = done[2, -1] = True
+    _raises(
+        lambda: _call("td1", gamma=gamma, rolling_gamma=False, done=done, terminated=None),
+        "rolling_gamma", "done at the last step", "(1,", "td_lambda",
+    )  # fmt: skip
+    done[1, -1] = True
+    _call("td1", gamma=gamma, rolling_gamma=False, done=done, terminated=None)
+    _call("td_lambda", gamma=gamma, lmbda=1.0, rolling_gamma=False, done=done, terminated=None)
+
+
+@pytest.mark.parametrize("coef", ["gamma", "lmbda"])
+def test_coef_one_element_of_higher_rank(coef: str) -> None:
+    """A one-element tensor of more dims than the inputs would broadcast TorchRL's outputs to
+    a larger shape."""
+    x = torch.full((1, 1, 1, 1), 0.9)
+    _raises(lambda: _call("gae", **{coef: x}), coef, "(1, 1, 1, 1)", "one-element")
 
 
 @pytest.mark.parametrize(

@@ -62,3 +62,16 @@ def assert_close(actual: Tensor, expected: Tensor) -> None:
     else:
         scale = float(expected.abs().max()) if expected.numel() else 1.0
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * max(scale, 1.0))
+
+
+def torchrl_exact(value: float, dtype: torch.dtype) -> float | Tensor:
+    """A coefficient as TorchRL needs it to compute exactly in ``dtype``: it rounds Python-float
+    γ/λ/thresholds to float32, so float64 data gets a float64 0-d tensor."""
+    return torch.tensor(value, dtype=torch.float64) if dtype == torch.float64 else value
+
+
+def assert_bitwise(actual: Tensor, expected: Tensor) -> None:
+    """Identical floats (±0 compare equal), shapes and dtypes."""
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    assert torch.equal(actual, expected), (actual - expected).abs().max()
