@@ -88,6 +88,7 @@ class Follower:
         # Staging and installing copies: its own thread, so a busy compute pool never delays a
         # copy (installing waits only for the model's lock).
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="replica-sync")
+        self.attempts = 0  # connection attempts so far
         self.subscriptions = 0  # successful subscriptions (the first, then each resubscription)
 
     def close(self) -> None:
@@ -105,6 +106,7 @@ class Follower:
         attempt = 0
         while True:
             was_connected = self.subscriptions
+            self.attempts += 1
             try:
                 await self._follow_once()
                 reason = "it closed the stream (stopping?)"
