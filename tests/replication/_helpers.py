@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from typing import TypeVar
 
 import grpc
 import torch
+from grpc_health.v1 import health as health_service
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from tests.server.wire import tensor
 
 T = TypeVar("T")
+SERVICE = "advantage.v1.AdvantageService"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -87,3 +91,37 @@ def same_parameters(
         and tensors_a.keys() == tensors_b.keys()
         and all(torch.equal(tensors_a[name], tensors_b[name]) for name in tensors_a)
     )
+
+
+class RefusingServer:
+    """A server that is SERVING by gRPC health but answers every AdvantageService call with
+    UNAVAILABLE (as a replica without the version asked for does); counts the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(4))
+
+        def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
+            with self._lock:
+                self.calls += 1
+            context.abort(grpc.StatusCode.UNAVAILABLE, "refusing server: try another")
+
+        handler = grpc.unary_unary_rpc_method_handler(refuse)  # raw bytes in and out
+        methods = {name: handler for name in ("ComputeAdvantage", "ListModels", "GetModel")}
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, methods),)
+        )
+        checker = health_service.HealthServicer()
+        checker.set("", health_pb2.HealthCheckResponse.SERVING)
+        checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(checker, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.stop(0).wait(30)

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
-from concurrent import futures
 
-import grpc
 import numpy as np
 import pytest
 from advantage_client import (
@@ -21,14 +18,11 @@ from advantage_client import (
     UnavailableError,
 )
 from advantage_client.client import channel_options, channel_target
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from service.settings import Settings
 from tests.conftest import RunningServer, running_server
-from tests.replication._helpers import SERVING, wait_until
+from tests.replication._helpers import SERVICE, SERVING, RefusingServer, wait_until
 from tests.replication._helpers import health as health_of
-
-SERVICE = "advantage.v1.AdvantageService"
 
 
 def batch(seed: int = 0) -> dict[str, np.ndarray]:
@@ -39,40 +33,6 @@ def batch(seed: int = 0) -> dict[str, np.ndarray]:
         "observation": g.standard_normal((2, 6, 4)).astype(np.float32),
         "next_observation": g.standard_normal((2, 6, 4)).astype(np.float32),
     }
-
-
-class RefusingServer:
-    """A server that is SERVING by gRPC health but answers every AdvantageService call with
-    UNAVAILABLE (as a replica without the version asked for does); counts the calls."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self._lock = threading.Lock()
-        self.server = grpc.server(futures.ThreadPoolExecutor(4))
-
-        def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
-            with self._lock:
-                self.calls += 1
-            context.abort(grpc.StatusCode.UNAVAILABLE, "refusing server: try another")
-
-        handler = grpc.unary_unary_rpc_method_handler(refuse)  # raw bytes in and out
-        methods = {name: handler for name in ("ComputeAdvantage", "ListModels", "GetModel")}
-        self.server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, methods),)
-        )
-        checker = health.HealthServicer()
-        checker.set("", health_pb2.HealthCheckResponse.SERVING)
-        checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
-        health_pb2_grpc.add_HealthServicer_to_server(checker, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.stop(0).wait(30)
 
 
 @pytest.fixture()
