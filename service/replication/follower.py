@@ -31,7 +31,7 @@ from typing import Any
 import grpc
 
 from service.runtime import Runtime
-from service.runtime.replica import ReplicaState, install
+from service.runtime.replica import ReplicaState
 from service.settings import Settings
 from service.wire.learner import LearnerMismatch, LearnerStub, compare_models, stage
 
@@ -177,7 +177,7 @@ class Follower:
                 def stage_and_install(model=model, chunks=chunks, held=held) -> int:
                     version, staged = stage(model, chunks)
                     if version != held:
-                        install(model, staged, version)
+                        self.state.install(model, staged, version)
                     return version
 
                 version = await loop.run_in_executor(self._executor, stage_and_install)
@@ -189,7 +189,6 @@ class Follower:
                         held,
                         version,
                     )
-                self.state.installed(model.name, version)
             if not self.state.ready and self.state.caught_up:
                 self.state.ready = True
                 versions = ", ".join(f"{n} {s.held}" for n, s in sorted(self.state.models.items()))

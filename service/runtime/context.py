@@ -27,7 +27,8 @@ class Runtime:
     versions: VersionBoard = field(init=False)
 
     def __post_init__(self) -> None:
-        self.versions = VersionBoard(self.registry)
+        replica = self.replica
+        self.versions = VersionBoard(self.registry, None if replica is None else replica.holds_copy)
 
     def model(self, name: str) -> Model:
         """The model called `name` (empty = the default model); NOT_FOUND otherwise."""

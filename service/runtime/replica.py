@@ -2,10 +2,10 @@
 its handlers apply (refuse writes, refuse reads of a model not copied yet, how long to wait for a
 version).
 
-`service.replication.follower` (the event loop) keeps a `ReplicaState` up to date; the handlers
-(worker threads) and the metrics read it. Installing a copy is `install` in
-`service.runtime.parameters`'s style: every tensor staged on the CPU first, then one copy under
-the model's lock, so a request sees the old version or the new one, never a mix.
+`service.replication.follower` keeps a `ReplicaState` up to date (announcements on the event
+loop, `install` in its sync thread); the handlers (worker threads) and the metrics read it.
+Installing a copy: every tensor staged on the CPU first, then one copy under the model's lock, so
+a request sees the old version or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -58,13 +58,33 @@ class ReplicaState:
             sync.current_at = time.monotonic()  # current until this moment
         sync.announced = version
 
-    def installed(self, name: str, version: int) -> None:
-        """A copy of the learner's `version` of `name` is now served."""
-        sync = self.models[name]
-        sync.held = version
-        sync.syncs += 1
-        if sync.current:
-            sync.current_at = time.monotonic()
+    def install(self, model: Model, staged: dict[str, torch.Tensor], version: int) -> None:
+        """Replace every named tensor of `model` with `staged` (CPU tensors already checked for
+        shape and dtype) and make its version the learner's `version`, all under the model's
+        lock: readers see the old copy or the new one, never a mix. (A worker thread.)"""
+        with model.lock:
+            current = named_tensors(model)
+            if set(staged) != set(current):
+                missing = sorted(set(current) - set(staged))[:5]
+                extra = sorted(set(staged) - set(current))[:5]
+                raise InvalidArgument(
+                    f"tensors: a copy must hold every parameter of model {model.name!r}; "
+                    f"missing {missing}, unknown {extra}"
+                )
+            with torch.no_grad():
+                for name, value in staged.items():
+                    current[name].copy_(value.to(current[name].device))
+            sync = self.models[model.name]
+            sync.held = version  # before the commit's listeners: the copy is servable
+            sync.syncs += 1
+            if sync.current:
+                sync.current_at = time.monotonic()
+            model.commit_version(version)
+
+    def holds_copy(self, model: Model) -> bool:
+        """Whether `model` holds a copy of the learner's parameters (what WatchModels may
+        announce, what reads may use)."""
+        return self.models[model.name].held is not None
 
     def set_connected(self, connected: bool) -> None:
         """The watch stream to the learner started (True) or ended (False)."""
@@ -106,7 +126,7 @@ class ReplicaState:
 
     def require_copy(self, model: Model) -> None:
         """UNAVAILABLE until `model` holds a copy of the learner's parameters."""
-        if self.models[model.name].held is None:
+        if not self.holds_copy(model):
             raise Unavailable(
                 f"this replica of {self.learner} has not copied model {model.name!r} from it "
                 "yet; retry (another replica may hold it)"
@@ -121,22 +141,3 @@ class ReplicaState:
         if remaining is None:
             return MAX_VERSION_WAIT_S
         return max(0.0, min(MAX_VERSION_WAIT_S, remaining / 2))
-
-
-def install(model: Model, staged: dict[str, torch.Tensor], version: int) -> None:
-    """Replace every named tensor of `model` with `staged` (CPU tensors already checked for
-    shape and dtype) and set its version to the learner's `version`, all under the model's lock:
-    readers see the old copy or the new one, never a mix."""
-    with model.lock:
-        current = named_tensors(model)
-        if set(staged) != set(current):
-            missing = sorted(set(current) - set(staged))[:5]
-            extra = sorted(set(staged) - set(current))[:5]
-            raise InvalidArgument(
-                f"tensors: a copy must hold every parameter of model {model.name!r}; "
-                f"missing {missing}, unknown {extra}"
-            )
-        with torch.no_grad():
-            for name, value in staged.items():
-                current[name].copy_(value.to(current[name].device))
-        model.commit_version(version)

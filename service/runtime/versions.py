@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from service.errors import FailedPrecondition, Unavailable
 from service.models.model import Model
@@ -26,8 +26,9 @@ class Watch:
     """One WatchModels subscriber: the latest version of each watched model not sent yet
     (a slow reader gets the latest version, not every intermediate one; memory stays bounded)."""
 
-    def __init__(self, models: Iterable[Model]) -> None:
+    def __init__(self, models: Iterable[Model], announceable: Callable[[Model], bool]) -> None:
         self.names = frozenset(model.name for model in models)
+        self._announceable = announceable
         self._pending: dict[str, int] = {}
         self._sent: dict[str, int] = {}
         self._changed = asyncio.Event()
@@ -35,7 +36,7 @@ class Watch:
 
     def offer(self, model: Model) -> None:
         """Note `model`'s version now (on the loop)."""
-        if model.name not in self.names:
+        if model.name not in self.names or not self._announceable(model):
             return
         version = model.parameter_version
         if model.name not in self._pending and self._sent.get(model.name) == version:
@@ -65,8 +66,13 @@ class Watch:
 class VersionBoard:
     """The versions of a server's models, for watchers and waiters on the server's event loop."""
 
-    def __init__(self, models: Iterable[Model]) -> None:
+    def __init__(
+        self, models: Iterable[Model], announceable: Callable[[Model], bool] | None = None
+    ) -> None:
+        """`announceable(model)`: whether the model's version may be announced now (a replica
+        announces only copies of its learner's versions); default: always."""
         self._models = list(models)
+        self._announceable = announceable or (lambda model: True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._interest = 0  # watchers + waiters: commits are forwarded only while > 0
         self._watches: set[Watch] = set()
@@ -109,7 +115,7 @@ class VersionBoard:
 
     def watch(self, models: Iterable[Model]) -> Watch:
         """Subscribe to `models`; their current versions are pending at once. `unwatch` after."""
-        watch = Watch(models)
+        watch = Watch(models, self._announceable)
         self._watches.add(watch)
         self._interest += 1
         for model in self._models:  # after registering: see the module docstring

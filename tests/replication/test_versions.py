@@ -14,7 +14,7 @@ from service.errors import FailedPrecondition, Unavailable
 from service.models.demo import demo_model
 from service.replication.follower import BACKOFF_INITIAL_S, BACKOFF_MAX_S, backoff_delay
 from service.runtime.parameters import named_tensors
-from service.runtime.replica import MAX_VERSION_WAIT_S, ReplicaState, install
+from service.runtime.replica import MAX_VERSION_WAIT_S, ReplicaState
 from service.runtime.versions import VersionBoard, require_version
 
 
@@ -105,7 +105,8 @@ def test_replica_state_lag_and_waits() -> None:
     state.announce("demo", 4)
     assert state.versions_behind("demo", 0) == 4 and not state.caught_up
     assert state.seconds_since_sync("demo") > 0
-    state.installed("demo", 4)
+    staged = {name: t.clone() for name, t in named_tensors(model).items()}
+    state.install(model, staged, 4)
     assert state.caught_up and state.versions_behind("demo", 4) == 0
     assert state.seconds_since_sync("demo") == 0.0
     state.set_connected(False)
@@ -114,13 +115,19 @@ def test_replica_state_lag_and_waits() -> None:
 
 def test_install_takes_every_tensor_and_the_learners_version() -> None:
     model = demo_model(torch.device("cpu"))
+    state = ReplicaState("learner:1", [model])
+    board = VersionBoard([model], state.holds_copy)
+    watch = board.watch([model])
+    assert watch._pending == {}  # no copy yet: nothing to announce
     staged = {name: torch.full_like(t, 0.5) for name, t in named_tensors(model).items()}
-    install(model, staged, 7)
-    assert model.parameter_version == 7
+    state.install(model, staged, 7)
+    assert model.parameter_version == 7 and state.holds_copy(model)
     assert all(bool((t == 0.5).all()) for t in named_tensors(model).values())
+    watch.offer(model)
+    assert watch._pending == {"demo": 7}
     partial = dict(list(staged.items())[:2])
     with pytest.raises(Exception, match="a copy must hold every parameter"):
-        install(model, partial, 8)
+        state.install(model, partial, 8)
     assert model.parameter_version == 7
 
 
