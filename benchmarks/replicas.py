@@ -1,7 +1,7 @@
 """Replicas benchmark: throughput of small ComputeAdvantage calls with 1, 2 and 3 replica
 processes, and the propagation delay from a learner commit to every replica serving it.
 
-    .venv/bin/python benchmarks/replicas.py            # ~2 min on 2 cores
+    .venv/bin/python benchmarks/replicas.py            # ~4 min on 2 cores
     .venv/bin/python benchmarks/replicas.py --quick    # smoke run (~40 s)
 
 Every server is a separate `advantage-service serve` process on loopback with the built-in demo
@@ -14,8 +14,8 @@ CPU as possible goes to the load itself. Calls are counted over a window after a
 CPU time of the servers and of the load processes over the window is read from /proc (Linux),
 which shows where the machine's cores went ("other cores": other users of the machine). One
 learner and three replicas run throughout; the load goes to the first 1, 2 or 3 replicas (the
-others idle), in `--rounds` interleaved rounds; the table shows, per size, the round least
-disturbed by other users of the machine, and every round's calls/s.
+others idle), in `--rounds` interleaved rounds; the table shows, per size, the median round and
+every round's calls/s.
 
 Propagation: the learner commits a new version (SetParameters of the whole demo model, ~20 KB)
 every `--interval` seconds; this process watches the learner and every replica with WatchModels
@@ -234,8 +234,8 @@ def throughput(followers: list[Server], replicas: int, args: argparse.Namespace)
 
 
 def throughputs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """`args.rounds` rounds of 1, 2 and 3 loaded replicas, interleaved; per size, the round
-    least disturbed by other users of the machine (fewest "other cores")."""
+    """`args.rounds` rounds of 1, 2 and 3 loaded replicas, interleaved (other users of the
+    machine come and go: each round sees them alike); per size, the median round."""
     runs: dict[int, list[dict[str, Any]]] = {1: [], 2: [], 3: []}
     with cluster(3) as (_, followers):
         for _ in range(args.rounds):
@@ -243,7 +243,7 @@ def throughputs(args: argparse.Namespace) -> list[dict[str, Any]]:
                 runs[replicas].append(throughput(followers, replicas, args))
     rows = []
     for results in runs.values():
-        row = dict(min(results, key=lambda row: row["other cores"]))
+        row = dict(sorted(results, key=lambda row: row["calls/s"])[len(results) // 2])
         row["calls/s (all rounds)"] = " / ".join(f"{r['calls/s']:.0f}" for r in results)
         rows.append(row)
     return rows
@@ -355,7 +355,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--seconds", type=float, default=8.0, help="measurement window")
     parser.add_argument("--commits", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3, help="throughput runs per size")
+    parser.add_argument("--rounds", type=int, default=5, help="throughput runs per size")
     # The load process's own flags.
     parser.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--targets", help=argparse.SUPPRESS)
