@@ -19,7 +19,7 @@ import pytest
 
 from service.settings import Settings
 from tests.conftest import running_server
-from tests.replication._helpers import RefusingServer
+from tests.support.replication import RefusingServer
 from tests.tls_certs import make_certificates
 
 CPP_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "cpp"

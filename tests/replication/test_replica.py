@@ -22,7 +22,8 @@ from service.models.manifest import Defaults
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
 from tests.conftest import RunningServer, running_server
-from tests.replication._helpers import (
+from tests.server.wire import full_trajectory, parameters, random_batch, rpc_error, stub
+from tests.support.replication import (
     NOT_SERVING,
     SERVING,
     health,
@@ -33,7 +34,6 @@ from tests.replication._helpers import (
     same_parameters,
     wait_until,
 )
-from tests.server.wire import full_trajectory, parameters, random_batch, rpc_error, stub
 from tests.tls_certs import make_certificates
 
 ROOT = Path(__file__).resolve().parents[2]

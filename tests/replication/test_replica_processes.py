@@ -43,7 +43,9 @@ from service.models.registry import ModelRegistry
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.runtime import Runtime
 from service.runtime.replica import ReplicaState
-from tests.replication._helpers import (
+from tests.server.wire import array, full_trajectory, parameters, random_batch, stub
+from tests.support.load_client import call_arguments, parameter_digest
+from tests.support.replication import (
     SERVING,
     health,
     model_version,
@@ -51,8 +53,6 @@ from tests.replication._helpers import (
     perturbed,
     wait_until,
 )
-from tests.replication.load_client import call_arguments, parameter_digest
-from tests.server.wire import array, full_trajectory, parameters, random_batch, stub
 
 ROOT = Path(__file__).resolve().parents[2]
 UPDATES = 20
@@ -228,7 +228,7 @@ def test_learner_three_replicas_eight_clients_updates_and_a_killed_replica(tmp_p
         stop_file = tmp_path / "stop"
         targets = ",".join(replica.target for replica in replicas)
         for seed in range(CLIENTS):
-            command = [sys.executable, "-m", "tests.replication.load_client", "--targets",
+            command = [sys.executable, "-m", "tests.support.load_client", "--targets",
                        targets, "--seed", str(seed), "--out", str(tmp_path / f"client{seed}.jsonl"),
                        "--stop", str(stop_file), "--min-calls", "25", "--max-calls", "5000",
                        "--seconds", "150"]  # fmt: skip

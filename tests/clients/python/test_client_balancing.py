@@ -21,8 +21,8 @@ from advantage_client.client import channel_options, channel_target
 
 from service.settings import Settings
 from tests.conftest import RunningServer, running_server
-from tests.replication._helpers import SERVICE, SERVING, RefusingServer, wait_until
-from tests.replication._helpers import health as health_of
+from tests.support.replication import SERVICE, SERVING, RefusingServer, wait_until
+from tests.support.replication import health as health_of
 
 
 def batch(seed: int = 0) -> dict[str, np.ndarray]:

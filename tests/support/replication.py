@@ -1,4 +1,4 @@
-"""Helpers of the replication tests: bounded waits, health, parameters over the wire."""
+"""Replication test helpers: bounded waits, health, parameters over the wire, a refusing server."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """One client process of the replicas proof (`test_replica_processes.py`), and the calls it
 makes (the test rebuilds the same requests to recompute every answer in-process).
 
-    python -m tests.replication.load_client --targets IP:PORT,IP:PORT --seed 3 --out FILE \\
+    python -m tests.support.load_client --targets IP:PORT,IP:PORT --seed 3 --out FILE \\
         --stop STOPFILE [--min-calls 30] [--max-calls 400] [--seconds 120]
 
 Sends a bounded mixed load through one `AdvantageClient` over the target list (round_robin,
