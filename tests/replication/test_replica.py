@@ -278,13 +278,24 @@ def test_replica_is_not_serving_until_it_holds_the_learners_version() -> None:
         text = httpx.get(f"{replica.url}/metrics", timeout=30).text
         assert metric(text, f'advantage_replica_connected{{learner="127.0.0.1:{port}"}}') == 0
         assert metric(text, 'advantage_replica_seconds_since_sync{model="demo"}') > 0
-        with running_server(port=port) as learner:
-            lapi = stub(learner.target)
-            _, tensors = parameters(lapi)
-            lapi.SetParameters(iter(parameter_stream(perturbed(tensors, 4))), timeout=30)
-            wait_until(lambda: health(replica.target) == SERVING, "the replica's first copy")
-            assert model_version(rapi) == 1  # SERVING only with the learner's version
-            assert same_parameters(parameters(rapi), parameters(lapi))
+        watcher = Watcher(replica.target)  # a replica announces only copies it holds
+        board = replica.server.runtime.versions
+        (watch,) = wait_until(lambda: list(board._watches), "the watch to open")
+        assert watch._pending == {} and watch._sent == {}  # not its own, uncopied version 0
+        try:
+            with running_server(port=port) as learner:
+                lapi = stub(learner.target)
+                _, tensors = parameters(lapi)
+                lapi.SetParameters(iter(parameter_stream(perturbed(tensors, 4))), timeout=30)
+                wait_until(lambda: health(replica.target) == SERVING, "the replica's first copy")
+                assert model_version(rapi) == 1  # SERVING only with the learner's version
+                assert same_parameters(parameters(rapi), parameters(lapi))
+                first = watcher.next()
+                assert first in (("demo", 0), ("demo", 1))  # the learner's versions only
+                if first == ("demo", 0):
+                    assert watcher.next() == ("demo", 1)
+        finally:
+            watcher.close()
 
 
 def test_replica_keeps_serving_when_the_learner_goes_away_then_follows_it_again() -> None:
