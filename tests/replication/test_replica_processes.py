@@ -4,7 +4,8 @@ A learner and three replicas run as separate `advantage-service serve` processes
 processes (`load_client.py`) send a bounded mixed load through one round_robin channel each over
 the three replicas. Meanwhile this test, as the learner's driver, applies 20 updates (ComputeLoss
 with apply_update and SetParameters, alternately), reads its own writes through the replicas
-after each (min_parameter_version), and SIGKILLs one replica and restarts it on the same port.
+after each (min_parameter_version), and SIGKILLs one replica, while calls surely wait on it, and
+restarts it on the same port.
 
 Asserted: every client call was answered (after the retry policy); every answer's numbers equal
 an in-process computation with the parameters of the version it reports; no replica's version
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ from tests.support.load_client import call_arguments, parameter_digest
 from tests.support.replication import (
     SERVING,
     health,
+    metric,
     model_version,
     parameter_stream,
     perturbed,
@@ -112,6 +115,12 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+def in_flight(server: ServerProcess) -> float:
+    """The gRPC calls `server` is working on now (its /metrics)."""
+    text = httpx.get(f"http://127.0.0.1:{server.rest_port}/metrics", timeout=30).text
+    return metric(text, 'advantage_requests_in_flight{transport="grpc"}')
 
 
 class VersionMonitor(threading.Thread):
@@ -258,12 +267,28 @@ def test_learner_three_replicas_eight_clients_updates_and_a_killed_replica(tmp_p
                     return
                 time.sleep(0.01)
 
-        with AdvantageClient(targets.split(","), timeout=60) as reader:
+        with (
+            AdvantageClient(targets.split(","), timeout=60) as reader,
+            ThreadPoolExecutor(9) as pool,
+        ):
             wait_until(lambda: all(c.poll() is None for c in clients), "the clients to start")
             version, watcher = 0, None
             for index in range(UPDATES):
                 if index == KILL_AT:
-                    replicas[1].kill()  # SIGKILL: in-flight calls fail and are retried
+                    # Calls surely in flight on the replica that dies: they ask for the version
+                    # the next update makes, so every replica holds them waiting for it.
+                    pending = [
+                        pool.submit(
+                            reader.compute_advantage,
+                            **call_arguments("gae", 500 + n),
+                            min_parameter_version=version + 1,
+                        )
+                        for n in range(9)
+                    ]
+                    wait_until(
+                        lambda: in_flight(replicas[1]) >= 2, "calls waiting on the doomed replica"
+                    )
+                    replicas[1].kill()  # SIGKILL: its calls fail UNAVAILABLE and are retried
                     monitors[1].close()
                 if index == RESTART_AT:
                     port = replicas[1].port
@@ -281,6 +306,9 @@ def test_learner_three_replicas_eight_clients_updates_and_a_killed_replica(tmp_p
                 version = _update(lapi, index)
                 assert version == index + 1
                 snapshots[version] = parameters(lapi)[1]
+                if index == KILL_AT:  # answered elsewhere, with the version they asked for
+                    answered = [future.result(timeout=120).parameter_version for future in pending]
+                    assert all(v >= version for v in answered), answered
                 # Read-your-writes: the next read, on any replica, sees this update.
                 seen = reader.compute_advantage(
                     **call_arguments("gae", index), min_parameter_version=version
