@@ -89,3 +89,4 @@ proto: $(DEV_STAMP)
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/estimators.py
 	$(BIN)/python benchmarks/service.py
+	$(BIN)/python benchmarks/replicas.py

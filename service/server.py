@@ -25,8 +25,10 @@ from service.models.demo import demo_model
 from service.models.loading import load_repository
 from service.models.model import Model
 from service.models.registry import ModelRegistry
+from service.replication.follower import Follower, cancel_quietly
 from service.runtime import Runtime
 from service.runtime.batching import attach_batchers, stop_batchers
+from service.runtime.replica import ReplicaState
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,9 +51,22 @@ class AdvantageServer:
     def __init__(self, settings: Settings, models: dict[str, Model]) -> None:
         self.settings = settings
         self.registry = ModelRegistry(models)
-        self.runtime = Runtime(self.registry, max_message_bytes=settings.max_message_bytes)
-        self.metrics = Metrics(self.registry)
-        self.state = "starting"  # → "serving" after warm-up → "draining" in stop()
+        replica = ReplicaState(settings.follow, list(self.registry)) if settings.follow else None
+        self.runtime = Runtime(
+            self.registry, max_message_bytes=settings.max_message_bytes, replica=replica
+        )
+        self.metrics = Metrics(self.registry, replica=replica)
+        # "starting" → "serving" after warm-up (a replica: "syncing" until it holds the learner's
+        # versions) → "draining" in stop().
+        self.state = "starting"
+        # A replica's loop following its learner (--follow), started by start().
+        self.follower = (
+            Follower(self.runtime, settings, self._replica_ready) if replica is not None else None
+        )
+        self._following: asyncio.Task[None] | None = None
+        #: Why the server stopped on its own (a replica whose models are not the learner's).
+        self.fatal: str | None = None
+        self._fatal_stop: asyncio.Task[None] | None = None
         self.rest: RestServer | None = None
         # Dynamic batching: one batcher thread per batching model runs the merged forward passes;
         # request threads wait in its queue, so the pool gets one extra thread per queue slot.
@@ -75,6 +90,10 @@ class AdvantageServer:
                 # grpc turns SO_REUSEPORT on by default: a second server on a taken port would
                 # start silently and the kernel would split connections between the two.
                 ("grpc.so_reuseport", int(settings.reuse_port)),
+                # Replicas keep a WatchModels stream open and ping it every 10 s (keepalive) to
+                # notice a vanished learner; grpc's default would answer such pings with GOAWAY.
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
@@ -89,16 +108,48 @@ class AdvantageServer:
 
     async def start(self) -> None:
         """Start serving; health turns SERVING once the kernels are compiled and every network
-        has run once."""
+        has run once, and on a replica once it holds the learner's current versions."""
+        loop = asyncio.get_running_loop()
+        self.runtime.versions.bind(loop)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         for batcher in self.batchers:
             batcher.start()
         await self.grpc.start()
-        await asyncio.get_running_loop().run_in_executor(self.executor, self._warmup)
+        await loop.run_in_executor(self.executor, self._warmup)
+        if self.follower is None:
+            await self._set_serving()
+            return
+        self.state = "syncing"
+        self._following = loop.create_task(self.follower.run())
+        self._following.add_done_callback(self._follower_ended)
+
+    async def _set_serving(self) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.state = "serving"
+
+    async def _replica_ready(self) -> None:
+        """The follower's first catch-up: SERVING from now on (lag is reported in metrics)."""
+        if self.state == "syncing":
+            await self._set_serving()
+
+    def _follower_ended(self, task: asyncio.Task[None]) -> None:
+        """The follower only ends on its own when the learner's models are not this replica's:
+        stop the server, with `fatal` saying why."""
+        if task.cancelled() or task.exception() is None or self.state == "draining":
+            return
+        self.fatal = (
+            f"--follow {self.settings.follow}: {task.exception()}; start the replica with the "
+            "learner's --model-repository"
+        )
+        log.error("%s", self.fatal)
+        self._fatal_stop = asyncio.get_running_loop().create_task(self.stop(0))
+
+    async def stopped(self) -> None:
+        """Wait for the stop the server started on its own (`fatal`), if any."""
+        if self._fatal_stop is not None:
+            await self._fatal_stop
 
     def _warmup(self) -> None:
         estimators.warmup()
@@ -133,6 +184,9 @@ class AdvantageServer:
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: health NOT_SERVING, then drain in-flight calls for `grace` seconds."""
         self.state = "draining"
+        await cancel_quietly(self._following)
+        # WatchModels streams end now (they would otherwise hold the grace period).
+        self.runtime.versions.close()
         await self.health.enter_graceful_shutdown()
         grace = self.settings.grace_seconds if grace is None else grace
         rest_stop = self.rest.stop() if self.rest is not None else asyncio.sleep(0)
@@ -142,6 +196,8 @@ class AdvantageServer:
         self.admission.cancel_all()
         self.runtime.batchers.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.follower is not None:
+            self.follower.close()
         await asyncio.to_thread(stop_batchers, self.batchers, 1.0)
 
     async def wait_for_termination(self) -> None:
@@ -201,12 +257,14 @@ async def serve(settings: Settings) -> None:
     await server.start()
     names = ", ".join(model.name for model in server.registry)
     security = "plaintext" if server.tls is None else "mutual TLS" if server.tls.mutual else "TLS"
+    role = "learner" if settings.follow is None else f"replica of {settings.follow}"
     log.info(
-        "advantage-service listening on %s:%d (models: %s; %s)",
+        "advantage-service listening on %s:%d (models: %s; %s; %s)",
         settings.host,
         port,
         names,
         security,
+        role,
     )
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
@@ -225,6 +283,9 @@ async def serve(settings: Settings) -> None:
     await server.wait_for_termination()
     if stopping:
         await stopping[0]
+    await server.stopped()
+    if server.fatal is not None:
+        raise SystemExit(f"advantage-service: {server.fatal}")
     # A worker thread cannot be interrupted inside a long forward pass; the process still exits
     # within the grace period + 1 s (abandoned work commits nothing: it was cancelled).
     if not await asyncio.to_thread(server.admission.wait_idle, 1.0):

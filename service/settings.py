@@ -128,6 +128,17 @@ class Settings(BaseSettings):
         description="threads that parse REST request JSON and write response JSON, apart from "
         "the compute pool (big bodies never hold up gRPC)",
     )
+    follow: str | None = Field(
+        None,
+        description="serve as a replica of the learner at this gRPC address (host:port, or "
+        "dns:///name:port): answer reads from a copy of its parameters, kept current through "
+        "WatchModels; refuse writes. Start it with the learner's --model-repository",
+    )
+    follow_tls_ca: Path | None = Field(
+        None,
+        description="PEM CA bundle that signed the learner's certificate: --follow over TLS "
+        "(unset = plaintext; a learner that wants client certificates is not supported)",
+    )
 
     @field_validator("rest_allowed_hosts", mode="before")
     @classmethod
@@ -163,6 +174,18 @@ class Settings(BaseSettings):
         if not names:
             raise ValueError("expected at least one host name (or '*' for any)")
         return names
+
+    @field_validator("follow")
+    @classmethod
+    def _learner_address(cls, address: str | None) -> str | None:
+        if address is None or not address.strip():
+            return None  # ADVANTAGE_FOLLOW= (empty) is unset
+        address = address.strip()
+        if any(c.isspace() for c in address) or "," in address:
+            raise ValueError(
+                f"expected one gRPC address of the learner (host:port), got {address!r}"
+            )
+        return address
 
     @field_validator("device")
     @classmethod
@@ -203,6 +226,11 @@ class Settings(BaseSettings):
             raise ValueError("tls_client_ca: mutual TLS needs tls_cert and tls_key too")
         if self.tls_cert is not None and self.tls_key is not None:
             _check_tls_files(self.tls_cert, self.tls_key, self.tls_client_ca)
+        if self.follow_tls_ca is not None:
+            if self.follow is None:
+                raise ValueError("follow_tls_ca: only for a replica (set --follow too)")
+            if "-----BEGIN " not in _read_file("follow_tls_ca", self.follow_tls_ca):
+                raise ValueError(f"follow_tls_ca: {self.follow_tls_ca} holds no PEM block")
         return self
 
     @property

@@ -11,6 +11,7 @@ RANKS = {
     "service.cli": 6,
     "service.server": 5,
     "service.api": 4,
+    "service.replication": 4,
     "service.wire": 3,
     "service.runtime": 2,
     "service.models": 1,

@@ -37,6 +37,9 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 PROTECTED_SERVICE = "/advantage.v1.AdvantageService/"
+# Every other AdvantageService RPC is a read (the read token suffices): ComputeAdvantage,
+# ComputeLoss without apply_update, ListModels, GetModel, GetParameters, and WatchModels (the
+# stream replicas follow their learner with).
 #: RPCs that are writes whatever their request says (model loading belongs here too).
 WRITE_METHODS = frozenset({PROTECTED_SERVICE + "SetParameters"})
 #: RPCs that are writes when their request's `apply_update` is set.

@@ -5,6 +5,11 @@ Each handler refuses fields it does not know, decodes with `service.wire`, does 
 `service.runtime` and encodes the answer; it runs in a worker thread and raises
 `service.errors.ServiceError`s, which each transport maps to a status in one place. `call` says
 whether the caller still waits (deadline, cancellation); writes check it right before they commit.
+
+On a replica (`runtime.replica`), writes are refused (FAILED_PRECONDITION naming the learner) and
+reads of a model not copied yet are UNAVAILABLE. A read's `min_parameter_version` is checked
+before the work and again on the version the answer used (`Runtime.readable`,
+`Runtime.require_version`); the transports waited for it first on a replica.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from collections.abc import Iterable
 
 from google.protobuf.message import Message
 
-from service.errors import ResourceExhausted
+from service.errors import InvalidArgument, ResourceExhausted
+from service.models.model import Model
 from service.runtime import Runtime
 from service.runtime.advantage import compute_advantage
 from service.runtime.call import CallState
@@ -27,7 +33,9 @@ from service.wire.advantage import (
 )
 from service.wire.codec import decode_trajectory
 from service.wire.loss import decode_loss_inputs, encode_loss_response
+from service.wire.malformed import MalformedRequest
 from service.wire.models import get_model_response, list_models_response
+from service.wire.requests import min_version
 from service.wire.unknown import refuse_unknown_fields
 
 
@@ -53,6 +61,8 @@ def compute_advantage_handler(
     start = time.perf_counter()
     refuse_unknown_fields(request)
     model = runtime.model(request.model_name)
+    minimum = min_version(request)
+    runtime.readable(model, minimum)
     trajectory, spec = decode_advantage_request(request, model)
     limit = runtime.max_message_bytes
     predicted = response_bytes(trajectory)
@@ -64,6 +74,7 @@ def compute_advantage_handler(
         )
     decoded = time.perf_counter()
     result = compute_advantage(model, trajectory, spec, runtime.batcher(model), call)
+    runtime.require_version(model, result.parameter_version, minimum)
     return encode_advantage_response(
         model, result, (decoded - start) * 1e3, encode_started=time.perf_counter()
     )
@@ -75,11 +86,14 @@ def compute_loss_handler(
     """ComputeLoss: decode, evaluate the loss (and update), encode."""
     start = time.perf_counter()
     refuse_unknown_fields(request)
+    if request.apply_update:
+        runtime.refuse_write_on_replica("apply_update")
     model = runtime.model(request.model_name)
+    runtime.readable(model, min_version(request))
     trajectory = decode_trajectory(request.trajectory)
     inputs = decode_loss_inputs(request, model, trajectory)
     decoded = time.perf_counter()
-    result = compute_loss(model, trajectory, inputs, call)
+    result = compute_loss(model, trajectory, inputs, call, runtime.learner)
     return encode_loss_response(model, result, (decoded - start) * 1e3)
 
 
@@ -89,11 +103,26 @@ def get_parameters(
     """GetParameters: the whole stream, one consistent snapshot."""
     refuse_unknown_fields(request)
     model = runtime.model(request.model_name)
-    return list(parameters.parameter_chunks(model, request.max_chunk_bytes, request.prefixes))
+    minimum = min_version(request)
+    runtime.readable(model, minimum)
+    chunks = list(parameters.parameter_chunks(model, request.max_chunk_bytes, request.prefixes))
+    runtime.require_version(model, chunks[0].parameter_version, minimum)
+    return chunks
 
 
 def set_parameters_handler(
     runtime: Runtime, chunks: Iterable[Message], call: CallState | None = None
 ) -> Message:
     """SetParameters: all or nothing (the chunks were checked for unknown fields on arrival)."""
+    runtime.refuse_write_on_replica("SetParameters")
     return parameters.set_parameters(runtime.model, chunks, call)
+
+
+def watched_models(runtime: Runtime, request: Message) -> list[Model]:
+    """WatchModels: the models the request names (every model when it names none)."""
+    if isinstance(request, MalformedRequest):
+        raise InvalidArgument(request.describe())
+    refuse_unknown_fields(request)
+    if not request.model_names:
+        return list(runtime.registry)
+    return [runtime.model(name) for name in request.model_names]

@@ -33,13 +33,14 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from service.errors import ServiceError
 from service.estimators.registry import DEFAULT_ESTIMATOR
 from service.losses.registry import DEFAULT_LOSS
 from service.models.model import Model
+from service.runtime.replica import ReplicaState
 
 Reply = TypeVar("Reply")
 
@@ -106,6 +107,47 @@ class _DeviceMemoryCollector(Collector):
         return [allocated, reserved]
 
 
+class _ReplicaCollector(Collector):
+    """A replica's lag behind its learner, read from its `ReplicaState` at each scrape."""
+
+    def __init__(self, replica: ReplicaState, models: Iterable[Model]) -> None:
+        self.replica = replica
+        self.models = list(models)
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        replica = self.replica
+        connected = GaugeMetricFamily(
+            "advantage_replica_connected",
+            "1 while this replica is subscribed to its learner (WatchModels), else 0.",
+            labels=["learner"],
+        )
+        connected.add_metric([replica.learner], 1.0 if replica.connected else 0.0)
+        behind = GaugeMetricFamily(
+            "advantage_replica_versions_behind",
+            "Versions of the model the learner announced that this replica does not serve yet.",
+            labels=["model"],
+        )
+        since = GaugeMetricFamily(
+            "advantage_replica_seconds_since_sync",
+            "Seconds since this replica last held the learner's latest version of the model "
+            "(0 while subscribed and up to date; grows while a copy is pending or the learner "
+            "is away).",
+            labels=["model"],
+        )
+        syncs = CounterMetricFamily(
+            "advantage_replica_syncs",
+            "Copies of the learner's parameters installed, by model.",
+            labels=["model"],
+        )
+        for model in self.models:
+            behind.add_metric(
+                [model.name], replica.versions_behind(model.name, model.parameter_version)
+            )
+            since.add_metric([model.name], replica.seconds_since_sync(model.name))
+            syncs.add_metric([model.name], replica.models[model.name].syncs)
+        return [connected, behind, since, syncs]
+
+
 class Call:
     """One request being tracked; see `Metrics.track`."""
 
@@ -128,7 +170,9 @@ class Call:
 class Metrics:
     """The metrics of one server, in their own `CollectorRegistry`."""
 
-    def __init__(self, models: Iterable[Model] = ()) -> None:
+    def __init__(self, models: Iterable[Model] = (), replica: ReplicaState | None = None) -> None:
+        """Metrics of `models`; with `replica` (a replica's state), also its lag."""
+        models = list(models)
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.requests = Counter(
@@ -201,6 +245,8 @@ class Metrics:
         )
         ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_cpu_...
         registry.register(_DeviceMemoryCollector())
+        if replica is not None:
+            registry.register(_ReplicaCollector(replica, models))
 
     def observe_batch(self, record: Any) -> None:
         """Record one `service.runtime.batching.BatchRecord` (the batcher's `on_batch` callback)."""

@@ -24,6 +24,7 @@ from service.runtime import Runtime
 from service.runtime.call import CallState
 from service.wire.malformed import MalformedRequest
 from service.wire.parameters import collect_parameter_stream
+from service.wire.requests import min_version
 
 log = logging.getLogger(__name__)
 Reply = TypeVar("Reply")
@@ -83,7 +84,24 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
                 request.ByteSize(),
                 request,
             )
-        return await self._guarded(context, self._admitted(context, work, size), labelled)
+
+        async def run() -> Reply:
+            if (
+                labelled is not None
+                and "min_parameter_version" in labelled.DESCRIPTOR.fields_by_name
+            ):
+                await self._version(context, labelled)
+            return await self._admitted(context, work, size)
+
+        return await self._guarded(context, run(), labelled)
+
+    async def _version(self, context: grpc.aio.ServicerContext, request: Message) -> None:
+        """On a replica, wait on the event loop (no compute thread held) for the request's
+        `min_parameter_version`; the handler then refuses it if it did not come."""
+        minimum = min_version(request)
+        if minimum is not None and self._runtime.replica is not None:
+            model = self._runtime.model(request.model_name)  # type: ignore[attr-defined]
+            await self._runtime.wait_for_version(model, minimum, context.time_remaining())
 
     async def _guarded(
         self,
@@ -140,9 +158,30 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> pb.SetParametersResponse:
         async def collect_then_set() -> pb.SetParametersResponse:
+            self._runtime.refuse_write_on_replica("SetParameters")  # before reading the stream
             # Bounded while it arrives: a stream cannot grow past twice the model's size.
             chunks = await collect_parameter_stream(request_iterator, self._runtime.model)
             work = partial(handlers.set_parameters_handler, self._runtime, chunks)
             return await self._admitted(context, work, sum(c.ByteSize() for c in chunks))
 
         return await self._guarded(context, collect_then_set(), pb.ParameterChunk())
+
+    async def WatchModels(
+        self, request: pb.WatchModelsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelVersion]:
+        # Long-lived: not admitted (it holds no request bytes) and not on the compute pool;
+        # counted in the metrics when it ends.
+        watch = None
+        with self._metrics.track("grpc", rpc="WatchModels", estimator="none") as call:
+            try:
+                models = handlers.watched_models(self._runtime, request)
+                watch = self._runtime.versions.watch(models)
+                while changed := await watch.next():
+                    for name, version in changed:
+                        yield pb.ModelVersion(model_name=name, parameter_version=version)
+            except ServiceError as error:
+                call.code = error.code.name
+                await context.abort(error.code, error.message)
+            finally:
+                if watch is not None:
+                    self._runtime.versions.unwatch(watch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -17,7 +18,9 @@ class Model:
     """Networks of one model on one device.
 
     `lock` serialises parameter updates against evaluations, so a request sees one consistent
-    parameter version; `parameter_version` increases by one on each update.
+    parameter version; `parameter_version` increases by one on each update (on a replica it is
+    the learner's version of the copy it holds). Every change goes through `commit_version`,
+    which tells the `version_listeners` (the server's WatchModels and read-your-writes waits).
     """
 
     manifest: Manifest
@@ -30,6 +33,16 @@ class Model:
     # per-model loss state such as KL-PEN's adaptive β.
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
     loss_state: dict[str, float] = field(default_factory=dict, repr=False)
+    # Called with the model after each version change, under its lock (so: cheap, no blocking).
+    version_listeners: list[Callable[[Model], None]] = field(default_factory=list, repr=False)
+
+    def commit_version(self, version: int | None = None) -> int:
+        """Set the parameter version (default: one more) and tell the listeners; the caller
+        holds `lock` and has just changed the parameters. Returns the new version."""
+        self.parameter_version = self.parameter_version + 1 if version is None else version
+        for listener in tuple(self.version_listeners):
+            listener(self)
+        return self.parameter_version
 
     @property
     def name(self) -> str:

@@ -32,6 +32,7 @@ from service.runtime.networks import (
 from service.runtime.trajectory import FIELD_OF_ARGUMENT as TRAJECTORY_FIELDS
 from service.runtime.trajectory import Trajectory
 from service.runtime.update import apply_update
+from service.runtime.versions import require_version
 
 # Per-model loss state: KL-PEN's adaptive β.
 BETA_STATE = "ppo_kl_beta"
@@ -69,6 +70,7 @@ class LossInputs:
     behaviour_params: dict[str, torch.Tensor] | None = None  # ppo_kl: [*B, T, *param_shape]
     apply_update: bool = False
     expected_version: int | None = None
+    min_version: int | None = None  # read-your-writes: this version or a later one
 
 
 @dataclass(frozen=True)
@@ -220,10 +222,16 @@ def _call_loss(spec: LossSpec, *args: Any, **kwargs: Any) -> dict[str, torch.Ten
 
 
 def compute_loss(
-    model: Model, trajectory: Trajectory, inputs: LossInputs, call: CallState | None = None
+    model: Model,
+    trajectory: Trajectory,
+    inputs: LossInputs,
+    call: CallState | None = None,
+    learner: str | None = None,
 ) -> LossResult:
     """Compute the loss and, with `apply_update`, one transactional optimizer step
-    (`service.runtime.update`): a refused step, or a caller that gave up, changes nothing."""
+    (`service.runtime.update`): a refused step, or a caller that gave up, changes nothing.
+    `learner`: the learner this server is a replica of (None on the learner), for the error of
+    a `min_version` not reached."""
     if model.actor_network is None or model.value_network is None:
         raise FailedPrecondition(
             f"model {model.name!r}: ComputeLoss needs both a value and an actor network"
@@ -237,6 +245,7 @@ def compute_loss(
                 f"expected_parameter_version: model {model.name!r} is at version {version}, "
                 f"not {inputs.expected_version}"
             )
+        require_version(model, version, inputs.min_version, learner)
         with torch.set_grad_enabled(inputs.apply_update):
             out, estimator_ms = _evaluate(model, trajectory, inputs)
         total = out["loss"]
@@ -251,7 +260,7 @@ def compute_loss(
             def commit() -> None:
                 if "beta" in out:
                     model.loss_state[BETA_STATE] = float(out["beta"])
-                model.parameter_version += 1
+                model.commit_version()
 
             grad_norm = apply_update(model, total, call, commit)
         new_version = model.parameter_version

@@ -79,5 +79,4 @@ def replace_parameters(
         with torch.no_grad():
             for name, value in staged.items():
                 current[name].copy_(value.to(current[name].device))
-        model.parameter_version += 1
-        return model.parameter_version
+        return model.commit_version()

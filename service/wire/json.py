@@ -81,7 +81,15 @@ __all__ = [
     "tensor_to_json",
 ]
 
-REQUEST_KEYS = ("model_name", "dtype", "torchrl_shapes", "form", "estimator", "trajectory")
+REQUEST_KEYS = (
+    "model_name",
+    "dtype",
+    "torchrl_shapes",
+    "form",
+    "estimator",
+    "trajectory",
+    "min_parameter_version",
+)
 LOSS_REQUEST_KEYS = (
     *REQUEST_KEYS,
     "loss",
@@ -539,6 +547,10 @@ def _fill(
             f"model_name: expected a string, got {describe_json_value(model_name)}"
         )
     request.model_name = model_name
+    minimum = body.get("min_parameter_version")
+    if minimum is not None:
+        field = "min_parameter_version"
+        request.min_parameter_version = _integer(minimum, field, INT64_MIN, INT64_MAX)
     trajectory = request.trajectory
     form = _get(body, "form", "full")
     if not isinstance(form, str) or form not in FORMS:

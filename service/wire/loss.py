@@ -16,6 +16,7 @@ from service.runtime.trajectory import Trajectory
 from service.wire.codec import decode_per_step, decode_tensor
 from service.wire.estimator import decode_estimator
 from service.wire.options import read_knobs
+from service.wire.requests import min_version
 
 
 def _no_coefficient(message: Any, name: str) -> None:  # pragma: no cover - no loss has one
@@ -73,6 +74,7 @@ def decode_loss_inputs(
             if request.HasField("expected_parameter_version")
             else None
         ),
+        min_version=min_version(request),
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
+from tests.support.replication import RefusingServer
 from tests.support.servers import running_server
 from tests.support.tls_certs import make_certificates
 
@@ -209,3 +210,26 @@ def test_tls_and_mutual_tls(cpp_build: CppBuild, tmp_path: Path) -> None:
         assert "UNAVAILABLE" in refused.stderr, refused.stderr
     half = cpp_build.run("127.0.0.1:1", tls={"ADVANTAGE_TLS_CLIENT_KEY": certs.client_key})
     assert half.returncode == 1 and "together (mutual TLS), or neither" in half.stderr, half.stderr
+
+
+def test_read_your_writes_version_is_sent(cpp_build: CppBuild, grpc_target: str) -> None:
+    lines = _output(cpp_build, grpc_target)
+    served = next(line for line in lines if line[0] == "server_values")
+    again = next(line for line in lines if line[0] == "min_version")
+    assert again[1] == served[4] and int(again[3]) >= int(again[1])
+
+
+def test_a_list_of_servers_is_balanced_and_unavailable_is_retried(
+    cpp_build: CppBuild, grpc_target: str
+) -> None:
+    refusing = RefusingServer()  # SERVING by health, UNAVAILABLE to every call
+    try:
+        run = cpp_build.run(f"{refusing.target},{grpc_target}")
+    finally:
+        refusing.stop()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "server_values model demo" in run.stdout
+    assert refusing.calls > 0  # round_robin sent calls there; each was retried on the other
+    named = cpp_build.run(f"localhost:1,{grpc_target}")
+    assert named.returncode == 1
+    assert "use a 'dns:///name:port' target" in named.stderr, named.stderr

@@ -25,9 +25,14 @@ class RunningServer:
     """A server running on its own event loop in a background thread."""
 
     def __init__(
-        self, settings: Settings, models: dict[str, Model] | None, rest: bool = False
+        self,
+        settings: Settings,
+        models: dict[str, Model] | None,
+        rest: bool = False,
+        port: int = 0,
     ) -> None:
         self._rest = rest
+        self._address = f"127.0.0.1:{port}"
         self.rest_port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -47,7 +52,7 @@ class RunningServer:
         asyncio.set_event_loop(self._loop)
 
         async def start() -> None:
-            self.server, self.port = create_server("127.0.0.1:0", settings, models)
+            self.server, self.port = create_server(self._address, settings, models)
             if self._rest:
                 self.rest_port = await self.server.start_rest("127.0.0.1", 0)
             await self.server.start()
@@ -87,11 +92,14 @@ class RunningServer:
 
 @contextmanager
 def running_server(
-    settings: Settings | None = None, models: dict[str, Model] | None = None, rest: bool = False
+    settings: Settings | None = None,
+    models: dict[str, Model] | None = None,
+    rest: bool = False,
+    port: int = 0,
 ) -> Iterator[RunningServer]:
-    """Start a real server on 127.0.0.1:0 (demo model unless `models`/repository given), with
-    the REST surface on another free port when `rest`."""
-    server = RunningServer(settings or Settings(), models, rest)
+    """Start a real server on 127.0.0.1:`port` (0: a free one; demo model unless
+    `models`/repository given), with the REST surface on another free port when `rest`."""
+    server = RunningServer(settings or Settings(), models, rest, port)
     try:
         yield server
     finally:

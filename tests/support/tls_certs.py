@@ -3,7 +3,7 @@
 `make_certificates(folder)` writes PEM files for a CA, a server certificate for 127.0.0.1, ::1
 and localhost, a client certificate, and a second, unrelated CA with its own client certificate
 (to show that certificates from elsewhere are refused). The TypeScript tests run it as
-`python -m tests.tls_certs <folder>`.
+`python -m tests.support.tls_certs <folder>`.
 """
 
 from __future__ import annotations
@@ -152,5 +152,5 @@ def make_certificates(folder: Path) -> Certificates:
     )
 
 
-if __name__ == "__main__":  # python -m tests.tls_certs <folder>
+if __name__ == "__main__":  # python -m tests.support.tls_certs <folder>
     make_certificates(Path(sys.argv[1]))

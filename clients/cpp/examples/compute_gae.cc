@@ -1,6 +1,7 @@
 // compute_gae: calls ComputeAdvantage on an advantage-service server three ways.
 //
 //   compute_gae [host:port]        (default 127.0.0.1:50051)
+//   compute_gae ip:port,ip:port    (several servers, balanced round-robin, UNAVAILABLE retried)
 //
 // Environment: ADVANTAGE_AUTH_TOKEN (bearer token); ADVANTAGE_TLS_CA (PEM file of the server's
 // CA: connect with TLS); ADVANTAGE_TLS_CLIENT_CERT and ADVANTAGE_TLS_CLIENT_KEY (PEM files: mutual
@@ -14,6 +15,8 @@
 // 2. A malformed request (reward of the wrong shape): prints `error <STATUS_CODE> <message>`.
 // 3. The same trajectory with observations instead of values (the server's value network):
 //    prints `server_values model <name> version <parameter_version> shape <B> <T>`.
+// 4. The same again with min_parameter_version = that version (read-your-writes): prints
+//    `min_version <asked> served <parameter_version>`.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -71,16 +74,29 @@ std::string EnvFile(const char* name) {
   return path != nullptr && *path != '\0' ? advantage::ReadFile(path) : std::string();
 }
 
-// Plaintext, or TLS when any ADVANTAGE_TLS_* file is given.
+// "a,b,c" → {"a", "b", "c"}.
+std::vector<std::string> Split(const std::string& text) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = text.find(',', start);
+    parts.push_back(text.substr(start, comma - start));
+    if (comma == std::string::npos) return parts;
+    start = comma + 1;
+  }
+}
+
+// Plaintext, or TLS when any ADVANTAGE_TLS_* file is given; one server or a comma-separated list.
 advantage::Client MakeClient(const std::string& target) {
   advantage::TlsOptions tls;
   tls.root_certificates = EnvFile("ADVANTAGE_TLS_CA");
   tls.certificate_chain = EnvFile("ADVANTAGE_TLS_CLIENT_CERT");
   tls.private_key = EnvFile("ADVANTAGE_TLS_CLIENT_KEY");
+  const std::vector<std::string> targets = Split(target);
   if (tls.root_certificates.empty() && tls.certificate_chain.empty() && tls.private_key.empty()) {
-    return advantage::Client(target);
+    return advantage::Client(targets);
   }
-  return advantage::Client(target, tls);
+  return advantage::Client(targets, tls);
 }
 
 }  // namespace
@@ -153,6 +169,13 @@ int main(int argc, char** argv) {
                 static_cast<long long>(served.parameter_version),
                 static_cast<long long>(served.shape.at(0)),
                 static_cast<long long>(served.shape.at(1)));
+
+    // 4. Read-your-writes: this version or a later one (a replica waits for it briefly).
+    held.min_parameter_version = served.parameter_version;
+    const advantage::AdvantageResult again = client.ComputeAdvantage(held);
+    std::printf("min_version %lld served %lld\n",
+                static_cast<long long>(*held.min_parameter_version),
+                static_cast<long long>(again.parameter_version));
   } catch (const std::exception& error) {
     std::fprintf(stderr, "compute_gae: %s\n", error.what());
     return 1;

@@ -1,5 +1,7 @@
 #include "advantage/client.h"
 
+#include <arpa/inet.h>
+
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -19,6 +21,8 @@ static_assert(std::numeric_limits<double>::is_iec559 && sizeof(double) == 8, "bi
 namespace {
 
 constexpr int kMaxMessageBytes = 256 * 1024 * 1024;
+// Requests up to this size can be retried (gRPC keeps a copy of each until it is answered).
+constexpr int kRetryBufferBytes = 16 * 1024 * 1024;
 
 std::string ShapeString(const Shape& shape) {
   std::string out = "[";
@@ -230,6 +234,7 @@ v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request) {
 
   const std::string& name = request.estimator;
   const bool has_lmbda = name == "gae" || name == "td_lambda" || name == "vtrace";
+  if (request.min_parameter_version) out.set_min_parameter_version(*request.min_parameter_version);
   if (request.lmbda && !has_lmbda) {
     throw std::invalid_argument("estimator '" + name + "' takes no lmbda");
   }
@@ -262,6 +267,58 @@ std::string ReadFile(const std::string& path) {
   return content.str();
 }
 
+std::string DefaultServiceConfig() {
+  return R"({
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "healthCheckConfig": {"serviceName": "advantage.v1.AdvantageService"},
+  "methodConfig": [
+    {
+      "name": [{"service": "advantage.v1.AdvantageService"}],
+      "retryPolicy": {
+        "maxAttempts": 5,
+        "initialBackoff": "0.05s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"]
+      }
+    },
+    {"name": [{"service": "advantage.v1.AdvantageService", "method": "SetParameters"}]}
+  ]
+})";
+}
+
+std::string ChannelTarget(const std::vector<std::string>& targets) {
+  if (targets.empty()) throw std::invalid_argument("ChannelTarget: expected a non-empty list");
+  if (targets.size() == 1) return targets.front();
+  int family = 0;
+  std::string joined;
+  for (const std::string& address : targets) {
+    const size_t colon = address.rfind(':');
+    std::string host = colon == std::string::npos ? "" : address.substr(0, colon);
+    const std::string port = colon == std::string::npos ? "" : address.substr(colon + 1);
+    const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+    if (bracketed) host = host.substr(1, host.size() - 2);
+    unsigned char buffer[16];
+    const int this_family = bracketed ? (inet_pton(AF_INET6, host.c_str(), buffer) == 1 ? 6 : 0)
+                                      : (inet_pton(AF_INET, host.c_str(), buffer) == 1 ? 4 : 0);
+    const bool numeric_port =
+        !port.empty() && port.find_first_not_of("0123456789") == std::string::npos;
+    if (this_family == 0 || !numeric_port) {
+      throw std::invalid_argument("ChannelTarget: '" + address +
+                                  "' in a list is not 'ip:port' ('[ipv6]:port'); use a "
+                                  "'dns:///name:port' target for a name that resolves to every "
+                                  "server");
+    }
+    if (family != 0 && family != this_family) {
+      throw std::invalid_argument("ChannelTarget: the list mixes IPv4 and IPv6 addresses");
+    }
+    family = this_family;
+    if (!joined.empty()) joined += ",";
+    joined += address;
+  }
+  return (family == 6 ? "ipv6:///" : "ipv4:///") + joined;
+}
+
 namespace {
 
 std::shared_ptr<grpc::Channel> LimitedChannel(
@@ -269,6 +326,9 @@ std::shared_ptr<grpc::Channel> LimitedChannel(
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(kMaxMessageBytes);
   arguments.SetMaxSendMessageSize(kMaxMessageBytes);
+  arguments.SetServiceConfigJSON(DefaultServiceConfig());
+  arguments.SetInt(GRPC_ARG_ENABLE_RETRIES, 1);
+  arguments.SetInt(GRPC_ARG_PER_RPC_RETRY_BUFFER_SIZE, kRetryBufferBytes);
   return grpc::CreateCustomChannel(target, credentials, arguments);
 }
 
@@ -293,6 +353,11 @@ Client::Client(const std::string& target)
 Client::Client(const std::string& target, const TlsOptions& tls)
     : channel_(LimitedChannel(target, TlsCredentials(tls))),
       stub_(v1::AdvantageService::NewStub(channel_)) {}
+
+Client::Client(const std::vector<std::string>& targets) : Client(ChannelTarget(targets)) {}
+
+Client::Client(const std::vector<std::string>& targets, const TlsOptions& tls)
+    : Client(ChannelTarget(targets), tls) {}
 
 Client::Client(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)), stub_(v1::AdvantageService::NewStub(channel_)) {}

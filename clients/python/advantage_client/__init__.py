@@ -15,8 +15,12 @@ imported only when a torch tensor or a TensorDict is passed in.
             loss=ClipPPO(clip_epsilon=0.1), estimator=GAE(gamma=0.99), apply_update=True,
         )
         version, params = client.get_parameters(prefixes="actor_network.")
+
+A list of servers (``["10.0.0.7:50051", "10.0.0.8:50051"]``) or a ``dns:///`` name that resolves
+to several is balanced round-robin, with retries of UNAVAILABLE (`DEFAULT_SERVICE_CONFIG`).
 """
 
+from advantage_client._core import DEFAULT_SERVICE_CONFIG
 from advantage_client._knobs import ESTIMATORS, KNOBS, LOSS_KNOBS, LOSSES
 from advantage_client._request import compact_observations
 from advantage_client.aio import AsyncAdvantageClient
@@ -64,6 +68,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "A2C",
+    "DEFAULT_SERVICE_CONFIG",
     "ESTIMATORS",
     "GAE",
     "KLPENPPO",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import ipaddress
+import json
 from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_MB",
+    "DEFAULT_SERVICE_CONFIG",
     "ClientCore",
     "Finished",
     "ServerStream",
@@ -63,6 +66,7 @@ __all__ = [
     "Unary",
     "advance",
     "channel_options",
+    "channel_target",
     "rpc_errors",
 ]
 
@@ -76,18 +80,104 @@ _DEFAULT_ESTIMATOR = GAE()
 _DEFAULT_LOSS = ClipPPO()
 
 
+_SERVICE = "advantage.v1.AdvantageService"
+#: The gRPC service config the clients use unless told otherwise: round_robin over every address
+#: of the target (a list of servers, or a dns:/// name that resolves to several), only to
+#: servers whose gRPC health is SERVING (a replica still copying its learner's parameters gets
+#: no calls), and up to 5 attempts of a call answered UNAVAILABLE (a server stopping or gone, a
+#: replica without the `min_parameter_version` asked for), each on the next server. SetParameters
+#: is never retried. A ComputeLoss with `apply_update` is retried like any call: give it
+#: `expected_parameter_version` so that a retry of a step that was applied fails instead of
+#: stepping twice.
+DEFAULT_SERVICE_CONFIG: dict[str, Any] = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": _SERVICE},
+    "methodConfig": [
+        {
+            "name": [{"service": _SERVICE}],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        },
+        {"name": [{"service": _SERVICE, "method": "SetParameters"}]},
+    ],
+}
+#: Requests up to this size can be retried (gRPC keeps a copy of each until it is answered).
+RETRY_BUFFER_BYTES = 16 << 20
+
+
+def channel_target(target: str | Sequence[str]) -> str:
+    """The gRPC target for `target`: a string as it is ("host:port", "dns:///name:port", …); a
+    list of "ip:port" as one ``ipv4:///a:p,b:q`` (or ``ipv6:///[a]:p,…``) target, so that the
+    channel balances over them (gRPC resolves no list of names: use a dns:/// name that resolves
+    to every server instead)."""
+    if isinstance(target, str):
+        return target
+    addresses = list(target)
+    if not addresses or not all(isinstance(a, str) for a in addresses):
+        raise ValueError(
+            f"target: expected 'host:port' or a non-empty list of them, got {target!r}"
+        )
+    families = set()
+    for address in addresses:
+        host, colon, port = address.rpartition(":")
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            ip = ipaddress.ip_address(bare)
+        except ValueError:
+            ip = None
+        if not colon or not port.isdigit() or ip is None or (ip.version == 6) != (bare != host):
+            raise ValueError(
+                f"target: {address!r} in a list is not 'ip:port' ('[ipv6]:port'); a list holds "
+                "IP addresses only, use a 'dns:///name:port' target for a name that resolves to "
+                "every server"
+            )
+        families.add(ip.version)
+    if len(families) > 1:
+        raise ValueError(f"target: mixes IPv4 and IPv6 addresses {addresses}; use one family")
+    return f"ipv{families.pop()}:///{','.join(addresses)}"
+
+
 def channel_options(
-    max_message_mb: float, options: Sequence[tuple[str, Any]]
+    max_message_mb: float,
+    options: Sequence[tuple[str, Any]],
+    service_config: Mapping[str, Any] | None = None,
 ) -> list[tuple[str, Any]]:
-    """Channel arguments: send/receive limits from `max_message_mb`, then the caller's options."""
+    """Channel arguments: send/receive limits from `max_message_mb`, the `service_config`
+    (load balancing and retries; None = gRPC's defaults: pick_first, no retries), then the
+    caller's options (a ``grpc.service_config`` among them replaces `service_config`)."""
     if not max_message_mb > 0:
         raise ValueError(f"max_message_mb must be > 0, got {max_message_mb}")
     limit = min(int(max_message_mb * 1024 * 1024), 2**31 - 1)
-    return [
+    arguments: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", limit),
         ("grpc.max_receive_message_length", limit),
-        *options,
     ]
+    own_config = any(name == "grpc.service_config" for name, _ in options)
+    if service_config is not None and not own_config:
+        arguments += [
+            ("grpc.service_config", json.dumps(service_config)),
+            ("grpc.enable_retries", 1),
+            ("grpc.per_rpc_retry_buffer_size", min(RETRY_BUFFER_BYTES, limit)),
+        ]
+    return [*arguments, *options]
+
+
+def _with_min_version(request: Any, version: int | None) -> Any:
+    """Set `request.min_parameter_version` (None: leave it absent); TypeError/ValueError for a
+    value that is not a version."""
+    if version is None:
+        return request
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(f"min_parameter_version must be an int, got {type(version).__name__}")
+    if version < 0:
+        raise ValueError(f"min_parameter_version must be >= 0, got {version}")
+    request.min_parameter_version = version
+    return request
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +307,7 @@ class ClientCore:
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         timeout: float | None = None,
         max_message_mb: float = DEFAULT_MAX_MESSAGE_MB,
@@ -225,11 +315,16 @@ class ClientCore:
         options: Sequence[tuple[str, Any]] = (),
         compression: grpc.Compression | None = None,
         token: str | None = None,
+        service_config: Mapping[str, Any] | None = DEFAULT_SERVICE_CONFIG,
     ) -> None:
         """Open a channel to `target` (no connection is made until the first call).
 
         Args:
-            target: server address, e.g. ``"localhost:50051"``.
+            target: server address, e.g. ``"localhost:50051"``; a ``"dns:///name:port"`` name
+                that resolves to several servers (e.g. a Kubernetes headless Service of
+                replicas); or a list of ``"ip:port"`` (e.g. ``["10.0.0.7:50051",
+                "10.0.0.8:50051"]``). Calls are balanced round-robin over the servers
+                (`DEFAULT_SERVICE_CONFIG`).
             timeout: default deadline of every call, in seconds (None = no deadline); a call's
                 own ``timeout`` argument takes precedence.
             max_message_mb: largest request or response this client sends or accepts, in MiB.
@@ -239,8 +334,13 @@ class ClientCore:
             compression: channel-wide compression (e.g. ``grpc.Compression.Gzip``).
             token: bearer token for a server started with an auth token (sent as the
                 ``authorization`` metadata of every call).
+            service_config: the gRPC service config (a JSON-like dict): by default round-robin
+                over the target's servers, to SERVING ones only, with up to 5 attempts of a call
+                answered UNAVAILABLE (`DEFAULT_SERVICE_CONFIG`); None = gRPC's defaults
+                (pick_first, no retries).
         """
-        opts = channel_options(max_message_mb, options)
+        opts = channel_options(max_message_mb, options, service_config)
+        target = channel_target(target)
         if credentials is None:
             self._channel = self._channels.insecure_channel(
                 target, options=opts, compression=compression
@@ -291,6 +391,7 @@ class ClientCore:
         in_keys: Sequence[str] | None = None,
         recompute_values: bool = False,
         torchrl_shapes: bool = False,
+        min_parameter_version: int | None = None,
         timeout: float | None = None,
         **arrays: Any,
     ) -> Steps[AdvantageResult[Any] | TensorDictBase]:
@@ -338,6 +439,11 @@ class ClientCore:
             torchrl_shapes: arrays only: every per-step array is TorchRL's [*B, T, 1], and the
                 results are too. Without it a [*B, T, 1] reward is refused when an observation
                 or another per-step array shows that the 1 is TorchRL's feature dimension.
+            min_parameter_version: read-your-writes: compute with this parameter version or a
+                later one (e.g. the ``new_parameter_version`` of your last update). A replica
+                that does not hold it yet waits for it briefly, then answers UNAVAILABLE, which
+                the client retries on the next server; the learner answers
+                FailedPreconditionError for a version it has not reached.
             timeout: deadline in seconds for this call (None = the client's default).
             **arrays: the batch's arrays (above). Until the next release the previous knob
                 keywords (``gamma=``, ``lmbda=``, …) still work, with a DeprecationWarning.
@@ -363,7 +469,8 @@ class ClientCore:
             torchrl_shapes=torchrl_shapes,
             **arrays,
         )
-        response = yield Unary("ComputeAdvantage", prepared.request, timeout)
+        request = _with_min_version(prepared.request, min_parameter_version)
+        response = yield Unary("ComputeAdvantage", request, timeout)
         return decode_response(response, prepared.output)
 
     def _compute_loss(
@@ -380,6 +487,7 @@ class ClientCore:
         in_keys: Sequence[str] | None = None,
         recompute_advantage: bool = False,
         torchrl_shapes: bool = False,
+        min_parameter_version: int | None = None,
         timeout: float | None = None,
         **arrays: Any,
     ) -> Steps[LossResult]:
@@ -417,7 +525,8 @@ class ClientCore:
             expected_parameter_version: refuse (FailedPreconditionError) unless the model is at
                 this version (compare-and-set for learners that must not step on stale data;
                 checked with or without ``apply_update``).
-            model, form, in_keys, torchrl_shapes, timeout: as for `compute_advantage`.
+            model, form, in_keys, torchrl_shapes, min_parameter_version, timeout: as for
+                `compute_advantage`.
             recompute_advantage: ignore the TensorDict's advantage and value_target.
             **arrays: the batch's arrays (above). Until the next release the previous knob
                 keywords (``clip_epsilon=``, ``entropy_coeff=``, …, ``estimator_options=``)
@@ -451,7 +560,8 @@ class ClientCore:
             torchrl_shapes=torchrl_shapes,
             **arrays,
         )
-        response = yield Unary("ComputeLoss", prepared.request, timeout)
+        request = _with_min_version(prepared.request, min_parameter_version)
+        response = yield Unary("ComputeLoss", request, timeout)
         return decode_loss_response(response)
 
     def _get_parameters(
@@ -462,6 +572,7 @@ class ClientCore:
         as_: As = "numpy",
         device: Any = None,
         max_chunk_bytes: int = 0,
+        min_parameter_version: int | None = None,
         timeout: float | None = None,
     ) -> Steps[Parameters]:
         """Pull a model's parameters: ``version, tensors = client.get_parameters()``.
@@ -473,6 +584,7 @@ class ClientCore:
             device: torch only: where to put the tensors (default CPU).
             max_chunk_bytes: largest raw data per streamed chunk (0 = the server's default
                 and maximum, 1 MiB); larger tensors arrive in flat pieces and are reassembled.
+            min_parameter_version: this version or a later one (see `compute_advantage`).
             timeout: deadline in seconds for the whole stream.
 
         Returns:
@@ -484,6 +596,7 @@ class ClientCore:
             AdvantageServiceError: the RPC failed.
         """
         request = parameters_request(model, prefixes, max_chunk_bytes, as_)
+        request = _with_min_version(request, min_parameter_version)
         assembler = ParameterAssembler(as_, device)
         yield ServerStream("GetParameters", request, timeout, assembler.add)
         return assembler.result()

@@ -8,6 +8,7 @@ import grpc
 
 from advantage_client._core import (
     DEFAULT_MAX_MESSAGE_MB,
+    DEFAULT_SERVICE_CONFIG,
     ClientCore,
     Finished,
     Step,
@@ -15,10 +16,17 @@ from advantage_client._core import (
     Unary,
     advance,
     channel_options,
+    channel_target,
     rpc_errors,
 )
 
-__all__ = ["DEFAULT_MAX_MESSAGE_MB", "AdvantageClient", "channel_options"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_MB",
+    "DEFAULT_SERVICE_CONFIG",
+    "AdvantageClient",
+    "channel_options",
+    "channel_target",
+]
 
 
 class AdvantageClient(ClientCore):

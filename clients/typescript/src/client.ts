@@ -1,5 +1,6 @@
 /** Promise-based client of advantage-service (grpc-js, the contract loaded at runtime). */
 import * as grpc from "@grpc/grpc-js";
+import { isIP } from "node:net";
 import { AdvantageServiceError } from "./errors";
 import { loadProto } from "./proto";
 import {
@@ -31,6 +32,66 @@ import {
 
 /** Default cap on request and response sizes, in MiB (gRPC's own default is 4 MiB). */
 export const DEFAULT_MAX_MESSAGE_MB = 256;
+
+const SERVICE = "advantage.v1.AdvantageService";
+/**
+ * The gRPC service config the client uses unless told otherwise: round_robin over every address
+ * of the target (a list of servers, or a dns:/// name that resolves to several), and up to 5
+ * attempts of a call answered UNAVAILABLE (a server stopping or gone, a replica that does not
+ * hold the model or the minParameterVersion yet), each on the next server. SetParameters is never
+ * retried; give an applyUpdate call expectedParameterVersion so that a retry of a step that was
+ * applied fails instead of stepping twice. (grpc-js has no client-side health checking: a replica
+ * still copying its learner's parameters answers UNAVAILABLE, and the call is retried.)
+ */
+export const DEFAULT_SERVICE_CONFIG = {
+  loadBalancingConfig: [{ round_robin: {} }],
+  healthCheckConfig: { serviceName: SERVICE },
+  methodConfig: [
+    {
+      name: [{ service: SERVICE }],
+      retryPolicy: {
+        maxAttempts: 5,
+        initialBackoff: "0.05s",
+        maxBackoff: "1s",
+        backoffMultiplier: 2,
+        retryableStatusCodes: ["UNAVAILABLE"],
+      },
+    },
+    { name: [{ service: SERVICE, method: "SetParameters" }] },
+  ],
+};
+/** Requests up to this size can be retried (gRPC keeps a copy of each until it is answered). */
+const RETRY_BUFFER_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The gRPC target for `target`: a string as it is ("host:port", "dns:///name:port", …); a list of
+ * "ip:port" as one "ipv4:///a:p,b:q" (or "ipv6:///[a]:p,…") target, so that the channel balances
+ * over them. gRPC resolves no list of names: use a dns:/// name that resolves to every server.
+ */
+export function channelTarget(target: string | readonly string[]): string {
+  if (typeof target === "string") return target;
+  if (!Array.isArray(target) || target.length === 0 || target.some((t) => typeof t !== "string")) {
+    throw new TypeError(`target: expected "host:port" or a non-empty list of them, got ${JSON.stringify(target)}`);
+  }
+  const families = new Set<number>();
+  for (const address of target) {
+    const cut = address.lastIndexOf(":");
+    const host = cut < 0 ? "" : address.slice(0, cut);
+    const port = cut < 0 ? "" : address.slice(cut + 1);
+    const bracketed = host.startsWith("[") && host.endsWith("]");
+    const bare = bracketed ? host.slice(1, -1) : host;
+    const family = isIP(bare);
+    if (!/^\d+$/.test(port) || family === 0 || (family === 6) !== bracketed) {
+      throw new TypeError(
+        `target: ${JSON.stringify(address)} in a list is not "ip:port" ("[ipv6]:port"); a list holds IP ` +
+          `addresses only, use a "dns:///name:port" target for a name that resolves to every server`,
+      );
+    }
+    families.add(family);
+  }
+  if (families.size > 1) throw new TypeError(`target: mixes IPv4 and IPv6 addresses ${target.join(", ")}; use one family`);
+  return `ipv${[...families][0]}:///${target.join(",")}`;
+}
 /** Largest raw_data per parameter chunk (the server's maximum too). */
 export const MAX_CHUNK_BYTES = 1 << 20;
 
@@ -50,6 +111,9 @@ export interface ClientOptions {
   protoPath?: string;
   /** Bearer token for a server started with an auth token (sent with every call). */
   token?: string;
+  /** The gRPC service config (load balancing, retries): DEFAULT_SERVICE_CONFIG unless given;
+   * null = gRPC's defaults (pick_first, no retries). */
+  serviceConfig?: object | null;
 }
 
 /** TLS settings, each a PEM string or Buffer (read the files with fs.readFileSync). */
@@ -78,14 +142,24 @@ export interface CallOptions {
   deadlineMs?: number;
 }
 
-export interface ComputeAdvantageArgs extends TrajectoryArgs, EstimatorKnobs, CallOptions {
+export interface ReadOptions {
+  /**
+   * Read-your-writes: compute with this parameter version or a later one (e.g. the
+   * newParameterVersion of your last update). A replica that does not hold it yet waits briefly,
+   * then answers UNAVAILABLE, which the client retries on the next server; the learner answers
+   * FAILED_PRECONDITION for a version it has not reached.
+   */
+  minParameterVersion?: number;
+}
+
+export interface ComputeAdvantageArgs extends TrajectoryArgs, EstimatorKnobs, CallOptions, ReadOptions {
   /** "gae" (default), "td0", "td1", "td_lambda" or "vtrace"; KNOBS lists each one's knobs. */
   estimator?: Estimator;
   /** Model name; "" / undefined = the server's default model. */
   model?: string;
 }
 
-export interface ComputeLossArgs extends TrajectoryArgs, EstimatorKnobs, CallOptions {
+export interface ComputeLossArgs extends TrajectoryArgs, EstimatorKnobs, CallOptions, ReadOptions {
   /** Estimator of the advantage (unset = GAE with the model's γ, λ; knobs alone imply "gae"). */
   estimator?: Estimator;
   /** Loss (unset = "ppo_clip" with TorchRL's defaults). */
@@ -104,7 +178,7 @@ export interface ComputeLossArgs extends TrajectoryArgs, EstimatorKnobs, CallOpt
   model?: string;
 }
 
-export interface GetParametersOptions extends CallOptions {
+export interface GetParametersOptions extends CallOptions, ReadOptions {
   /** Only names starting with one of these (e.g. "actor_network."). */
   prefixes?: string[];
   /** Largest raw_data per chunk (default and maximum 1 MiB). */
@@ -118,7 +192,18 @@ export interface SetParametersOptions extends CallOptions {
   maxChunkBytes?: number;
 }
 
-const ADVANTAGE_ARGS = [...TRAJECTORY_ARGS, ...KNOB_ARGS, "estimator", "model", "deadlineMs"];
+const ADVANTAGE_ARGS = [
+  ...TRAJECTORY_ARGS, ...KNOB_ARGS, "estimator", "model", "deadlineMs", "minParameterVersion",
+];
+
+/** Sets request.min_parameter_version (undefined: absent); RangeError for a non-version. */
+function withMinVersion<T extends Record<string, unknown>>(request: T, version: number | undefined): T {
+  if (version === undefined) return request;
+  if (!Number.isSafeInteger(version) || version < 0) {
+    throw new RangeError(`minParameterVersion must be an integer >= 0, got ${version}`);
+  }
+  return { ...request, min_parameter_version: version };
+}
 const LOSS_ARGS = [
   ...ADVANTAGE_ARGS, "loss", "lossOptions", "advantage", "valueTarget", "behaviourDistribution",
   "applyUpdate", "expectedParameterVersion",
@@ -144,7 +229,12 @@ export class AdvantageClient {
   private readonly deadlineMs: number | undefined;
   private readonly token: string | undefined;
 
-  constructor(target: string, options: ClientOptions = {}) {
+  /**
+   * `target`: "host:port"; a "dns:///name:port" name that resolves to several servers (e.g. a
+   * Kubernetes headless Service of replicas); or a list of "ip:port". Calls are balanced
+   * round-robin over the servers, with retries of UNAVAILABLE (DEFAULT_SERVICE_CONFIG).
+   */
+  constructor(target: string | readonly string[], options: ClientOptions = {}) {
     const mb = options.maxMessageMb ?? DEFAULT_MAX_MESSAGE_MB;
     if (!(mb > 0)) throw new RangeError(`maxMessageMb must be > 0, got ${mb}`);
     const limit = Math.min(Math.floor(mb * 1024 * 1024), 2 ** 31 - 1);
@@ -154,12 +244,23 @@ export class AdvantageClient {
     const credentials =
       options.credentials ?? tlsCredentials(options.tls) ?? grpc.credentials.createInsecure();
     const { Service } = loadProto(options.protoPath);
-    this.stub = new Service(target, credentials, {
+    const channelTargetString = channelTarget(target);
+    const serviceConfig = options.serviceConfig === undefined ? DEFAULT_SERVICE_CONFIG : options.serviceConfig;
+    const balancing: grpc.ChannelOptions =
+      serviceConfig === null
+        ? {}
+        : {
+            "grpc.service_config": JSON.stringify(serviceConfig),
+            "grpc.enable_retries": 1,
+            "grpc.per_rpc_retry_buffer_size": Math.min(RETRY_BUFFER_BYTES, limit),
+          };
+    this.stub = new Service(channelTargetString, credentials, {
       "grpc.max_send_message_length": limit,
       "grpc.max_receive_message_length": limit,
+      ...balancing,
       ...options.channelOptions,
     }) as grpc.Client & Record<string, any>;
-    this.target = target;
+    this.target = channelTargetString;
     this.deadlineMs = options.deadlineMs;
     this.token = options.token;
   }
@@ -218,11 +319,14 @@ export class AdvantageClient {
     const estimator = args.estimator ?? "gae";
     const knobs = pickKnobs(args as unknown as Record<string, unknown>);
     checkKnobs(estimator, knobs);
-    const request = {
-      model_name: args.model ?? "",
-      trajectory: buildTrajectory(args),
-      ...buildEstimator(estimator, knobs, args.reward),
-    };
+    const request = withMinVersion(
+      {
+        model_name: args.model ?? "",
+        trajectory: buildTrajectory(args),
+        ...buildEstimator(estimator, knobs, args.reward),
+      },
+      args.minParameterVersion,
+    );
     const res = await this.unary("ComputeAdvantage", request, args.deadlineMs);
     return advantageResultFromWire(res);
   }
@@ -259,17 +363,20 @@ export class AdvantageClient {
     if (args.expectedParameterVersion !== undefined) {
       request["expected_parameter_version"] = args.expectedParameterVersion;
     }
-    const res = await this.unary("ComputeLoss", request, args.deadlineMs);
+    const res = await this.unary("ComputeLoss", withMinVersion(request, args.minParameterVersion), args.deadlineMs);
     return lossResultFromWire(res);
   }
 
   /** A consistent snapshot of a model's parameters ("" = the default model), reassembled. */
   async getParameters(model = "", options: GetParametersOptions = {}): Promise<Parameters> {
-    const request = {
-      model_name: model,
-      max_chunk_bytes: options.maxChunkBytes ?? 0,
-      prefixes: options.prefixes ?? [],
-    };
+    const request = withMinVersion(
+      {
+        model_name: model,
+        max_chunk_bytes: options.maxChunkBytes ?? 0,
+        prefixes: options.prefixes ?? [],
+      },
+      options.minParameterVersion,
+    );
     const call: grpc.ClientReadableStream<any> = this.stub["GetParameters"](
       request,
       this.metadata(),

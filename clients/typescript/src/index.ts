@@ -4,7 +4,9 @@
  */
 export {
   AdvantageClient,
+  channelTarget,
   DEFAULT_MAX_MESSAGE_MB,
+  DEFAULT_SERVICE_CONFIG,
   MAX_CHUNK_BYTES,
   tlsCredentials,
   type CallOptions,
@@ -12,6 +14,7 @@ export {
   type ComputeAdvantageArgs,
   type ComputeLossArgs,
   type GetParametersOptions,
+  type ReadOptions,
   type SetParametersOptions,
   type TlsOptions,
 } from "./client";

@@ -86,6 +86,12 @@ REQUEST_SCHEMA: dict[str, Any] = {
             },
             "required": ["next.reward", "next.done"],
         },
+        "min_parameter_version": {
+            "type": "integer",
+            "description": "Read-your-writes: compute with this parameter version or a later "
+            "one. A learner that has not reached it answers 412; a replica waits up to 5 s, "
+            "then answers 503.",
+        },
     },
 }
 
@@ -143,10 +149,16 @@ ADVANTAGE_OPENAPI: dict[str, Any] = {
             "(PERMISSION_DENIED)."
         ),
         "404": _error("Unknown model (NOT_FOUND)."),
-        "412": _error("The model lacks something the request needs (FAILED_PRECONDITION)."),
+        "412": _error(
+            "The model lacks something the request needs, a write reached a replica, or the "
+            "learner has not reached min_parameter_version (FAILED_PRECONDITION)."
+        ),
         "413": _error("Body over the server's --max-message-mb (RESOURCE_EXHAUSTED)."),
         "415": _error("Content-Type is not application/json (INVALID_ARGUMENT)."),
-        "503": _error("Server draining (UNAVAILABLE)."),
+        "503": _error(
+            "Server draining, or a replica without the model or min_parameter_version yet "
+            "(UNAVAILABLE)."
+        ),
     },
 }
 

@@ -2,6 +2,9 @@
 //
 // A thin typed layer over the generated stubs: tensor encode/decode helpers and a blocking
 // `Client::ComputeAdvantage`. Every other RPC is reachable through `Client::stub()`.
+// A client balances its calls round-robin over every server of its target (a list of
+// "ip:port", or a "dns:///name:port" that resolves to several replicas) and retries a call
+// answered UNAVAILABLE on the next server: DefaultServiceConfig().
 // Tensors on the wire are dtype + shape + raw little-endian row-major bytes (proto/README.md).
 #pragma once
 
@@ -93,6 +96,10 @@ struct AdvantageRequest {
   std::optional<double> gamma;  // absent = the model's default
   std::optional<double> lmbda;  // absent = the model's default (not used by td0/td1)
   Form form = Form::kFull;
+  // Read-your-writes: compute with this parameter version or a later one. A replica that does
+  // not hold it yet waits briefly, then answers UNAVAILABLE (retried on the next server); the
+  // learner answers FAILED_PRECONDITION for a version it has not reached.
+  std::optional<int64_t> min_parameter_version;
   // Per-call deadline; zero or negative = none.
   std::chrono::milliseconds deadline{std::chrono::seconds(30)};
 };
@@ -126,13 +133,29 @@ struct TlsOptions {
 // cannot be read.
 std::string ReadFile(const std::string& path);
 
+// The gRPC service config of the Client's channels (JSON): round_robin over every address of
+// the target, only to servers whose gRPC health is SERVING, and up to 5 attempts of a call
+// answered UNAVAILABLE, each on the next server (SetParameters is never retried; give an
+// apply_update ComputeLoss expected_parameter_version so that a retried step cannot apply twice).
+std::string DefaultServiceConfig();
+
+// The gRPC target for a list of servers: one "ipv4:///a:p,b:q" (or "ipv6:///[a]:p,...")
+// target; a list of one is returned as it is. Throws std::invalid_argument for an empty list, an
+// entry that is not "ip:port" ("[ipv6]:port"; use a "dns:///name:port" target for names) or a
+// list mixing IPv4 and IPv6.
+std::string ChannelTarget(const std::vector<std::string>& targets);
+
 class Client {
  public:
-  // Plaintext channel to "host:port", with 256 MiB send/receive limits (as the Python client).
+  // Plaintext channel to `target` ("host:port", or "dns:///name:port"), with 256 MiB
+  // send/receive limits (as the Python client) and DefaultServiceConfig().
   explicit Client(const std::string& target);
-  // TLS channel (grpc::SslCredentials) to "host:port", with the same limits. Throws
+  // TLS channel (grpc::SslCredentials) to `target`, with the same limits. Throws
   // std::invalid_argument when only one of private_key and certificate_chain is given.
   Client(const std::string& target, const TlsOptions& tls);
+  // The same over a list of servers ("ip:port" each, see ChannelTarget), balanced round-robin.
+  explicit Client(const std::vector<std::string>& targets);
+  Client(const std::vector<std::string>& targets, const TlsOptions& tls);
   // Any channel (TLS, custom arguments, ...).
   explicit Client(std::shared_ptr<grpc::Channel> channel);
 

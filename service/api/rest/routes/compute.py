@@ -18,6 +18,7 @@ from service.models.model import Model
 from service.runtime import Runtime
 from service.runtime.call import CallState
 from service.wire import json as convert
+from service.wire.requests import min_version
 
 router = APIRouter(prefix="/v1", tags=["compute"])
 
@@ -56,6 +57,10 @@ async def _compute(
             return body, message, (time.perf_counter() - started) * 1e3
 
         body, message, json_ms = await context.in_json_worker(read)
+        minimum = min_version(message)
+        if minimum is not None:  # a replica waits for it here, on the loop (REST: at most 5 s)
+            model = context.runtime.model(message.model_name)
+            await context.runtime.wait_for_version(model, minimum, None)
         with context.admission.admit(len(data), CallState()):
             reply = await context.in_worker(lambda: handle(context.runtime, message))
         content = await context.in_json_worker(lambda: json_bytes(encode(reply, body, json_ms)))

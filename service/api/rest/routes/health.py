@@ -19,11 +19,17 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(context: Context) -> JSONResponse:
-    """Readiness: models loaded, kernels warmed up, not draining (503 otherwise)."""
+    """Readiness: models loaded, kernels warmed up, not draining, and on a replica its first
+    copy of the learner's current versions installed (503 otherwise: "syncing")."""
     now = context.state()
     registry = context.runtime.registry
     ready = now == "serving" and len(registry) > 0
-    body = {"status": "ready" if ready else now, "models": [m.name for m in registry]}
+    body: dict[str, object] = {
+        "status": "ready" if ready else now,
+        "models": [m.name for m in registry],
+    }
+    if context.runtime.learner is not None:
+        body["replica_of"] = context.runtime.learner
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -171,7 +171,7 @@ class VTrace(_message.Message):
     def __init__(self, gamma: _Optional[_Union[Coefficient, _Mapping]] = ..., rho_thresh: _Optional[float] = ..., c_thresh: _Optional[float] = ..., lmbda: _Optional[float] = ..., rho_pg_thresh: _Optional[float] = ..., average_adv: _Optional[bool] = ...) -> None: ...
 
 class ComputeAdvantageRequest(_message.Message):
-    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace")
+    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "min_parameter_version")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     TRAJECTORY_FIELD_NUMBER: _ClassVar[int]
     TD0_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +179,7 @@ class ComputeAdvantageRequest(_message.Message):
     TD_LAMBDA_FIELD_NUMBER: _ClassVar[int]
     GAE_FIELD_NUMBER: _ClassVar[int]
     VTRACE_FIELD_NUMBER: _ClassVar[int]
+    MIN_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     trajectory: Trajectory
     td0: TD0
@@ -186,7 +187,8 @@ class ComputeAdvantageRequest(_message.Message):
     td_lambda: TDLambda
     gae: GAE
     vtrace: VTrace
-    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ...) -> None: ...
+    min_parameter_version: int
+    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., min_parameter_version: _Optional[int] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("decode_ms", "network_ms", "estimator_ms", "encode_ms")
@@ -373,7 +375,7 @@ class ImpalaLoss(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ..., rho_thresh: _Optional[float] = ..., c_thresh: _Optional[float] = ..., rho_pg_thresh: _Optional[float] = ..., entropy_coeff: _Optional[float] = ..., critic_coeff: _Optional[float] = ..., entropy_bonus: _Optional[bool] = ...) -> None: ...
 
 class ComputeLossRequest(_message.Message):
-    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version")
+    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version")
     class BehaviourDistributionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -399,6 +401,7 @@ class ComputeLossRequest(_message.Message):
     BEHAVIOUR_DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     APPLY_UPDATE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MIN_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     trajectory: Trajectory
     td0: TD0
@@ -417,7 +420,8 @@ class ComputeLossRequest(_message.Message):
     behaviour_distribution: _containers.MessageMap[str, Tensor]
     apply_update: bool
     expected_parameter_version: int
-    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ...) -> None: ...
+    min_parameter_version: int
+    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ...) -> None: ...
 
 class ComputeLossResponse(_message.Message):
     __slots__ = ("loss", "metrics", "model_name", "parameter_version", "updated", "new_parameter_version", "grad_norm", "timing")
@@ -447,14 +451,16 @@ class ComputeLossResponse(_message.Message):
     def __init__(self, loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., updated: _Optional[bool] = ..., new_parameter_version: _Optional[int] = ..., grad_norm: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
 
 class GetParametersRequest(_message.Message):
-    __slots__ = ("model_name", "max_chunk_bytes", "prefixes")
+    __slots__ = ("model_name", "max_chunk_bytes", "prefixes", "min_parameter_version")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    MIN_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     max_chunk_bytes: int
     prefixes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_name: _Optional[str] = ..., max_chunk_bytes: _Optional[int] = ..., prefixes: _Optional[_Iterable[str]] = ...) -> None: ...
+    min_parameter_version: int
+    def __init__(self, model_name: _Optional[str] = ..., max_chunk_bytes: _Optional[int] = ..., prefixes: _Optional[_Iterable[str]] = ..., min_parameter_version: _Optional[int] = ...) -> None: ...
 
 class NamedTensor(_message.Message):
     __slots__ = ("name", "shape", "offset", "data")
@@ -487,3 +493,17 @@ class SetParametersResponse(_message.Message):
     parameter_version: int
     tensors_updated: int
     def __init__(self, model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., tensors_updated: _Optional[int] = ...) -> None: ...
+
+class WatchModelsRequest(_message.Message):
+    __slots__ = ("model_names",)
+    MODEL_NAMES_FIELD_NUMBER: _ClassVar[int]
+    model_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModelVersion(_message.Message):
+    __slots__ = ("model_name", "parameter_version")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    parameter_version: int
+    def __init__(self, model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ...) -> None: ...

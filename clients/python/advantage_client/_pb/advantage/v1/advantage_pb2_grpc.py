@@ -66,6 +66,11 @@ class AdvantageServiceStub:
                 request_serializer=advantage_dot_v1_dot_advantage__pb2.ParameterChunk.SerializeToString,
                 response_deserializer=advantage_dot_v1_dot_advantage__pb2.SetParametersResponse.FromString,
                 _registered_method=True)
+        self.WatchModels = channel.unary_stream(
+                '/advantage.v1.AdvantageService/WatchModels',
+                request_serializer=advantage_dot_v1_dot_advantage__pb2.WatchModelsRequest.SerializeToString,
+                response_deserializer=advantage_dot_v1_dot_advantage__pb2.ModelVersion.FromString,
+                _registered_method=True)
 
 
 class AdvantageServiceServicer:
@@ -121,6 +126,17 @@ class AdvantageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchModels(self, request, context):
+        """Streams model versions: first the current parameter_version of every model watched, then one
+        message each time one of them commits a new version (an update, SetParameters, or on a
+        replica a newly installed copy). A watcher that reads slowly gets the latest version of each
+        model, not every intermediate one. The stream stays open until the client cancels or the
+        server stops. Replicas follow their learner with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdvantageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +169,11 @@ def add_AdvantageServiceServicer_to_server(servicer, server):
                     servicer.SetParameters,
                     request_deserializer=advantage_dot_v1_dot_advantage__pb2.ParameterChunk.FromString,
                     response_serializer=advantage_dot_v1_dot_advantage__pb2.SetParametersResponse.SerializeToString,
+            ),
+            'WatchModels': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchModels,
+                    request_deserializer=advantage_dot_v1_dot_advantage__pb2.WatchModelsRequest.FromString,
+                    response_serializer=advantage_dot_v1_dot_advantage__pb2.ModelVersion.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -318,6 +339,33 @@ class AdvantageService:
             '/advantage.v1.AdvantageService/SetParameters',
             advantage_dot_v1_dot_advantage__pb2.ParameterChunk.SerializeToString,
             advantage_dot_v1_dot_advantage__pb2.SetParametersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/advantage.v1.AdvantageService/WatchModels',
+            advantage_dot_v1_dot_advantage__pb2.WatchModelsRequest.SerializeToString,
+            advantage_dot_v1_dot_advantage__pb2.ModelVersion.FromString,
             options,
             channel_credentials,
             insecure,
