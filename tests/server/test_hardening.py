@@ -413,3 +413,19 @@ def test_a_step_refused_after_it_ran_restores_parameters_and_adam_state() -> Non
     assert commits == [1]
     assert all(torch.equal(a, b) for a, b in zip(before, parameters, strict=True))
     assert all(torch.equal(state[p][k], optimizer.state[p][k]) for p in state for k in state[p])
+
+
+def test_rpcs_past_max_concurrent_rpcs_are_refused() -> None:
+    slow = _SlowValue(2.0)
+    with running_server(
+        Settings(max_concurrent_rpcs=1), models={"demo": _model_with(slow)}
+    ) as server:
+        api = stub(server.target)
+        request = pb.ComputeAdvantageRequest(trajectory=full_trajectory(random_batch((1,), 4)))
+        slow.started.clear()  # the warm-up ran the network once
+        first = api.ComputeAdvantage.future(request, timeout=60)
+        assert slow.started.wait(30)  # one RPC is being handled
+        error = rpc_error(api.ListModels, pb.ListModelsRequest())
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        first.result()
+        assert api.ListModels(pb.ListModelsRequest(), timeout=30).models  # room again
