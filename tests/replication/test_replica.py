@@ -288,7 +288,10 @@ def test_replica_is_not_serving_until_it_holds_the_learners_version() -> None:
                 _, tensors = parameters(lapi)
                 lapi.SetParameters(iter(parameter_stream(perturbed(tensors, 4))), timeout=30)
                 wait_until(lambda: health(replica.target) == SERVING, "the replica's first copy")
-                assert model_version(rapi) == 1  # SERVING only with the learner's version
+                # SERVING only with a copy of the learner's: version 0 when the replica got in
+                # before the SetParameters above committed, else 1; then 1 in any case.
+                assert model_version(rapi) in (0, 1)
+                wait_until(lambda: model_version(rapi) == 1, "the learner's current version")
                 assert same_parameters(parameters(rapi), parameters(lapi))
                 first = watcher.next()
                 assert first in (("demo", 0), ("demo", 1))  # the learner's versions only
