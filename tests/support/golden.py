@@ -577,8 +577,8 @@ def model_cases() -> list[dict[str, Any]]:
          "expect": {"status": "OK", "model": _demo_model_info()}},
         {"name": "get_parameters_value_head", "rpc": "GetParameters",
          "input": {"model": "", "prefixes": ["value_network.4."], "max_chunk_bytes": 128},
-         "expect": {"status": "OK", "model_name": "demo", "parameter_version": 0,
-                    "parameters": head, "rtol": 0.0, "atol": 0.0}},
+         "expect": {"status": "OK", "parameter_version": 0, "parameters": head,
+                    "rtol": 0.0, "atol": 0.0}},
     ]  # fmt: skip
 
 
@@ -661,6 +661,71 @@ def request_type(rpc: str) -> type[Message]:
 def close(actual: float, expected: float, rtol: float, atol: float) -> bool:
     """|actual − expected| ≤ atol + rtol·|expected| (numpy's isclose rule), NaN never close."""
     return math.isfinite(actual) and abs(actual - expected) <= atol + rtol * abs(expected)
+
+
+def _tensor_problems(
+    where: str, actual: dict[str, Any] | None, expected: dict[str, Any], rtol: float, atol: float
+) -> list[str]:
+    if actual is None:
+        return [f"{where}: missing"]
+    if actual["dtype"] != expected["dtype"] or list(actual["shape"]) != expected["shape"]:
+        return [
+            f"{where}: {actual['dtype']} {list(actual['shape'])}, expected "
+            f"{expected['dtype']} {expected['shape']}"
+        ]
+    values = [float(x) for x in actual["values"]]
+    wrong = [
+        f"[{i}] {a!r} vs {e!r}"
+        for i, (a, e) in enumerate(zip(values, expected["values"], strict=True))
+        if not close(a, float(e), rtol, atol)
+    ]
+    return [f"{where}: {len(wrong)} values off: {', '.join(wrong[:4])}"] if wrong else []
+
+
+def compare_answer(case: dict[str, Any], answer: dict[str, Any]) -> list[str]:
+    """What in a client's `answer` disagrees with the case's `expect` (empty: it passes).
+
+    `answer` is the client's result in the shape of `expect`: `status` (canonical name) and
+    `message` for an error; else the fields `expect` lists, tensors as typed descriptions
+    (`described`), model descriptions in the proto's field and enum names, and `absent`: the
+    response fields the client reports unset."""
+    expect = case["expect"]
+    if answer.get("status") != expect["status"]:
+        return [f"status {answer.get('status')} ({answer.get('message', '')}), expected "
+                f"{expect['status']}"]  # fmt: skip
+    if expect["status"] != "OK":
+        message = answer.get("message", "")
+        return [f"message {message!r} lacks {part!r}" for part in expect["message_contains"]
+                if part not in message]  # fmt: skip
+    problems = []
+    rtol, atol = expect.get("rtol", 0.0), expect.get("atol", 0.0)
+    for key in ("model_name", "parameter_version", "updated", "models", "model"):
+        if key in expect and answer.get(key) != expect[key]:
+            problems.append(f"{key}: {answer.get(key)!r}, expected {expect[key]!r}")
+    for field, tensor in expect.get("tensors", {}).items():
+        problems += _tensor_problems(
+            field, answer.get("tensors", {}).get(field), tensor, rtol, atol
+        )
+    for field in expect.get("absent", []):
+        if field not in answer.get("absent", []):
+            problems.append(f"{field}: expected unset")
+    if "loss" in expect and not close(
+        float(answer.get("loss", math.nan)), expect["loss"], rtol, atol
+    ):
+        problems.append(f"loss: {answer.get('loss')!r}, expected {expect['loss']!r}")
+    for name, value in expect.get("metrics", {}).items():
+        actual = float(answer.get("metrics", {}).get(name, math.nan))
+        if not close(actual, value, rtol, atol):
+            problems.append(f"metrics[{name}]: {actual!r}, expected {value!r}")
+    if "parameters" in expect:
+        parameters = answer.get("parameters", {})
+        if sorted(parameters) != sorted(expect["parameters"]):
+            problems.append(
+                f"parameters: {sorted(parameters)}, expected {sorted(expect['parameters'])}"
+            )
+        for name, tensor in expect["parameters"].items():
+            problems += _tensor_problems(name, parameters.get(name), tensor, rtol, atol)
+    return problems
 
 
 # ---- check --------------------------------------------------------------------------------------
