@@ -13,11 +13,12 @@ from google.protobuf.message import Message
 from service.api import auth, handlers
 from service.api.rest import schema
 from service.api.rest.context import Context, RestContext, json_bytes, parse_json
-from service.errors import Unavailable
+from service.errors import ServiceError, Unavailable
 from service.models.model import Model
 from service.runtime import Runtime
 from service.runtime.call import CallState
 from service.wire import json as convert
+from service.wire.json_fields import with_rest_names
 from service.wire.requests import min_version
 
 router = APIRouter(prefix="/v1", tags=["compute"])
@@ -47,22 +48,29 @@ async def _compute(
             raise Unavailable("server: draining, takes no new requests")
         data = await context.read_body(request)
 
-        def read() -> tuple[Any, Message, float]:
+        def read() -> tuple[Any, Model, Message, float]:
             started = time.perf_counter()
             body = parse_json(data)
             call.estimator = convert.estimator_name(body, oneof) or "unknown"
             name = body.get("model_name") if isinstance(body, dict) else None
             model = context.runtime.model(name if isinstance(name, str) else "")
             message = decode(body, model)
-            return body, message, (time.perf_counter() - started) * 1e3
+            return body, model, message, (time.perf_counter() - started) * 1e3
 
-        body, message, json_ms = await context.in_json_worker(read)
+        def work() -> Message:
+            """The shared handler; its errors name the fields as the body wrote them."""
+            try:
+                return handle(context.runtime, message)
+            except ServiceError as error:
+                raise with_rest_names(error, body, model) from error.__cause__
+
+        body, model, message, json_ms = await context.in_json_worker(read)
         minimum = min_version(message)
         if minimum is not None:  # a replica waits for it here, on the loop (REST: at most 5 s)
             model = context.runtime.model(message.model_name)
             await context.runtime.wait_for_version(model, minimum, None)
         with context.admission.admit(len(data), CallState()):
-            reply = await context.in_worker(lambda: handle(context.runtime, message))
+            reply = await context.in_worker(work)
         content = await context.in_json_worker(lambda: json_bytes(encode(reply, body, json_ms)))
         call.done(reply)
         return Response(content, media_type="application/json")
