@@ -102,7 +102,11 @@ def _loss_request(scope: auth.Scope) -> Decode:
 async def compute_advantage(request: Request, context: Context) -> Response:
     """Advantage and value target of a batch of trajectories, as gRPC's ComputeAdvantage.
 
-    The body uses TorchRL's keys; see the schema and `service/wire/json.py`.
+    The trajectory uses TorchRL's keys and layout, time last: per-step tensors (`next.reward`,
+    `next.done`, values, log-probabilities) are [*B, T]; each model input (`observation`) is
+    [*B, T, *obs_shape] with the shape and dtype GET /v1/models lists. Without `state_value` and
+    `next.state_value` the server's value network computes them from the observations. Errors
+    name the field as the body wrote it (`trajectory.next.done`, `estimator.gamma`).
     """
     return await _compute(
         context,
@@ -119,8 +123,9 @@ async def compute_advantage(request: Request, context: Context) -> Response:
 async def compute_loss(request: Request, context: Context) -> Response:
     """A TorchRL/DI-engine loss (and optionally one update step), as gRPC's ComputeLoss.
 
-    The body is /v1/advantage's plus `loss`, `advantage`, `value_target`,
-    `behaviour_distribution`, `apply_update`, `expected_parameter_version`.
+    The body is /v1/advantage's (the actor scores `action` given the observations, so both are
+    needed) plus `loss`, `advantage`, `value_target`, `behaviour_distribution`, `apply_update`,
+    `expected_parameter_version`. Without `apply_update` nothing changes on the server.
     """
     return await _compute(
         context,
