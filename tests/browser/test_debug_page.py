@@ -187,6 +187,17 @@ def test_a_pasted_estimator_is_the_one_that_runs(browser, browser_server) -> Non
     assert plotted(browser, "advantage") == expected
     assert api(browser_server, {**body, "estimator": "gae"})["advantage"] != expected
 
+    # a body without an estimator runs the server's default, and the page says so
+    del body["estimator"]
+    paste(browser, json.dumps(body))
+    assert Select(browser.find_element(By.ID, "estimator")).first_selected_option.text == "GAE"
+    assert click_and_settle(browser, wait, "compute") == "plotted"
+    assert ran(browser) == (
+        "ran gae, the default estimator (gamma 0.99 (model default), lmbda 0.95 (model default))"
+    )
+    assert payload(browser) == body
+    assert plotted(browser, "advantage") == api(browser_server, body)["advantage"]
+
 
 def test_an_error_clears_the_chart(browser, browser_server) -> None:
     wait = open_page(browser, browser_server)

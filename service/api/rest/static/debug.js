@@ -95,12 +95,11 @@ function writePayload(body) {
 // The body's estimator as an object: absent → the server's default, a name → {name}.
 function estimatorOf(body) {
   const estimator = body.estimator;
-  if (estimator === undefined || estimator === null) return { name: DEFAULT_ESTIMATOR };
+  if (estimator === undefined || estimator === null) return { name: DEFAULT_ESTIMATOR, implicit: true };
   if (typeof estimator === "string") return { name: estimator };
   return { ...estimator };
 }
 
-// Show the body's estimator in the form (the form never holds a different one).
 function showEstimator(estimator) {
   const known = estimator.name in KNOBS;
   $("estimator").value = known ? estimator.name : "";
@@ -169,6 +168,11 @@ function onPayloadInput() {
   } catch {
     return; // half-typed; compute() says what is wrong
   }
+  showBody(body);
+}
+
+// The form shows the body's estimator and model (the form never holds different ones).
+function showBody(body) {
   showEstimator(estimatorOf(body));
   const name = typeof body.model_name === "string" ? body.model_name : "";
   $("model").value = name in models ? name : "";
@@ -205,7 +209,7 @@ async function loadSample() {
     const sample = await fetchJSON(`/debug/sample?${params}`);
     if (estimator !== undefined) sample.estimator = estimator;
     writePayload(sample);
-    showEstimator(estimatorOf(sample));
+    showBody(sample);
     document.body.dataset.sampleLoaded = "true";
     return true;
   } catch (error) {
@@ -233,7 +237,8 @@ function describeEstimator(estimator, modelName) {
       parts.push(`${knob} ${Array.isArray(value) ? "per-step" : JSON.stringify(value)}`);
     }
   }
-  return parts.length ? `${name} (${parts.join(", ")})` : name;
+  const label = estimator.implicit ? `${name}, the default estimator` : name;
+  return parts.length ? `${label} (${parts.join(", ")})` : label;
 }
 
 function clearChart() {
