@@ -238,6 +238,17 @@ def test_docs_render_offline(browser, browser_server) -> None:
             By.CSS_SELECTOR, ".opblock-summary-path[data-path='/v1/advantage']"
         )
     )
+    # /v1/loss, opened, shows its example body (built from the demo model) in Swagger UI
+    browser.find_element(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/v1/loss']").click()
+    shown = WebDriverWait(browser, 20).until(
+        lambda d: d.execute_script(
+            "const path = document.querySelector(\".opblock-summary-path[data-path='/v1/loss']\");"
+            "const text = path.closest('.opblock').innerText;"
+            "return text.includes('\"ppo_clip\"') ? text : null;"
+        )
+    )
+    assert "PPO (clip) on a generated trajectory for model 'demo'" in shown
+    assert '"next.observation"' in shown and '"sample_log_prob"' in shown
     origin = urlsplit(browser_server.url).netloc
     resources = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)"

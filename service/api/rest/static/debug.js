@@ -22,9 +22,14 @@ const AVERAGE_KNOB = {
   gae: "average_gae", vtrace: "average_adv",
 };
 // Knobs that, left out, take the model's default (GET /v1/models: "defaults").
-const MODEL_DEFAULT = { gamma: ["td0", "td1", "td_lambda", "gae", "vtrace"], lmbda: ["td_lambda", "gae"] };
+const MODEL_DEFAULT = {
+  gamma: ["td0", "td1", "td_lambda", "gae", "vtrace"],
+  lmbda: ["td_lambda", "gae"],
+};
 // Number inputs of the form, by knob.
-const NUMBER_INPUTS = { gamma: "gamma", lmbda: "lmbda", rho_thresh: "rho-thresh", c_thresh: "c-thresh" };
+const NUMBER_INPUTS = {
+  gamma: "gamma", lmbda: "lmbda", rho_thresh: "rho-thresh", c_thresh: "c-thresh",
+};
 const DEFAULT_ESTIMATOR = "gae"; // the server's, when the body has no "estimator"
 const $ = (id) => document.getElementById(id);
 const models = {}; // name → GET /v1/models entry
@@ -95,7 +100,9 @@ function writePayload(body) {
 // The body's estimator as an object: absent → the server's default, a name → {name}.
 function estimatorOf(body) {
   const estimator = body.estimator;
-  if (estimator === undefined || estimator === null) return { name: DEFAULT_ESTIMATOR, implicit: true };
+  if (estimator === undefined || estimator === null) {
+    return { name: DEFAULT_ESTIMATOR, implicit: true };
+  }
   if (typeof estimator === "string") return { name: estimator };
   return { ...estimator };
 }
@@ -222,7 +229,7 @@ async function generateAndCompute() {
   if (await loadSample()) await compute();
 }
 
-// "gae (gamma 0.99 model default, lmbda 0.95 model default, average_gae false)".
+// "td_lambda (gamma 0.9, lmbda 0.95 (model default), average_rewards false)".
 function describeEstimator(estimator, modelName) {
   const name = estimator.name;
   const defaults = (models[modelName] || {}).defaults || {};
