@@ -140,6 +140,7 @@ ERROR_CASES = [
     "done-alias",
     "done-missing",
     "next-state-value",
+    "state-value-alone",
     "unknown-model",
     "gamma-range",
     "rho-positive",
@@ -174,6 +175,12 @@ ERROR_CASES = [
             "trajectory.next.done",
         ),
         (both_state_values, 400, "trajectory.next_state_value", "trajectory.next.state_value"),
+        (
+            lambda b: b["trajectory"].update(state_value=[0.0] * STEPS),
+            400,
+            "trajectory.state_value / trajectory.next_state_value",
+            "trajectory.state_value / trajectory.next.state_value",
+        ),
         (lambda b: b.update(model_name="nope"), 404, "", ""),
         (
             lambda b: b.update(estimator={"name": "gae", "gamma": 1.5}),
