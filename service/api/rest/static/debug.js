@@ -257,6 +257,8 @@ function clearChart() {
 // An error replaces whatever was plotted: no chart from an earlier body stays on screen.
 function fail(message) {
   clearChart();
+  element("text", { class: "empty", x: 480, y: 190, "text-anchor": "middle" }, $("chart"))
+    .textContent = "nothing plotted: the last computation failed (see the message above)";
   showError(message);
   setState("error");
 }
