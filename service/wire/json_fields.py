@@ -55,6 +55,8 @@ def _knob_names() -> dict[str, str]:
 
 
 KNOB_NAMES = _knob_names()
+# A loss body's per-step fields outside the trajectory.
+_LOSS_PER_STEP = ("advantage", "value_target")
 
 
 def _dotted_keys(entries: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -108,10 +110,23 @@ def _renamed(text: str, names: Mapping[str, str]) -> str:
     return pattern.sub(lambda match: names[match.group(1)], text)
 
 
+def _squeezed(body: Any, message: str) -> bool:
+    """Whether `message` gives shapes of a per-step field that a torchrl_shapes body sent with a
+    trailing 1 (the checks see them without it)."""
+    if not isinstance(body, Mapping) or body.get("torchrl_shapes") is not True:
+        return False
+    field = message.partition(":")[0]
+    per_step = field.removeprefix("trajectory.") in PER_STEP_KEYS or field in _LOSS_PER_STEP
+    return per_step and "shape [" in message
+
+
 def with_rest_names(error: ServiceError, body: Any, model: Model) -> ServiceError:
     """`error` (from the shared handler, for the request converted from `body`) with the fields
-    named as the body wrote them; the same type, status and everything else."""
+    named as the body wrote them (and, for a torchrl_shapes body, a word on the shapes it
+    quotes); the same type, status and everything else."""
     message = _renamed(error.message, rest_field_names(body, model))
+    if _squeezed(body, message):
+        message += " (shapes without torchrl_shapes' trailing 1)"
     if message == error.message:
         return error
     renamed = copy.copy(error)

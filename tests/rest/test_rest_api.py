@@ -89,6 +89,26 @@ def test_batch_float64_and_given_values_equal_grpc(http: httpx.Client, rest_demo
     assert result["value_target"] == tensor_list(reply.value_target)
 
 
+def test_torchrl_shapes_errors_say_the_trailing_1_is_dropped(http: httpx.Client) -> None:
+    body = sample(http)
+    traj = body["trajectory"]
+    for key in ("next.reward", "next.done", "next.terminated", "sample_log_prob"):
+        traj[key] = [[value] for value in traj[key]]
+    traj["next.done"] = traj["next.done"][:-1]
+    response = http.post("/v1/advantage", json={**body, "torchrl_shapes": True})
+    assert response.status_code == 400
+    assert response.json()["message"] == (
+        f"trajectory.next.done: expected shape [{STEPS}] (the reward's [*B, T]), got "
+        f"[{STEPS - 1}] (shapes without torchrl_shapes' trailing 1)"
+    )
+    traj["next.done"] = [[False]] * STEPS
+    traj["observation"] = [[0.0, 0.0]] * STEPS  # not per-step: its shape is as sent
+    response = http.post("/v1/advantage", json={**body, "torchrl_shapes": True})
+    assert response.json()["message"] == (
+        f"trajectory.observation: expected shape [{STEPS}, 4] ([*B, T, *shape]), got [{STEPS}, 2]"
+    )
+
+
 def test_torchrl_shapes_and_nested_keys(http: httpx.Client) -> None:
     body = sample(http)
     plain = http.post("/v1/advantage", json=body).json()
