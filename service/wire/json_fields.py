@@ -96,7 +96,8 @@ def rest_field_names(body: Any, model: Model) -> dict[str, str]:
     if len(inputs) == 1:  # the map as a whole is the one input's key
         names["trajectory.observation"] = f"trajectory.{inputs[0]}"
         names["trajectory.next_observation"] = f"trajectory.next.{inputs[0]}"
-    else:
+    else:  # several: the message lists the keys, of the trajectory or of its `next`
+        names["trajectory.observation"] = "trajectory.*"
         names["trajectory.next_observation"] = "trajectory.next.*"
     return names
 

@@ -118,11 +118,14 @@ def test_errors_name_the_models_keys(http: httpx.Client, key: str, value, messag
     assert response.json()["message"].startswith(message), response.json()["message"]
 
 
-def test_a_missing_next_input_names_the_next_keys(http: httpx.Client) -> None:
+@pytest.mark.parametrize(
+    ("key", "field"), [("goal", "trajectory.*"), ("next.goal", "trajectory.next.*")]
+)
+def test_a_missing_input_lists_the_keys(http: httpx.Client, key: str, field: str) -> None:
     body = sample(http)
-    del body["trajectory"]["next.goal"]
+    del body["trajectory"][key]
     response = http.post("/v1/advantage", json=body)
     assert response.status_code == 400
     assert response.json()["message"] == (
-        "trajectory.next.*: expected keys ['goal', 'pixels'] (model 'reacher'), got ['pixels']"
+        f"{field}: expected keys ['goal', 'pixels'] (model 'reacher'), got ['pixels']"
     )
