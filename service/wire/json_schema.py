@@ -74,16 +74,21 @@ def knob_choices(
     of a compute body; `choices` is the registry (name → entry with `knobs`), `coefficient` the
     schema of a γ/λ-like knob."""
     members = _ONEOF_MESSAGES[oneof].DESCRIPTOR.oneofs_by_name[oneof].fields
-    objects = []
+    objects, every_name = [], []
     for member in members:
         if member.name not in choices:
             continue
-        schema = _knob_object(member.message_type, choices[member.name].knobs, coefficient)
+        entry = choices[member.name]
+        # A registry entry may accept other names for the same member (TorchRL's, e.g.).
+        names = [member.name, *getattr(entry, "torchrl_names", ())]
+        every_name.extend(names)
+        schema = _knob_object(member.message_type, entry.knobs, coefficient)
         schema["title"] = member.name
         schema["required"] = ["name"]
-        schema["properties"] = {"name": {"const": member.name}, **schema["properties"]}
+        name = {"const": member.name} if len(names) == 1 else {"enum": names}
+        schema["properties"] = {"name": name, **schema["properties"]}
         objects.append(schema)
-    return [{"enum": list(choices)}, *objects]
+    return [{"enum": every_name}, *objects]
 
 
 def _message(descriptor: Descriptor, notes: Mapping[str, str]) -> dict[str, Any]:
