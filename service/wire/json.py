@@ -677,7 +677,8 @@ def advantage_response_to_json(
 
 
 def message_to_json(message: Message) -> dict[str, Any]:
-    """A ListModels / GetModel response → JSON: proto field names, enums by name, int64 as numbers.
+    """A ListModels / GetModel response → JSON: proto field names, enums as requests spell them
+    (`"float32"`, `"categorical"`; see `_enum_json`), int64 as numbers.
 
     (Unlike protobuf's canonical JSON mapping, which writes int64 as strings; shapes and versions
     are small.) An unset sub-message with presence (ModelInfo.action without an actor) is null.
@@ -703,5 +704,19 @@ def _field_value(field: FieldDescriptor, value: Any) -> Any:
     if field.type == field.TYPE_MESSAGE:
         return message_to_json(value)
     if field.type == field.TYPE_ENUM:
-        return field.enum_type.values_by_number[value].name
+        return _enum_json(field, value)
     return value
+
+
+def _enum_json(field: FieldDescriptor, number: int) -> str | int:
+    """An enum value as REST requests spell it: lower case, without the enum's prefix.
+
+    DTYPE_FLOAT32 → "float32" (the dtype vocabulary's name, as in a request's "dtype"; gRPC keeps
+    the enum), DISTRIBUTION_CATEGORICAL → "categorical" (the manifest's), CRITIC_LOSS_SMOOTH_L1 →
+    "smooth_l1" (as a loss knob takes it). A number the enum does not name stays a number.
+    """
+    value = field.enum_type.values_by_number.get(number)
+    if value is None:
+        return number
+    prefix = field.enum_type.values[0].name.removesuffix("UNSPECIFIED")
+    return value.name.removeprefix(prefix).lower()

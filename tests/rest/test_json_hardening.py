@@ -246,14 +246,17 @@ def test_empty_lists_get_the_grpc_answer(http: httpx.Client, rest_demo_server) -
     with grpc_stub(rest_demo_server.grpc_target) as stub, pytest.raises(grpc.RpcError) as raised:
         stub.ComputeAdvantage(message)
     assert response.status_code == 400
-    assert response.json() == {"code": raised.value.code().name, "message": raised.value.details()}
+    details = raised.value.details()
+    assert details.startswith("trajectory.reward: ")
+    message = "trajectory.next.reward: " + details.removeprefix("trajectory.reward: ")
+    assert response.json() == {"code": raised.value.code().name, "message": message}
 
 
 def test_empty_bool_lists_are_empty_bool_tensors(http: httpx.Client) -> None:
     body = sample(http)
     body["trajectory"]["next.done"] = [[]]
     response = post(http, "/v1/advantage", body)
-    refused(response, "trajectory.done: expected shape")  # a shape error, not a type error
+    refused(response, "trajectory.next.done: expected shape")  # a shape error, not a type error
 
 
 # --- finding 10: REST's JSON work has its own threads --------------------------------------------

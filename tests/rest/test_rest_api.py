@@ -89,6 +89,26 @@ def test_batch_float64_and_given_values_equal_grpc(http: httpx.Client, rest_demo
     assert result["value_target"] == tensor_list(reply.value_target)
 
 
+def test_torchrl_shapes_errors_say_the_trailing_1_is_dropped(http: httpx.Client) -> None:
+    body = sample(http)
+    traj = body["trajectory"]
+    for key in ("next.reward", "next.done", "next.terminated", "sample_log_prob"):
+        traj[key] = [[value] for value in traj[key]]
+    traj["next.done"] = traj["next.done"][:-1]
+    response = http.post("/v1/advantage", json={**body, "torchrl_shapes": True})
+    assert response.status_code == 400
+    assert response.json()["message"] == (
+        f"trajectory.next.done: expected shape [{STEPS}] (the reward's [*B, T]), got "
+        f"[{STEPS - 1}] (shapes without torchrl_shapes' trailing 1)"
+    )
+    traj["next.done"] = [[False]] * STEPS
+    traj["observation"] = [[0.0, 0.0]] * STEPS  # not per-step: its shape is as sent
+    response = http.post("/v1/advantage", json={**body, "torchrl_shapes": True})
+    assert response.json()["message"] == (
+        f"trajectory.observation: expected shape [{STEPS}, 4] ([*B, T, *shape]), got [{STEPS}, 2]"
+    )
+
+
 def test_torchrl_shapes_and_nested_keys(http: httpx.Client) -> None:
     body = sample(http)
     plain = http.post("/v1/advantage", json=body).json()
@@ -113,25 +133,122 @@ def grpc_error(target: str, message: pb.ComputeAdvantageRequest) -> tuple[str, s
     return raised.value.code().name, raised.value.details()
 
 
+def both_state_values(body: dict[str, Any]) -> None:
+    traj = body["trajectory"]
+    traj["state_value"] = [0.0] * STEPS
+    traj["next.state_value"] = [0.0] * (STEPS - 1)
+
+
+def nested_done(body: dict[str, Any]) -> None:
+    traj = body["trajectory"]
+    traj["next"] = {"done": traj.pop("next.done")[:-1]}
+
+
+def flat_keys(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with {"next": {...}} and "done" written as "next.<key>" (for `grpc_request`)."""
+    traj = dict(body["trajectory"])
+    nested = traj.pop("next", {})
+    traj.update({f"next.{key}": value for key, value in nested.items()})
+    if "done" in traj:
+        traj["next.done"] = traj.pop("done")
+    return {**body, "trajectory": traj}
+
+
+ERROR_CASES = [
+    "done-shape",
+    "nested-done",
+    "done-alias",
+    "done-missing",
+    "next-state-value",
+    "state-value-alone",
+    "unknown-model",
+    "gamma-range",
+    "rho-positive",
+    "vtrace-mu",
+    "next-obs",
+    "obs-shape",
+]
+
+
+# (mutation, status, the field as gRPC names it, as the REST body wrote it): the same check, the
+# same message, with the user's own field name.
 @pytest.mark.parametrize(
-    ("mutate", "status"),
+    ("mutate", "status", "grpc_field", "rest_field"),
     [
-        (lambda b: b["trajectory"].update({"next.done": b["trajectory"]["next.done"][:-1]}), 400),
-        (lambda b: b.update(model_name="nope"), 404),
-        (lambda b: b.update(estimator={"name": "gae", "gamma": 1.5}), 400),
-        (lambda b: b.update(estimator={"name": "vtrace", "rho_thresh": -1.0}), 400),
-        (lambda b: b["trajectory"].pop("sample_log_prob") and b.update(estimator="vtrace"), 400),
-        (lambda b: b["trajectory"].pop("next.observation"), 400),
+        (
+            lambda b: b["trajectory"].update({"next.done": b["trajectory"]["next.done"][:-1]}),
+            400,
+            "trajectory.done",
+            "trajectory.next.done",
+        ),
+        (nested_done, 400, "trajectory.done", "trajectory.next.done"),
+        (
+            lambda b: b["trajectory"].update({"done": b["trajectory"].pop("next.done")[:-1]}),
+            400,
+            "trajectory.done",
+            "trajectory.done",
+        ),
+        (
+            lambda b: b["trajectory"].pop("next.done"),
+            400,
+            "trajectory.done",
+            "trajectory.next.done",
+        ),
+        (both_state_values, 400, "trajectory.next_state_value", "trajectory.next.state_value"),
+        (
+            lambda b: b["trajectory"].update(state_value=[0.0] * STEPS),
+            400,
+            "trajectory.state_value / trajectory.next_state_value",
+            "trajectory.state_value / trajectory.next.state_value",
+        ),
+        (lambda b: b.update(model_name="nope"), 404, "", ""),
+        (
+            lambda b: b.update(estimator={"name": "gae", "gamma": 1.5}),
+            400,
+            "gae.gamma.scalar",
+            "estimator.gamma",
+        ),
+        (
+            lambda b: b.update(estimator={"name": "vtrace", "rho_thresh": -1.0}),
+            400,
+            "vtrace.rho_thresh",
+            "estimator.rho_thresh",
+        ),
+        (
+            lambda b: b["trajectory"].pop("sample_log_prob") and b.update(estimator="vtrace"),
+            400,
+            "trajectory.sample_log_prob",
+            "trajectory.sample_log_prob",
+        ),
+        (
+            lambda b: b["trajectory"].pop("next.observation"),
+            400,
+            "trajectory.next_observation",
+            "trajectory.next.observation",
+        ),
+        (
+            lambda b: b["trajectory"].update(observation=[[0.0, 0.0]] * STEPS),
+            400,
+            "trajectory.observation['observation']",
+            "trajectory.observation",
+        ),
     ],
-    ids=["done-shape", "unknown-model", "gamma-range", "rho-positive", "vtrace-mu", "next-obs"],
+    ids=ERROR_CASES,
 )
-def test_same_errors_as_grpc(http: httpx.Client, rest_demo_server, mutate, status: int) -> None:
+def test_same_errors_as_grpc_in_the_bodys_names(
+    http: httpx.Client, rest_demo_server, mutate, status: int, grpc_field: str, rest_field: str
+) -> None:
     body = sample(http)
     mutate(body)
     response = http.post("/v1/advantage", json=body)
     assert response.status_code == status, response.text
-    code, details = grpc_error(rest_demo_server.grpc_target, grpc_request(body))
-    assert response.json() == {"code": code, "message": details}
+    code, details = grpc_error(rest_demo_server.grpc_target, grpc_request(flat_keys(body)))
+    rest = response.json()
+    if grpc_field:
+        assert details.startswith((f"{grpc_field}:", f"{grpc_field} ")), details
+        assert rest["message"].startswith((f"{rest_field}:", f"{rest_field} ")), rest["message"]
+        details = details.replace(grpc_field, rest_field)
+    assert rest == {"code": code, "message": details}
 
 
 @pytest.mark.parametrize(
@@ -152,7 +269,7 @@ def test_same_errors_as_grpc(http: httpx.Client, rest_demo_server, mutate, statu
             '{"torchrl_shapes": true, "trajectory": {"next.reward": [1.0]}}',
             "trajectory.next.reward: expected shape [*B, T, 1]",
         ),
-        ('{"trajectory": {"next.done": [true]}}', "trajectory.reward: required"),
+        ('{"trajectory": {"next.done": [true]}}', "trajectory.next.reward: required"),
     ],
 )
 def test_json_errors_name_the_field(http: httpx.Client, payload: str, field: str) -> None:
@@ -165,16 +282,32 @@ def test_json_errors_name_the_field(http: httpx.Client, payload: str, field: str
     assert body["message"].startswith(field), body["message"]
 
 
-def test_models_match_grpc(http: httpx.Client, rest_demo_server) -> None:
+def test_models_match_grpc_with_requests_spellings(http: httpx.Client, rest_demo_server) -> None:
+    """GET /v1/models is ListModels; dtypes and enums are spelled as requests spell them."""
     with grpc_stub(rest_demo_server.grpc_target) as stub:
         listed = stub.ListModels(pb.ListModelsRequest())
-        one = stub.GetModel(pb.GetModelRequest(model_name="demo"))
     models = http.get("/v1/models").json()
-    assert models == convert.message_to_json(listed)
-    assert models["models"][0]["inputs"] == [
-        {"name": "observation", "shape": [4], "dtype": "DTYPE_FLOAT32"}
-    ]
-    assert http.get("/v1/models/demo").json() == convert.message_to_json(one)
+    assert [model["name"] for model in models["models"]] == [m.name for m in listed.models]
+    demo = models["models"][0]
+    info = listed.models[0]
+    assert info.inputs[0].dtype == pb.DTYPE_FLOAT32  # gRPC keeps its enum
+    assert info.action.distribution == pb.DISTRIBUTION_CATEGORICAL
+    assert demo == {
+        "name": "demo",
+        "inputs": [{"name": "observation", "shape": [4], "dtype": "float32"}],
+        "has_value_network": True,
+        "has_actor_network": True,
+        "action": {"distribution": "categorical", "shape": [], "dtype": "int64", "num_actions": 2},
+        "parameter_version": info.parameter_version,
+        "defaults": {"gamma": info.defaults.gamma, "lmbda": info.defaults.lmbda},
+        "device": info.device,
+        "parameter_dtype": "float32",
+    }
+    # the spelling a request takes: the advertised input dtype is a valid request "dtype"
+    body = sample(http)
+    body["dtype"] = demo["parameter_dtype"]
+    assert http.post("/v1/advantage", json=body).status_code == 200
+    assert http.get("/v1/models/demo").json() == {"model": demo}
     missing = http.get("/v1/models/nope")
     assert missing.status_code == 404
     assert missing.json()["code"] == "NOT_FOUND"
@@ -324,3 +457,42 @@ def test_cli_rest_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ADVANTAGE_REST_HOST", "::1")
     cli.main(["serve"])
     assert (seen[-1].rest_host, seen[-1].rest_port) == ("::1", 9090)
+
+
+@pytest.mark.parametrize(
+    ("loss", "grpc_field", "rest_message"),
+    [
+        (
+            {"name": "ppo_clip", "clip_epsilon": -1},
+            "ppo_clip.clip_epsilon",
+            "loss.clip_epsilon: expected a finite value > 0, got -1.0",
+        ),
+        (
+            {"name": "a2c", "options": {"entropy_coeff": -1}},
+            "a2c.options.entropy_coeff",
+            "loss.options.entropy_coeff: expected a finite value ≥ 0, got -1.0",
+        ),
+        (
+            {"name": "reinforce", "next.done": "short"},
+            "trajectory.done",
+            "trajectory.next.done: expected shape [12] (the reward's [*B, T]), got [11]",
+        ),
+    ],
+    ids=["ppo-clip-knob", "a2c-option", "done-shape"],
+)
+def test_loss_errors_name_the_bodys_fields(
+    http: httpx.Client, rest_demo_server, loss: dict, grpc_field: str, rest_message: str
+) -> None:
+    body = sample(http)
+    if loss.pop("next.done", None):
+        body["trajectory"]["next.done"] = body["trajectory"]["next.done"][:-1]
+    body["loss"] = loss
+    response = http.post("/v1/loss", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"code": "INVALID_ARGUMENT", "message": rest_message}
+    message = pb.ComputeLossRequest()
+    message.MergeFrom(convert.loss_request_from_json(body, demo_model(torch.device("cpu"))))
+    with grpc_stub(rest_demo_server.grpc_target) as stub, pytest.raises(grpc.RpcError) as raised:
+        stub.ComputeLoss(message)
+    rest_field = rest_message.partition(":")[0]
+    assert raised.value.details() == rest_message.replace(rest_field, grpc_field, 1)

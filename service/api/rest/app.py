@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api.admission import Admission
 from service.api.auth import BearerToken, rest_path_needs_token
 from service.api.metrics import Metrics
+from service.api.rest import schema
 from service.api.rest.context import RestContext, ServerState
 from service.api.rest.guard import RequestGuard, resolve_allowed_hosts
 from service.api.rest.routes import compute, debug, docs, health, models
@@ -175,4 +176,5 @@ def create_app(
     app.add_middleware(GuardMiddleware, guard=guard)
     for router in (compute.router, models.router, health.router, docs.router, debug.router):
         app.include_router(router)
+    schema.install_openapi(app, runtime)
     return app

@@ -13,11 +13,12 @@ from google.protobuf.message import Message
 from service.api import auth, handlers
 from service.api.rest import schema
 from service.api.rest.context import Context, RestContext, json_bytes, parse_json
-from service.errors import Unavailable
+from service.errors import ServiceError, Unavailable
 from service.models.model import Model
 from service.runtime import Runtime
 from service.runtime.call import CallState
 from service.wire import json as convert
+from service.wire.json_fields import with_rest_names
 from service.wire.requests import min_version
 
 router = APIRouter(prefix="/v1", tags=["compute"])
@@ -47,22 +48,29 @@ async def _compute(
             raise Unavailable("server: draining, takes no new requests")
         data = await context.read_body(request)
 
-        def read() -> tuple[Any, Message, float]:
+        def read() -> tuple[Any, Model, Message, float]:
             started = time.perf_counter()
             body = parse_json(data)
             call.estimator = convert.estimator_name(body, oneof) or "unknown"
             name = body.get("model_name") if isinstance(body, dict) else None
             model = context.runtime.model(name if isinstance(name, str) else "")
             message = decode(body, model)
-            return body, message, (time.perf_counter() - started) * 1e3
+            return body, model, message, (time.perf_counter() - started) * 1e3
 
-        body, message, json_ms = await context.in_json_worker(read)
+        def work() -> Message:
+            """The shared handler; its errors name the fields as the body wrote them."""
+            try:
+                return handle(context.runtime, message)
+            except ServiceError as error:
+                raise with_rest_names(error, body, model) from error.__cause__
+
+        body, model, message, json_ms = await context.in_json_worker(read)
         minimum = min_version(message)
         if minimum is not None:  # a replica waits for it here, on the loop (REST: at most 5 s)
             model = context.runtime.model(message.model_name)
             await context.runtime.wait_for_version(model, minimum, None)
         with context.admission.admit(len(data), CallState()):
-            reply = await context.in_worker(lambda: handle(context.runtime, message))
+            reply = await context.in_worker(work)
         content = await context.in_json_worker(lambda: json_bytes(encode(reply, body, json_ms)))
         call.done(reply)
         return Response(content, media_type="application/json")
@@ -94,7 +102,11 @@ def _loss_request(scope: auth.Scope) -> Decode:
 async def compute_advantage(request: Request, context: Context) -> Response:
     """Advantage and value target of a batch of trajectories, as gRPC's ComputeAdvantage.
 
-    The body uses TorchRL's keys; see the schema and `service/wire/json.py`.
+    The trajectory uses TorchRL's keys and layout, time last: per-step tensors (`next.reward`,
+    `next.done`, values, log-probabilities) are [*B, T]; each model input (`observation`) is
+    [*B, T, *obs_shape] with the shape and dtype GET /v1/models lists. Without `state_value` and
+    `next.state_value` the server's value network computes them from the observations. Errors
+    name the field as the body wrote it (`trajectory.next.done`, `estimator.gamma`).
     """
     return await _compute(
         context,
@@ -111,8 +123,9 @@ async def compute_advantage(request: Request, context: Context) -> Response:
 async def compute_loss(request: Request, context: Context) -> Response:
     """A TorchRL/DI-engine loss (and optionally one update step), as gRPC's ComputeLoss.
 
-    The body is /v1/advantage's plus `loss`, `advantage`, `value_target`,
-    `behaviour_distribution`, `apply_update`, `expected_parameter_version`.
+    The body is /v1/advantage's (the actor scores `action` given the observations, so both are
+    needed) plus `loss`, `advantage`, `value_target`, `behaviour_distribution`, `apply_update`,
+    `expected_parameter_version`. Without `apply_update` nothing changes on the server.
     """
     return await _compute(
         context,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
 from service.api.rest.context import Context, json_bytes
@@ -27,10 +28,20 @@ async def debug_page() -> FileResponse:
 
 @router.get("/debug/sample")
 async def debug_sample(
-    context: Context, model_name: str = "", steps: int = 24, seed: int = 0
+    context: Context,
+    model_name: Annotated[str, Query(description="Empty = the default model.")] = "",
+    steps: Annotated[
+        int,
+        Query(
+            description=f"T, from 1 to {MAX_SAMPLE_STEPS}.",
+            openapi_examples={"short": {"summary": "8 steps", "value": 8}},
+        ),
+    ] = 24,
+    seed: Annotated[int, Query(description=f"Random seed, 0 to {MAX_SEED}.")] = 0,
 ) -> Response:
-    """A generated ComputeAdvantage body for a model: one trajectory of `steps` steps with a
-    terminal end at round(0.3·steps) and a truncated one at round(0.65·steps)."""
+    """A generated POST /v1/advantage body for a model: one trajectory of `steps` steps ([T]: no
+    batch dimensions) with a terminal end at round(0.3·steps) and a truncated one at
+    round(0.65·steps); observations [T, *obs_shape] of the model's inputs."""
     if not 1 <= steps <= MAX_SAMPLE_STEPS:
         got = describe_json_value(steps)
         raise InvalidArgument(f"steps: expected 1 to {MAX_SAMPLE_STEPS}, got {got}")

@@ -9,11 +9,35 @@ const SERIES = [
   { key: "advantage", label: "advantage", color: "#d01884" },
   { key: "value_target", label: "value target", color: "#188038" },
 ];
+// Each estimator's knobs (service/estimators/registry.py); the standardisation flag's name.
+const KNOBS = {
+  td0: ["gamma", "average_rewards"],
+  td1: ["gamma", "average_rewards"],
+  td_lambda: ["gamma", "lmbda", "average_rewards"],
+  gae: ["gamma", "lmbda", "average_gae"],
+  vtrace: ["gamma", "lmbda", "rho_thresh", "c_thresh", "rho_pg_thresh", "average_adv"],
+};
 const AVERAGE_KNOB = {
   td0: "average_rewards", td1: "average_rewards", td_lambda: "average_rewards",
   gae: "average_gae", vtrace: "average_adv",
 };
+// Knobs that, left out, take the model's default (GET /v1/models: "defaults").
+const MODEL_DEFAULT = {
+  gamma: ["td0", "td1", "td_lambda", "gae", "vtrace"],
+  lmbda: ["td_lambda", "gae"],
+};
+// Number inputs of the form, by knob.
+const NUMBER_INPUTS = {
+  gamma: "gamma", lmbda: "lmbda", rho_thresh: "rho-thresh", c_thresh: "c-thresh",
+};
+const DEFAULT_ESTIMATOR = "gae"; // the server's, when the body has no "estimator"
 const $ = (id) => document.getElementById(id);
+const models = {}; // name → GET /v1/models entry
+let payloadEdited = false; // the user typed or pasted a body: the page never replaces it unasked
+
+function setState(state) {
+  document.body.dataset.state = state;
+}
 
 function showError(message) {
   const box = $("error");
@@ -45,7 +69,7 @@ function row(nested, steps, index) {
 
 async function fetchJSON(url, options = {}) {
   // A server started with an auth token wants it on /v1/ routes.
-  const token = document.getElementById("token").value.trim();
+  const token = $("token").value.trim();
   if (token) options.headers = { ...(options.headers || {}), authorization: `Bearer ${token}` };
   const response = await fetch(url, options);
   const body = await response.json().catch(() => ({}));
@@ -55,10 +79,117 @@ async function fetchJSON(url, options = {}) {
   return body;
 }
 
+// The textarea's body, parsed; throws an Error whose message says what is wrong with it.
+function readPayload() {
+  let body;
+  try {
+    body = JSON.parse($("payload").value);
+  } catch (error) {
+    throw new Error(`payload: not valid JSON (${error.message})`);
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new Error("payload: expected a JSON object (a POST /v1/advantage body)");
+  }
+  return body;
+}
+
+function writePayload(body) {
+  $("payload").value = JSON.stringify(body, null, 1);
+}
+
+// The body's estimator as an object: absent → the server's default, a name → {name}.
+function estimatorOf(body) {
+  const estimator = body.estimator;
+  if (estimator === undefined || estimator === null) {
+    return { name: DEFAULT_ESTIMATOR, implicit: true };
+  }
+  if (typeof estimator === "string") return { name: estimator };
+  return { ...estimator };
+}
+
+function showEstimator(estimator) {
+  const known = estimator.name in KNOBS;
+  $("estimator").value = known ? estimator.name : "";
+  for (const [knob, id] of Object.entries(NUMBER_INPUTS)) {
+    const value = estimator[knob];
+    const input = $(id);
+    input.value = typeof value === "number" ? String(value) : "";
+    input.dataset.perStep = Array.isArray(value) ? "true" : "";
+    input.placeholder = Array.isArray(value)
+      ? "per-step list"
+      : knob in MODEL_DEFAULT ? "model default" : "1.0";
+  }
+  $("average").checked = known && estimator[AVERAGE_KNOB[estimator.name]] === true;
+  syncKnobs();
+}
+
+function syncKnobs() {
+  const name = $("estimator").value;
+  for (const label of document.querySelectorAll("label[data-for]")) {
+    label.hidden = !label.dataset.for.split(" ").includes(name);
+  }
+  $("average-name").textContent = AVERAGE_KNOB[name] || "average";
+}
+
+// The form's estimator, keeping what the form cannot show (per-step lists, rho_pg_thresh) from
+// `previous` when the name stays the same; knobs the new estimator lacks are dropped.
+function estimatorFromForm(previous) {
+  const name = $("estimator").value;
+  if (!(name in KNOBS)) return previous; // a name this page does not know: the body's stays
+  const estimator = { name };
+  const same = previous.name === name;
+  for (const knob of KNOBS[name]) {
+    if (knob === AVERAGE_KNOB[name]) {
+      estimator[knob] = $("average").checked;
+    } else if (knob in NUMBER_INPUTS && $(NUMBER_INPUTS[knob]).value !== "") {
+      estimator[knob] = Number($(NUMBER_INPUTS[knob]).value);
+    } else if (same && previous[knob] !== undefined && previous[knob] !== null) {
+      const input = $(NUMBER_INPUTS[knob] || "");
+      if (!input || input.dataset.perStep === "true") estimator[knob] = previous[knob];
+    }
+  }
+  return estimator;
+}
+
+// A change of an estimator control rewrites the body's "estimator", visibly, in the textarea.
+function onEstimatorControl(event) {
+  if (event.target.id === "estimator") syncKnobs();
+  let body;
+  try {
+    body = readPayload();
+  } catch (error) {
+    showError(`${error.message}; fix the body, then the estimator controls can edit it`);
+    return;
+  }
+  showError("");
+  body.estimator = estimatorFromForm(estimatorOf(body));
+  writePayload(body);
+}
+
+// Typed or pasted text: the form follows the body's estimator and model.
+function onPayloadInput() {
+  payloadEdited = true;
+  let body;
+  try {
+    body = readPayload();
+  } catch {
+    return; // half-typed; compute() says what is wrong
+  }
+  showBody(body);
+}
+
+// The form shows the body's estimator and model (the form never holds different ones).
+function showBody(body) {
+  showEstimator(estimatorOf(body));
+  const name = typeof body.model_name === "string" ? body.model_name : "";
+  $("model").value = name in models ? name : "";
+}
+
 async function loadModels() {
   try {
-    const { models } = await fetchJSON("/v1/models");
-    for (const model of models) {
+    const listed = await fetchJSON("/v1/models");
+    for (const model of listed.models) {
+      models[model.name] = model;
       const option = document.createElement("option");
       option.value = option.textContent = model.name;
       $("model").append(option);
@@ -68,71 +199,104 @@ async function loadModels() {
   }
 }
 
+// A generated trajectory for the chosen model, with the current body's estimator if it has one.
 async function loadSample() {
   showError("");
+  setState("loading");
   const params = new URLSearchParams({
     steps: $("steps").value || "24", seed: $("seed").value || "0", model_name: $("model").value,
   });
+  let estimator;
+  try {
+    estimator = readPayload().estimator;
+  } catch {
+    estimator = undefined; // empty or broken: the sample's own (GAE)
+  }
   try {
     const sample = await fetchJSON(`/debug/sample?${params}`);
-    $("payload").value = JSON.stringify(sample, null, 1);
+    if (estimator !== undefined) sample.estimator = estimator;
+    writePayload(sample);
+    showBody(sample);
     document.body.dataset.sampleLoaded = "true";
+    return true;
   } catch (error) {
-    showError(error.message);
+    fail(error.message);
+    return false;
   }
 }
 
-function estimatorFromForm() {
-  const name = $("estimator").value;
-  const estimator = { name };
-  const number = (id) => ($(id).value === "" ? undefined : Number($(id).value));
-  estimator.gamma = number("gamma");
-  if (["td_lambda", "gae", "vtrace"].includes(name)) estimator.lmbda = number("lmbda");
-  if (name === "vtrace") {
-    estimator.rho_thresh = number("rho-thresh");
-    estimator.c_thresh = number("c-thresh");
-  }
-  estimator[AVERAGE_KNOB[name]] = $("average").checked;
-  return JSON.parse(JSON.stringify(estimator)); // drops undefined knobs (= model defaults)
+async function generateAndCompute() {
+  if (await loadSample()) await compute();
 }
 
-function syncKnobs() {
-  const name = $("estimator").value;
-  for (const label of document.querySelectorAll("label[data-for]")) {
-    label.hidden = !label.dataset.for.split(" ").includes(name);
+// "td_lambda (gamma 0.9, lmbda 0.95 (model default), average_rewards false)".
+function describeEstimator(estimator, modelName) {
+  const name = estimator.name;
+  const defaults = (models[modelName] || {}).defaults || {};
+  const parts = [];
+  for (const knob of KNOBS[name] || Object.keys(estimator).filter((k) => k !== "name")) {
+    const value = estimator[knob];
+    if (value === undefined || value === null) {
+      if ((MODEL_DEFAULT[knob] || []).includes(name) && knob in defaults) {
+        parts.push(`${knob} ${defaults[knob]} (model default)`);
+      }
+    } else {
+      parts.push(`${knob} ${Array.isArray(value) ? "per-step" : JSON.stringify(value)}`);
+    }
   }
-  $("average-name").textContent = AVERAGE_KNOB[name];
+  const label = estimator.implicit ? `${name}, the default estimator` : name;
+  return parts.length ? `${label} (${parts.join(", ")})` : label;
+}
+
+function clearChart() {
+  $("chart").replaceChildren();
+  $("legend").replaceChildren();
+  $("status").replaceChildren();
+}
+
+// An error replaces whatever was plotted: no chart from an earlier body stays on screen.
+function fail(message) {
+  clearChart();
+  element("text", { class: "empty", x: 480, y: 190, "text-anchor": "middle" }, $("chart"))
+    .textContent = "nothing plotted: the last computation failed (see the message above)";
+  showError(message);
+  setState("error");
 }
 
 async function compute() {
   showError("");
   let body;
   try {
-    body = JSON.parse($("payload").value);
+    body = readPayload();
   } catch (error) {
-    showError(`payload: not valid JSON (${error.message})`);
+    fail(error.message);
     return;
   }
-  body.estimator = estimatorFromForm();
-  if ($("model").value) body.model_name = $("model").value;
-  document.body.dataset.state = "computing";
+  const estimator = estimatorOf(body);
+  setState("computing");
   try {
     const result = await fetchJSON("/v1/advantage", {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
+      body: JSON.stringify(body), // the body as shown: nothing added, nothing overridden
     });
     plot(body, result);
     const t = result.timing;
-    $("status").textContent =
-      `model ${result.model_name} · parameter version ${result.parameter_version} · ` +
-      `shape [${result.shape}] ${result.dtype} · decode ${t.decode_ms.toFixed(2)} ms, ` +
-      `network ${t.network_ms.toFixed(2)} ms, estimator ${t.estimator_ms.toFixed(2)} ms, ` +
-      `encode ${t.encode_ms.toFixed(2)} ms`;
-    document.body.dataset.state = "plotted";
+    const ran = document.createElement("span");
+    ran.className = "ran";
+    ran.id = "ran";
+    ran.textContent = `ran ${describeEstimator(estimator, result.model_name)}`;
+    $("status").replaceChildren(
+      ran,
+      ` on model ${result.model_name} · parameter version ${result.parameter_version} · ` +
+        `shape [${result.shape}] ${result.dtype} · decode ${t.decode_ms.toFixed(2)} ms, ` +
+        `network ${t.network_ms.toFixed(2)} ms, estimator ${t.estimator_ms.toFixed(2)} ms, ` +
+        `encode ${t.encode_ms.toFixed(2)} ms`,
+    );
+    document.body.dataset.estimator = estimator.name;
+    setState("plotted");
   } catch (error) {
-    showError(error.message);
-    document.body.dataset.state = "error";
+    fail(error.message);
   }
 }
 
@@ -238,8 +402,19 @@ function plot(request, result) {
   }
 }
 
-$("load-sample").addEventListener("click", loadSample);
+$("load-sample").addEventListener("click", generateAndCompute);
 $("compute").addEventListener("click", compute);
-$("estimator").addEventListener("change", syncKnobs);
+$("model").addEventListener("change", generateAndCompute);
+$("payload").addEventListener("input", onPayloadInput);
+for (const id of ["estimator", "gamma", "lmbda", "rho-thresh", "c-thresh", "average"]) {
+  $(id).addEventListener("input", onEstimatorControl);
+}
 syncKnobs();
-loadModels();
+
+// On load: list the models, then generate a sample and plot it (no click needed), unless the
+// user has already pasted a body of their own.
+(async () => {
+  await loadModels();
+  if (!payloadEdited) await generateAndCompute();
+  else setState("idle");
+})();
