@@ -43,7 +43,7 @@ $(SERVER_STAMP): $(TORCH_STAMP) pyproject.toml
 
 # Everything `make test` needs: the dev/test extras (TorchRL, pytest, ruff, ...) and the client.
 $(DEV_STAMP): $(SERVER_STAMP) pyproject.toml clients/python/pyproject.toml
-	$(BIN)/pip install -q -e '.[dev]' -e 'clients/python[torch]'
+	$(BIN)/pip install -q -e '.[dev]' -e 'clients/python[torch,torchrl]'
 	touch $@
 
 $(SYSTEM_STAMP): | $(BIN)/python
