@@ -17,6 +17,7 @@ import torch
 from advantage_client import AdvantageClient
 from advantage_client.torchrl import (
     RemoteGAE,
+    RemoteMultiAgentGAE,
     RemoteTD0,
     RemoteTD1,
     RemoteTDLambda,
@@ -27,7 +28,14 @@ from advantage_client.torchrl import (
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torchrl.objectives import ClipPPOLoss, ValueEstimators
-from torchrl.objectives.value import GAE, TD0Estimator, TD1Estimator, TDLambdaEstimator, VTrace
+from torchrl.objectives.value import (
+    GAE,
+    MultiAgentGAE,
+    TD0Estimator,
+    TD1Estimator,
+    TDLambdaEstimator,
+    VTrace,
+)
 
 from tests.support.torchrl_reference import torchrl_modules
 
@@ -194,6 +202,81 @@ def test_multi_agent_nested_keys(client) -> None:
     _assert_same(expected, got, (("agents", "advantage"), ("agents", "value_target")))
 
 
+def _team_batch(B: int, T: int, agents: int, seed: int) -> TensorDict:
+    """MAPPO's cooperative layout: per-agent observations under "agents", team-shared reward,
+    done and terminated [B, T, 1] at the root of "next"."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(B, T + 1, agents, OBS, generator=g)
+    done = torch.rand(B, T, 1, generator=g) < 0.1
+    return TensorDict(
+        {
+            "agents": TensorDict({"observation": obs[:, :-1]}, [B, T, agents]),
+            "next": {
+                "agents": TensorDict({"observation": obs[:, 1:]}, [B, T, agents]),
+                "reward": torch.randn(B, T, 1, generator=g),
+                "done": done,
+                "terminated": done & (torch.rand(B, T, 1, generator=g) < 0.5),
+            },
+        },
+        batch_size=[B, T],
+    )
+
+
+def test_multi_agent_gae_broadcasts_team_signals(client) -> None:
+    data = _team_batch(3, 20, agents=4, seed=19)
+    torch.manual_seed(20)
+    critic = TensorDictModule(
+        torch.nn.Linear(OBS, 1),
+        in_keys=[("agents", "observation")],
+        out_keys=[("agents", "state_value")],
+    )
+    local = MultiAgentGAE(gamma=0.98, lmbda=0.9, value_network=critic)
+    remote = remote_value_estimator(
+        ValueEstimators.MAGAE, client, gamma=0.98, lmbda=0.9, value_network=critic
+    )
+    assert isinstance(remote, RemoteMultiAgentGAE) and isinstance(remote, MultiAgentGAE)
+    for estimator in (local, remote):
+        estimator.set_keys(value=("agents", "state_value"))
+    expected, got = local(data.clone()), remote(data.clone())
+    assert got["advantage"].shape == (3, 20, 4, 1)
+    _assert_same(expected, got)
+
+
+def test_multi_agent_gae_refuses_what_it_cannot_match(client) -> None:
+    with pytest.raises(ValueError, match="average_gae=True"):
+        RemoteMultiAgentGAE(client, gamma=0.9, lmbda=0.9, average_gae=True)
+    data = _team_batch(2, 5, agents=2, seed=21)
+    with pytest.raises(KeyError, match="needs the state values"):
+        RemoteMultiAgentGAE(client, gamma=0.9, lmbda=0.9)(data)
+
+
+def test_keyword_call_like_torchrl(client) -> None:
+    """TorchRL's estimators also take the tensordict's entries as keywords (``next_reward=``,
+    …) and return (advantage, value_target)."""
+    data = _batch((2, 9), seed=22)
+    critic = _critic()
+    kwargs = {
+        "observation": data["observation"],
+        "next_observation": data["next", "observation"],
+        "next_reward": data["next", "reward"],
+        "next_done": data["next", "done"],
+        "next_terminated": data["next", "terminated"],
+    }
+    expected = GAE(gamma=0.9, lmbda=0.9, value_network=critic)(**kwargs)
+    got = RemoteGAE(client, gamma=0.9, lmbda=0.9, value_network=critic)(**kwargs)
+    assert len(got) == len(expected) == 2
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, atol=ATOL, rtol=RTOL)
+
+
+def test_the_asyncio_client_is_refused(grpc_target: str) -> None:
+    from advantage_client import AsyncAdvantageClient
+
+    async_client = AsyncAdvantageClient(grpc_target)
+    with pytest.raises(TypeError, match="synchronously"):
+        RemoteGAE(async_client, gamma=0.9, lmbda=0.9)
+
+
 def test_steps_to_next_obs_gives_a_per_step_gamma(client) -> None:
     data = _batch((3, 20), seed=8)
     g = torch.Generator().manual_seed(9)
@@ -305,28 +388,39 @@ def test_value_estimate_returns_the_target_without_writing(client) -> None:
     assert "value_target" not in given
 
 
-@pytest.mark.parametrize(
-    "member", [m for m in ValueEstimators if m.name != "MAGAE"], ids=lambda m: m.name
-)
+REMOTE_OF = {
+    "TD0": (RemoteTD0, "TD0Estimator"),
+    "TD1": (RemoteTD1, "TD1Estimator"),
+    "TDLambda": (RemoteTDLambda, "TDLambdaEstimator"),
+    "GAE": (RemoteGAE, "GAE"),
+    "MAGAE": (RemoteMultiAgentGAE, "MultiAgentGAE"),
+    "VTrace": (RemoteVTrace, "VTrace"),
+}
+
+
+def test_every_value_estimators_member_has_a_remote_class() -> None:
+    assert sorted(m.name for m in ValueEstimators) == sorted(REMOTE_OF)
+
+
+@pytest.mark.parametrize("member", list(ValueEstimators), ids=lambda m: m.name)
 def test_value_estimators_members_and_names_pick_the_class(member) -> None:
-    expected = {
-        "TD0": RemoteTD0,
-        "TD1": RemoteTD1,
-        "TDLambda": RemoteTDLambda,
-        "GAE": RemoteGAE,
-        "VTrace": RemoteVTrace,
-    }[member.name]
+    expected, torchrl_name = REMOTE_OF[member.name]
+    assert torchrl_name in {c.__name__ for c in expected.__mro__}  # it subclasses TorchRL's
     assert remote_estimator_class(member) is expected
     assert remote_estimator_class(member.name) is expected
-    assert remote_estimator_class(expected.__mro__[2].__name__) is expected  # "TDLambdaEstimator"
+    assert remote_estimator_class(torchrl_name) is expected
+    assert remote_estimator_class(torchrl_name.lower()) is expected
+
+
+def test_unknown_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown estimator 'QValue'"):
+        remote_estimator_class("QValue")
 
 
 def test_remote_value_estimator_builds_from_a_member(client) -> None:
     estimator = remote_value_estimator(ValueEstimators.TDLambda, client, gamma=0.9, lmbda=0.5)
     assert isinstance(estimator, RemoteTDLambda)
     assert float(estimator.lmbda) == 0.5
-    with pytest.raises(ValueError, match="MAGAE"):
-        remote_estimator_class(ValueEstimators.MAGAE)
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@
     loss.make_value_estimator(RemoteGAE, client=client, gamma=0.99, lmbda=0.9, value_network=critic)
     loss.make_value_estimator(RemoteGAE.for_loss(loss, client=client, gamma=0.99, lmbda=0.95))
 
-`RemoteTD0`, `RemoteTD1`, `RemoteTDLambda`, `RemoteGAE` and `RemoteVTrace` are subclasses of
-TorchRL's `TD0Estimator`, `TD1Estimator`, `TDLambdaEstimator`, `GAE` and `VTrace` (so they are
+`RemoteTD0`, `RemoteTD1`, `RemoteTDLambda`, `RemoteGAE`, `RemoteMultiAgentGAE` and
+`RemoteVTrace` are subclasses of TorchRL's `TD0Estimator`, `TD1Estimator`, `TDLambdaEstimator`,
+`GAE`, `MultiAgentGAE` and `VTrace` (so they are
 `ValueEstimatorBase` modules, and ``isinstance(RemoteGAE(...), GAE)`` holds). They keep
 TorchRL's keyword arguments, its keys (`set_keys`: advantage, value_target, value, reward, done,
 terminated, steps_to_next_obs, sample_log_prob; nested keys such as ``("agents", "reward")``),
@@ -37,7 +38,8 @@ does. Only the estimator's recursion moves to the server:
 Not supported (refused when the estimator is built, naming the argument): ``differentiable=True``
 (no gradient crosses the wire), ``shifted=True``, ``group_key`` and ``auto_reset_env``.
 ``vectorized`` is accepted and has no effect (the server runs one algorithm).
-``ValueEstimators`` members and names (``"GAE"``, ``"td_lambda"``, …) pick a class in
+Every ``ValueEstimators`` member, and the names (``"GAE"``, ``"MAGAE"``, ``"td_lambda"``, …),
+pick a class in
 `remote_value_estimator` and `remote_estimator_class`.
 
 Needs the ``torchrl`` extra (``pip install 'advantage-client[torchrl]'``).
@@ -45,6 +47,7 @@ Needs the ``torchrl`` extra (``pip install 'advantage-client[torchrl]'``).
 
 from __future__ import annotations
 
+import enum
 from contextlib import nullcontext
 from typing import Any, ClassVar
 
@@ -52,13 +55,21 @@ import torch
 from tensordict import TensorDictBase, is_tensor_collection
 from tensordict.nn import dispatch, set_skip_existing
 from torchrl.objectives.utils import hold_out_net
-from torchrl.objectives.value import GAE, TD0Estimator, TD1Estimator, TDLambdaEstimator, VTrace
+from torchrl.objectives.value import (
+    GAE,
+    MultiAgentGAE,
+    TD0Estimator,
+    TD1Estimator,
+    TDLambdaEstimator,
+    VTrace,
+)
 
 from advantage_client import options
 from advantage_client.options import EstimatorLike, estimator_from
 
 __all__ = [
     "RemoteGAE",
+    "RemoteMultiAgentGAE",
     "RemoteTD0",
     "RemoteTD1",
     "RemoteTDLambda",
@@ -139,12 +150,14 @@ class _RemoteEstimator:
     _options: ClassVar[type[options.EstimatorOptions]]
     #: Whether the current policy's log-probability is needed (V-trace).
     _needs_log_probs: ClassVar[bool] = False
+    #: Whether the values must come from this side (the server's network cannot give them).
+    _needs_values: ClassVar[bool] = False
 
     def _remote_init(self, client: Any, model: str, timeout: float | None) -> None:
-        if client is None or not hasattr(client, "compute_advantage"):
+        if not hasattr(client, "compute_advantage") or getattr(client, "_awaits", False):
             raise TypeError(
-                f"{type(self).__name__}: client must be an advantage_client.AdvantageClient, "
-                f"got {type(client).__name__}"
+                f"{type(self).__name__}: client must be an advantage_client.AdvantageClient "
+                f"(TorchRL calls estimators synchronously), got {type(client).__name__}"
             )
         self.__dict__["client"] = client  # not a module: kept out of nn.Module's registries
         self.model = model
@@ -153,6 +166,16 @@ class _RemoteEstimator:
 
     def _knobs(self, per_step: _PerStep, gamma: torch.Tensor) -> options.EstimatorOptions:
         raise NotImplementedError
+
+    def _signals(
+        self,
+        reward: torch.Tensor,
+        done: torch.Tensor,
+        terminated: torch.Tensor,
+        value: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reward, done and terminated in the value's shape: unchanged (see MultiAgentGAE)."""
+        return reward, done, terminated
 
     def _values(
         self, tensordict: TensorDictBase, params: Any, target_params: Any
@@ -254,6 +277,13 @@ class _RemoteEstimator:
         if steps_to_next_obs is not None:
             gamma = gamma ** steps_to_next_obs.view_as(reward)
         value, next_value = self._values(tensordict, params, target_params)
+        if value is not None:
+            reward, done, terminated = self._signals(reward, done, terminated, value)
+        elif self._needs_values:
+            raise KeyError(
+                f"{type(self).__name__}: needs the state values, from a value_network or "
+                f"under {self.tensor_keys.value!r} and ('next', {self.tensor_keys.value!r})"
+            )
         arrays: dict[str, Any] = {
             "reward": per_step.to_wire(reward, "reward"),
             "done": per_step.to_wire(done, "done"),
@@ -533,6 +563,45 @@ class RemoteVTrace(_RemoteEstimator, VTrace):
         return {"sample_log_prob": log_mu.view_as(like), "log_prob": log_pi.view_as(like)}
 
 
+class RemoteMultiAgentGAE(RemoteGAE, MultiAgentGAE):
+    """TorchRL's `MultiAgentGAE` with the advantage computed by advantage-service.
+
+    Per-agent values ``[*B, T, n_agents, 1]`` with team-shared reward, done and terminated
+    ``[*B, T, 1]``: the shared signals are broadcast along ``agent_dim`` here (TorchRL's rule),
+    and the server runs GAE for every agent. Arguments as `RemoteGAE`'s, plus ``agent_dim``
+    (default -2). The values must come from this side (a ``value_network`` or the tensordict);
+    ``average_gae=True`` is refused (TorchRL standardises per agent, the server over the batch).
+    """
+
+    _needs_values = True
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        gamma: float | torch.Tensor,
+        lmbda: float | torch.Tensor,
+        agent_dim: int = -2,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("average_gae"):
+            raise ValueError(
+                "RemoteMultiAgentGAE: average_gae=True is not supported (TorchRL standardises "
+                "per agent; the server standardises over the whole batch)"
+            )
+        super().__init__(client, gamma=gamma, lmbda=lmbda, **kwargs)
+        self.agent_dim = agent_dim
+
+    def _signals(
+        self,
+        reward: torch.Tensor,
+        done: torch.Tensor,
+        terminated: torch.Tensor,
+        value: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._prepare_signals(reward, done, terminated, value)
+
+
 #: The remote class of each estimator, by the option class that names it.
 _CLASSES: dict[type[options.EstimatorOptions], type[_RemoteEstimator]] = {
     options.TD0: RemoteTD0,
@@ -543,13 +612,22 @@ _CLASSES: dict[type[options.EstimatorOptions], type[_RemoteEstimator]] = {
 }
 
 
+#: Names of TorchRL's multi-agent GAE (the service has no estimator of its own for it: it is GAE
+#: on broadcast signals), lower case without underscores.
+_MULTI_AGENT_NAMES = ("magae", "multiagentgae")
+
+
 def remote_estimator_class(value_type: EstimatorLike) -> type[_RemoteEstimator]:
-    """The remote class for a ``ValueEstimators`` member or a name (TorchRL's ``"GAE"``,
-    ``"TDLambda"``, ``"TDLambdaEstimator"``, or the service's ``"td_lambda"``, …).
+    """The remote class for a ``ValueEstimators`` member or a name: TorchRL's (``"GAE"``,
+    ``"TDLambda"``, ``"TDLambdaEstimator"``, ``"MAGAE"``, ``"MultiAgentGAE"``, …) or the
+    service's (``"td_lambda"``, …), case and underscores ignored.
 
     Raises:
-        ValueError: an unknown name (``ValueEstimators.MAGAE`` has no remote counterpart).
+        ValueError: an unknown name. TypeError: a value of another kind.
     """
+    name = value_type.name if isinstance(value_type, enum.Enum) else value_type
+    if isinstance(name, str) and name.lower().replace("_", "") in _MULTI_AGENT_NAMES:
+        return RemoteMultiAgentGAE
     return _CLASSES[type(estimator_from(value_type))]
 
 
