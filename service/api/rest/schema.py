@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.dtypes import COMPUTE_DTYPES
-from service.estimators.registry import ESTIMATORS
+from service.estimators.registry import ESTIMATOR_NAMES
 from service.losses.registry import LOSSES
 
 NESTED = {
@@ -45,14 +45,16 @@ REQUEST_SCHEMA: dict[str, Any] = {
         "form": {"enum": ["full", "compact"], "default": "full"},
         "estimator": {
             "description": "A name, or an object with `name` and knobs; absent = GAE with "
-            "the model's defaults. A knob left out (or null) takes the model's default.",
+            "the model's defaults. A knob left out (or null) takes the model's default. Names: "
+            "the service's or TorchRL's (`ValueEstimators` members and estimator classes), case, "
+            "`_` and `-` ignored.",
             "oneOf": [
-                {"enum": list(ESTIMATORS)},
+                {"enum": list(ESTIMATOR_NAMES)},
                 {
                     "type": "object",
                     "required": ["name"],
                     "properties": {
-                        "name": {"enum": list(ESTIMATORS)},
+                        "name": {"enum": list(ESTIMATOR_NAMES)},
                         "gamma": COEFFICIENT,
                         "lmbda": COEFFICIENT,
                         "average_rewards": {"type": "boolean"},
