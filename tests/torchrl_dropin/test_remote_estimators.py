@@ -378,14 +378,30 @@ def test_make_value_estimator_with_the_class_and_for_loss(client) -> None:
     _assert_same(expected, estimator(data.clone()))
 
 
-def test_value_estimate_returns_the_target_without_writing(client) -> None:
-    data = _batch((2, 10), seed=16)
+@pytest.mark.parametrize(("torchrl_cls", "remote_cls", "knobs"), PAIRS, ids=IDS)
+def test_value_estimate_equals_torchrls(client, torchrl_cls, remote_cls, knobs) -> None:
+    """`value_estimate` (what Q-learning losses call for their targets): the value target only,
+    from the critic, and the caller's tensordict is not written."""
+    data = _batch((3, 14), seed=16)
     critic = _critic()
-    expected = TD0Estimator(gamma=0.9, value_network=critic)(data.clone())["value_target"]
+    local = torchrl_cls(gamma=0.9, value_network=critic, **knobs)
+    remote = remote_cls(client, gamma=0.9, value_network=critic, **knobs)
     given = data.clone()
-    target = RemoteTD0(client, gamma=0.9, value_network=critic).value_estimate(given)
-    torch.testing.assert_close(target, expected, atol=ATOL, rtol=RTOL)
-    assert "value_target" not in given
+    target = remote.value_estimate(given)
+    torch.testing.assert_close(target, local.value_estimate(data.clone()), atol=ATOL, rtol=RTOL)
+    assert "value_target" not in given and "state_value" not in given
+
+
+@pytest.mark.parametrize(("torchrl_cls", "remote_cls", "knobs"), PAIRS[1:], ids=IDS[1:])
+def test_value_estimate_from_a_given_next_value(client, torchrl_cls, remote_cls, knobs) -> None:
+    """TD(0), TD(1), TD(λ): TorchRL's `next_value=` argument (V(s') only, no V(s) anywhere)."""
+    data = _batch((2, 11), seed=23)
+    next_value = torch.randn(2, 11, 1, generator=torch.Generator().manual_seed(24))
+    expected = torchrl_cls(gamma=0.8, value_network=None, **knobs).value_estimate(
+        data.clone(), next_value=next_value
+    )
+    got = remote_cls(client, gamma=0.8, **knobs).value_estimate(data, next_value=next_value)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=RTOL)
 
 
 REMOTE_OF = {

@@ -261,6 +261,7 @@ class _RemoteEstimator:
         params: Any,
         target_params: Any,
         time_dim: int | None,
+        values: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> TensorDictBase:
         if tensordict.batch_dims < 1:
             raise RuntimeError(
@@ -276,7 +277,9 @@ class _RemoteEstimator:
         steps_to_next_obs = tensordict.get(keys.steps_to_next_obs, None)
         if steps_to_next_obs is not None:
             gamma = gamma ** steps_to_next_obs.view_as(reward)
-        value, next_value = self._values(tensordict, params, target_params)
+        if values is None:
+            values = self._values(tensordict, params, target_params)
+        value, next_value = values
         if value is not None:
             reward, done, terminated = self._signals(reward, done, terminated, value)
         elif self._needs_values:
@@ -315,6 +318,10 @@ class _RemoteEstimator:
             tensordict.set(("next", keys.value), next_value)
         return tensordict
 
+    #: Whether the value target needs V(s) (GAE's target is A + V(s)); TD(0), TD(1) and TD(λ)
+    #: targets use V(s') only.
+    _target_needs_value: ClassVar[bool] = True
+
     def value_estimate(
         self,
         tensordict: TensorDictBase,
@@ -323,14 +330,28 @@ class _RemoteEstimator:
         time_dim: int | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """The value target alone (TorchRL's `value_estimate`), computed by `forward` on a
-        shallow copy of `tensordict` (the caller's is not written)."""
-        if next_value is not None:
-            raise TypeError(
-                f"{type(self).__name__}.value_estimate: next_value is not supported; put the "
-                "values in the tensordict or give the estimator a value_network"
-            )
-        out = self._forward(tensordict.copy(), None, target_params, time_dim)
+        """The value target alone (TorchRL's `value_estimate`); the caller's tensordict is not
+        written.
+
+        TD(0), TD(1), TD(λ): as TorchRL, from V(s') only: `next_value` when given, else the
+        value network on ``"next"`` (with `target_params`, TorchRL's `_next_value`), else
+        ``("next", value)``. The server needs a V(s) too; it gets zeros, which enter the
+        advantage only. GAE and V-trace: `forward` on a shallow copy (``params=`` is taken).
+        """
+        data = tensordict.copy()
+        if self._target_needs_value:
+            if next_value is not None:
+                raise TypeError(
+                    f"{type(self).__name__}.value_estimate: next_value is not supported (the "
+                    "target needs V(s) as well); put the values in the tensordict"
+                )
+            params = kwargs.pop("params", None)
+            out = self._forward(data, params, target_params, time_dim)
+        else:
+            if next_value is None:
+                next_value = self._next_value(data, target_params, kwargs)
+            values = (torch.zeros_like(next_value), next_value)
+            out = self._forward(data, None, None, time_dim, values=values)
         return out.get(self.tensor_keys.value_target)
 
 
@@ -359,6 +380,7 @@ class RemoteTD0(_RemoteEstimator, TD0Estimator):
     """
 
     _options = options.TD0
+    _target_needs_value = False
 
     def __init__(
         self,
@@ -391,6 +413,7 @@ class RemoteTD1(_RemoteEstimator, TD1Estimator):
     """
 
     _options = options.TD1
+    _target_needs_value = False
 
     def __init__(
         self,
@@ -423,6 +446,7 @@ class RemoteTDLambda(_RemoteEstimator, TDLambdaEstimator):
     """
 
     _options = options.TDLambda
+    _target_needs_value = False
 
     def __init__(
         self,
