@@ -27,7 +27,8 @@ from advantage_client.torchrl import (
 )
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
-from torchrl.objectives import ClipPPOLoss, ValueEstimators
+from torchrl.modules import QValueActor
+from torchrl.objectives import ClipPPOLoss, DQNLoss, ValueEstimators
 from torchrl.objectives.value import (
     GAE,
     MultiAgentGAE,
@@ -402,6 +403,38 @@ def test_value_estimate_from_a_given_next_value(client, torchrl_cls, remote_cls,
     )
     got = remote_cls(client, gamma=0.8, **knobs).value_estimate(data, next_value=next_value)
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize(
+    ("member", "remote_cls", "knobs"),
+    [
+        (ValueEstimators.TD0, RemoteTD0, {}),
+        (ValueEstimators.TDLambda, RemoteTDLambda, {"lmbda": 0.9}),
+    ],
+    ids=["td0", "td_lambda"],
+)
+def test_dqn_loss_with_a_remote_target(client, member, remote_cls, knobs) -> None:
+    """DQN (target network, `value_estimate` with target_params): the same loss as with
+    TorchRL's estimator, once the loss's keys reach the instance (TorchRL's rule: an instance
+    keeps its own keys until the loss's set_keys)."""
+
+    def dqn() -> DQNLoss:
+        torch.manual_seed(25)
+        q_net = QValueActor(
+            torch.nn.Linear(OBS, 2), in_keys=["observation"], action_space="categorical"
+        )
+        return DQNLoss(q_net, action_space="categorical", delay_value=True)
+
+    data = _batch((4, 10), seed=26)
+    data["action"] = torch.randint(0, 2, (4, 10), generator=torch.Generator().manual_seed(27))
+    reference, loss = dqn(), dqn()
+    reference.make_value_estimator(member, gamma=0.9, **knobs)
+    loss.make_value_estimator(remote_cls.for_loss(loss, client=client, gamma=0.9, **knobs))
+    with pytest.raises(KeyError, match="set the value key"):
+        loss(data.clone())
+    loss.set_keys(value=loss.tensor_keys.value)  # "chosen_action_value" reaches the estimator
+    got, expected = loss(data.clone()), reference(data.clone())
+    torch.testing.assert_close(got["loss"], expected["loss"], atol=ATOL, rtol=RTOL)
 
 
 REMOTE_OF = {

@@ -350,6 +350,12 @@ class _RemoteEstimator:
         else:
             if next_value is None:
                 next_value = self._next_value(data, target_params, kwargs)
+            if next_value is None:
+                raise KeyError(
+                    f"{type(self).__name__}.value_estimate: no next value under "
+                    f"{('next', self.tensor_keys.value)!r}; set the value key "
+                    "(estimator.set_keys(value=...), or the loss's set_keys) or pass next_value"
+                )
             values = (torch.zeros_like(next_value), next_value)
             out = self._forward(data, None, None, time_dim, values=values)
         return out.get(self.tensor_keys.value_target)
