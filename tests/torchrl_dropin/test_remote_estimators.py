@@ -145,6 +145,38 @@ def test_time_dim(client, torchrl_cls, remote_cls, knobs, batch, time_dim) -> No
     _assert_same(expected, got)
 
 
+@pytest.mark.parametrize(("torchrl_cls", "remote_cls", "knobs"), PAIRS, ids=IDS)
+@pytest.mark.parametrize("budget", [1, 3])
+def test_shifted_single_value_call(client, torchrl_cls, remote_cls, knobs, budget) -> None:
+    """shifted=True: one value-network call over [T + budget] steps; samples after the budget's
+    truncations are dropped (zeroed, marked in "shifted_valid"), as in TorchRL."""
+    data = _batch((4, 25), seed=28)
+    truncated = data["next", "done"] & ~data["next", "terminated"]
+    assert truncated.sum(1).max() > 1  # more truncations than budget 1 keeps
+    data.names = [None, "time"]
+    critic = _critic()
+    local = torchrl_cls(
+        gamma=0.95, value_network=critic, shifted=True, shifted_budget=budget, **knobs
+    )
+    remote = remote_cls(
+        client, gamma=0.95, value_network=critic, shifted=True, shifted_budget=budget, **knobs
+    )
+    expected, got = local(data.clone()), remote(data.clone())
+    assert torch.equal(got["shifted_valid"], expected["shifted_valid"])
+    if budget == 1:
+        assert not expected["shifted_valid"].all()  # some samples were dropped
+    _assert_same(expected, got)
+
+
+def test_shifted_with_average_gae_is_refused(client) -> None:
+    data = _batch((2, 25), seed=28)
+    remote = RemoteGAE(
+        client, gamma=0.95, lmbda=0.9, value_network=_critic(), shifted=True, average_gae=True
+    )
+    with pytest.raises(ValueError, match="average_gae with shifted=True"):
+        remote(data)
+
+
 def test_time_named_in_the_tensordict(client) -> None:
     data = _batch((20, 3), seed=5, time_dim=0)
     data.names = ["time", None]
@@ -476,7 +508,6 @@ def test_remote_value_estimator_builds_from_a_member(client) -> None:
     ("kwargs", "match"),
     [
         ({"differentiable": True}, "differentiable=True"),
-        ({"shifted": True}, "shifted=True"),
         ({"group_key": "task"}, "group_key"),
         ({"auto_reset_env": True}, "auto_reset_env"),
     ],

@@ -36,7 +36,8 @@ does. Only the estimator's recursion moves to the server:
   policy's is computed with the ``actor_network`` here (TorchRL's way) and sent as ``log_prob``.
 
 Not supported (refused when the estimator is built, naming the argument): ``differentiable=True``
-(no gradient crosses the wire), ``shifted=True``, ``group_key`` and ``auto_reset_env``.
+(no gradient crosses the wire), ``group_key`` and ``auto_reset_env``; ``shifted=True`` (one
+value-network call, TorchRL's way) works except with ``average_gae``.
 ``vectorized`` is accepted and has no effect (the server runs one algorithm).
 Every ``ValueEstimators`` member, and the names (``"GAE"``, ``"MAGAE"``, ``"td_lambda"``, …),
 pick a class in
@@ -80,7 +81,6 @@ __all__ = [
 
 # TorchRL options the service has no counterpart for: refused rather than silently ignored.
 _UNSUPPORTED = {
-    "shifted": "the values would be computed in one shifted call; use shifted=False",
     "group_key": "the service standardises over the whole batch, not within groups",
     "auto_reset_env": "the service does not add the truncation bootstrap to the reward",
 }
@@ -189,15 +189,17 @@ class _RemoteEstimator:
                     target_params = params.clone(False)
             holding = params is None and target_params is None
             with hold_out_net(self.value_network) if holding else nullcontext():
-                value, next_value, _ = self._call_value_nets(
+                value, next_value, valid = self._call_value_nets(
                     data=tensordict,
                     params=params,
                     next_params=target_params,
-                    single_call=False,
+                    single_call=self.shifted,
                     value_key=self.tensor_keys.value,
                     detach_next=True,
                     vmap_randomness=self.vmap_randomness,
                 )
+            if valid is not None:  # shifted=True: the samples the one call could keep
+                tensordict.set("shifted_valid", valid)
             return value, next_value
         value = tensordict.get(self.tensor_keys.value, None)
         next_value = tensordict.get(("next", self.tensor_keys.value), None)
@@ -270,8 +272,6 @@ class _RemoteEstimator:
             )
         keys = self.tensor_keys
         reward = tensordict.get(("next", keys.reward))
-        done = tensordict.get(("next", keys.done))
-        terminated = tensordict.get(("next", keys.terminated), done)
         per_step = _PerStep(tensordict.batch_size, self._get_time_dim(time_dim, tensordict))
         gamma = self.gamma.to(reward.device)
         steps_to_next_obs = tensordict.get(keys.steps_to_next_obs, None)
@@ -280,6 +280,18 @@ class _RemoteEstimator:
         if values is None:
             values = self._values(tensordict, params, target_params)
         value, next_value = values
+        # shifted=True: TorchRL's own steps, the last kept sample of each row made a boundary
+        # (done, not terminated: it bootstraps), the dropped ones zeroed afterwards.
+        valid = tensordict.get("shifted_valid", None)
+        if valid is not None and getattr(self, "average_gae", False):
+            raise ValueError(
+                f"{type(self).__name__}: average_gae with shifted=True is not supported (TorchRL "
+                "standardises over the kept samples only)"
+            )
+        signals = self._prepare_shifted_tensordict(tensordict, valid, per_step.time_dim)
+        reward = signals.get(("next", keys.reward))
+        done = signals.get(("next", keys.done))
+        terminated = signals.get(("next", keys.terminated), done)
         if value is not None:
             reward, done, terminated = self._signals(reward, done, terminated, value)
         elif self._needs_values:
@@ -316,6 +328,7 @@ class _RemoteEstimator:
             tensordict.set(keys.value, per_step.from_wire(result.state_value, reward))
             next_value = per_step.from_wire(result.next_state_value, reward)
             tensordict.set(("next", keys.value), next_value)
+        self._mask_shifted_output(tensordict, valid)
         return tensordict
 
     #: Whether the value target needs V(s) (GAE's target is A + V(s)); TD(0), TD(1) and TD(λ)
@@ -382,7 +395,7 @@ class RemoteTD0(_RemoteEstimator, TD0Estimator):
         model: the server's model ("" = its default); used for server-computed values.
         timeout: the call's deadline in seconds (None = the client's).
         **kwargs: TorchRL's other keyword arguments (skip_existing, device, value_chunk_size,
-            …); differentiable, shifted and group_key are refused.
+            …); differentiable, group_key and auto_reset_env are refused.
     """
 
     _options = options.TD0
