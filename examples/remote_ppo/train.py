@@ -102,6 +102,11 @@ def export_cartpole_model(repository: Path, name: str, seed: int, lr: float) -> 
     dataclasses.replace(manifest, optimizer=optimizer).save(folder)
 
 
+def _drain(stream: Iterator[str]) -> None:
+    for _ in stream:
+        pass
+
+
 @contextmanager
 def serve(repository: Path) -> Iterator[str]:
     """``python -m service.cli serve`` on a free loopback port; yields its "127.0.0.1:PORT"."""
@@ -126,7 +131,7 @@ def serve(repository: Path) -> Iterator[str]:
         if port is None:
             raise RuntimeError("the server did not start:\n" + "".join(seen[-20:]))
         # Keep reading its log so that a full pipe never blocks it.
-        threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
+        threading.Thread(target=_drain, args=(process.stderr,), daemon=True).start()
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
