@@ -55,6 +55,9 @@ def test_remote_ppo_learns_cartpole_shortened(tmp_path: Path) -> None:
     assert int(rows[-1]["env_steps"]) == 20 * 8 * 128
     # 4 epochs × 4 minibatches: one committed update each, chained by compare-and-set.
     assert int(rows[-1]["parameter_version"]) == 20 * 16
+    # Actors act with the newest policy: each iteration's pull got the previous one's last version.
+    pulled = [int(r["pulled_version"]) for r in rows]
+    assert pulled == [0] + [int(r["parameter_version"]) for r in rows[:-1]]
     assert float(rows[0]["mean_return_100"]) < 40  # the near-uniform first policy
     assert float(rows[-1]["mean_return_100"]) >= 90
     for row in rows:

@@ -223,7 +223,8 @@ class Row:
     episodes: int
     mean_return: float  # episodes that ended in this iteration
     mean_return_100: float  # the last 100 episodes
-    parameter_version: int
+    pulled_version: int  # the policy version the actors pulled and acted with (the oldest)
+    parameter_version: int  # the version after this iteration's updates
     rollout_s: float  # actors stepping their environments with their local policy
     rpc_s: float  # RPC wall time not spent computing on the server (transport, (de)serialising)
     server_s: float  # server compute reported by the responses (decode, networks, estimator)
@@ -256,7 +257,7 @@ def train(args: argparse.Namespace, target: str) -> list[Row]:
         version = client.get_model(args.model).parameter_version
         for iteration in range(1, args.max_iterations + 1):
             start = time.perf_counter()
-            list(pool.map(lambda a: a.pull(client, args.model), actors))
+            pulled_versions = set(pool.map(lambda a: a.pull(client, args.model), actors))
             pulled = time.perf_counter()
             segments = list(pool.map(lambda a: a.collect(args.steps), actors))
             collected = time.perf_counter()
@@ -309,6 +310,7 @@ def train(args: argparse.Namespace, target: str) -> list[Row]:
                 episodes=len(returns),
                 mean_return=float(np.mean(returns)) if returns else float("nan"),
                 mean_return_100=float(np.mean(recent)) if recent else float("nan"),
+                pulled_version=min(pulled_versions),  # the stalest actor's
                 parameter_version=version,
                 rollout_s=collected - pulled,
                 rpc_s=(pulled - start) + (learned - collected) - server,
