@@ -143,11 +143,9 @@ class _RemoteEstimator:
     """What the remote estimators share: the client, the call, and TorchRL's plumbing around it.
 
     Subclasses put this class first among their bases, before the TorchRL estimator they stand
-    for, and say which option class carries their knobs (`_options`).
+    for, and build their option object (the request's estimator and knobs) in `_knobs`.
     """
 
-    #: The option class of the request's estimator oneof.
-    _options: ClassVar[type[options.EstimatorOptions]]
     #: Whether the current policy's log-probability is needed (V-trace).
     _needs_log_probs: ClassVar[bool] = False
     #: Whether the values must come from this side (the server's network cannot give them).
@@ -398,7 +396,6 @@ class RemoteTD0(_RemoteEstimator, TD0Estimator):
             …); differentiable, group_key and auto_reset_env are refused.
     """
 
-    _options = options.TD0
     _target_needs_value = False
 
     def __init__(
@@ -431,7 +428,6 @@ class RemoteTD1(_RemoteEstimator, TD1Estimator):
     Arguments as `RemoteTD0`'s.
     """
 
-    _options = options.TD1
     _target_needs_value = False
 
     def __init__(
@@ -464,7 +460,6 @@ class RemoteTDLambda(_RemoteEstimator, TDLambdaEstimator):
     Arguments as `RemoteTD0`'s, plus ``lmbda`` (a float or a one-element tensor).
     """
 
-    _options = options.TDLambda
     _target_needs_value = False
 
     def __init__(
@@ -503,8 +498,6 @@ class RemoteGAE(_RemoteEstimator, GAE):
     Arguments as `RemoteTD0`'s, plus ``lmbda`` (a float or a one-element tensor), ``average_gae``
     (standardise the advantage over the batch, on the server) and ``time_dim``.
     """
-
-    _options = options.GAE
 
     def __init__(
         self,
@@ -548,7 +541,6 @@ class RemoteVTrace(_RemoteEstimator, VTrace):
         **kwargs: TorchRL's other keyword arguments, as `RemoteTD0`'s.
     """
 
-    _options = options.VTrace
     _needs_log_probs = True
 
     def __init__(
