@@ -330,9 +330,14 @@ def test_standardising_knobs(client) -> None:
     )
     _assert_same(expected, got)
     assert abs(float(got["advantage"].mean())) < 1e-5  # standardised, not the raw advantage
-    expected = TD0Estimator(gamma=0.99, value_network=critic, average_rewards=True)(data.clone())
-    got = RemoteTD0(client, gamma=0.99, value_network=critic, average_rewards=True)(data.clone())
-    _assert_same(expected, got)
+    for torchrl_cls, remote_cls, knobs in PAIRS[1:]:
+        local = torchrl_cls(gamma=0.99, value_network=critic, average_rewards=True, **knobs)
+        remote = remote_cls(client, gamma=0.99, value_network=critic, average_rewards=True, **knobs)
+        expected, got = local(data.clone()), remote(data.clone())
+        _assert_same(expected, got)
+        # TorchRL writes the standardised rewards back into the tensordict; so does the remote.
+        torch.testing.assert_close(got["next", "reward"], expected["next", "reward"])
+        assert abs(float(got["next", "reward"].mean())) < 1e-6
 
 
 def test_values_from_the_servers_network(client) -> None:

@@ -28,10 +28,10 @@ does. Only the estimator's recursion moves to the server:
   from the observations (the model's input keys, at the root and under ``"next"``) and they are
   written back under the value key (``("next", value)`` is 0 at terminated steps, where the
   server does not evaluate it: that bootstrap is never used).
-- **the recursion** (and ``average_gae`` / ``average_rewards`` / ``average_adv``) runs on the
-  server, on ``[*B', T]`` arrays: the time dimension moved last, the other batch dimensions and
-  the feature dimensions in front of it (a trailing feature dimension of size 1 is dropped and
-  restored).
+- **the recursion** (and ``average_gae`` / ``average_adv``) runs on the server, on ``[*B', T]``
+  arrays: the time dimension moved last, the other batch dimensions and the feature dimensions
+  in front of it (a trailing feature dimension of size 1 is dropped and restored).
+  ``average_rewards`` standardises the rewards here and writes them back, as TorchRL does.
 - **V-trace**: the behaviour log-probability is read under ``sample_log_prob``, the current
   policy's is computed with the ``actor_network`` here (TorchRL's way) and sent as ``log_prob``.
 
@@ -150,6 +150,8 @@ class _RemoteEstimator:
     _needs_log_probs: ClassVar[bool] = False
     #: Whether the values must come from this side (the server's network cannot give them).
     _needs_values: ClassVar[bool] = False
+    #: TD(0), TD(1), TD(λ) with average_rewards: the floor of the rewards' std (TorchRL's).
+    _reward_std_floor: ClassVar[float] = 1e-5
 
     def _remote_init(self, client: Any, model: str, timeout: float | None) -> None:
         if not hasattr(client, "compute_advantage") or getattr(client, "_awaits", False):
@@ -270,6 +272,11 @@ class _RemoteEstimator:
             )
         keys = self.tensor_keys
         reward = tensordict.get(("next", keys.reward))
+        if getattr(self, "average_rewards", False):
+            # TorchRL standardises the rewards over the batch and writes them back (later
+            # code reads them); the standardised rewards are what is sent.
+            reward = (reward - reward.mean()) / reward.std().clamp_min(self._reward_std_floor)
+            tensordict.set(("next", keys.reward), reward)
         per_step = _PerStep(tensordict.batch_size, self._get_time_dim(time_dim, tensordict))
         gamma = self.gamma.to(reward.device)
         steps_to_next_obs = tensordict.get(keys.steps_to_next_obs, None)
@@ -388,8 +395,8 @@ class RemoteTD0(_RemoteEstimator, TD0Estimator):
         client: an `advantage_client.AdvantageClient`.
         gamma: the discount (a float or a one-element tensor).
         value_network: the critic run here (None: the tensordict's values, else the server's).
-        average_rewards: standardise the rewards over the batch first (on the server; the
-            tensordict's rewards are not rewritten).
+        average_rewards: standardise the rewards over the batch first, and write them back
+            into the tensordict, as TorchRL does.
         model: the server's model ("" = its default); used for server-computed values.
         timeout: the call's deadline in seconds (None = the client's).
         **kwargs: TorchRL's other keyword arguments (skip_existing, device, value_chunk_size,
@@ -418,7 +425,6 @@ class RemoteTD0(_RemoteEstimator, TD0Estimator):
     def _knobs(self, per_step: _PerStep, gamma: torch.Tensor) -> options.EstimatorOptions:
         return options.TD0(
             gamma=_coefficient(gamma, per_step, "gamma"),
-            average_rewards=bool(self.average_rewards),
         )
 
 
@@ -450,7 +456,6 @@ class RemoteTD1(_RemoteEstimator, TD1Estimator):
     def _knobs(self, per_step: _PerStep, gamma: torch.Tensor) -> options.EstimatorOptions:
         return options.TD1(
             gamma=_coefficient(gamma, per_step, "gamma"),
-            average_rewards=bool(self.average_rewards),
         )
 
 
@@ -461,6 +466,7 @@ class RemoteTDLambda(_RemoteEstimator, TDLambdaEstimator):
     """
 
     _target_needs_value = False
+    _reward_std_floor = 1e-4  # TorchRL's TD(λ) clamps at 1e-4, TD(0) and TD(1) at 1e-5
 
     def __init__(
         self,
@@ -488,7 +494,6 @@ class RemoteTDLambda(_RemoteEstimator, TDLambdaEstimator):
         return options.TDLambda(
             gamma=_coefficient(gamma, per_step, "gamma"),
             lmbda=_coefficient(self.lmbda, per_step, "lmbda"),
-            average_rewards=bool(self.average_rewards),
         )
 
 
