@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -91,6 +93,23 @@ template <typename Message>
 void SetGammaLambda(Message* message, const AdvantageRequest& request) {
   SetGamma(message, request);
   if (request.lmbda) *message->mutable_lmbda() = Scalar(*request.lmbda);
+}
+
+// The service's estimator name for any of its names: the service's ("td_lambda") or TorchRL's
+// ValueEstimators members ("TDLambda") and classes ("TDLambdaEstimator"), case, '_' and '-'
+// ignored; an unknown name is returned as given (and refused by the caller).
+std::string CanonicalEstimator(const std::string& name) {
+  std::string key;
+  for (const char c : name) {
+    if (c == '_' || c == '-') continue;
+    key += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  const std::string suffix = "estimator";
+  const size_t stem = key.size() - std::min(key.size(), suffix.size());
+  if (stem > 0 && key.compare(stem, suffix.size(), suffix) == 0) key.resize(stem);
+  if (key == "gae" || key == "td0" || key == "td1" || key == "vtrace") return key;
+  if (key == "tdlambda") return "td_lambda";
+  return name;
 }
 
 }  // namespace
@@ -232,7 +251,7 @@ v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request) {
   trajectory->set_form(request.form == Form::kCompact ? v1::TRAJECTORY_FORM_COMPACT
                                                       : v1::TRAJECTORY_FORM_FULL);
 
-  const std::string& name = request.estimator;
+  const std::string name = CanonicalEstimator(request.estimator);
   const bool has_lmbda = name == "gae" || name == "td_lambda" || name == "vtrace";
   if (request.min_parameter_version) out.set_min_parameter_version(*request.min_parameter_version);
   if (request.lmbda && !has_lmbda) {
@@ -254,7 +273,8 @@ v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request) {
     if (request.gamma) throw std::invalid_argument("gamma needs an estimator name");
   } else {
     throw std::invalid_argument("unknown estimator '" + name +
-                                "' (gae, td0, td1, td_lambda, vtrace, or empty)");
+                                "' (gae, td0, td1, td_lambda, vtrace, TorchRL's names such as "
+                                "TDLambda, or empty)");
   }
   return out;
 }

@@ -90,8 +90,9 @@ struct AdvantageRequest {
   std::optional<v1::Tensor> sample_log_prob;
   std::optional<v1::Tensor> log_prob;
 
-  // "gae", "td0", "td1", "td_lambda", "vtrace"; empty = the server's default (GAE with the
-  // model's γ and λ).
+  // "gae", "td0", "td1", "td_lambda", "vtrace", or TorchRL's names for them (ValueEstimators
+  // members "GAE", "TDLambda", …, classes "TDLambdaEstimator", …; case, '_' and '-' ignored);
+  // empty = the server's default (GAE with the model's γ and λ).
   std::string estimator = "gae";
   std::optional<double> gamma;  // absent = the model's default
   std::optional<double> lmbda;  // absent = the model's default (not used by td0/td1)
