@@ -57,7 +57,11 @@ def run_ppo(
     loss.make_value_estimator(make_estimator(loss))
     optimizer = torch.optim.Adam(loss.parameters(), lr=3e-3)
     collector = Collector(
-        env, actor, frames_per_batch=frames_per_batch, total_frames=frames_per_batch * batches
+        env,
+        actor,
+        frames_per_batch=frames_per_batch,
+        total_frames=frames_per_batch * batches,
+        auto_register_policy_transforms=False,  # the MLP policy needs none
     )
     run = PPORun()
     try:
