@@ -44,9 +44,10 @@ $(SERVER_STAMP): $(TORCH_STAMP) pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-# Everything `make test` needs: the dev/test extras (TorchRL, pytest, ruff, ...) and the client.
+# Everything `make test` needs: the dev/test extras (TorchRL, pytest, ruff, ...), the examples'
+# (gymnasium, matplotlib, tqdm) and the client with its TorchRL drop-in.
 $(DEV_STAMP): $(SERVER_STAMP) pyproject.toml clients/python/pyproject.toml
-	$(BIN)/pip install -q -e '.[dev]' -e 'clients/python[torch]'
+	$(BIN)/pip install -q -e '.[dev,examples]' -e 'clients/python[torch,torchrl]'
 	touch $@
 
 $(SYSTEM_STAMP): | $(BIN)/python

@@ -22,7 +22,8 @@ Request (POST /v1/advantage)::
       }
     }
 
-`estimator` may also be just a name ("td_lambda"); a knob left out takes the model's default, and
+`estimator` may also be just a name ("td_lambda"); TorchRL's names work too ("TDLambda",
+"TDLambdaEstimator", case, "_" and "-" ignored); a knob left out takes the model's default, and
 `gamma`/`lmbda` may be a number or a per-step nested list. Per-step tensors (reward, done,
 terminated, state values, log-probs) are [*B, T] nested lists; with `"torchrl_shapes": true` they
 carry TorchRL's trailing feature dimension [*B, T, 1] instead (every one of them must), and the
@@ -62,7 +63,7 @@ from google.protobuf.message import Message
 
 from service.dtypes import COMPUTE_DTYPES, TORCH_DTYPES, dtype_name
 from service.errors import InvalidArgument
-from service.estimators.registry import DEFAULT_ESTIMATOR, ESTIMATORS
+from service.estimators.registry import DEFAULT_ESTIMATOR, ESTIMATORS, estimator_named
 from service.knobs import Knob
 from service.losses.registry import DEFAULT_LOSS, LOSSES
 from service.models.model import Model
@@ -197,6 +198,8 @@ def estimator_name(body: Any, oneof: str = "estimator") -> str | None:
     if value is None:
         return default
     name = value.get("name") if isinstance(value, Mapping) else value
+    if isinstance(name, str) and oneof == "estimator":
+        name = estimator_named(name)
     return name if isinstance(name, str) and name in choices else None
 
 
@@ -450,9 +453,13 @@ def _choice(
         )
     knobs = dict(value)
     name = knobs.pop("name", None)
+    if isinstance(name, str) and oneof == "estimator":  # TorchRL's names too ("TDLambda")
+        name = estimator_named(name) or name
     if not isinstance(name, str) or name not in choices:
+        also = " (or TorchRL's names: GAE, TDLambda, TDLambdaEstimator, …)"
         raise InvalidArgument(
-            f"{oneof}.name: expected one of {list(choices)}, got {describe_json_value(name)}"
+            f"{oneof}.name: expected one of {list(choices)}"
+            f"{also if oneof == 'estimator' else ''}, got {describe_json_value(name)}"
         )
     message = getattr(request, name)
     message.SetInParent()

@@ -163,6 +163,7 @@ def test_wrong_reward_shape_is_invalid_argument(cpp_build: CppBuild, grpc_target
 
 
 def test_server_held_values_report_the_demo_model(cpp_build: CppBuild, grpc_target: str) -> None:
+    """The example names this estimator as TorchRL does ("GAE"): the client accepts it."""
     served = [line for line in _output(cpp_build, grpc_target) if line[0] == "server_values"]
     assert len(served) == 1, served
     assert served[0][1:3] == ["model", "demo"]

@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
     }
     held.observation["observation"] = advantage::Tensor::Encode(observation, {kB, kT, 4});
     held.next_observation["observation"] = advantage::Tensor::Encode(next_observation, {kB, kT, 4});
-    held.estimator = "gae";  // the model's default γ and λ
+    held.estimator = "GAE";  // TorchRL's name works too; the model's default γ and λ
     const advantage::AdvantageResult served = client.ComputeAdvantage(held);
     std::printf("server_values model %s version %lld shape %lld %lld\n", served.model_name.c_str(),
                 static_cast<long long>(served.parameter_version),

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <initializer_list>
@@ -109,10 +110,28 @@ void FillTrajectory(const TrajectoryFields& in, v1::Trajectory* trajectory) {
                                                  : v1::TRAJECTORY_FORM_FULL);
 }
 
+// The service's estimator name for any of its names: the service's ("td_lambda") or TorchRL's
+// ValueEstimators members ("TDLambda") and classes ("TDLambdaEstimator"), case, '_' and '-'
+// ignored; an unknown name is returned as given (and refused by the caller).
+std::string CanonicalEstimator(const std::string& name) {
+  std::string key;
+  for (const char c : name) {
+    if (c == '_' || c == '-') continue;
+    key += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  const std::string suffix = "estimator";
+  const size_t stem = key.size() - std::min(key.size(), suffix.size());
+  if (stem > 0 && key.compare(stem, suffix.size(), suffix) == 0) key.resize(stem);
+  if (key == "gae" || key == "td0" || key == "td1" || key == "vtrace") return key;
+  if (key == "tdlambda") return "td_lambda";
+  return name;
+}
+
 // Sets the `estimator` oneof of a ComputeAdvantageRequest or ComputeLossRequest (nothing for an
 // empty name) from the knobs the estimator takes; refuses the others.
 template <typename Request>
-void FillEstimator(const std::string& name, const EstimatorKnobs& knobs, Request* out) {
+void FillEstimator(const std::string& given_name, const EstimatorKnobs& knobs, Request* out) {
+  const std::string name = CanonicalEstimator(given_name);
   if (name != "vtrace") {
     const std::string owner = name.empty() ? "the server's default estimator (empty name)"
                                            : "estimator '" + name + "'";
@@ -149,7 +168,8 @@ void FillEstimator(const std::string& name, const EstimatorKnobs& knobs, Request
     if (knobs.rho_pg_thresh) vtrace->set_rho_pg_thresh(*knobs.rho_pg_thresh);
   } else if (!name.empty()) {
     throw std::invalid_argument("unknown estimator '" + name +
-                                "' (gae, td0, td1, td_lambda, vtrace, or empty)");
+                                "' (gae, td0, td1, td_lambda, vtrace, TorchRL's names such as "
+                                "TDLambda, or empty)");
   }
 }
 

@@ -9,11 +9,12 @@ import {
   buildTrajectory,
   checkArgNames,
   checkKnobs,
+  estimatorFrom,
   KNOB_ARGS,
   pickKnobs,
   TRAJECTORY_ARGS,
-  type Estimator,
   type EstimatorKnobs,
+  type EstimatorName,
   type LossKind,
   type LossOptions,
   type TrajectoryArgs,
@@ -153,15 +154,21 @@ export interface ReadOptions {
 }
 
 export interface ComputeAdvantageArgs extends TrajectoryArgs, EstimatorKnobs, CallOptions, ReadOptions {
-  /** "gae" (default), "td0", "td1", "td_lambda" or "vtrace"; KNOBS lists each one's knobs. */
-  estimator?: Estimator;
+  /**
+   * "gae" (default), "td0", "td1", "td_lambda" or "vtrace" (KNOBS lists each one's knobs), or
+   * TorchRL's names ("GAE", "TDLambda", "TDLambdaEstimator", …; see `estimatorFrom`).
+   */
+  estimator?: EstimatorName;
   /** Model name; "" / undefined = the server's default model. */
   model?: string;
 }
 
 export interface ComputeLossArgs extends TrajectoryArgs, EstimatorKnobs, CallOptions, ReadOptions {
-  /** Estimator of the advantage (unset = GAE with the model's γ, λ; knobs alone imply "gae"). */
-  estimator?: Estimator;
+  /**
+   * Estimator of the advantage, by any of its names (see `estimatorFrom`); unset = GAE with the
+   * model's γ, λ; knobs alone imply "gae".
+   */
+  estimator?: EstimatorName;
   /** Loss (unset = "ppo_clip" with TorchRL's defaults). */
   loss?: LossKind;
   /** The loss's knobs (LOSS_KNOBS lists each one's). */
@@ -328,7 +335,7 @@ export class AdvantageClient {
    */
   async computeAdvantage(args: ComputeAdvantageArgs): Promise<AdvantageResult> {
     checkArgNames(args, ADVANTAGE_ARGS, "computeAdvantage");
-    const estimator = args.estimator ?? "gae";
+    const estimator = estimatorFrom(args.estimator ?? "gae");
     const knobs = pickKnobs(args as unknown as Record<string, unknown>);
     checkKnobs(estimator, knobs);
     const request = withMinVersion(
@@ -351,7 +358,8 @@ export class AdvantageClient {
   async computeLoss(args: ComputeLossArgs): Promise<LossResult> {
     checkArgNames(args, LOSS_ARGS, "computeLoss");
     const knobs = pickKnobs(args as unknown as Record<string, unknown>);
-    const estimator = args.estimator ?? (Object.keys(knobs).length ? "gae" : undefined);
+    const name = args.estimator ?? (Object.keys(knobs).length ? "gae" : undefined);
+    const estimator = name === undefined ? undefined : estimatorFrom(name);
     if (estimator !== undefined) checkKnobs(estimator, knobs);
     if ((args.advantage === undefined) !== (args.valueTarget === undefined)) {
       throw new TypeError("pass both advantage and valueTarget, or neither");

@@ -21,12 +21,14 @@ export {
 export { AdvantageServiceError, Status } from "./errors";
 export {
   compactObservations,
+  estimatorFrom,
   ESTIMATORS,
   KNOBS,
   LOSSES,
   LOSS_KNOBS,
   type Estimator,
   type EstimatorKnobs,
+  type EstimatorName,
   type Form,
   type LossKind,
   type LossOptions,

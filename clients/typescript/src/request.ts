@@ -6,6 +6,22 @@
 import { arrayTypeOf, dtypeOf, encodeTensor, isTensor, numel, type Tensor, type WireTensor } from "./tensor";
 
 export type Estimator = "gae" | "td0" | "td1" | "td_lambda" | "vtrace";
+/**
+ * A name an estimator is also known by: TorchRL's `ValueEstimators` members ("GAE", "TD0", "TD1",
+ * "TDLambda", "VTrace") and estimator classes ("TD0Estimator", "TDLambdaEstimator", …), or the
+ * service's, with case, "_" and "-" ignored (`estimatorFrom` resolves it).
+ */
+export type EstimatorName =
+  | Estimator
+  | "GAE"
+  | "TD0"
+  | "TD1"
+  | "TDLambda"
+  | "VTrace"
+  | "TD0Estimator"
+  | "TD1Estimator"
+  | "TDLambdaEstimator"
+  | (string & {});
 export type Form = "full" | "compact";
 export type LossKind = "ppo_clip" | "ppo_kl" | "ppo" | "a2c" | "reinforce" | "impala";
 
@@ -74,6 +90,32 @@ function checkRange(knob: string, value: number): void {
   } else if (!(value >= 0 && value <= 1)) {
     throw new RangeError(`${knob} must be in [0, 1], got ${value}`);
   }
+}
+
+/** "TDLambdaEstimator", "TDLambda", "td_lambda" → "tdlambda" (as the Python client's names). */
+function nameKey(name: string): string {
+  const key = name.toLowerCase().replace(/[_-]/g, "");
+  return key.endsWith("estimator") && key !== "estimator" ? key.slice(0, -"estimator".length) : key;
+}
+
+const ESTIMATOR_KEYS: Readonly<Record<string, Estimator>> = Object.fromEntries(
+  (Object.keys(ESTIMATOR_FIELDS) as Estimator[]).map((e) => [nameKey(e), e]),
+);
+
+/**
+ * The service's name of an estimator given by any of its names (`EstimatorName`): "GAE" → "gae",
+ * "TDLambda" / "TDLambdaEstimator" / "td_lambda" → "td_lambda". Throws TypeError for an unknown
+ * name (TorchRL's "MAGAE" too: the service has no multi-agent GAE).
+ */
+export function estimatorFrom(name: string): Estimator {
+  const estimator = typeof name === "string" ? ESTIMATOR_KEYS[nameKey(name)] : undefined;
+  if (estimator === undefined) {
+    throw new TypeError(
+      `unknown estimator ${JSON.stringify(name)}; expected one of ${ESTIMATORS.join(", ")} ` +
+        "(or TorchRL's names: GAE, TD0, TD1, TDLambda, VTrace, TDLambdaEstimator, …)",
+    );
+  }
+  return estimator;
 }
 
 /** Validate an estimator name and its knobs (undefined knobs are ignored). */

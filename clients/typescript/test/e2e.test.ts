@@ -219,6 +219,16 @@ describe("computeAdvantage", () => {
     assertClose(res.advantage.data as Float64Array, expected, { atol: 1e-12, what: "td0 advantage" });
   });
 
+  test("TorchRL's estimator names run the same estimator as the service's", async () => {
+    const b = batch([2, 7], 14, "float64");
+    const values = { reward: b.reward, done: b.done, terminated: b.terminated, stateValue: b.stateValue, nextStateValue: b.nextStateValue };
+    const service = await client.computeAdvantage({ ...values, estimator: "td_lambda", gamma: 0.9, lmbda: 0.7 });
+    const torchrl = await client.computeAdvantage({ ...values, estimator: "TDLambdaEstimator", gamma: 0.9, lmbda: 0.7 });
+    const gae = await client.computeAdvantage({ ...values, estimator: "GAE", gamma: 0.9, lmbda: 0.7 });
+    assert.deepEqual(Array.from(torchrl.valueTarget.data as Float64Array), Array.from(service.valueTarget.data as Float64Array));
+    assert.notDeepEqual(Array.from(gae.valueTarget.data as Float64Array), Array.from(service.valueTarget.data as Float64Array));
+  });
+
   test("V-trace on-policy (ρ = c = 1) gives TD(1)'s value target; with the server's actor too", async () => {
     const b = batch([3, 6], 12, "float64");
     const values = { reward: b.reward, done: b.done, terminated: b.terminated, stateValue: b.stateValue, nextStateValue: b.nextStateValue };
@@ -307,6 +317,14 @@ describe("computeLoss", () => {
       sampleLogProb: tensor(new Float32Array(n).fill(Math.log(0.5)), [2, 6]),
     };
   }
+
+  test("an estimator by TorchRL's name (\"TD0\") is the service's \"td0\"", async () => {
+    const torchrl = await client.computeLoss({ ...lossBatch(6), estimator: "TD0", gamma: 0.9, loss: "a2c" });
+    const service = await client.computeLoss({ ...lossBatch(6), estimator: "td0", gamma: 0.9, loss: "a2c" });
+    const gae = await client.computeLoss({ ...lossBatch(6), estimator: "gae", gamma: 0.9, loss: "a2c" });
+    assert.equal(torchrl.loss, service.loss);
+    assert.notEqual(gae.loss, service.loss);
+  });
 
   test("default loss (ClipPPO): loss is the sum of the loss_* metrics", async () => {
     const res = await client.computeLoss(lossBatch(9));

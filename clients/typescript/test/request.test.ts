@@ -1,7 +1,7 @@
 /** Request building without a server: knobs (checked against the proto), compact form, argument checks. */
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
-import { AdvantageClient, compactObservations, KNOBS, LOSS_KNOBS, loadProto, tensor } from "../src";
+import { AdvantageClient, compactObservations, estimatorFrom, KNOBS, LOSS_KNOBS, loadProto, tensor } from "../src";
 import { buildEstimator, buildLoss, camel, type Estimator, type LossKind } from "../src/request";
 
 type Descriptor = { type: { field: Array<{ name: string }> } };
@@ -58,6 +58,18 @@ describe("estimator and loss messages", () => {
     assert.throws(() => buildEstimator("vtrace", { lmbda: reward }, reward), /must be a number/);
     assert.throws(() => buildEstimator("gae", { lmbda: tensor(new Float64Array(3), [3]) }, reward), /reward's shape/);
     assert.throws(() => buildEstimator("nope" as Estimator, {}, reward), /unknown estimator/);
+  });
+
+  test("TorchRL's ValueEstimators names and estimator classes name the same estimators", () => {
+    const names: Record<string, Estimator> = {
+      GAE: "gae", TD0: "td0", TD1: "td1", TDLambda: "td_lambda", VTrace: "vtrace",
+      TD0Estimator: "td0", TD1Estimator: "td1", TDLambdaEstimator: "td_lambda",
+      td_lambda: "td_lambda", "td-lambda": "td_lambda", vtrace: "vtrace", Gae: "gae",
+    };
+    for (const [name, estimator] of Object.entries(names)) assert.equal(estimatorFrom(name), estimator, name);
+    for (const name of ["MAGAE", "QValue", "estimator", ""]) {
+      assert.throws(() => estimatorFrom(name), /unknown estimator .*TorchRL's names/, name);
+    }
   });
 
   test("loss options go to the message or its PolicyLossOptions", () => {

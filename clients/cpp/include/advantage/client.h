@@ -109,8 +109,9 @@ struct EstimatorKnobs {
 // One ComputeAdvantage call.
 struct AdvantageRequest : TrajectoryFields, EstimatorKnobs {
   std::string model_name;                   // empty = the server's default model
-  // "gae", "td0", "td1", "td_lambda", "vtrace"; empty = the server's default (GAE with the
-  // model's γ and λ).
+  // "gae", "td0", "td1", "td_lambda", "vtrace", or TorchRL's names for them (ValueEstimators
+  // members "GAE", "TDLambda", …, classes "TDLambdaEstimator", …; case, '_' and '-' ignored);
+  // empty = the server's default (GAE with the model's γ and λ).
   std::string estimator = "gae";
   // Read-your-writes: compute with this parameter version or a later one. A replica that does
   // not hold it yet waits briefly, then answers UNAVAILABLE (retried on the next server); the
