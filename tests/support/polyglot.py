@@ -1,0 +1,59 @@
+"""Real servers and result parsing for the client test suites in other languages (Go, Java).
+
+`client_test_servers(folder)` starts the servers such a suite needs, all on loopback (the demo
+model plain, one with a token, one with TLS, one with mutual TLS), writes the reference cases
+(tests/support/client_cases.py) and test certificates into `folder`, and yields the environment
+variables that tell the suite where everything is (the names are listed at the top of
+clients/go/client_test.go and clients/java/test/.../ClientTest.java).
+
+Both suites print one line per test and subtest in Go's verbose format, `--- PASS: Name (0.01s)`
+(subtests `Name/case`, indented), which `parse_results` reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from service.settings import Settings
+from tests.support.client_cases import write_cases
+from tests.support.servers import running_server
+from tests.support.tls_certs import make_certificates
+
+TOKEN = "polyglot-s3cret"
+GOLDEN = Path(__file__).resolve().parents[2] / "proto" / "testdata"
+RESULT = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+)")
+
+
+@contextmanager
+def client_test_servers(folder: Path) -> Iterator[dict[str, str]]:
+    """Start the servers; yield the suite's environment variables."""
+    cases = folder / "cases.json"
+    write_cases(cases)
+    certs = make_certificates(folder / "certs")
+    tls = Settings(tls_cert=certs.server_cert, tls_key=certs.server_key)
+    mutual = Settings(tls_cert=certs.server_cert, tls_key=certs.server_key, tls_client_ca=certs.ca)
+    with ExitStack() as stack:
+        servers = {
+            name: stack.enter_context(running_server(settings))
+            for name, settings in {
+                "ADVANTAGE_TEST_TARGET": Settings(),
+                "ADVANTAGE_TEST_TOKEN_TARGET": Settings(auth_token=TOKEN),
+                "ADVANTAGE_TEST_TLS_TARGET": tls,
+                "ADVANTAGE_TEST_MTLS_TARGET": mutual,
+            }.items()
+        }
+        yield {
+            **{name: server.target for name, server in servers.items()},
+            "ADVANTAGE_TEST_TOKEN": TOKEN,
+            "ADVANTAGE_TEST_CASES": str(cases),
+            "ADVANTAGE_TEST_CERTS": str(certs.ca.parent),
+            "ADVANTAGE_TEST_GOLDEN": str(GOLDEN),
+        }
+
+
+def parse_results(output: str) -> dict[str, str]:
+    """{test name (subtests "Test/case"): "PASS" | "FAIL" | "SKIP"} from verbose test output."""
+    return {match[2]: match[1] for match in map(RESULT.match, output.splitlines()) if match}
