@@ -25,9 +25,12 @@ SYSTEM_PACKAGES := chromium chromium-driver cmake g++ pkg-config libgrpc++-dev l
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 TS_CLIENT := clients/typescript
+# buf from npm (@bufbuild/buf ships the binary), pinned by tools/buf/package-lock.json.
+BUF_TOOLS := tools/buf
+BUF := $(BUF_TOOLS)/node_modules/.bin/buf
 
 .PHONY: install install-server torch-plan serve test test-python test-typescript lint format \
-	proto bench system-packages
+	proto bench system-packages buf golden
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,7 +73,21 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/gen_proto.py --check
 
-test: lint test-python test-typescript
+test: lint buf test-python test-typescript
+
+$(BUF): $(BUF_TOOLS)/package.json $(BUF_TOOLS)/package-lock.json
+	cd $(BUF_TOOLS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The contract: buf's lint rules (buf.yaml) and no breaking change against the released proto.
+buf: $(BUF)
+	$(BUF) lint
+	$(BUF) breaking --against $(BUF_TOOLS)/released
+
+# Regenerate the golden vectors (proto/testdata/) after a deliberate change; tests/test_golden.py
+# fails while they are stale.
+golden: $(DEV_STAMP)
+	$(BIN)/python -m tests.support.golden
 
 test-python: $(DEV_STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m pytest
