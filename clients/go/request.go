@@ -285,7 +285,11 @@ type LossOptions struct {
 	ClipValue          *float64
 }
 
+// proto is the options message, nil when every knob is left at its default (not sent).
 func (o LossOptions) proto() *pb.PolicyLossOptions {
+	if o == (LossOptions{}) {
+		return nil
+	}
 	return &pb.PolicyLossOptions{
 		EntropyBonus: o.EntropyBonus, EntropyCoeff: o.EntropyCoeff, CriticCoeff: o.CriticCoeff,
 		LossCriticType: o.CriticLoss, NormalizeAdvantage: o.NormalizeAdvantage,
