@@ -12,10 +12,14 @@ Both suites print one line per test and subtest in Go's verbose format, `--- PAS
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from service.settings import Settings
 from tests.support.client_cases import write_cases
@@ -24,6 +28,8 @@ from tests.support.tls_certs import make_certificates
 
 TOKEN = "polyglot-s3cret"
 GOLDEN = Path(__file__).resolve().parents[2] / "proto" / "testdata"
+# The golden case names (proto/testdata/cases.json), each a subtest of the suites' golden test.
+GOLDEN_CASES = [case["name"] for case in json.loads((GOLDEN / "cases.json").read_text())["cases"]]
 RESULT = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+)")
 
 
@@ -57,3 +63,28 @@ def client_test_servers(folder: Path) -> Iterator[dict[str, str]]:
 def parse_results(output: str) -> dict[str, str]:
     """{test name (subtests "Test/case"): "PASS" | "FAIL" | "SKIP"} from verbose test output."""
     return {match[2]: match[1] for match in map(RESULT.match, output.splitlines()) if match}
+
+
+@dataclass
+class SuiteRun:
+    """The outcome of one run of a client's test suite: each test's status, and its output (or
+    why the suite could not run: reported as a failure by every test that needs it)."""
+
+    results: dict[str, str]
+    output: str
+    problem: str | None = None
+
+    def require(self, *names: str) -> None:
+        """Fail unless the suite ran and each named test (or subtest) passed."""
+        if self.problem is not None:
+            pytest.fail(self.problem, pytrace=False)
+        for name in names:
+            status = self.results.get(name)
+            assert status == "PASS", f"test {name}: {status or 'did not run'}\n{self.output}"
+
+    def require_all_passed(self, at_least: int) -> None:
+        """Fail unless at least `at_least` tests ran and none failed or was skipped."""
+        self.require()
+        assert len(self.results) >= at_least, self.results
+        failed = {name: status for name, status in self.results.items() if status != "PASS"}
+        assert not failed, f"{failed}\n{self.output}"
