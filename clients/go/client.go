@@ -143,6 +143,7 @@ func Dial(target string, options Options) (*Client, error) {
 	dial := []grpc.DialOption{
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limit), grpc.MaxCallSendMsgSize(limit)),
 		grpc.WithDefaultServiceConfig(config),
+		grpc.WithResolvers(listResolver{"ipv4"}, listResolver{"ipv6"}), // ChannelTarget's lists
 	}
 	if options.TLS != nil {
 		creds, err := options.TLS.credentials()

@@ -10,6 +10,8 @@ package advantage_test
 // ADVANTAGE_TEST_TLS_TARGET    a TLS server; ADVANTAGE_TEST_CERTS holds ca.crt, other-ca.crt, ...
 // ADVANTAGE_TEST_MTLS_TARGET   a TLS server that wants client certificates signed by ca.crt
 // ADVANTAGE_TEST_GOLDEN        proto/testdata (golden requests and answers)
+// ADVANTAGE_TEST_REFUSING_TARGET  a server SERVING by health that answers every call UNAVAILABLE
+//                                 (run with GRPC_GO_RETRY=on: grpc-go 1.33 retries only then)
 // A test whose variable is missing fails: none is skipped.
 
 import (
@@ -273,6 +275,27 @@ func TestUnreachableServerIsUnavailable(t *testing.T) {
 	client := dial(t, target, advantage.Options{ServiceConfig: "{}"})
 	_, err = client.ListModels(context.Background())
 	requireCode(t, err, codes.Unavailable)
+}
+
+// A list of two servers, one refusing every call: round_robin sends calls to both, and the
+// default service config retries each refused one on the other server (the test's driver checks
+// that the refusing server was called). With gRPC's defaults (pick_first on the first address,
+// no retries) the refusal reaches the caller.
+func TestListOfServersIsBalancedAndUnavailableRetried(t *testing.T) {
+	refusing, serving := env(t, "ADVANTAGE_TEST_REFUSING_TARGET"), env(t, "ADVANTAGE_TEST_TARGET")
+	target, err := advantage.ChannelTarget([]string{refusing, serving})
+	if err != nil {
+		t.Fatal(err)
+	}
+	balanced := dial(t, target, advantage.Options{})
+	for i := 0; i < 10; i++ {
+		models, err := balanced.ListModels(context.Background())
+		if err != nil || len(models) != 1 {
+			t.Fatalf("call %d: %v %v", i, models, err)
+		}
+	}
+	_, err = dial(t, target, advantage.Options{ServiceConfig: "{}"}).ListModels(context.Background())
+	requireCode(t, err, codes.Unavailable, "refusing server")
 }
 
 // ---- TorchRL's numbers (ADVANTAGE_TEST_CASES) ---------------------------------------------

@@ -43,8 +43,13 @@ def go_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
             {}, "", f"missing {', '.join(missing) or 'golang-google-grpc-dev'}; {INSTALL}"
         )
     folder = tmp_path_factory.mktemp("go-client")
-    with client_test_servers(folder) as variables:
-        env = {**os.environ, **variables, "ADVANTAGE_GO_WORK": str(folder / "work")}
+    with client_test_servers(folder) as servers:
+        env = {
+            **os.environ,
+            **servers.variables,
+            "ADVANTAGE_GO_WORK": str(folder / "work"),
+            "GRPC_GO_RETRY": "on",  # grpc-go < 1.40 retries only with it
+        }
         done = subprocess.run(
             [str(GO_CLIENT / "go-offline.sh"), "test", "-count=1", "-v", "."],
             capture_output=True,
@@ -52,10 +57,11 @@ def go_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
             timeout=1200,
             env=env,
         )
+        refused = servers.refusing.calls
     output = done.stdout + done.stderr
     results = parse_results(done.stdout)
     problem = None if results else f"`go test` ran no test; {INSTALL}\n{output[-4000:]}"
-    return SuiteRun(results, output[-20000:], problem)
+    return SuiteRun(results, output[-20000:], problem, refused)
 
 
 def test_every_go_test_passed_and_none_was_skipped(go_run: SuiteRun) -> None:
@@ -96,6 +102,11 @@ def test_error_statuses_name_the_field(go_run: SuiteRun) -> None:
         "TestVersionsAreChecked",
         "TestUnreachableServerIsUnavailable",
     )
+
+
+def test_a_list_of_servers_is_balanced_and_unavailable_is_retried(go_run: SuiteRun) -> None:
+    go_run.require("TestListOfServersIsBalancedAndUnavailableRetried")
+    assert go_run.refused_calls > 0  # round_robin sent calls there; each was retried
 
 
 def test_token_tls_and_mutual_tls(go_run: SuiteRun) -> None:

@@ -43,8 +43,8 @@ def java_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
     if missing:
         return SuiteRun({}, "", f"missing {', '.join(missing)}; {INSTALL}")
     folder = tmp_path_factory.mktemp("java-client")
-    with client_test_servers(folder) as variables:
-        env = {**os.environ, **variables, "ADVANTAGE_JAVA_BUILD": str(folder / "build")}
+    with client_test_servers(folder) as servers:
+        env = {**os.environ, **servers.variables, "ADVANTAGE_JAVA_BUILD": str(folder / "build")}
         done = subprocess.run(
             [str(JAVA_CLIENT / "build.sh"), "test"],
             capture_output=True,
@@ -52,10 +52,11 @@ def java_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
             timeout=1200,
             env=env,
         )
+        refused = servers.refusing.calls
     output = done.stdout + done.stderr
     results = parse_results(done.stdout)
     problem = None if results else f"the Java tests did not run; {INSTALL}\n{output[-4000:]}"
-    return SuiteRun(results, output[-20000:], problem)
+    return SuiteRun(results, output[-20000:], problem, refused)
 
 
 def test_every_java_test_passed(java_run: SuiteRun) -> None:
@@ -93,6 +94,11 @@ def test_error_statuses_name_the_field(java_run: SuiteRun) -> None:
     java_run.require(
         "invalidArgumentNamesTheField", "versionsAreChecked", "unreachableServerIsUnavailable"
     )
+
+
+def test_a_list_of_servers_is_balanced_and_unavailable_is_retried(java_run: SuiteRun) -> None:
+    java_run.require("listOfServersIsBalancedAndUnavailableRetried")
+    assert java_run.refused_calls > 0  # round_robin sent calls there; each was retried
 
 
 def test_token_tls_and_mutual_tls(java_run: SuiteRun) -> None:

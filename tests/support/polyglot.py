@@ -4,7 +4,8 @@
 model plain, one with a token, one with TLS, one with mutual TLS), writes the reference cases
 (tests/support/client_cases.py) and test certificates into `folder`, and yields the environment
 variables that tell the suite where everything is (the names are listed at the top of
-clients/go/client_test.go and clients/java/test/.../ClientTest.java).
+clients/go/client_test.go and of clients/java's ClientTest.java), plus a server that is SERVING by
+health but answers every call UNAVAILABLE, for the balancing tests.
 
 Both suites print one line per test and subtest in Go's verbose format, `--- PASS: Name (0.01s)`
 (subtests `Name/case`, indented), which `parse_results` reads.
@@ -23,6 +24,7 @@ import pytest
 
 from service.settings import Settings
 from tests.support.client_cases import write_cases
+from tests.support.replication import RefusingServer
 from tests.support.servers import running_server
 from tests.support.tls_certs import make_certificates
 
@@ -33,9 +35,18 @@ GOLDEN_CASES = [case["name"] for case in json.loads((GOLDEN / "cases.json").read
 RESULT = re.compile(r"^\s*--- (PASS|FAIL|SKIP): (\S+)")
 
 
+@dataclass
+class ClientTestServers:
+    """What a suite runs against: its environment variables, and the server that refuses every
+    call (its `calls` show whether a balanced client sent it any)."""
+
+    variables: dict[str, str]
+    refusing: RefusingServer
+
+
 @contextmanager
-def client_test_servers(folder: Path) -> Iterator[dict[str, str]]:
-    """Start the servers; yield the suite's environment variables."""
+def client_test_servers(folder: Path) -> Iterator[ClientTestServers]:
+    """Start the servers; yield the suite's environment variables and the refusing server."""
     cases = folder / "cases.json"
     write_cases(cases)
     certs = make_certificates(folder / "certs")
@@ -51,13 +62,19 @@ def client_test_servers(folder: Path) -> Iterator[dict[str, str]]:
                 "ADVANTAGE_TEST_MTLS_TARGET": mutual,
             }.items()
         }
-        yield {
-            **{name: server.target for name, server in servers.items()},
-            "ADVANTAGE_TEST_TOKEN": TOKEN,
-            "ADVANTAGE_TEST_CASES": str(cases),
-            "ADVANTAGE_TEST_CERTS": str(certs.ca.parent),
-            "ADVANTAGE_TEST_GOLDEN": str(GOLDEN),
-        }
+        refusing = RefusingServer()  # SERVING by health, UNAVAILABLE to every call
+        stack.callback(refusing.stop)
+        yield ClientTestServers(
+            {
+                **{name: server.target for name, server in servers.items()},
+                "ADVANTAGE_TEST_REFUSING_TARGET": refusing.target,
+                "ADVANTAGE_TEST_TOKEN": TOKEN,
+                "ADVANTAGE_TEST_CASES": str(cases),
+                "ADVANTAGE_TEST_CERTS": str(certs.ca.parent),
+                "ADVANTAGE_TEST_GOLDEN": str(GOLDEN),
+            },
+            refusing,
+        )
 
 
 def parse_results(output: str) -> dict[str, str]:
@@ -73,6 +90,7 @@ class SuiteRun:
     results: dict[str, str]
     output: str
     problem: str | None = None
+    refused_calls: int = 0  # calls the refusing server answered during the run
 
     def require(self, *names: str) -> None:
         """Fail unless the suite ran and each named test (or subtest) passed."""

@@ -179,6 +179,10 @@ public final class AdvantageClient implements AutoCloseable {
     int limit = (int) Math.min((long) b.maxMessageMb << 20, Integer.MAX_VALUE);
     NettyChannelBuilder channelBuilder = NettyChannelBuilder.forTarget(b.target)
         .maxInboundMessageSize(limit);
+    AddressListResolver list = AddressListResolver.forTarget(b.target);
+    if (list != null) {
+      channelBuilder.nameResolverFactory(list); // channelTarget's lists
+    }
     if (b.serviceConfig != null) {
       channelBuilder.defaultServiceConfig(b.serviceConfig).enableRetry();
     }

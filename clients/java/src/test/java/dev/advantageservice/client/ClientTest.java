@@ -51,6 +51,7 @@ import java.util.concurrent.atomic.AtomicReference;
  *   <li>ADVANTAGE_TEST_TLS_TARGET: a TLS server; ADVANTAGE_TEST_CERTS holds ca.crt, other-ca.crt, ...
  *   <li>ADVANTAGE_TEST_MTLS_TARGET: a TLS server that wants client certificates signed by ca.crt
  *   <li>ADVANTAGE_TEST_GOLDEN: proto/testdata (golden requests and answers)
+ *   <li>ADVANTAGE_TEST_REFUSING_TARGET: a server SERVING by health that answers every call UNAVAILABLE
  * </ul>
  * A test whose variable is missing fails: none is skipped.
  */
@@ -118,6 +119,7 @@ public final class ClientTest {
     test("invalidArgumentNamesTheField", ClientTest::invalidArgumentNamesTheField);
     test("versionsAreChecked", this::versionsAreChecked);
     test("unreachableServerIsUnavailable", ClientTest::unreachableServerIsUnavailable);
+    test("listOfServersIsBalancedAndUnavailableRetried", ClientTest::listOfServersIsBalancedAndUnavailableRetried);
     test("tokenIsSentWithEveryCall", ClientTest::tokenIsSentWithEveryCall);
     test("tls", ClientTest::tls);
     test("mutualTls", ClientTest::mutualTls);
@@ -339,6 +341,24 @@ public final class ClientTest {
     }
     try (AdvantageClient client = client("127.0.0.1:" + port).serviceConfig(null).build()) {
       expectStatus(Status.Code.UNAVAILABLE, client::listModels);
+    }
+  }
+
+  /**
+   * A list of two servers, one refusing every call: round_robin sends calls to both, and the
+   * default service config retries each refused one on the other server (the test's driver checks
+   * that the refusing server was called). With gRPC's defaults (pick_first on the first address,
+   * no retries) the refusal reaches the caller.
+   */
+  static void listOfServersIsBalancedAndUnavailableRetried() throws Exception {
+    String target = AdvantageClient.channelTarget(
+        List.of(env("ADVANTAGE_TEST_REFUSING_TARGET"), env("ADVANTAGE_TEST_TARGET")));
+    try (AdvantageClient balanced = client(target).build();
+        AdvantageClient plain = client(target).serviceConfig(null).build()) {
+      for (int i = 0; i < 10; i++) {
+        check(balanced.listModels().size() == 1, "call " + i);
+      }
+      expectStatus(Status.Code.UNAVAILABLE, plain::listModels, "refusing server");
     }
   }
 
