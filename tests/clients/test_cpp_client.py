@@ -1,12 +1,14 @@
 """The C++ client (clients/cpp) built with CMake against Debian's gRPC, run against a real server.
 
-One out-of-tree build per session (into a temporary directory); the example CLI `compute_gae`
-is then run against the `grpc_target` server. Missing build tools or packages FAIL the tests
-(CI must run them) with the apt-get line that installs them.
+One out-of-tree build per session (into a temporary directory); the example CLIs `compute_gae`
+and `every_rpc` and the golden-vector runner `golden_cases` are then run against real servers.
+Missing build tools or packages FAIL the tests (CI must run them) with the apt-get line that
+installs them.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -18,9 +20,12 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
+from tests.support.golden import TESTDATA, compare_answer, load_cases, request_type
+from tests.support.recording_proxy import RecordingProxy
 from tests.support.replication import RefusingServer
 from tests.support.servers import running_server
 from tests.support.tls_certs import make_certificates
+from tests.support.wire import parameters, stub
 
 CPP_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "cpp"
 INSTALL = (
@@ -38,10 +43,11 @@ class CppBuild:
     problem: str | None
     runs: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
 
-    def require(self) -> Path:
+    def require(self, program: str = "compute_gae") -> Path:
+        """The built `program` (compute_gae, every_rpc, golden_cases) beside compute_gae."""
         if self.problem is not None or self.executable is None:
             pytest.fail(self.problem or "no executable", pytrace=False)
-        return self.executable
+        return self.executable.with_name(program)
 
     def run(
         self, target: str, token: str | None = None, tls: dict[str, Path] | None = None
@@ -233,3 +239,90 @@ def test_a_list_of_servers_is_balanced_and_unavailable_is_retried(
     named = cpp_build.run(f"localhost:1,{grpc_target}")
     assert named.returncode == 1
     assert "use a 'dns:///name:port' target" in named.stderr, named.stderr
+
+
+GOLDEN_CASES = load_cases()
+
+
+@dataclass
+class GoldenRun:
+    """golden_cases' JSON lines by case name, and the request bytes a proxy saw, in order."""
+
+    lines: dict[str, dict]
+    sent: list[tuple[str, bytes]]
+
+
+@pytest.fixture(scope="module")
+def golden_run(cpp_build: CppBuild) -> GoldenRun:
+    """golden_cases through a recording proxy in front of a fresh demo server (the cases expect
+    parameter version 0, so no other test's server)."""
+    program = cpp_build.require("golden_cases")
+    with running_server() as server, RecordingProxy(server.target) as proxy:
+        run = subprocess.run(
+            [str(program), str(TESTDATA), proxy.target], capture_output=True, text=True, timeout=600
+        )
+        assert run.returncode == 0, run.stderr
+        sent = []
+        counters: dict[str, int] = {}
+        for rpc in (case["rpc"] for case in GOLDEN_CASES):  # file order, one request each
+            index = counters.get(rpc, 0)
+            counters[rpc] = index + 1
+            requests = proxy.requests(rpc)
+            sent.append((rpc, requests[index] if index < len(requests) else b""))
+        assert all(len(proxy.requests(rpc)) == n for rpc, n in counters.items())
+    lines = {line["name"]: line for line in map(json.loads, run.stdout.splitlines())}
+    return GoldenRun(lines, sent)
+
+
+@pytest.mark.parametrize("index", range(len(GOLDEN_CASES)),
+                         ids=[case["name"] for case in GOLDEN_CASES])  # fmt: skip
+def test_golden_case(golden_run: GoldenRun, index: int) -> None:
+    case = GOLDEN_CASES[index]
+    line = golden_run.lines[case["name"]]
+    if "message_equal" in line:  # the cases with a ToProto, compared in C++
+        assert line["message_equal"] and line["bytes_equal"], line
+    rpc, sent = golden_run.sent[index]
+    message = request_type(rpc)
+    assert message.FromString(sent) == message.FromString(case["request_bytes"])
+    assert sent == case["request_bytes"]
+    assert compare_answer(case, line["answer"]) == []
+
+
+def test_every_rpc_against_a_real_server(cpp_build: CppBuild) -> None:
+    with running_server() as server:  # every_rpc changes the model: a server of its own
+        run = subprocess.run(
+            [str(cpp_build.require("every_rpc")), server.target],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        lines = [line.split() for line in run.stdout.splitlines()]
+        version, after = parameters(stub(server.target))
+    by_kind: dict[str, list[list[str]]] = {}
+    for line in lines:
+        by_kind.setdefault(line[0], []).append(line)
+    assert by_kind["models"] == [["models", "1", "first", "demo", "version", "0", "input",
+                                  "observation", "4"]]  # fmt: skip
+    model = by_kind["model"][0]
+    assert model[:6] == ["model", "demo", "version", "0", "actor", "DISTRIBUTION_CATEGORICAL"]
+    assert float(model[9]) == 0.99 and float(model[11]) == 0.95
+    error = by_kind["error"][0]
+    assert error[1:3] == ["GetModel", "NOT_FOUND"] and "no-such-model" in " ".join(error)
+    advantage = by_kind["advantage"][0]
+    assert advantage[1:4] == ["demo", "version", "0"] and len(advantage) == 4 + 2 * 4
+    loss = by_kind["loss"][0]
+    assert float(loss[1]) == pytest.approx(float(loss[3]), rel=1e-6)  # the sum of its terms
+    assert loss[4:] == ["version", "0", "updated", "0"]
+    parameter_line = by_kind["parameters"][0]
+    assert parameter_line[1:3] == ["version", "0"]
+    assert int(parameter_line[4]) == len(after)
+    assert int(parameter_line[6]) == sum(t.numel() for t in after.values())
+    # The watcher saw the version before and after the SetParameters, nothing else.
+    assert by_kind["watch"] == [["watch", "demo", "0"], ["watch", "demo", "1"]]
+    assert by_kind["set"] == [["set", "version", "1", "tensors", "1"]]
+    name, before_value, after_value = by_kind["changed"][0][1:]
+    assert float(after_value) == pytest.approx(float(before_value) + 1, abs=1e-6)
+    assert version == 1  # seen by an independent reader: the change is on the server
+    assert after[name].flatten()[0].item() == pytest.approx(float(after_value), abs=1e-6)
+    stale = by_kind["stale"][0]
+    assert stale[1] == "FAILED_PRECONDITION" and "parameter_version" in " ".join(stale)
+    assert "watch_error" not in by_kind

@@ -2,8 +2,10 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <limits>
 #include <sstream>
 #include <utility>
@@ -81,16 +83,152 @@ v1::Coefficient Scalar(double value) {
   return coefficient;
 }
 
-// Sets gamma (and lmbda when the message has one) on an estimator message.
-template <typename Message>
-void SetGamma(Message* message, const AdvantageRequest& request) {
-  if (request.gamma) *message->mutable_gamma() = Scalar(*request.gamma);
+// Throws std::invalid_argument naming the first knob given that `owner` does not take.
+void Refuse(const std::string& owner, std::initializer_list<std::pair<const char*, bool>> knobs) {
+  for (const auto& [knob, given] : knobs) {
+    if (given) throw std::invalid_argument(owner + " takes no " + knob);
+  }
 }
 
+void FillTrajectory(const TrajectoryFields& in, v1::Trajectory* trajectory) {
+  *trajectory->mutable_reward() = in.reward;
+  *trajectory->mutable_done() = in.done;
+  if (in.terminated) *trajectory->mutable_terminated() = *in.terminated;
+  if (in.state_value) *trajectory->mutable_state_value() = *in.state_value;
+  if (in.next_state_value) *trajectory->mutable_next_state_value() = *in.next_state_value;
+  if (in.action) *trajectory->mutable_action() = *in.action;
+  if (in.sample_log_prob) *trajectory->mutable_sample_log_prob() = *in.sample_log_prob;
+  if (in.log_prob) *trajectory->mutable_log_prob() = *in.log_prob;
+  for (const auto& [key, tensor] : in.observation) {
+    (*trajectory->mutable_observation())[key] = tensor;
+  }
+  for (const auto& [key, tensor] : in.next_observation) {
+    (*trajectory->mutable_next_observation())[key] = tensor;
+  }
+  trajectory->set_form(in.form == Form::kCompact ? v1::TRAJECTORY_FORM_COMPACT
+                                                 : v1::TRAJECTORY_FORM_FULL);
+}
+
+// Sets the `estimator` oneof of a ComputeAdvantageRequest or ComputeLossRequest (nothing for an
+// empty name) from the knobs the estimator takes; refuses the others.
+template <typename Request>
+void FillEstimator(const std::string& name, const EstimatorKnobs& knobs, Request* out) {
+  if (name != "vtrace") {
+    const std::string owner = name.empty() ? "the server's default estimator (empty name)"
+                                           : "estimator '" + name + "'";
+    Refuse(owner, {{"rho_thresh", knobs.rho_thresh.has_value()},
+                   {"c_thresh", knobs.c_thresh.has_value()},
+                   {"rho_pg_thresh", knobs.rho_pg_thresh.has_value()}});
+  }
+  if (name == "td0" || name == "td1" || name.empty()) {
+    const std::string owner = name.empty() ? "the server's default estimator (empty name)"
+                                           : "estimator '" + name + "'";
+    Refuse(owner, {{"lmbda", knobs.lmbda.has_value()}});
+    if (name.empty()) Refuse(owner, {{"gamma", knobs.gamma.has_value()}});
+  }
+  if (name == "gae") {
+    v1::GAE* gae = out->mutable_gae();
+    if (knobs.gamma) *gae->mutable_gamma() = Scalar(*knobs.gamma);
+    if (knobs.lmbda) *gae->mutable_lmbda() = Scalar(*knobs.lmbda);
+  } else if (name == "td0") {
+    v1::TD0* td0 = out->mutable_td0();
+    if (knobs.gamma) *td0->mutable_gamma() = Scalar(*knobs.gamma);
+  } else if (name == "td1") {
+    v1::TD1* td1 = out->mutable_td1();
+    if (knobs.gamma) *td1->mutable_gamma() = Scalar(*knobs.gamma);
+  } else if (name == "td_lambda") {
+    v1::TDLambda* td_lambda = out->mutable_td_lambda();
+    if (knobs.gamma) *td_lambda->mutable_gamma() = Scalar(*knobs.gamma);
+    if (knobs.lmbda) *td_lambda->mutable_lmbda() = Scalar(*knobs.lmbda);
+  } else if (name == "vtrace") {
+    v1::VTrace* vtrace = out->mutable_vtrace();
+    if (knobs.gamma) *vtrace->mutable_gamma() = Scalar(*knobs.gamma);
+    if (knobs.rho_thresh) vtrace->set_rho_thresh(*knobs.rho_thresh);
+    if (knobs.c_thresh) vtrace->set_c_thresh(*knobs.c_thresh);
+    if (knobs.lmbda) vtrace->set_lmbda(*knobs.lmbda);  // VTrace's λ is a plain double
+    if (knobs.rho_pg_thresh) vtrace->set_rho_pg_thresh(*knobs.rho_pg_thresh);
+  } else if (!name.empty()) {
+    throw std::invalid_argument("unknown estimator '" + name +
+                                "' (gae, td0, td1, td_lambda, vtrace, or empty)");
+  }
+}
+
+// The PolicyLossOptions knobs, into `message.options` only when one is given.
 template <typename Message>
-void SetGammaLambda(Message* message, const AdvantageRequest& request) {
-  SetGamma(message, request);
-  if (request.lmbda) *message->mutable_lmbda() = Scalar(*request.lmbda);
+void FillPolicyOptions(const LossKnobs& k, Message* message) {
+  if (k.entropy_bonus) message->mutable_options()->set_entropy_bonus(*k.entropy_bonus);
+  if (k.entropy_coeff) message->mutable_options()->set_entropy_coeff(*k.entropy_coeff);
+  if (k.critic_coeff) message->mutable_options()->set_critic_coeff(*k.critic_coeff);
+  if (k.loss_critic_type) message->mutable_options()->set_loss_critic_type(*k.loss_critic_type);
+  if (k.normalize_advantage) {
+    message->mutable_options()->set_normalize_advantage(*k.normalize_advantage);
+  }
+  if (k.clip_value) message->mutable_options()->set_clip_value(*k.clip_value);
+}
+
+void FillLoss(const std::string& name, const LossKnobs& k, v1::ComputeLossRequest* out) {
+  const std::string owner = "loss '" + name + "'";
+  const bool policy_family = name == "ppo_clip" || name == "ppo_kl" || name == "ppo" ||
+                             name == "a2c" || name == "reinforce";
+  if (name != "ppo_clip") {
+    Refuse(owner, {{"clip_epsilon", k.clip_epsilon.has_value()},
+                   {"clip_epsilon_low", k.clip_epsilon_low.has_value()},
+                   {"clip_epsilon_high", k.clip_epsilon_high.has_value()}});
+  }
+  if (name != "ppo_kl") {
+    Refuse(owner, {{"dtarg", k.dtarg.has_value()}, {"beta", k.beta.has_value()},
+                   {"increment", k.increment.has_value()}, {"decrement", k.decrement.has_value()}});
+  }
+  if (name != "impala") {
+    Refuse(owner, {{"gamma", k.gamma.has_value()}, {"lmbda", k.lmbda.has_value()},
+                   {"rho_thresh", k.rho_thresh.has_value()}, {"c_thresh", k.c_thresh.has_value()},
+                   {"rho_pg_thresh", k.rho_pg_thresh.has_value()}});
+  }
+  if (!policy_family) {
+    Refuse(owner, {{"loss_critic_type", k.loss_critic_type.has_value()},
+                   {"normalize_advantage", k.normalize_advantage.has_value()},
+                   {"clip_value", k.clip_value.has_value()}});
+  }
+  if (name.empty()) {
+    Refuse("the server's default loss (empty name)",
+           {{"entropy_bonus", k.entropy_bonus.has_value()},
+            {"entropy_coeff", k.entropy_coeff.has_value()},
+            {"critic_coeff", k.critic_coeff.has_value()}});
+    return;
+  }
+  if (name == "ppo_clip") {
+    v1::ClipPPOLoss* loss = out->mutable_ppo_clip();
+    FillPolicyOptions(k, loss);
+    if (k.clip_epsilon) loss->set_clip_epsilon(*k.clip_epsilon);
+    if (k.clip_epsilon_low) loss->set_clip_epsilon_low(*k.clip_epsilon_low);
+    if (k.clip_epsilon_high) loss->set_clip_epsilon_high(*k.clip_epsilon_high);
+  } else if (name == "ppo_kl") {
+    v1::KLPENPPOLoss* loss = out->mutable_ppo_kl();
+    FillPolicyOptions(k, loss);
+    if (k.dtarg) loss->set_dtarg(*k.dtarg);
+    if (k.beta) loss->set_beta(*k.beta);
+    if (k.increment) loss->set_increment(*k.increment);
+    if (k.decrement) loss->set_decrement(*k.decrement);
+  } else if (name == "ppo") {
+    FillPolicyOptions(k, out->mutable_ppo());
+  } else if (name == "a2c") {
+    FillPolicyOptions(k, out->mutable_a2c());
+  } else if (name == "reinforce") {
+    FillPolicyOptions(k, out->mutable_reinforce());
+  } else if (name == "impala") {
+    v1::ImpalaLoss* loss = out->mutable_impala();
+    if (k.gamma) loss->set_gamma(*k.gamma);
+    if (k.lmbda) loss->set_lmbda(*k.lmbda);
+    if (k.rho_thresh) loss->set_rho_thresh(*k.rho_thresh);
+    if (k.c_thresh) loss->set_c_thresh(*k.c_thresh);
+    if (k.rho_pg_thresh) loss->set_rho_pg_thresh(*k.rho_pg_thresh);
+    if (k.entropy_coeff) loss->set_entropy_coeff(*k.entropy_coeff);
+    if (k.critic_coeff) loss->set_critic_coeff(*k.critic_coeff);
+    if (k.entropy_bonus) loss->set_entropy_bonus(*k.entropy_bonus);
+  } else {
+    throw std::invalid_argument("unknown loss '" + name +
+                                "' (ppo_clip, ppo_kl, ppo, a2c, reinforce, impala, or empty)");
+  }
 }
 
 }  // namespace
@@ -171,6 +309,10 @@ v1::Tensor Tensor::Encode(const std::vector<double>& values, const Shape& shape)
   return EncodeRaw(values, shape, v1::DTYPE_FLOAT64);
 }
 
+v1::Tensor Tensor::Encode(const std::vector<int64_t>& values, const Shape& shape) {
+  return EncodeRaw(values, shape, v1::DTYPE_INT64);
+}
+
 v1::Tensor Tensor::Encode(const std::vector<bool>& values, const Shape& shape) {
   // std::vector<bool> is bit-packed: one byte (0 or 1) per element goes on the wire.
   std::vector<uint8_t> bytes(values.begin(), values.end());
@@ -198,6 +340,10 @@ std::vector<bool> Tensor::DecodeBool(const v1::Tensor& tensor) {
   return values;
 }
 
+std::vector<int64_t> Tensor::DecodeInt64(const v1::Tensor& tensor) {
+  return DecodeRaw<int64_t>(tensor, v1::DTYPE_INT64);
+}
+
 std::vector<double> Tensor::DecodeAsDouble(const v1::Tensor& tensor) {
   if (tensor.dtype() == v1::DTYPE_FLOAT32) {
     const auto values = DecodeFloat32(tensor);
@@ -214,49 +360,62 @@ std::vector<double> Tensor::DecodeAsDouble(const v1::Tensor& tensor) {
 v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request) {
   v1::ComputeAdvantageRequest out;
   out.set_model_name(request.model_name);
-  v1::Trajectory* trajectory = out.mutable_trajectory();
-  *trajectory->mutable_reward() = request.reward;
-  *trajectory->mutable_done() = request.done;
-  if (request.terminated) *trajectory->mutable_terminated() = *request.terminated;
-  if (request.state_value) *trajectory->mutable_state_value() = *request.state_value;
-  if (request.next_state_value) *trajectory->mutable_next_state_value() = *request.next_state_value;
-  if (request.action) *trajectory->mutable_action() = *request.action;
-  if (request.sample_log_prob) *trajectory->mutable_sample_log_prob() = *request.sample_log_prob;
-  if (request.log_prob) *trajectory->mutable_log_prob() = *request.log_prob;
-  for (const auto& [key, tensor] : request.observation) {
-    (*trajectory->mutable_observation())[key] = tensor;
-  }
-  for (const auto& [key, tensor] : request.next_observation) {
-    (*trajectory->mutable_next_observation())[key] = tensor;
-  }
-  trajectory->set_form(request.form == Form::kCompact ? v1::TRAJECTORY_FORM_COMPACT
-                                                      : v1::TRAJECTORY_FORM_FULL);
-
-  const std::string& name = request.estimator;
-  const bool has_lmbda = name == "gae" || name == "td_lambda" || name == "vtrace";
+  FillTrajectory(request, out.mutable_trajectory());
+  FillEstimator(request.estimator, request, &out);
   if (request.min_parameter_version) out.set_min_parameter_version(*request.min_parameter_version);
-  if (request.lmbda && !has_lmbda) {
-    throw std::invalid_argument("estimator '" + name + "' takes no lmbda");
-  }
-  if (name == "gae") {
-    SetGammaLambda(out.mutable_gae(), request);
-  } else if (name == "td0") {
-    SetGamma(out.mutable_td0(), request);
-  } else if (name == "td1") {
-    SetGamma(out.mutable_td1(), request);
-  } else if (name == "td_lambda") {
-    SetGammaLambda(out.mutable_td_lambda(), request);
-  } else if (name == "vtrace") {
-    v1::VTrace* vtrace = out.mutable_vtrace();
-    SetGamma(vtrace, request);
-    if (request.lmbda) vtrace->set_lmbda(*request.lmbda);  // VTrace's λ is a plain double
-  } else if (name.empty()) {
-    if (request.gamma) throw std::invalid_argument("gamma needs an estimator name");
-  } else {
-    throw std::invalid_argument("unknown estimator '" + name +
-                                "' (gae, td0, td1, td_lambda, vtrace, or empty)");
-  }
   return out;
+}
+
+v1::ComputeLossRequest ToProto(const LossRequest& request) {
+  v1::ComputeLossRequest out;
+  out.set_model_name(request.model_name);
+  FillTrajectory(request, out.mutable_trajectory());
+  FillEstimator(request.estimator, request, &out);
+  FillLoss(request.loss, request.loss_knobs, &out);
+  if (request.advantage.has_value() != request.value_target.has_value()) {
+    throw std::invalid_argument("give advantage and value_target together, or neither");
+  }
+  if (request.advantage) *out.mutable_advantage() = *request.advantage;
+  if (request.value_target) *out.mutable_value_target() = *request.value_target;
+  for (const auto& [key, tensor] : request.behaviour_distribution) {
+    (*out.mutable_behaviour_distribution())[key] = tensor;
+  }
+  out.set_apply_update(request.apply_update);
+  if (request.expected_parameter_version) {
+    out.set_expected_parameter_version(*request.expected_parameter_version);
+  }
+  if (request.min_parameter_version) out.set_min_parameter_version(*request.min_parameter_version);
+  return out;
+}
+
+v1::GetParametersRequest ToProto(const ParametersRequest& request) {
+  v1::GetParametersRequest out;
+  out.set_model_name(request.model_name);
+  out.set_max_chunk_bytes(request.max_chunk_bytes);
+  for (const std::string& prefix : request.prefixes) out.add_prefixes(prefix);
+  if (request.min_parameter_version) out.set_min_parameter_version(*request.min_parameter_version);
+  return out;
+}
+
+ModelInfo ModelInfo::FromProto(const v1::ModelInfo& message) {
+  ModelInfo info;
+  info.name = message.name();
+  for (const v1::TensorSpec& spec : message.inputs()) {
+    info.inputs.push_back({spec.name(), Shape(spec.shape().begin(), spec.shape().end()),
+                           spec.dtype()});
+  }
+  info.has_value_network = message.has_value_network();
+  info.has_actor_network = message.has_actor_network();
+  info.action.distribution = message.action().distribution();
+  info.action.shape = Shape(message.action().shape().begin(), message.action().shape().end());
+  info.action.dtype = message.action().dtype();
+  info.action.num_actions = message.action().num_actions();
+  info.parameter_version = message.parameter_version();
+  info.gamma = message.defaults().gamma();
+  info.lmbda = message.defaults().lmbda();
+  info.device = message.device();
+  info.parameter_dtype = message.parameter_dtype();
+  return info;
 }
 
 std::string ReadFile(const std::string& path) {
@@ -362,13 +521,15 @@ Client::Client(const std::vector<std::string>& targets, const TlsOptions& tls)
 Client::Client(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)), stub_(v1::AdvantageService::NewStub(channel_)) {}
 
+void Client::Prepare(grpc::ClientContext* context, std::chrono::milliseconds deadline) const {
+  if (deadline.count() > 0) context->set_deadline(std::chrono::system_clock::now() + deadline);
+  if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
+}
+
 AdvantageResult Client::ComputeAdvantage(const AdvantageRequest& request) const {
   const v1::ComputeAdvantageRequest message = ToProto(request);
   grpc::ClientContext context;
-  if (request.deadline.count() > 0) {
-    context.set_deadline(std::chrono::system_clock::now() + request.deadline);
-  }
-  if (!token_.empty()) context.AddMetadata("authorization", "Bearer " + token_);
+  Prepare(&context, request.deadline);
   v1::ComputeAdvantageResponse response;
   const grpc::Status status = stub_->ComputeAdvantage(&context, message, &response);
   if (!status.ok()) throw Error(status.error_code(), status.error_message());
@@ -392,6 +553,191 @@ AdvantageResult Client::ComputeAdvantage(const AdvantageRequest& request) const 
   result.model_name = response.model_name();
   result.parameter_version = response.parameter_version();
   return result;
+}
+
+LossResult Client::ComputeLoss(const LossRequest& request) const {
+  const v1::ComputeLossRequest message = ToProto(request);
+  grpc::ClientContext context;
+  Prepare(&context, request.deadline);
+  v1::ComputeLossResponse response;
+  const grpc::Status status = stub_->ComputeLoss(&context, message, &response);
+  if (!status.ok()) throw Error(status.error_code(), status.error_message());
+  LossResult result;
+  result.loss = response.loss();
+  result.metrics = std::map<std::string, double>(response.metrics().begin(),
+                                                 response.metrics().end());
+  result.model_name = response.model_name();
+  result.parameter_version = response.parameter_version();
+  result.updated = response.updated();
+  result.new_parameter_version = response.new_parameter_version();
+  result.grad_norm = response.grad_norm();
+  return result;
+}
+
+std::vector<ModelInfo> Client::ListModels(std::chrono::milliseconds deadline) const {
+  grpc::ClientContext context;
+  Prepare(&context, deadline);
+  v1::ListModelsResponse response;
+  const grpc::Status status = stub_->ListModels(&context, v1::ListModelsRequest(), &response);
+  if (!status.ok()) throw Error(status.error_code(), status.error_message());
+  std::vector<ModelInfo> models;
+  for (const v1::ModelInfo& model : response.models()) models.push_back(ModelInfo::FromProto(model));
+  return models;
+}
+
+ModelInfo Client::GetModel(const std::string& model_name,
+                           std::chrono::milliseconds deadline) const {
+  grpc::ClientContext context;
+  Prepare(&context, deadline);
+  v1::GetModelRequest request;
+  request.set_model_name(model_name);
+  v1::GetModelResponse response;
+  const grpc::Status status = stub_->GetModel(&context, request, &response);
+  if (!status.ok()) throw Error(status.error_code(), status.error_message());
+  return ModelInfo::FromProto(response.model());
+}
+
+Parameters Client::GetParameters(const ParametersRequest& request) const {
+  grpc::ClientContext context;
+  Prepare(&context, request.deadline);
+  std::unique_ptr<grpc::ClientReader<v1::ParameterChunk>> reader(
+      stub_->GetParameters(&context, ToProto(request)));
+  Parameters result;
+  std::map<std::string, int64_t> filled;  // elements received per name
+  bool first = true;
+  v1::ParameterChunk chunk;
+  const auto malformed = [&context](const std::string& why) {
+    context.TryCancel();
+    return Error(grpc::StatusCode::INTERNAL, "malformed GetParameters stream: " + why);
+  };
+  while (reader->Read(&chunk)) {
+    if (first) {
+      result.model_name = chunk.model_name();
+      result.parameter_version = chunk.parameter_version();
+      first = false;
+    } else if (chunk.parameter_version() != result.parameter_version) {
+      throw malformed("chunks of versions " + std::to_string(result.parameter_version) + " and " +
+                      std::to_string(chunk.parameter_version()));
+    }
+    for (const v1::NamedTensor& piece : chunk.tensors()) {
+      const v1::DType dtype = piece.data().dtype();
+      int64_t itemsize = 0;
+      int64_t total = 0;
+      int64_t count = 0;
+      try {
+        itemsize = Tensor::ItemSize(dtype);
+        total = Tensor::NumElements(Shape(piece.shape().begin(), piece.shape().end()));
+        count = Tensor::NumElements(Tensor::ShapeOf(piece.data()));
+      } catch (const std::invalid_argument& error) {
+        throw malformed(piece.name() + ": " + error.what());
+      }
+      auto [entry, inserted] = result.tensors.try_emplace(piece.name());
+      v1::Tensor& full = entry->second;
+      if (inserted) {
+        full.set_dtype(dtype);
+        for (int64_t d : piece.shape()) full.add_shape(d);
+        full.mutable_raw_data()->assign(static_cast<size_t>(total * itemsize), '\0');
+      }
+      const int64_t offset = piece.offset();
+      if (full.dtype() != dtype || offset < 0 || offset + count > total ||
+          static_cast<int64_t>(piece.data().raw_data().size()) != count * itemsize) {
+        throw malformed(piece.name() + ": a piece does not fit (offset " +
+                        std::to_string(offset) + ", " + std::to_string(count) + " elements)");
+      }
+      std::memcpy(&(*full.mutable_raw_data())[static_cast<size_t>(offset * itemsize)],
+                  piece.data().raw_data().data(), piece.data().raw_data().size());
+      filled[piece.name()] += count;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) throw Error(status.error_code(), status.error_message());
+  for (const auto& [name, tensor] : result.tensors) {
+    const int64_t total = Tensor::NumElements(Tensor::ShapeOf(tensor));
+    if (filled[name] != total) {
+      throw Error(grpc::StatusCode::INTERNAL,
+                  "malformed GetParameters stream: " + name + " got " +
+                      std::to_string(filled[name]) + " of " + std::to_string(total) + " elements");
+    }
+  }
+  return result;
+}
+
+SetParametersResult Client::SetParameters(const std::string& model_name,
+                                          const std::map<std::string, v1::Tensor>& tensors,
+                                          std::optional<int64_t> expected_version,
+                                          int64_t max_chunk_bytes,
+                                          std::chrono::milliseconds deadline) const {
+  if (max_chunk_bytes <= 0) throw std::invalid_argument("max_chunk_bytes must be > 0");
+  // Every chunk is built (and every tensor checked) before the stream opens.
+  std::vector<v1::ParameterChunk> chunks(1);
+  int64_t chunk_bytes = 0;
+  for (const auto& [name, tensor] : tensors) {
+    const int64_t itemsize = Tensor::ItemSize(tensor.dtype());
+    const int64_t total = Tensor::NumElements(Tensor::ShapeOf(tensor));
+    if (static_cast<int64_t>(tensor.raw_data().size()) != total * itemsize) {
+      throw std::invalid_argument(name + ": raw_data holds " +
+                                  std::to_string(tensor.raw_data().size()) + " bytes, the shape needs " +
+                                  std::to_string(total * itemsize));
+    }
+    const int64_t per_piece = std::max<int64_t>(1, max_chunk_bytes / itemsize);
+    int64_t offset = 0;
+    do {
+      const int64_t count = std::min(per_piece, total - offset);
+      const int64_t bytes = count * itemsize;
+      if (chunks.back().tensors_size() > 0 && chunk_bytes + bytes > max_chunk_bytes) {
+        chunks.emplace_back();
+        chunk_bytes = 0;
+      }
+      v1::NamedTensor* piece = chunks.back().add_tensors();
+      piece->set_name(name);
+      for (int64_t d : tensor.shape()) piece->add_shape(d);
+      piece->set_offset(offset);
+      piece->mutable_data()->set_dtype(tensor.dtype());
+      piece->mutable_data()->add_shape(count);
+      piece->mutable_data()->set_raw_data(tensor.raw_data().substr(
+          static_cast<size_t>(offset * itemsize), static_cast<size_t>(bytes)));
+      chunk_bytes += bytes;
+      offset += count;
+    } while (offset < total);
+  }
+  for (v1::ParameterChunk& chunk : chunks) chunk.set_model_name(model_name);
+  if (expected_version) chunks.front().set_parameter_version(*expected_version);
+
+  grpc::ClientContext context;
+  Prepare(&context, deadline);
+  v1::SetParametersResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::ParameterChunk>> writer(
+      stub_->SetParameters(&context, &response));
+  for (const v1::ParameterChunk& chunk : chunks) {
+    if (!writer->Write(chunk)) break;  // the server answered early; Finish says why
+  }
+  writer->WritesDone();
+  const grpc::Status status = writer->Finish();
+  if (!status.ok()) throw Error(status.error_code(), status.error_message());
+  return {response.model_name(), response.parameter_version(), response.tensors_updated()};
+}
+
+void Client::WatchModels(const std::vector<std::string>& model_names,
+                         const std::function<bool(const ModelVersion&)>& on_version,
+                         std::chrono::milliseconds deadline) const {
+  grpc::ClientContext context;
+  Prepare(&context, deadline);
+  v1::WatchModelsRequest request;
+  for (const std::string& name : model_names) request.add_model_names(name);
+  std::unique_ptr<grpc::ClientReader<v1::ModelVersion>> reader(
+      stub_->WatchModels(&context, request));
+  v1::ModelVersion message;
+  bool stopped = false;
+  while (reader->Read(&message)) {
+    if (!on_version({message.model_name(), message.parameter_version()})) {
+      stopped = true;
+      context.TryCancel();
+      break;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (stopped) return;  // cancelled by us: CANCELLED is the expected ending
+  if (!status.ok()) throw Error(status.error_code(), status.error_message());
 }
 
 }  // namespace advantage

@@ -196,6 +196,18 @@ const ADVANTAGE_ARGS = [
   ...TRAJECTORY_ARGS, ...KNOB_ARGS, "estimator", "model", "deadlineMs", "minParameterVersion",
 ];
 
+/**
+ * The request without its top-level fields that hold proto3 defaults ("", 0, false): protobufjs
+ * writes a field it is given even when it holds the default, which protobuf's other
+ * implementations leave out. Dropping them makes the bytes the same as theirs (the golden
+ * requests of proto/testdata/), with the same meaning.
+ */
+function withoutDefaults<T extends Record<string, unknown>>(request: T): T {
+  return Object.fromEntries(
+    Object.entries(request).filter(([, v]) => v !== "" && v !== 0 && v !== false),
+  ) as T;
+}
+
 /** Sets request.min_parameter_version (undefined: absent); RangeError for a non-version. */
 function withMinVersion<T extends Record<string, unknown>>(request: T, version: number | undefined): T {
   if (version === undefined) return request;
@@ -304,7 +316,7 @@ export class AdvantageClient {
 
   /** One model ("" = the server's default). Rejects with NOT_FOUND for an unknown name. */
   async getModel(name = "", options: CallOptions = {}): Promise<ModelInfo> {
-    const res = await this.unary("GetModel", { model_name: name }, options.deadlineMs);
+    const res = await this.unary("GetModel", withoutDefaults({ model_name: name }), options.deadlineMs);
     return modelInfoFromWire(res.model ?? {});
   }
 
@@ -320,11 +332,11 @@ export class AdvantageClient {
     const knobs = pickKnobs(args as unknown as Record<string, unknown>);
     checkKnobs(estimator, knobs);
     const request = withMinVersion(
-      {
+      withoutDefaults({
         model_name: args.model ?? "",
         trajectory: buildTrajectory(args),
         ...buildEstimator(estimator, knobs, args.reward),
-      },
+      }),
       args.minParameterVersion,
     );
     const res = await this.unary("ComputeAdvantage", request, args.deadlineMs);
@@ -344,13 +356,13 @@ export class AdvantageClient {
     if ((args.advantage === undefined) !== (args.valueTarget === undefined)) {
       throw new TypeError("pass both advantage and valueTarget, or neither");
     }
-    const request: Record<string, unknown> = {
+    const request: Record<string, unknown> = withoutDefaults({
       model_name: args.model ?? "",
       trajectory: buildTrajectory(args),
       ...(estimator === undefined ? {} : buildEstimator(estimator, knobs, args.reward)),
       ...buildLoss(args.loss, args.lossOptions),
       apply_update: Boolean(args.applyUpdate),
-    };
+    });
     if (args.advantage !== undefined) request["advantage"] = encodeTensor(args.advantage, "advantage");
     if (args.valueTarget !== undefined) request["value_target"] = encodeTensor(args.valueTarget, "valueTarget");
     if (args.behaviourDistribution !== undefined) {
@@ -370,11 +382,11 @@ export class AdvantageClient {
   /** A consistent snapshot of a model's parameters ("" = the default model), reassembled. */
   async getParameters(model = "", options: GetParametersOptions = {}): Promise<Parameters> {
     const request = withMinVersion(
-      {
+      withoutDefaults({
         model_name: model,
         max_chunk_bytes: options.maxChunkBytes ?? 0,
         prefixes: options.prefixes ?? [],
-      },
+      }),
       options.minParameterVersion,
     );
     const call: grpc.ClientReadableStream<any> = this.stub["GetParameters"](

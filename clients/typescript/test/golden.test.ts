@@ -1,11 +1,10 @@
 /**
  * The golden vectors (proto/testdata/, format in its README) through the TypeScript client's typed
  * API, against a fresh demo server: each case's request is built from its `input` with the
- * client's methods; an interceptor takes the message the client hands grpc-js, serialises it with
- * the channel's own serializer (the bytes that go out) and the test compares it, decoded, with the
- * golden bytes decoded by the same proto-loader definition (protobufjs may emit default-valued
- * fields that Python leaves out, so messages are compared, not bytes). Then the answer is checked
- * against the golden numbers.
+ * client's methods; an interceptor takes the message the client hands grpc-js and serialises it
+ * with the channel's own serializer (the bytes that go out). The test compares it with the golden
+ * request decoded by a proto-loader definition (a readable diff), then byte for byte. Then the
+ * answer is checked against the golden numbers.
  */
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -268,6 +267,7 @@ for (const c of document.cases) {
     assert.equal(mine.length, 1, `${mine.length} ${c.rpc} requests went out`);
     const golden = readFileSync(join(TESTDATA, c.request));
     assert.deepEqual(decodeRequest(c.rpc, mine[0]!.bytes), decodeRequest(c.rpc, golden), "request differs from the golden one");
+    assert.ok(mine[0]!.bytes.equals(golden), "same message, other bytes than the golden request");
     checkAnswer(c, answer);
   });
 }

@@ -8,8 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { AdvantageClient, AdvantageServiceError, Status, tlsCredentials } from "../src";
-import { makeCertificates, startServer, type Certificates, type RunningServer } from "./server";
+import { AdvantageClient, AdvantageServiceError, Status, tensor, tlsCredentials, type Tensor } from "../src";
+import { assertClose } from "./helpers";
+import { makeCertificates, REPO_ROOT, startServer, type Certificates, type RunningServer } from "./server";
 
 const READ = "ts-read";
 const ADMIN = "ts-admin";
@@ -92,6 +93,34 @@ test("mutual TLS: a client certificate from the CA is needed", async () => {
   await using(withCert, async (c) => assert.ok((await c.listModels()).length > 0));
   const without = new AdvantageClient(mtls.target, { deadlineMs: 10_000, tls: { rootCerts: pem(certs.ca) } });
   await using(without, (c) => assert.rejects(c.listModels(), refusedWith(Status.UNAVAILABLE)));
+});
+
+test("mutual TLS carries a computation: the golden gae_full case gives the golden numbers", async () => {
+  // proto/testdata/README.md: a fresh demo server answers these (this one is never written to).
+  const cases = JSON.parse(readFileSync(join(REPO_ROOT, "proto", "testdata", "cases.json"), "utf8")).cases;
+  const golden = cases.find((c: { name: string }) => c.name === "gae_full");
+  type Typed = { dtype: "float32" | "bool"; shape: number[]; values: number[] };
+  const typed = (t: Typed): Tensor => tensor(t.values, t.shape, t.dtype);
+  const trajectory = golden.input.trajectory;
+  const client = new AdvantageClient(mtls.target, {
+    deadlineMs: 30_000,
+    tls: { rootCerts: pem(certs.ca), privateKey: pem(certs.clientKey), certChain: pem(certs.clientCert) },
+  });
+  await using(client, async (c) => {
+    const result = await c.computeAdvantage({
+      estimator: "gae",
+      gamma: golden.input.estimator.knobs.gamma,
+      lmbda: golden.input.estimator.knobs.lmbda,
+      reward: typed(trajectory.reward),
+      done: typed(trajectory.done),
+      terminated: typed(trajectory.terminated),
+      observation: typed(trajectory.observation.observation),
+      nextObservation: typed(trajectory.next_observation.observation),
+    });
+    const { rtol, atol, tensors } = golden.expect;
+    assertClose(result.advantage, typed(tensors.advantage), { rtol, atol, what: "advantage" });
+    assertClose(result.valueTarget, typed(tensors.value_target), { rtol, atol, what: "value_target" });
+  });
 });
 
 test("tls options are checked before anything is sent", () => {

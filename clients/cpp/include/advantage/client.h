@@ -1,7 +1,8 @@
 // C++ client of advantage-service (proto/advantage/v1/advantage.proto).
 //
-// A thin typed layer over the generated stubs: tensor encode/decode helpers and a blocking
-// `Client::ComputeAdvantage`. Every other RPC is reachable through `Client::stub()`.
+// A thin typed layer over the generated stubs: tensor encode/decode helpers and blocking typed
+// calls for every RPC (ComputeAdvantage, ComputeLoss, ListModels, GetModel, GetParameters,
+// SetParameters, WatchModels). The generated stub stays reachable through `Client::stub()`.
 // A client balances its calls round-robin over every server of its target (a list of
 // "ip:port", or a "dns:///name:port" that resolves to several replicas) and retries a call
 // answered UNAVAILABLE on the next server: DefaultServiceConfig().
@@ -10,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -53,10 +55,12 @@ struct Tensor {
   static v1::Tensor Encode(const std::vector<float>& values, const Shape& shape);   // FLOAT32
   static v1::Tensor Encode(const std::vector<double>& values, const Shape& shape);  // FLOAT64
   static v1::Tensor Encode(const std::vector<bool>& values, const Shape& shape);    // BOOL
+  static v1::Tensor Encode(const std::vector<int64_t>& values, const Shape& shape); // INT64
 
   static std::vector<float> DecodeFloat32(const v1::Tensor& tensor);
   static std::vector<double> DecodeFloat64(const v1::Tensor& tensor);
   static std::vector<bool> DecodeBool(const v1::Tensor& tensor);
+  static std::vector<int64_t> DecodeInt64(const v1::Tensor& tensor);
   // FLOAT32 (widened exactly) or FLOAT64 as doubles.
   static std::vector<double> DecodeAsDouble(const v1::Tensor& tensor);
 
@@ -71,10 +75,10 @@ struct Tensor {
 // Observation layout (see TrajectoryForm in the .proto).
 enum class Form { kFull, kCompact };
 
-// One ComputeAdvantage call. Per-step tensors are [*B, T] (time last); build them with
-// Tensor::Encode. `reward`'s dtype (float32/float64) is the computation's dtype.
-struct AdvantageRequest {
-  std::string model_name;                   // empty = the server's default model
+// The trajectory of a ComputeAdvantage or ComputeLoss call. Per-step tensors are [*B, T] (time
+// last); build them with Tensor::Encode. `reward`'s dtype (float32/float64) is the computation's
+// dtype.
+struct TrajectoryFields {
   v1::Tensor reward;                        // [*B, T] float32 or float64
   v1::Tensor done;                          // [*B, T] bool
   std::optional<v1::Tensor> terminated;     // [*B, T] bool; absent = done
@@ -85,17 +89,29 @@ struct AdvantageRequest {
   // [*B, T + 1, *obs] and [K, *obs] (compact form).
   std::map<std::string, v1::Tensor> observation;
   std::map<std::string, v1::Tensor> next_observation;
-  // For V-trace.
+  // For V-trace and the losses: [*B, T] int64 (categorical) or [*B, T, *action] float.
   std::optional<v1::Tensor> action;
-  std::optional<v1::Tensor> sample_log_prob;
-  std::optional<v1::Tensor> log_prob;
+  std::optional<v1::Tensor> sample_log_prob;  // behaviour policy's log-probability, [*B, T]
+  std::optional<v1::Tensor> log_prob;         // current policy's (V-trace without the actor)
+  Form form = Form::kFull;
+};
 
+// The estimator of a request and its knobs (each absent knob: the model's default, or the
+// estimator's). Knobs an estimator does not take are refused with std::invalid_argument.
+struct EstimatorKnobs {
+  std::optional<double> gamma;          // every estimator
+  std::optional<double> lmbda;          // td_lambda, gae, vtrace (V-trace's is a plain double)
+  std::optional<double> rho_thresh;     // vtrace: ρ̄
+  std::optional<double> c_thresh;       // vtrace: c̄
+  std::optional<double> rho_pg_thresh;  // vtrace: ρ̄_pg
+};
+
+// One ComputeAdvantage call.
+struct AdvantageRequest : TrajectoryFields, EstimatorKnobs {
+  std::string model_name;                   // empty = the server's default model
   // "gae", "td0", "td1", "td_lambda", "vtrace"; empty = the server's default (GAE with the
   // model's γ and λ).
   std::string estimator = "gae";
-  std::optional<double> gamma;  // absent = the model's default
-  std::optional<double> lmbda;  // absent = the model's default (not used by td0/td1)
-  Form form = Form::kFull;
   // Read-your-writes: compute with this parameter version or a later one. A replica that does
   // not hold it yet waits briefly, then answers UNAVAILABLE (retried on the next server); the
   // learner answers FAILED_PRECONDITION for a version it has not reached.
@@ -118,6 +134,134 @@ struct AdvantageResult {
 
 // Builds the wire request (throws std::invalid_argument for an unknown estimator name).
 v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request);
+
+// The knobs of the losses (absent = TorchRL's defaults). ToProto puts the PolicyLossOptions ones
+// into the loss message's `options` (not for impala, whose knobs are all its own) and refuses a
+// knob the chosen loss does not take.
+struct LossKnobs {
+  // PolicyLossOptions: ppo_clip, ppo_kl, ppo, a2c, reinforce (impala: entropy_bonus,
+  // entropy_coeff, critic_coeff as its own fields).
+  std::optional<bool> entropy_bonus;
+  std::optional<double> entropy_coeff;
+  std::optional<double> critic_coeff;
+  std::optional<v1::CriticLoss> loss_critic_type;
+  std::optional<bool> normalize_advantage;
+  std::optional<double> clip_value;
+  // ppo_clip
+  std::optional<double> clip_epsilon;
+  std::optional<double> clip_epsilon_low;
+  std::optional<double> clip_epsilon_high;
+  // ppo_kl
+  std::optional<double> dtarg;
+  std::optional<double> beta;
+  std::optional<double> increment;
+  std::optional<double> decrement;
+  // impala
+  std::optional<double> gamma;
+  std::optional<double> lmbda;
+  std::optional<double> rho_thresh;
+  std::optional<double> c_thresh;
+  std::optional<double> rho_pg_thresh;
+};
+
+// One ComputeLoss call: the trajectory needs observation, action and sample_log_prob.
+struct LossRequest : TrajectoryFields, EstimatorKnobs {
+  std::string model_name;  // empty = the server's default model
+  // The advantage's estimator, as AdvantageRequest::estimator; empty (the default here) = the
+  // server's GAE with the model's γ, λ. Not for impala, which computes its own targets.
+  std::string estimator;
+  // "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala"; empty = the server's default
+  // (ppo_clip with TorchRL's defaults, no knobs allowed).
+  std::string loss = "ppo_clip";
+  LossKnobs loss_knobs;
+  // Precomputed advantage and value target, [*B, T] (both or neither: the estimator is skipped).
+  std::optional<v1::Tensor> advantage;
+  std::optional<v1::Tensor> value_target;
+  // ppo_kl: the behaviour policy's distribution parameters ("logits", or "loc" and "scale").
+  std::map<std::string, v1::Tensor> behaviour_distribution;
+  // Take one optimizer step on the server's networks.
+  bool apply_update = false;
+  // Refuse (FAILED_PRECONDITION) unless the model is at this version.
+  std::optional<int64_t> expected_parameter_version;
+  std::optional<int64_t> min_parameter_version;  // as AdvantageRequest's
+  std::chrono::milliseconds deadline{std::chrono::seconds(30)};
+};
+
+struct LossResult {
+  double loss = 0;                        // the sum of the loss_* metrics
+  std::map<std::string, double> metrics;  // TorchRL's names (loss_objective, entropy, ...)
+  std::string model_name;
+  int64_t parameter_version = 0;      // the version the loss was computed with
+  bool updated = false;               // whether an optimizer step was applied
+  int64_t new_parameter_version = 0;  // the version after the call
+  double grad_norm = 0;               // before clipping, when updated
+};
+
+// Builds the wire request (throws std::invalid_argument for an unknown estimator or loss, or a
+// knob the chosen one does not take).
+v1::ComputeLossRequest ToProto(const LossRequest& request);
+
+// One network input of a model: its key, per-step shape and dtype.
+struct InputSpec {
+  std::string name;
+  Shape shape;
+  v1::DType dtype = v1::DTYPE_UNSPECIFIED;
+};
+
+// The actor's policy (distribution DISTRIBUTION_UNSPECIFIED without an actor network).
+struct ActionSpec {
+  v1::Distribution distribution = v1::DISTRIBUTION_UNSPECIFIED;
+  Shape shape;
+  v1::DType dtype = v1::DTYPE_UNSPECIFIED;
+  int64_t num_actions = 0;
+};
+
+// Description of a server-held model (ListModels, GetModel).
+struct ModelInfo {
+  std::string name;
+  std::vector<InputSpec> inputs;
+  bool has_value_network = false;
+  bool has_actor_network = false;
+  ActionSpec action;
+  int64_t parameter_version = 0;
+  double gamma = 0;  // the model's default γ
+  double lmbda = 0;  // the model's default λ
+  std::string device;
+  v1::DType parameter_dtype = v1::DTYPE_UNSPECIFIED;
+
+  static ModelInfo FromProto(const v1::ModelInfo& message);
+};
+
+// One GetParameters call.
+struct ParametersRequest {
+  std::string model_name;              // empty = the server's default model
+  std::vector<std::string> prefixes;   // only names starting with one of these; empty = all
+  int64_t max_chunk_bytes = 0;         // largest raw_data per chunk; 0 = the server's (1 MiB)
+  std::optional<int64_t> min_parameter_version;
+  std::chrono::milliseconds deadline{std::chrono::seconds(60)};
+};
+
+v1::GetParametersRequest ToProto(const ParametersRequest& request);
+
+// A model's parameters, reassembled from the stream: name → the full tensor (its dtype, shape
+// and raw bytes; read them with Tensor::DecodeFloat32 etc.).
+struct Parameters {
+  std::string model_name;
+  int64_t parameter_version = 0;
+  std::map<std::string, v1::Tensor> tensors;
+};
+
+struct SetParametersResult {
+  std::string model_name;
+  int64_t parameter_version = 0;  // the version after the update
+  int64_t tensors_updated = 0;
+};
+
+// A model's version, as WatchModels streams it.
+struct ModelVersion {
+  std::string model_name;
+  int64_t parameter_version = 0;
+};
 
 // TLS for a server started with --tls-cert: PEM contents (not paths; see ReadFile).
 struct TlsOptions {
@@ -159,11 +303,36 @@ class Client {
   // Any channel (TLS, custom arguments, ...).
   explicit Client(std::shared_ptr<grpc::Channel> channel);
 
-  // Throws advantage::Error with the status code and message on failure (and
+  // Every call throws advantage::Error with the status code and message on failure (and
   // std::invalid_argument for a request that cannot be built).
   AdvantageResult ComputeAdvantage(const AdvantageRequest& request) const;
+  // A loss on the server's networks; with apply_update also one optimizer step.
+  LossResult ComputeLoss(const LossRequest& request) const;
+  // Every model the server holds, sorted by name.
+  std::vector<ModelInfo> ListModels(
+      std::chrono::milliseconds deadline = std::chrono::seconds(30)) const;
+  // One model ("" = the server's default); NOT_FOUND for an unknown name.
+  ModelInfo GetModel(const std::string& model_name = "",
+                     std::chrono::milliseconds deadline = std::chrono::seconds(30)) const;
+  // A consistent snapshot of a model's parameters (every chunk of one version), reassembled.
+  Parameters GetParameters(const ParametersRequest& request) const;
+  // Replace some or all of a model's parameters, all or nothing (full shapes and dtypes, as
+  // GetParameters returns them), sent in chunks of at most `max_chunk_bytes` of raw data. With
+  // `expected_version`, FAILED_PRECONDITION unless the model is at that version.
+  SetParametersResult SetParameters(const std::string& model_name,
+                                    const std::map<std::string, v1::Tensor>& tensors,
+                                    std::optional<int64_t> expected_version = std::nullopt,
+                                    int64_t max_chunk_bytes = 1 << 20,
+                                    std::chrono::milliseconds deadline = std::chrono::seconds(60)) const;
+  // Stream the versions of `model_names` (empty = every model): first each one's current
+  // version, then one call of `on_version` per new version. Returns when `on_version` returns
+  // false (the stream is then cancelled), when the server ends the stream, or at the deadline
+  // (zero = none), which throws Error(DEADLINE_EXCEEDED).
+  void WatchModels(const std::vector<std::string>& model_names,
+                   const std::function<bool(const ModelVersion&)>& on_version,
+                   std::chrono::milliseconds deadline = std::chrono::milliseconds(0)) const;
 
-  // Bearer token for a server started with an auth token: ComputeAdvantage sends it as the
+  // Bearer token for a server started with an auth token: every typed call sends it as the
   // "authorization" metadata. For calls through stub(), add it to your grpc::ClientContext.
   void set_token(std::string token) { token_ = std::move(token); }
 
@@ -172,6 +341,9 @@ class Client {
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
  private:
+  // A context with the deadline (zero or negative: none) and the token.
+  void Prepare(grpc::ClientContext* context, std::chrono::milliseconds deadline) const;
+
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::AdvantageService::Stub> stub_;
   std::string token_;
