@@ -2,8 +2,12 @@ package advantage_test
 
 // The golden vectors (proto/testdata, format in its README) through the typed API: each case's
 // request is built from its `input` with this client's types and methods; an interceptor on the
-// channel records the message the client sends, which must equal the golden request (compared
-// as messages, proto.Equal); the answer must match the golden numbers.
+// channel records the message the client sends, which must equal the golden request as a message
+// (proto.Equal) and as bytes (serialised by the channel's own codec, the bytes that go out); the
+// answer must match the golden numbers. protobuf-go writes a message's oneof members after its
+// other fields (an order protobuf allows; the golden bytes follow field numbers), so the top-level
+// fields of the sent bytes are put back in field-number order before the comparison: every
+// field's bytes must be identical.
 
 import (
 	"context"
@@ -19,6 +23,8 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	advantage "github.com/advantage-service/advantage-service/clients/go"
@@ -43,16 +49,20 @@ type goldenCase struct {
 	Expect  map[string]json.RawMessage `json:"expect"`
 }
 
-// recorder keeps the last request message the client put on the wire.
+// recorder keeps the last request message the client put on the wire, and its bytes as grpc's
+// proto codec (the one the channel uses) serialises them.
 type recorder struct {
-	mu   sync.Mutex
-	sent proto.Message
+	mu    sync.Mutex
+	sent  proto.Message
+	bytes []byte
+	err   error
 }
 
 func (r *recorder) keep(message interface{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sent = proto.Clone(message.(proto.Message))
+	r.bytes, r.err = encoding.GetCodec("proto").Marshal(message)
 }
 
 type recordingStream struct {
@@ -362,7 +372,36 @@ func normaliseEmpty(v interface{}) interface{} {
 	return v
 }
 
-func goldenRequest(t *testing.T, folder string, c goldenCase) proto.Message {
+// inFieldOrder returns the serialised message with its top-level fields stably sorted by field
+// number (each field's bytes untouched).
+func inFieldOrder(message []byte) ([]byte, error) {
+	type field struct {
+		number protowire.Number
+		bytes  []byte
+	}
+	var fields []field
+	for rest := message; len(rest) > 0; {
+		number, kind, n := protowire.ConsumeTag(rest)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(number, kind, rest[n:])
+		if m < 0 {
+			return nil, protowire.ParseError(m)
+		}
+		fields = append(fields, field{number, rest[:n+m]})
+		rest = rest[n+m:]
+	}
+	sort.SliceStable(fields, func(i, j int) bool { return fields[i].number < fields[j].number })
+	var out []byte
+	for _, f := range fields {
+		out = append(out, f.bytes...)
+	}
+	return out, nil
+}
+
+// goldenRequest is the case's golden request, parsed, and its bytes.
+func goldenRequest(t *testing.T, folder string, c goldenCase) (proto.Message, []byte) {
 	messages := map[string]proto.Message{
 		"ComputeAdvantage": &pb.ComputeAdvantageRequest{}, "ComputeLoss": &pb.ComputeLossRequest{},
 		"ListModels": &pb.ListModelsRequest{}, "GetModel": &pb.GetModelRequest{},
@@ -379,7 +418,7 @@ func goldenRequest(t *testing.T, folder string, c goldenCase) proto.Message {
 	if err := proto.Unmarshal(raw, message); err != nil {
 		t.Fatal(err)
 	}
-	return message
+	return message, raw
 }
 
 func TestGolden(t *testing.T) {
@@ -407,6 +446,9 @@ func TestGolden(t *testing.T) {
 func runGolden(t *testing.T, client *advantage.Client, sent *recorder, folder string, c goldenCase) {
 	ctx := context.Background()
 	in := c.Input
+	sent.mu.Lock()
+	sent.sent, sent.bytes, sent.err = nil, nil, nil // what this case sends, nothing older
+	sent.mu.Unlock()
 	var answer interface{}
 	var err error
 	switch c.RPC {
@@ -454,12 +496,17 @@ func runGolden(t *testing.T, client *advantage.Client, sent *recorder, folder st
 		t.Fatalf("rpc %q", c.RPC)
 	}
 	// What the client sent is the golden request.
-	want := goldenRequest(t, folder, c)
+	want, wantBytes := goldenRequest(t, folder, c)
 	sent.mu.Lock()
-	got := sent.sent
+	got, gotBytes, codecErr := sent.sent, sent.bytes, sent.err
 	sent.mu.Unlock()
 	if got == nil || !proto.Equal(got, want) {
 		t.Fatalf("sent a request that differs from %s:\n got %v\nwant %v", c.Request, got, want)
+	}
+	ordered, orderErr := inFieldOrder(gotBytes)
+	if codecErr != nil || orderErr != nil || string(ordered) != string(wantBytes) {
+		t.Fatalf("sent bytes differ from %s (%v %v):\n got % x\nwant % x", c.Request, codecErr,
+			orderErr, ordered, wantBytes)
 	}
 	var status string
 	decode(t, c.Expect["status"], &status)

@@ -690,9 +690,13 @@ public final class ClientTest {
 
   // ---- golden vectors (proto/testdata) --------------------------------------------------------
 
-  /** Keeps the last request message the client sent. */
+  /**
+   * Keeps the last request message the client sent, and its bytes as the method's request
+   * marshaller (the one the channel uses) serialises them.
+   */
   static final class Recorder implements ClientInterceptor {
     final AtomicReference<Object> sent = new AtomicReference<>();
+    final AtomicReference<byte[]> bytes = new AtomicReference<>();
 
     @Override
     public <Q, R> ClientCall<Q, R> interceptCall(MethodDescriptor<Q, R> method, CallOptions options, Channel next) {
@@ -700,6 +704,11 @@ public final class ClientTest {
         @Override
         public void sendMessage(Q message) {
           sent.set(message);
+          try (java.io.InputStream stream = method.streamRequest(message)) {
+            bytes.set(stream.readAllBytes());
+          } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+          }
           super.sendMessage(message);
         }
       };
@@ -738,6 +747,7 @@ public final class ClientTest {
     JsonObject expect = c.getAsJsonObject("expect");
     byte[] golden = Files.readAllBytes(folder.resolve(c.get("request").getAsString()));
     recorder.sent.set(null);
+    recorder.bytes.set(null);
     Object answer = null;
     AdvantageException error = null;
     Message want;
@@ -803,10 +813,15 @@ public final class ClientTest {
         default -> GetParametersRequest.parseFrom(golden);
       };
     }
-    // What the client sent is the golden request (message equality: map entries unordered).
+    // What the client sent is the golden request: as a message (map entries unordered), and
+    // byte for byte as the channel serialises it.
     Object sent = recorder.sent.get();
     check(want.equals(sent), "sent a request that differs from " + c.get("request").getAsString()
         + ":\n got " + sent + "\nwant " + want);
+    byte[] bytes = recorder.bytes.get();
+    check(Arrays.equals(bytes, golden), "sent bytes differ from " + c.get("request").getAsString()
+        + ":\n got " + (bytes == null ? "nothing" : HexFormat.of().formatHex(bytes))
+        + "\nwant " + HexFormat.of().formatHex(golden));
     String status = expect.get("status").getAsString();
     if (!status.equals("OK")) {
       check(error != null && error.codeName().equals(status), "got " + (error == null ? "OK" : error) + ", want " + status);
