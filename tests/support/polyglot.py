@@ -1,11 +1,11 @@
 """Real servers and result parsing for the client test suites in other languages (Go, Java).
 
-`client_test_servers(folder)` starts the servers such a suite needs, all on loopback (the demo
-model plain, one with a token, one with TLS, one with mutual TLS), writes the reference cases
-(tests/support/client_cases.py) and test certificates into `folder`, and yields the environment
-variables that tell the suite where everything is (the names are listed at the top of
-clients/go/client_test.go and of clients/java's ClientTest.java), plus a server that is SERVING by
-health but answers every call UNAVAILABLE, for the balancing tests.
+`client_test_servers(folder)` starts the servers such a suite needs, all on loopback: the demo
+model plain, one with a token, one with TLS, one with mutual TLS, and one that is SERVING by health
+but answers every call UNAVAILABLE (for the balancing tests). It writes the reference cases
+(tests/support/client_cases.py) and test certificates into `folder` and yields the environment
+variables that tell the suite where everything is (listed at the top of clients/go/client_test.go
+and in clients/java's ClientTest.java).
 
 Both suites print one line per test and subtest in Go's verbose format, `--- PASS: Name (0.01s)`
 (subtests `Name/case`, indented), which `parse_results` reads.
