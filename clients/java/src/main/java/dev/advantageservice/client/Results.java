@@ -71,10 +71,21 @@ public final class Results {
   }
 
   /** One network input: its key, per-step shape (without [*B, T]) and dtype. */
-  public record InputSpec(String name, long[] shape, DType dtype) {}
+  public record InputSpec(String name, long[] shape, DType dtype) {
+    @Override
+    public String toString() {
+      return "InputSpec(" + name + ", " + java.util.Arrays.toString(shape) + ", " + dtype + ")";
+    }
+  }
 
   /** The actor's policy. */
-  public record ActionSpec(Distribution distribution, long[] shape, DType dtype, long numActions) {}
+  public record ActionSpec(Distribution distribution, long[] shape, DType dtype, long numActions) {
+    @Override
+    public String toString() {
+      return "ActionSpec(" + distribution + ", " + java.util.Arrays.toString(shape) + ", " + dtype
+          + ", " + numActions + " actions)";
+    }
+  }
 
   /** A server-held model; gamma and lmbda are the defaults of requests that leave them unset. */
   public record ModelInfo(
