@@ -167,6 +167,60 @@ func TestGetParametersReassemblesChunks(t *testing.T) {
 	}
 }
 
+// SetParameters on the token server (the demo server's version must stay 0 for the golden
+// cases): the parameters read back, sent in 100-byte pieces with compare-and-set, come back
+// bit-identical at the next version; a stale version and a wrong shape change nothing.
+func TestSetParametersRoundTrip(t *testing.T) {
+	client := dial(t, env(t, "ADVANTAGE_TEST_TOKEN_TARGET"), advantage.Options{Token: env(t, "ADVANTAGE_TEST_TOKEN")})
+	ctx := context.Background()
+	before, err := client.GetParameters(ctx, "demo", advantage.ParameterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Halve the actor's last bias, so the write is visible.
+	bias := before.Tensors["actor_network.2.bias"]
+	values, err := bias.Float32s()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range values {
+		values[i] /= 2
+	}
+	changed := map[string]advantage.Tensor{}
+	for name, tensor := range before.Tensors {
+		changed[name] = tensor
+	}
+	changed["actor_network.2.bias"] = advantage.Float32s(values, bias.Shape...)
+	version := before.ParameterVersion
+	result, err := client.SetParameters(ctx, "demo", changed,
+		advantage.SetParametersOptions{ExpectedVersion: advantage.Int(version), MaxChunkBytes: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if result.ModelName != "demo" || result.ParameterVersion != version+1 || result.TensorsUpdated != 10 {
+		t.Fatalf("answer %v", result)
+	}
+	after, err := client.GetParameters(ctx, "demo", advantage.ParameterOptions{})
+	if err != nil || after.ParameterVersion != version+1 {
+		t.Fatalf("read back: %v %v", after, err)
+	}
+	for name, tensor := range changed {
+		if string(after.Tensors[name].Raw) != string(tensor.Raw) {
+			t.Fatalf("%s differs after the write", name)
+		}
+	}
+	_, err = client.SetParameters(ctx, "demo", changed,
+		advantage.SetParametersOptions{ExpectedVersion: advantage.Int(version)})
+	requireCode(t, err, codes.FailedPrecondition)
+	wrong := map[string]advantage.Tensor{"actor_network.2.bias": advantage.Float32s([]float32{1, 2, 3}, 3)}
+	_, err = client.SetParameters(ctx, "demo", wrong, advantage.SetParametersOptions{})
+	requireCode(t, err, codes.InvalidArgument, "actor_network.2.bias")
+	final, err := client.GetModel(ctx, "demo")
+	if err != nil || final.ParameterVersion != version+1 {
+		t.Fatalf("version %d after refused writes: %v", final.ParameterVersion, err)
+	}
+}
+
 // ---- ComputeAdvantage ---------------------------------------------------------------------
 
 // GAE by hand, γ = 0.5, λ = 0.5 (γλ = 0.25), one row of three steps, the last one terminated:

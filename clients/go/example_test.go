@@ -75,5 +75,10 @@ func Example() {
 	if err == nil {
 		weights, _ := params.Tensors["actor_network.0.weight"].Float32s()
 		fmt.Println(params.ParameterVersion, len(weights))
+		set, err := client.SetParameters(ctx, "demo", params.Tensors, // full shapes, all or nothing
+			advantage.SetParametersOptions{ExpectedVersion: advantage.Int(params.ParameterVersion)})
+		if err == nil {
+			fmt.Println(set.ParameterVersion)
+		}
 	}
 }

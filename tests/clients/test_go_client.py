@@ -93,7 +93,11 @@ def test_hand_worked_gae(go_run: SuiteRun) -> None:
 
 
 def test_models_and_parameters(go_run: SuiteRun) -> None:
-    go_run.require("TestListModelsAndGetModel", "TestGetParametersReassemblesChunks")
+    go_run.require(
+        "TestListModelsAndGetModel",
+        "TestGetParametersReassemblesChunks",
+        "TestSetParametersRoundTrip",
+    )
 
 
 def test_error_statuses_name_the_field(go_run: SuiteRun) -> None:

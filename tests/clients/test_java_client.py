@@ -87,7 +87,9 @@ def test_hand_worked_gae(java_run: SuiteRun) -> None:
 
 
 def test_models_and_parameters(java_run: SuiteRun) -> None:
-    java_run.require("listModelsAndGetModel", "getParametersReassemblesChunks")
+    java_run.require(
+        "listModelsAndGetModel", "getParametersReassemblesChunks", "setParametersRoundTrip"
+    )
 
 
 def test_error_statuses_name_the_field(java_run: SuiteRun) -> None:

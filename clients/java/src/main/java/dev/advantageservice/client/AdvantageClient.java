@@ -4,12 +4,14 @@ import dev.advantageservice.client.Results.AdvantageResult;
 import dev.advantageservice.client.Results.LossResult;
 import dev.advantageservice.client.Results.ModelInfo;
 import dev.advantageservice.client.Results.Parameters;
+import dev.advantageservice.client.Results.SetParametersResult;
 import dev.advantageservice.v1.AdvantageServiceGrpc;
 import dev.advantageservice.v1.GetModelRequest;
 import dev.advantageservice.v1.GetParametersRequest;
 import dev.advantageservice.v1.ListModelsRequest;
 import dev.advantageservice.v1.NamedTensor;
 import dev.advantageservice.v1.ParameterChunk;
+import dev.advantageservice.v1.SetParametersResponse;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
 import io.grpc.ClientCall;
@@ -20,6 +22,7 @@ import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.StatusRuntimeException;
+import io.grpc.stub.StreamObserver;
 import io.grpc.netty.GrpcSslContexts;
 import io.grpc.netty.NettyChannelBuilder;
 import io.netty.handler.ssl.SslContext;
@@ -33,6 +36,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import javax.net.ssl.SSLException;
 
@@ -175,6 +180,7 @@ public final class AdvantageClient implements AutoCloseable {
     return new Builder(target);
   }
 
+  @SuppressWarnings("deprecation") // nameResolverFactory: the per-channel way in grpc-java 1.41
   private AdvantageClient(Builder b) {
     int limit = (int) Math.min((long) b.maxMessageMb << 20, Integer.MAX_VALUE);
     NettyChannelBuilder channelBuilder = NettyChannelBuilder.forTarget(b.target)
@@ -370,6 +376,87 @@ public final class AdvantageClient implements AutoCloseable {
   /** Every parameter of a model ("" = the default). */
   public Parameters getParameters(String model) {
     return getParameters(model, List.of(), 0, null);
+  }
+
+  /** Largest raw_data of one parameter chunk (the server's maximum too). */
+  public static final int MAX_CHUNK_BYTES = 1 << 20;
+
+  /** The chunks of a SetParameters stream (tensors split in flat pieces of at most maxBytes). */
+  static List<ParameterChunk> parameterChunks(
+      String model, Map<String, Tensor> tensors, Long expectedVersion, int maxChunkBytes) {
+    int maxBytes = maxChunkBytes <= 0 ? MAX_CHUNK_BYTES : Math.min(maxChunkBytes, MAX_CHUNK_BYTES);
+    List<ParameterChunk.Builder> chunks = new ArrayList<>();
+    chunks.add(ParameterChunk.newBuilder().setModelName(model));
+    if (expectedVersion != null) chunks.get(0).setParameterVersion(expectedVersion);
+    int used = 0;
+    for (Map.Entry<String, Tensor> e : new TreeMap<>(tensors).entrySet()) {
+      Tensor t = e.getValue();
+      t.check(e.getKey());
+      int size = Tensor.itemsize(t.dtype());
+      int per = Math.max(1, maxBytes / size);
+      int n = t.raw().length / size;
+      for (int offset = 0; offset < n || (n == 0 && offset == 0); offset += per) {
+        int end = Math.min(n, offset + per);
+        byte[] piece = java.util.Arrays.copyOfRange(t.raw(), offset * size, end * size);
+        ParameterChunk.Builder current = chunks.get(chunks.size() - 1);
+        if (current.getTensorsCount() > 0 && used + piece.length > maxBytes) {
+          current = ParameterChunk.newBuilder().setModelName(model);
+          chunks.add(current);
+          used = 0;
+        }
+        NamedTensor.Builder named = NamedTensor.newBuilder().setName(e.getKey()).setOffset(offset)
+            .setData(new Tensor(t.dtype(), new long[] {end - offset}, piece).toProto(e.getKey()));
+        for (long d : t.shape()) named.addShape(d);
+        current.addTensors(named);
+        used += piece.length;
+        if (n == 0) break;
+      }
+    }
+    List<ParameterChunk> out = new ArrayList<>();
+    for (ParameterChunk.Builder chunk : chunks) out.add(chunk.build());
+    return out;
+  }
+
+  /**
+   * Replaces the named parameters of a model ("" = the default) with tensors of their full shapes
+   * and dtypes (as getParameters returns them), all or nothing; the version increases by one.
+   * {@code expectedVersion}: compare-and-set (null = no check); {@code maxChunkBytes}: largest
+   * piece sent (0 = 1 MiB). On a server with an admin token it needs that token.
+   */
+  public SetParametersResult setParameters(
+      String model, Map<String, Tensor> tensors, Long expectedVersion, int maxChunkBytes) {
+    List<ParameterChunk> chunks = parameterChunks(model, tensors, expectedVersion, maxChunkBytes);
+    AdvantageServiceGrpc.AdvantageServiceStub stub = AdvantageServiceGrpc.newStub(intercepted);
+    if (timeout != null) stub = stub.withDeadlineAfter(timeout.toNanos(), TimeUnit.NANOSECONDS);
+    CompletableFuture<SetParametersResponse> answer = new CompletableFuture<>();
+    StreamObserver<ParameterChunk> requests = stub.setParameters(new StreamObserver<>() {
+      @Override
+      public void onNext(SetParametersResponse value) {
+        answer.complete(value);
+      }
+
+      @Override
+      public void onError(Throwable t) {
+        answer.completeExceptionally(t);
+      }
+
+      @Override
+      public void onCompleted() {
+        answer.completeExceptionally(new IllegalStateException("SetParameters: no answer"));
+      }
+    });
+    for (ParameterChunk chunk : chunks) requests.onNext(chunk);
+    requests.onCompleted();
+    try {
+      SetParametersResponse res = answer.get();
+      return new SetParametersResult(res.getModelName(), res.getParameterVersion(), res.getTensorsUpdated());
+    } catch (ExecutionException e) {
+      if (e.getCause() instanceof StatusRuntimeException s) throw AdvantageException.of(s);
+      throw new IllegalStateException(e.getCause());
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IllegalStateException("SetParameters interrupted", e);
+    }
   }
 
   /** Closes the channel; calls in flight are cancelled. */

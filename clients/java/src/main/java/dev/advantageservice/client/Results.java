@@ -122,6 +122,9 @@ public final class Results {
   /** A model's parameters: "value_network.<name>" / "actor_network.<name>" → the full tensor. */
   public record Parameters(String modelName, long parameterVersion, Map<String, Tensor> tensors) {}
 
+  /** The answer of SetParameters: the model, its version after the update, tensors replaced. */
+  public record SetParametersResult(String modelName, long parameterVersion, long tensorsUpdated) {}
+
   static long[] longs(List<Long> values) {
     return values.stream().mapToLong(Long::longValue).toArray();
   }

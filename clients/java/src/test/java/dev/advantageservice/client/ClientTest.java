@@ -115,6 +115,7 @@ public final class ClientTest {
     test("channelTarget", ClientTest::channelTarget);
     test("listModelsAndGetModel", ClientTest::listModelsAndGetModel);
     test("getParametersReassemblesChunks", ClientTest::getParametersReassemblesChunks);
+    test("setParametersRoundTrip", ClientTest::setParametersRoundTrip);
     test("computeAdvantageHandWorked", ClientTest::computeAdvantageHandWorked);
     test("invalidArgumentNamesTheField", ClientTest::invalidArgumentNamesTheField);
     test("versionsAreChecked", this::versionsAreChecked);
@@ -270,6 +271,38 @@ public final class ClientTest {
         check(Arrays.equals(e.getValue().raw(), whole.tensors().get(e.getKey()).raw()),
             e.getKey() + " differs when chunked");
       }
+    }
+  }
+
+  /**
+   * SetParameters on the token server (the demo server's version must stay 0 for the golden
+   * cases): the parameters read back, sent in 100-byte pieces with compare-and-set, come back
+   * bit-identical at the next version; a stale version and a wrong shape change nothing.
+   */
+  static void setParametersRoundTrip() throws Exception {
+    try (AdvantageClient client = client(env("ADVANTAGE_TEST_TOKEN_TARGET"))
+        .token(env("ADVANTAGE_TEST_TOKEN")).build()) {
+      Parameters before = client.getParameters("demo");
+      Tensor bias = before.tensors().get("actor_network.2.bias");
+      float[] values = bias.toFloats();
+      for (int i = 0; i < values.length; i++) values[i] /= 2; // a visible write
+      Map<String, Tensor> changed = new java.util.TreeMap<>(before.tensors());
+      changed.put("actor_network.2.bias", Tensor.float32(values, bias.shape()));
+      long version = before.parameterVersion();
+      Results.SetParametersResult result = client.setParameters("demo", changed, version, 100);
+      check(result.modelName().equals("demo") && result.parameterVersion() == version + 1
+          && result.tensorsUpdated() == 10, "answer " + result);
+      Parameters after = client.getParameters("demo");
+      check(after.parameterVersion() == version + 1, "read back at " + after.parameterVersion());
+      for (var e : changed.entrySet()) {
+        check(Arrays.equals(after.tensors().get(e.getKey()).raw(), e.getValue().raw()),
+            e.getKey() + " differs after the write");
+      }
+      expectStatus(Status.Code.FAILED_PRECONDITION, () -> client.setParameters("demo", changed, version, 0));
+      Map<String, Tensor> wrong = Map.of("actor_network.2.bias", Tensor.float32(new float[] {1, 2, 3}, 3));
+      expectStatus(Status.Code.INVALID_ARGUMENT, () -> client.setParameters("demo", wrong, null, 0),
+          "actor_network.2.bias");
+      check(client.getModel("demo").parameterVersion() == version + 1, "version changed by refused writes");
     }
   }
 

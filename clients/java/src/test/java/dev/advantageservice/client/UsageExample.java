@@ -39,6 +39,9 @@ final class UsageExample {
       ModelInfo model = client.getModel(""); // "" = the server's default model
       Parameters actor = client.getParameters("", List.of("actor_network."), 0, null);
       System.out.println(models.size() + " " + model + " " + actor.tensors().keySet());
+      Results.SetParametersResult set =
+          client.setParameters("demo", actor.tensors(), actor.parameterVersion(), 0);
+      System.out.println(set.parameterVersion());
     } catch (AdvantageException e) {
       if (e.code() == Status.Code.INVALID_ARGUMENT) {
         System.out.println(e.details()); // names the field
