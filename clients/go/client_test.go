@@ -221,6 +221,43 @@ func TestSetParametersRoundTrip(t *testing.T) {
 	}
 }
 
+// WatchModels on the token server: the current version first, then the one a write commits; an
+// unknown model is NOT_FOUND; Close ends the stream.
+func TestWatchModelsSeesAWrite(t *testing.T) {
+	client := dial(t, env(t, "ADVANTAGE_TEST_TOKEN_TARGET"), advantage.Options{Token: env(t, "ADVANTAGE_TEST_TOKEN")})
+	ctx := context.Background()
+	params, err := client.GetParameters(ctx, "demo", advantage.ParameterOptions{Prefixes: []string{"value_network.4."}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch, err := client.WatchModels(ctx, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	now, err := watch.Next()
+	if err != nil || now != (advantage.ModelVersion{ModelName: "demo", ParameterVersion: params.ParameterVersion}) {
+		t.Fatalf("first message %+v %v (version %d)", now, err, params.ParameterVersion)
+	}
+	if _, err := client.SetParameters(ctx, "demo", params.Tensors,
+		advantage.SetParametersOptions{ExpectedVersion: advantage.Int(params.ParameterVersion)}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := watch.Next()
+	if err != nil || next.ParameterVersion != params.ParameterVersion+1 {
+		t.Fatalf("after the write %+v %v", next, err)
+	}
+	watch.Close()
+	_, err = watch.Next()
+	requireCode(t, err, codes.Canceled)
+	unknown, err := client.WatchModels(ctx, "no-such-model")
+	if err == nil {
+		defer unknown.Close()
+		_, err = unknown.Next()
+	}
+	requireCode(t, err, codes.NotFound, "no-such-model")
+}
+
 // ---- ComputeAdvantage ---------------------------------------------------------------------
 
 // GAE by hand, γ = 0.5, λ = 0.5 (γλ = 0.25), one row of three steps, the last one terminated:

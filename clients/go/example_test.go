@@ -81,4 +81,10 @@ func Example() {
 			fmt.Println(set.ParameterVersion)
 		}
 	}
+	watch, err := client.WatchModels(ctx, "demo") // current version first, then each new one
+	if err == nil {
+		defer watch.Close()
+		version, err := watch.Next()
+		fmt.Println(version.ModelName, version.ParameterVersion, err)
+	}
 }

@@ -97,6 +97,7 @@ def test_models_and_parameters(go_run: SuiteRun) -> None:
         "TestListModelsAndGetModel",
         "TestGetParametersReassemblesChunks",
         "TestSetParametersRoundTrip",
+        "TestWatchModelsSeesAWrite",
     )
 
 

@@ -88,7 +88,10 @@ def test_hand_worked_gae(java_run: SuiteRun) -> None:
 
 def test_models_and_parameters(java_run: SuiteRun) -> None:
     java_run.require(
-        "listModelsAndGetModel", "getParametersReassemblesChunks", "setParametersRoundTrip"
+        "listModelsAndGetModel",
+        "getParametersReassemblesChunks",
+        "setParametersRoundTrip",
+        "watchModelsSeesAWrite",
     )
 
 

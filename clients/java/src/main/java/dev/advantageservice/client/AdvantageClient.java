@@ -12,11 +12,13 @@ import dev.advantageservice.v1.ListModelsRequest;
 import dev.advantageservice.v1.NamedTensor;
 import dev.advantageservice.v1.ParameterChunk;
 import dev.advantageservice.v1.SetParametersResponse;
+import dev.advantageservice.v1.WatchModelsRequest;
 import io.grpc.CallOptions;
 import io.grpc.Channel;
 import io.grpc.ClientCall;
 import io.grpc.ClientInterceptor;
 import io.grpc.ClientInterceptors;
+import io.grpc.Context;
 import io.grpc.ForwardingClientCall;
 import io.grpc.ManagedChannel;
 import io.grpc.Metadata;
@@ -456,6 +458,22 @@ public final class AdvantageClient implements AutoCloseable {
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       throw new IllegalStateException("SetParameters interrupted", e);
+    }
+  }
+
+  /**
+   * Streams the versions of the named models (empty = every model): first each one's current
+   * version, then one per new version committed (a slow reader gets the latest, not every
+   * intermediate one). Open until {@link Watch#close}; the client's timeout does not apply.
+   */
+  public Watch watchModels(List<String> models) {
+    Context.CancellableContext context = Context.current().withCancellation();
+    WatchModelsRequest request = WatchModelsRequest.newBuilder().addAllModelNames(models).build();
+    Context previous = context.attach();
+    try {
+      return new Watch(context, stub().watchModels(request));
+    } finally {
+      context.detach(previous);
     }
   }
 

@@ -116,6 +116,7 @@ public final class ClientTest {
     test("listModelsAndGetModel", ClientTest::listModelsAndGetModel);
     test("getParametersReassemblesChunks", ClientTest::getParametersReassemblesChunks);
     test("setParametersRoundTrip", ClientTest::setParametersRoundTrip);
+    test("watchModelsSeesAWrite", ClientTest::watchModelsSeesAWrite);
     test("computeAdvantageHandWorked", ClientTest::computeAdvantageHandWorked);
     test("invalidArgumentNamesTheField", ClientTest::invalidArgumentNamesTheField);
     test("versionsAreChecked", this::versionsAreChecked);
@@ -303,6 +304,29 @@ public final class ClientTest {
       expectStatus(Status.Code.INVALID_ARGUMENT, () -> client.setParameters("demo", wrong, null, 0),
           "actor_network.2.bias");
       check(client.getModel("demo").parameterVersion() == version + 1, "version changed by refused writes");
+    }
+  }
+
+  /**
+   * WatchModels on the token server: the current version first, then the one a write commits; an
+   * unknown model is NOT_FOUND; close ends the stream.
+   */
+  static void watchModelsSeesAWrite() throws Exception {
+    try (AdvantageClient client = client(env("ADVANTAGE_TEST_TOKEN_TARGET"))
+        .token(env("ADVANTAGE_TEST_TOKEN")).build()) {
+      Parameters head = client.getParameters("demo", List.of("value_network.4."), 0, null);
+      Watch watch = client.watchModels(List.of("demo"));
+      try (watch) {
+        Watch.Version now = watch.next();
+        check(now.equals(new Watch.Version("demo", head.parameterVersion())), "first message " + now);
+        client.setParameters("demo", head.tensors(), head.parameterVersion(), 0);
+        Watch.Version next = watch.next();
+        check(next.parameterVersion() == head.parameterVersion() + 1, "after the write " + next);
+      }
+      expectStatus(Status.Code.CANCELLED, watch::next);
+      try (Watch unknown = client.watchModels(List.of("no-such-model"))) {
+        expectStatus(Status.Code.NOT_FOUND, unknown::next, "no-such-model");
+      }
     }
   }
 

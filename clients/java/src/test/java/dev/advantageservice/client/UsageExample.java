@@ -42,6 +42,9 @@ final class UsageExample {
       Results.SetParametersResult set =
           client.setParameters("demo", actor.tensors(), actor.parameterVersion(), 0);
       System.out.println(set.parameterVersion());
+      try (Watch watch = client.watchModels(List.of("demo"))) { // current version, then each new one
+        System.out.println(watch.next());
+      }
     } catch (AdvantageException e) {
       if (e.code() == Status.Code.INVALID_ARGUMENT) {
         System.out.println(e.details()); // names the field
