@@ -21,6 +21,7 @@ for tool in go protoc protoc-gen-go protoc-gen-go-grpc; do
 done
 mapping="Madvantage/v1/advantage.proto=$module/advantagev1;advantagev1"
 generated=$(mktemp -d)
+trap 'rm -rf "$generated"' EXIT
 protoc -I "$proto_dir" \
 	--go_out="$generated" --go_opt="module=$module" --go_opt="$mapping" \
 	--go-grpc_out="$generated" --go-grpc_opt="module=$module" --go-grpc_opt="$mapping" \
@@ -30,10 +31,14 @@ for file in "$generated"/advantagev1/*.go; do  # rewrite only what changed: go's
 	cmp -s "$file" "$here/advantagev1/$(basename "$file")" || cp "$file" "$here/advantagev1/"
 done
 rm -rf "$generated"
+trap - EXIT
 work=${ADVANTAGE_GO_WORK:-${TMPDIR:-/tmp}/advantage-go-$(printf '%s' "$here" | cksum | cut -d' ' -f1)}
 link="$work/gopath/src/$module"
 mkdir -p "$(dirname "$link")"
 ln -sfn "$here" "$link"
 cd "$link"
+if [ -z "${GOCACHE:-}" ] && [ -z "${HOME:-}" ] && [ -z "${XDG_CACHE_HOME:-}" ]; then
+	export GOCACHE="$work/cache" # go needs a build cache; without HOME it has no default
+fi
 PWD="$link" GO111MODULE=off GOPATH="$work/gopath:/usr/share/gocode" GOPROXY=off GOFLAGS= \
 	exec go "$@"
