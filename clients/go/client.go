@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"time"
@@ -250,81 +249,4 @@ func (c *Client) GetModel(ctx context.Context, name string) (*ModelInfo, error) 
 	}
 	m := modelFromProto(res.GetModel())
 	return &m, nil
-}
-
-// ParameterOptions select what GetParameters streams.
-type ParameterOptions struct {
-	// Only names starting with one of these (e.g. "actor_network."); empty = all.
-	Prefixes []string
-	// Largest raw_data per chunk, in bytes; 0 = the server's default and maximum (1 MiB).
-	MaxChunkBytes int64
-	// Read-your-writes: this version or a later one (nil = any).
-	MinParameterVersion *int64
-}
-
-// GetParameters returns a consistent snapshot of a model's parameters ("" = the default
-// model), reassembled from the chunked stream.
-func (c *Client) GetParameters(ctx context.Context, model string, options ParameterOptions) (*Parameters, error) {
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	stream, err := c.stub.GetParameters(ctx, &pb.GetParametersRequest{
-		ModelName: model, MaxChunkBytes: options.MaxChunkBytes, Prefixes: options.Prefixes,
-		MinParameterVersion: options.MinParameterVersion,
-	})
-	if err != nil {
-		return nil, wrap(err)
-	}
-	out := &Parameters{ModelName: model, Tensors: map[string]Tensor{}}
-	filled := map[string]int{}
-	first := true
-	for {
-		chunk, err := stream.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, wrap(err)
-		}
-		if chunk.GetModelName() != "" {
-			out.ModelName = chunk.GetModelName()
-		}
-		if chunk.ParameterVersion != nil {
-			if first {
-				out.ParameterVersion, first = *chunk.ParameterVersion, false
-			} else if *chunk.ParameterVersion != out.ParameterVersion {
-				return nil, fmt.Errorf("GetParameters: chunks of versions %d and %d in one stream",
-					out.ParameterVersion, *chunk.ParameterVersion)
-			}
-		}
-		for _, nt := range chunk.GetTensors() {
-			piece := FromProto(nt.GetData())
-			if err := piece.Check("parameter " + nt.GetName()); err != nil {
-				return nil, err
-			}
-			full, seen := out.Tensors[nt.GetName()]
-			if !seen {
-				full = Tensor{DType: piece.DType, Shape: nt.GetShape()}
-				n, err := full.NumElements()
-				if err != nil {
-					return nil, fmt.Errorf("parameter %s: %w", nt.GetName(), err)
-				}
-				full.Raw = make([]byte, n*Itemsize(piece.DType))
-			}
-			size := Itemsize(full.DType)
-			start := int(nt.GetOffset()) * size
-			if piece.DType != full.DType || start < 0 || start+len(piece.Raw) > len(full.Raw) {
-				return nil, fmt.Errorf("GetParameters: a piece of %s does not fit (offset %d, %d bytes)",
-					nt.GetName(), nt.GetOffset(), len(piece.Raw))
-			}
-			copy(full.Raw[start:], piece.Raw)
-			filled[nt.GetName()] += len(piece.Raw)
-			out.Tensors[nt.GetName()] = full
-		}
-	}
-	for name, t := range out.Tensors {
-		if filled[name] != len(t.Raw) {
-			return nil, fmt.Errorf("GetParameters: %s got %d of %d bytes", name, filled[name], len(t.Raw))
-		}
-	}
-	return out, nil
 }
