@@ -22,6 +22,15 @@ TORCH_INSTALL := $(BIN)/pip install -q torch==2.13.0
 SYSTEM_STAMP := $(VENV)/.system-packages
 SYSTEM_PACKAGES := chromium chromium-driver cmake g++ pkg-config libgrpc++-dev libprotobuf-dev \
 	protobuf-compiler protobuf-compiler-grpc
+# The Go and Java clients' toolchains and Debian's gRPC packages (clients/go, clients/java; their
+# tests build them offline from these). golang-github-golang-protobuf-1-5-dev is named because
+# golang-google-grpc-dev accepts the old 1-3 API too, which cannot encode today's generated code.
+POLYGLOT_STAMP := $(VENV)/.system-packages-polyglot
+POLYGLOT_PACKAGES := golang-go golang-google-grpc-dev golang-google-protobuf-dev \
+	golang-github-golang-protobuf-1-5-dev protoc-gen-go protoc-gen-go-grpc protobuf-compiler \
+	default-jdk-headless libgrpc-java libprotobuf-java protobuf-compiler-grpc-java-plugin \
+	libnetty-java libperfmark-java libgoogle-gson-java libgeronimo-annotation-1.3-spec-java \
+	libnetty-tcnative-java libnetty-tcnative-jni
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 TS_CLIENT := clients/typescript
@@ -57,6 +66,13 @@ $(SYSTEM_STAMP): | $(BIN)/python
 	fi
 	touch $@
 
+$(POLYGLOT_STAMP): | $(BIN)/python
+	@if ! dpkg -s $(POLYGLOT_PACKAGES) >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(POLYGLOT_PACKAGES); \
+	fi
+	touch $@
+
 install-server: $(SERVER_STAMP)
 
 install: $(DEV_STAMP)
@@ -64,7 +80,7 @@ install: $(DEV_STAMP)
 torch-plan: | $(BIN)/python
 	$(BIN)/python scripts/install_torch.py --dry-run -- $(TORCH_INSTALL)
 
-system-packages: $(SYSTEM_STAMP)
+system-packages: $(SYSTEM_STAMP) $(POLYGLOT_STAMP)
 
 serve: $(SERVER_STAMP)
 	$(BIN)/advantage-service serve $(ARGS)
@@ -90,7 +106,7 @@ buf: $(BUF)
 golden: $(DEV_STAMP)
 	$(BIN)/python -m tests.support.golden
 
-test-python: $(DEV_STAMP) $(SYSTEM_STAMP)
+test-python: $(DEV_STAMP) $(SYSTEM_STAMP) $(POLYGLOT_STAMP)
 	$(BIN)/python -m pytest
 
 # The TypeScript client's tests start the Python server from .venv (real toolchains on both ends).
