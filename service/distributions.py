@@ -47,6 +47,7 @@ from torch import distributions as D
 from torch.distributions import constraints
 from torch.distributions.utils import _sum_rightmost
 
+from service.composite import CompositeDistribution
 from service.errors import ArgumentError
 
 __all__ = [
@@ -55,6 +56,8 @@ __all__ = [
     "DistributionKind",
     "TanhNormal",
     "entropy",
+    "head_entropies",
+    "head_log_probs",
     "kl_divergence",
     "log_prob",
     "make_distribution",
@@ -323,6 +326,8 @@ def make_distribution(
 
 
 def _check_distribution(dist: object) -> D.Distribution:
+    if isinstance(dist, CompositeDistribution):
+        return dist
     normal = isinstance(dist, D.Independent) and type(dist.base_dist) is D.Normal
     if not (normal or isinstance(dist, (D.Categorical, TanhNormal))):
         raise ArgumentError(
@@ -346,6 +351,8 @@ def log_prob(dist: D.Distribution, action: Tensor) -> Tensor:
         Log-probabilities ``[*B]``, differentiable w.r.t. the distribution's parameters.
     """
     dist = _check_distribution(dist)
+    if isinstance(dist, CompositeDistribution):
+        return _sum(head_log_probs(dist, action).values())
     if not isinstance(action, Tensor):
         raise ArgumentError("action", f"expected a torch.Tensor, got {type(action).__name__}")
     expected = dist.batch_shape + dist.event_shape
@@ -366,6 +373,51 @@ def log_prob(dist: D.Distribution, action: Tensor) -> Tensor:
         if action.dtype != dtype:
             raise ArgumentError("action", f"expected dtype {dtype}, got {action.dtype}")
     return dist.log_prob(action)
+
+
+def _sum(parts) -> Tensor:
+    total: Tensor | None = None
+    for part in parts:
+        total = part if total is None else total + part
+    assert total is not None
+    return total
+
+
+def head_log_probs(dist: CompositeDistribution, action: object) -> dict[str, Tensor]:
+    """Each head's ``log π_h(a_h)`` ``[*B]`` of a composite action ``{head: action}``; the
+    action must name every head exactly once (errors name ``action[<head>]``)."""
+    if not isinstance(action, Mapping):
+        raise ArgumentError(
+            "action", f"expected a mapping head → action for a composite policy, got "
+            f"{type(action).__name__}",
+        )  # fmt: skip
+    missing = [name for name in dist.names if name not in action]
+    extra = sorted(name for name in action if name not in dist.heads)
+    if missing or extra:
+        raise ArgumentError(
+            "action", f"expected the heads {list(dist.names)}, missing {missing}, extra {extra}"
+        )
+    parts = {}
+    for name, head in dist.heads.items():
+        try:
+            parts[name] = log_prob(head, action[name])
+        except ArgumentError as error:
+            raise ArgumentError(f"action[{name!r}]", error.detail) from error
+    return parts
+
+
+def head_entropies(
+    dist: CompositeDistribution,
+    *,
+    samples_mc_entropy: int = 1,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """Each head's entropy ``[*B]`` (see :func:`entropy`), in the heads' order (the order in
+    which Monte-Carlo heads draw their noise, as TorchRL's ``composite_entropy``)."""
+    return {
+        name: entropy(head, samples_mc_entropy=samples_mc_entropy, generator=generator)
+        for name, head in dist.heads.items()
+    }
 
 
 def rsample_and_log_prob(
@@ -406,6 +458,11 @@ def entropy(
     used exactly as in TorchRL's losses.
     """
     dist = _check_distribution(dist)
+    if isinstance(dist, CompositeDistribution):
+        parts = head_entropies(
+            dist, samples_mc_entropy=samples_mc_entropy, generator=generator
+        ).values()
+        return _sum(parts)
     if isinstance(dist, TanhNormal):
         if not isinstance(samples_mc_entropy, int) or samples_mc_entropy < 1:
             raise ArgumentError(
@@ -430,6 +487,14 @@ def kl_divergence(
     ``x_k ~ p`` scored at their pre-tanh values under ``p``.
     """
     p, q = _check_distribution(p), _check_distribution(q)
+    if isinstance(p, CompositeDistribution) and isinstance(q, CompositeDistribution):
+        if p.names != q.names:
+            raise ArgumentError("q", f"expected the heads {list(p.names)}, got {list(q.names)}")
+        return _sum(
+            kl_divergence(p.heads[name], q.heads[name], samples_mc_kl=samples_mc_kl,
+                          generator=generator)
+            for name in p.names
+        )  # fmt: skip
     if type(p) is not type(q):
         raise ArgumentError("q", f"expected a {type(p).__name__} like p, got {type(q).__name__}")
     if p.batch_shape != q.batch_shape or p.event_shape != q.event_shape:
