@@ -23,11 +23,6 @@ def _close(actual: float, expected: float) -> None:
     assert actual == pytest.approx(expected, rel=RTOL, abs=1e-9)
 
 
-def _snapshot(model) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in (*model.value_network.parameters(),
-                                         *model.actor_network.parameters())]  # fmt: skip
-
-
 def _reference_grads(value, actor, total: torch.Tensor) -> list[torch.Tensor]:
     params = [*value.parameters(), *actor.parameters()]
     grads = torch.autograd.grad(total, params, allow_unused=True)
@@ -45,7 +40,7 @@ def test_clip_ppo_matches_torchrl(per_head: bool) -> None:
     server_model = C.model(seed=1)
     value, actor = C.networks(seed=1)
     with running_server(models={"two_heads": server_model}) as server:
-        before = _snapshot(server_model)
+        before = C.snapshot(server_model)
         torch.manual_seed(77)  # the tanh head's Monte-Carlo entropy draws from it, as TorchRL's
         response = stub(server.target).ComputeLoss(
             pb.ComputeLossRequest(
@@ -56,17 +51,13 @@ def test_clip_ppo_matches_torchrl(per_head: bool) -> None:
             ),
             timeout=60,
         )
-        after = _snapshot(server_model)
+        after = C.snapshot(server_model)
     with set_composite_lp_aggregate(not per_head):
         critic, policy = C.torchrl_modules(value, actor)
         loss = ClipPPOLoss(policy, critic)
         loss.set_keys(
             action="action",
-            sample_log_prob=(
-                [("action", "move_log_prob"), ("action", "aim_log_prob")]
-                if per_head
-                else "sample_log_prob"
-            ),
+            sample_log_prob=C.PER_HEAD_LOG_PROBS if per_head else "sample_log_prob",
         )
         torch.manual_seed(77)
         out = loss(C.tensordict(data, per_head=per_head))
@@ -100,7 +91,7 @@ def test_a2c_matches_torchrl() -> None:
     value, actor = C.networks(seed=2)
     coeff = 0.05
     with running_server(models={"two_heads": server_model}) as server:
-        before = _snapshot(server_model)
+        before = C.snapshot(server_model)
         torch.manual_seed(5)
         response = stub(server.target).ComputeLoss(
             pb.ComputeLossRequest(
@@ -111,7 +102,7 @@ def test_a2c_matches_torchrl() -> None:
             ),
             timeout=60,
         )
-        after = _snapshot(server_model)
+        after = C.snapshot(server_model)
     critic, policy = C.torchrl_modules(value, actor)
     loss = A2CLoss(policy, critic, entropy_bonus=False)
     loss.set_keys(action="action")

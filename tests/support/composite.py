@@ -229,3 +229,13 @@ def parameters_of(value: nn.Module, actor: nn.Module) -> dict[str, torch.Tensor]
     named = {f"value.{k}": v for k, v in value.named_parameters()}
     named |= {f"actor.{k}": v for k, v in actor.named_parameters()}
     return {key: tensor.detach().clone() for key, tensor in named.items()}
+
+
+def snapshot(model: Model) -> list[torch.Tensor]:
+    """Copies of a model's parameters (value network's, then the actor's)."""
+    assert model.value_network is not None and model.actor_network is not None
+    networks = (*model.value_network.parameters(), *model.actor_network.parameters())
+    return [parameter.detach().clone() for parameter in networks]
+
+
+PER_HEAD_LOG_PROBS = [("action", "move_log_prob"), ("action", "aim_log_prob")]
