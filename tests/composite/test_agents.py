@@ -85,8 +85,8 @@ def test_agent_count_differing_from_the_model_is_refused() -> None:
         api = stub(server.target)
         # The request's n_agents names 2 agents, its tensors have 3.
         wrong_layout = A.trajectory(data, n_agents=2)
-        error = rpc_error(api.ComputeAdvantage,
-                          pb.ComputeAdvantageRequest(model_name="team", trajectory=wrong_layout))  # fmt: skip
+        request = pb.ComputeAdvantageRequest(model_name="team", trajectory=wrong_layout)
+        error = rpc_error(api.ComputeAdvantage, request)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "trajectory.reward: expected shape [*B, T, n_agents] with n_agents = 2" in (
             error.details()
@@ -106,8 +106,8 @@ def test_agent_count_differing_from_the_model_is_refused() -> None:
         # Per-agent done flags for the wrong number of agents.
         bad_done = A.trajectory(data)
         bad_done.done.CopyFrom(pb.Tensor(dtype=pb.DTYPE_BOOL, shape=[2, 5, 2], raw_data=bytes(20)))
-        error = rpc_error(api.ComputeAdvantage,
-                          pb.ComputeAdvantageRequest(model_name="team", trajectory=bad_done))  # fmt: skip
+        request = pb.ComputeAdvantageRequest(model_name="team", trajectory=bad_done)
+        error = rpc_error(api.ComputeAdvantage, request)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "trajectory.done: expected shape [2, 5] (shared by the agents) or [2, 5, 3]" in (
             error.details()
