@@ -87,7 +87,9 @@ def networks(seed: int = 0) -> tuple[nn.Module, TwoHeadActor]:
     return value, actor
 
 
-def manifest(name: str = "two_heads", agents: int = 0) -> Manifest:
+def manifest(
+    name: str = "two_heads", agents: int = 0, optimizer: OptimizerSpec | None = None
+) -> Manifest:
     return Manifest(
         name=name,
         inputs=(InputSpec(name="observation", shape=(OBS,), dtype="float64"),),
@@ -101,15 +103,20 @@ def manifest(name: str = "two_heads", agents: int = 0) -> Manifest:
             ),
         ),
         agents=agents,
-        optimizer=OptimizerSpec("sgd", lr=LR),
+        optimizer=optimizer or OptimizerSpec("sgd", lr=LR),
     )
 
 
-def model(seed: int = 0, name: str = "two_heads", agents: int = 0) -> Model:
+def model(
+    seed: int = 0, name: str = "two_heads", agents: int = 0, optimizer: OptimizerSpec | None = None
+) -> Model:
     """The server's model over `networks(seed)` (the very same modules)."""
     value, actor = networks(seed)
     return Model(
-        manifest(name, agents), torch.device("cpu"), value_network=value, actor_network=actor
+        manifest(name, agents, optimizer),
+        torch.device("cpu"),
+        value_network=value,
+        actor_network=actor,
     )
 
 
