@@ -18,8 +18,13 @@ batching settings).
 
 Networks take the inputs positionally in the listed order, each [N, *shape], and return:
 value network → [N, 1] (or [N]); categorical actor → logits [N, num_actions]; normal and
-tanh-normal actors → a (loc, scale) pair, each [N, *action_shape]. Files ending in `.pt2` are
-loaded with `torch.export.load`, files ending in `.pt` with `torch.jit.load` (TorchScript).
+tanh-normal actors → a (loc, scale) pair, each [N, *action_shape]. A composite actor
+(`"action": {"distribution": "composite", "heads": [{"name": "move", "distribution":
+"categorical", "num_actions": 3}, {"name": "aim", "distribution": "tanh_normal", "shape": [2]}]}`)
+returns a mapping head → its parameters, or the flat mapping "<head>.<parameter>" → tensor
+(`service/runtime/heads.py`). `"agents": n` declares that requests carry n agents per step.
+Files ending in `.pt2` are loaded with `torch.export.load`, files ending in `.pt` with
+`torch.jit.load` (TorchScript).
 """
 
 from __future__ import annotations

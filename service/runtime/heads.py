@@ -2,9 +2,9 @@
 request's per-head actions checked against the model, and the request's agent count.
 
 The actor of a composite model returns a mapping head name → the head's parameters: a tensor
-(`logits` of a categorical head), a `(loc, scale)` pair, or a mapping `{"loc", "scale"}`; a flat
-tuple in the heads' order (each head's parameters in `service.distributions.PARAMETERS` order)
-is accepted too.
+(`logits` of a categorical head), a `(loc, scale)` pair, or a mapping `{"loc", "scale"}`. Also
+accepted: a flat mapping "<head>.<parameter>" → tensor (what TorchScript can trace), or a flat
+tuple in the heads' order (each head's parameters in `service.distributions.PARAMETERS` order).
 """
 
 from __future__ import annotations
@@ -52,6 +52,16 @@ def head_outputs(spec: ActionSpec, outputs: tuple) -> dict[str, dict[str, torch.
     if len(outputs) == 1 and isinstance(outputs[0], Mapping):
         produced = outputs[0]
         names = [head.name for head in spec.heads]
+        flat_names = {
+            f"{head.name}.{name}": (head.name, name)
+            for head in spec.heads
+            for name in distributions.PARAMETERS[distributions.DistributionKind(head.distribution)]
+        }
+        if sorted(produced) == sorted(flat_names) and sorted(produced) != sorted(names):
+            grouped: dict[str, dict[str, torch.Tensor]] = {}
+            for key, (head_name, name) in flat_names.items():
+                grouped.setdefault(head_name, {})[name] = produced[key]
+            produced = grouped
         if sorted(produced) != sorted(names):
             raise FailedPrecondition(
                 f"{ACTOR_OUTPUT}: expected the heads {names} (the manifest's), got "
