@@ -83,8 +83,22 @@ REQUEST_SCHEMA: dict[str, Any] = {
                 "action": NESTED,
                 "sample_log_prob": NESTED,
                 "log_prob": NESTED,
+                "mask": {**NESTED, "description": "[*B, T] bool, false at padded steps."},
+                "collector.mask": {**NESTED, "description": "TorchRL's name for `mask`."},
+            },
+            "additionalProperties": {
+                **NESTED,
+                "description": "A composite actor's heads: `<head>` (its actions) and "
+                "`<head>_log_prob` (its behaviour log-probability).",
             },
             "required": ["next.reward", "next.done"],
+        },
+        "n_agents": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 0,
+            "description": "Agents per step: per-agent tensors are [*B, T, n_agents, ...] "
+            "(time before agents); done/terminated [*B, T] (shared) or [*B, T, n_agents].",
         },
         "min_parameter_version": {
             "type": "integer",
@@ -185,6 +199,11 @@ LOSS_REQUEST_SCHEMA: dict[str, Any] = {
         },
         "apply_update": {"type": "boolean", "default": False},
         "expected_parameter_version": {"type": "integer"},
+        "composite_lp_aggregate": {
+            "type": ["boolean", "null"],
+            "description": "Composite actors: false reports each head's entropy "
+            "(TorchRL's non-aggregate mode); null = from the log-probabilities sent.",
+        },
     },
 }
 
