@@ -171,6 +171,10 @@ v1::Tensor Tensor::Encode(const std::vector<double>& values, const Shape& shape)
   return EncodeRaw(values, shape, v1::DTYPE_FLOAT64);
 }
 
+v1::Tensor Tensor::Encode(const std::vector<int64_t>& values, const Shape& shape) {
+  return EncodeRaw(values, shape, v1::DTYPE_INT64);
+}
+
 v1::Tensor Tensor::Encode(const std::vector<bool>& values, const Shape& shape) {
   // std::vector<bool> is bit-packed: one byte (0 or 1) per element goes on the wire.
   std::vector<uint8_t> bytes(values.begin(), values.end());
@@ -211,10 +215,9 @@ std::vector<double> Tensor::DecodeAsDouble(const v1::Tensor& tensor) {
 // ---------------------------------------------------------------------------------------------
 // Request / Client
 
-v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request) {
-  v1::ComputeAdvantageRequest out;
-  out.set_model_name(request.model_name);
-  v1::Trajectory* trajectory = out.mutable_trajectory();
+v1::Trajectory TrajectoryToProto(const AdvantageRequest& request) {
+  v1::Trajectory out;
+  v1::Trajectory* trajectory = &out;
   *trajectory->mutable_reward() = request.reward;
   *trajectory->mutable_done() = request.done;
   if (request.terminated) *trajectory->mutable_terminated() = *request.terminated;
@@ -223,15 +226,32 @@ v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request) {
   if (request.action) *trajectory->mutable_action() = *request.action;
   if (request.sample_log_prob) *trajectory->mutable_sample_log_prob() = *request.sample_log_prob;
   if (request.log_prob) *trajectory->mutable_log_prob() = *request.log_prob;
+  if (request.mask) *trajectory->mutable_mask() = *request.mask;
   for (const auto& [key, tensor] : request.observation) {
     (*trajectory->mutable_observation())[key] = tensor;
   }
   for (const auto& [key, tensor] : request.next_observation) {
     (*trajectory->mutable_next_observation())[key] = tensor;
   }
+  for (const auto& [key, tensor] : request.action_heads) {
+    (*trajectory->mutable_action_heads())[key] = tensor;
+  }
+  for (const auto& [key, tensor] : request.sample_log_prob_heads) {
+    (*trajectory->mutable_sample_log_prob_heads())[key] = tensor;
+  }
+  for (const auto& [key, tensor] : request.log_prob_heads) {
+    (*trajectory->mutable_log_prob_heads())[key] = tensor;
+  }
+  trajectory->set_n_agents(request.n_agents);
   trajectory->set_form(request.form == Form::kCompact ? v1::TRAJECTORY_FORM_COMPACT
                                                       : v1::TRAJECTORY_FORM_FULL);
+  return out;
+}
 
+v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request) {
+  v1::ComputeAdvantageRequest out;
+  out.set_model_name(request.model_name);
+  *out.mutable_trajectory() = TrajectoryToProto(request);
   const std::string& name = request.estimator;
   const bool has_lmbda = name == "gae" || name == "td_lambda" || name == "vtrace";
   if (request.min_parameter_version) out.set_min_parameter_version(*request.min_parameter_version);

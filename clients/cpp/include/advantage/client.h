@@ -53,6 +53,7 @@ struct Tensor {
   static v1::Tensor Encode(const std::vector<float>& values, const Shape& shape);   // FLOAT32
   static v1::Tensor Encode(const std::vector<double>& values, const Shape& shape);  // FLOAT64
   static v1::Tensor Encode(const std::vector<bool>& values, const Shape& shape);    // BOOL
+  static v1::Tensor Encode(const std::vector<int64_t>& values, const Shape& shape); // INT64
 
   static std::vector<float> DecodeFloat32(const v1::Tensor& tensor);
   static std::vector<double> DecodeFloat64(const v1::Tensor& tensor);
@@ -89,6 +90,17 @@ struct AdvantageRequest {
   std::optional<v1::Tensor> action;
   std::optional<v1::Tensor> sample_log_prob;
   std::optional<v1::Tensor> log_prob;
+  // A composite policy (ModelInfo.action.heads): one action per head, [*B, T, *head_shape]
+  // (int64 for categorical heads), instead of `action`; behaviour (and current) log-probabilities
+  // per head, [*B, T] each, instead of the aggregated ones (TorchRL's non-aggregate mode).
+  std::map<std::string, v1::Tensor> action_heads;
+  std::map<std::string, v1::Tensor> sample_log_prob_heads;
+  std::map<std::string, v1::Tensor> log_prob_heads;
+  // [*B, T] bool, false at padded steps (TorchRL's ("collector", "mask")): they get 0, and a
+  // valid step followed by padding ends its segment.
+  std::optional<v1::Tensor> mask;
+  // Agents per step (0 = none): per-agent tensors are [*B, T, n_agents, ...] (proto/README.md).
+  uint32_t n_agents = 0;
 
   // "gae", "td0", "td1", "td_lambda", "vtrace"; empty = the server's default (GAE with the
   // model's γ and λ).
@@ -118,6 +130,10 @@ struct AdvantageResult {
 
 // Builds the wire request (throws std::invalid_argument for an unknown estimator name).
 v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request);
+
+// The trajectory part of `request` alone (heads, mask, agents included): for a
+// v1::ComputeLossRequest sent through Client::stub().
+v1::Trajectory TrajectoryToProto(const AdvantageRequest& request);
 
 // TLS for a server started with --tls-cert: PEM contents (not paths; see ReadFile).
 struct TlsOptions {
