@@ -8,6 +8,7 @@ from __future__ import annotations
 import grpc
 import pytest
 import torch
+from torchrl.modules import ValueOperator
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value.functional import generalized_advantage_estimate
 
@@ -113,3 +114,43 @@ def test_agent_count_differing_from_the_model_is_refused() -> None:
             error.details()
         )
         assert server_model.parameter_version == 0
+
+
+def test_mappo_centralised_critic_matches_torchrl() -> None:
+    """MAPPO: the critic sees the global state (here: every agent's observation, as TorchRL's
+    MultiAgentMLP(centralised=True, share_params=True)), the actors their own observation. Over
+    the wire the global state is a second input each agent's row carries."""
+    data = A.make_data(2, steps=6, seed=8, shared_done=True)
+    critic_mlp, actor_mlp = A.mappo_networks(seed=3)
+    server_model = A.mappo_model(*A.mappo_networks(seed=3))
+    with running_server(models={"team": server_model}) as server:
+        before = snapshot(server_model)
+        response = stub(server.target).ComputeLoss(
+            pb.ComputeLossRequest(
+                model_name="team", trajectory=A.mappo_trajectory(data), apply_update=True
+            ),
+            timeout=60,
+        )
+        after = snapshot(server_model)
+    critic = ValueOperator(
+        A.CentralCritic(critic_mlp),
+        in_keys=[("agents", "observation")],
+        out_keys=[("agents", "state_value")],
+    )
+    _, policy = A.torchrl_modules(critic_mlp, actor_mlp)
+    td = A.tensordict(data)
+    td["agents", "advantage"], td["agents", "value_target"] = _gae(td, critic)
+    loss = ClipPPOLoss(policy, critic)
+    loss.set_keys(
+        action=("agents", "action"), sample_log_prob=("agents", "sample_log_prob"),
+        value=("agents", "state_value"), advantage=("agents", "advantage"),
+        value_target=("agents", "value_target"), reward=("agents", "reward"),
+        done=("agents", "done"), terminated=("agents", "terminated"),
+    )  # fmt: skip
+    out = loss(td)
+    total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
+    for key in ("loss_objective", "loss_critic", "loss_entropy", "kl_approx"):
+        assert response.metrics[key] == pytest.approx(out[key].item(), rel=1e-5, abs=1e-9), key
+    grads = torch.autograd.grad(total, [*critic_mlp.parameters(), *actor_mlp.parameters()])
+    for old, new, grad in zip(before, after, grads, strict=True):
+        torch.testing.assert_close((old - new) / A.LR, grad, rtol=1e-5, atol=1e-9)

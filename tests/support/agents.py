@@ -148,3 +148,88 @@ def tensordict(data: Data) -> TensorDict:
         },
         batch_size=(batch, steps),
     )
+
+
+# ---- MAPPO: a centralised critic on the global state, decentralised actors ------------------
+
+
+class StateCritic(nn.Module):
+    """The server's critic: (observation, state) → V(state), the same for every agent."""
+
+    def __init__(self, mlp: nn.Module) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, observation: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.mlp(state)
+
+
+class LocalActor(nn.Module):
+    """The server's actor: (observation, state) → logits from the agent's own observation."""
+
+    def __init__(self, mlp: nn.Module) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, observation: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return self.mlp(observation)
+
+
+class CentralCritic(nn.Module):
+    """TorchRL's view (MultiAgentMLP(centralised=True, share_params=True)): the agents'
+    observations [..., n, 4] → one value of their concatenation, for each agent [..., n, 1]."""
+
+    def __init__(self, mlp: nn.Module) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        value = self.mlp(observation.flatten(-2))
+        return value.unsqueeze(-2).expand(*observation.shape[:-1], 1)
+
+
+def mappo_networks(seed: int = 0) -> tuple[nn.Module, nn.Module]:
+    """Seeded float64 (critic MLP over the global state [n·4], actor MLP over [4])."""
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        critic = nn.Sequential(nn.Linear(AGENTS * OBS, 16), nn.Tanh(), nn.Linear(16, 1)).to(F64)
+        actor = nn.Sequential(nn.Linear(OBS, 16), nn.Tanh(), nn.Linear(16, ACTIONS)).to(F64)
+    finally:
+        torch.random.set_rng_state(state)
+    return critic, actor
+
+
+def mappo_model(critic: nn.Module, actor: nn.Module) -> Model:
+    manifest = Manifest(
+        name="team",
+        inputs=(
+            InputSpec(name="observation", shape=(OBS,), dtype="float64"),
+            InputSpec(name="state", shape=(AGENTS * OBS,), dtype="float64"),
+        ),
+        value_network=NetworkFile(file="<test>"),
+        actor_network=NetworkFile(file="<test>"),
+        action=ActionSpec(distribution="categorical", num_actions=ACTIONS),
+        agents=AGENTS,
+        optimizer=OptimizerSpec("sgd", lr=LR),
+    )
+    return Model(
+        manifest,
+        torch.device("cpu"),
+        value_network=StateCritic(critic),
+        actor_network=LocalActor(actor),
+    )
+
+
+def global_state(observation: torch.Tensor) -> torch.Tensor:
+    """[B, T, n, 4] → every agent's copy of the global state [B, T, n, n·4]."""
+    return observation.flatten(-2).unsqueeze(-2).expand(*observation.shape[:-1], AGENTS * OBS)
+
+
+def mappo_trajectory(data: Data) -> pb.Trajectory:
+    message = trajectory(data)
+    message.observation["state"].CopyFrom(tensor(global_state(data.observation).contiguous()))
+    message.next_observation["state"].CopyFrom(
+        tensor(global_state(data.next_observation).contiguous())
+    )
+    return message
