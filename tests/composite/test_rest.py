@@ -91,3 +91,18 @@ def test_rest_bad_mask_is_400(server) -> None:
     reply = httpx.post(f"{server.url}/v1/advantage", json=body, timeout=60)
     assert reply.status_code == 400
     assert "trajectory.mask: expected shape [1, 3]" in reply.json()["message"]
+
+
+def test_debug_sample_of_a_composite_model_is_accepted(server) -> None:
+    """The debug page's generated body for a two-head model carries each head's actions and
+    log-probability, and both compute routes accept it."""
+    sample = httpx.get(
+        f"{server.url}/debug/sample", params={"model_name": "two_heads", "steps": 8}, timeout=60
+    )
+    assert sample.status_code == 200, sample.text
+    body = sample.json()
+    assert {"action.move", "action.aim", "action.move_log_prob"} <= set(body["trajectory"])
+    body["dtype"] = "float64"
+    for route in ("advantage", "loss"):
+        reply = httpx.post(f"{server.url}/v1/{route}", json=body, timeout=60)
+        assert reply.status_code == 200, reply.text
