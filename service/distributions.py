@@ -1,12 +1,16 @@
 """Action distributions built from an actor network's raw output, with TorchRL's semantics.
 
-Three kinds, keyed by :class:`DistributionKind` (or its string value):
+Five kinds, keyed by :class:`DistributionKind` (or its string value):
 
 * ``"categorical"`` — ``params = {"logits": [*B, K]}``; an action is an integer index ``[*B]``.
   Same as ``torch.distributions.Categorical(logits=...)`` used by TorchRL's ``ProbabilisticActor``.
 * ``"normal"`` — ``params = {"loc": [*B, A], "scale": [*B, A]}``; independent over the action
   dim, ``log_prob`` and ``entropy`` summed over it. Same as TorchRL's ``IndependentNormal`` with its
   defaults (``tanh_loc=False``, ``event_dim=1``): ``Independent(Normal(loc, scale), 1)``.
+* ``"one_hot_categorical"`` — ``params = {"logits": [*B, K]}``; an action is a one-hot row
+  ``[*B, K]`` in the logits' dtype (TorchRL's ``OneHotCategorical``).
+* ``"bernoulli"`` — ``params = {"logits": [*B, A]}``; an action is ``[*B, A]`` of 0/1 in the
+  logits' dtype, independent over A (``Independent(Bernoulli(logits), 1)``).
 * ``"tanh_normal"`` — ``params = {"loc", "scale"}`` as above, optional ``"low"``/``"high"``
   (scalar or ``[A]``; default -1 and 1). Same as TorchRL's ``TanhNormal`` with its defaults
   (``tanh_loc=False``, ``safe_tanh=True``, ``event_dims=1``)::
@@ -69,6 +73,8 @@ class DistributionKind(str, enum.Enum):
     """The action distributions the service can build."""
 
     CATEGORICAL = "categorical"
+    ONE_HOT_CATEGORICAL = "one_hot_categorical"
+    BERNOULLI = "bernoulli"
     NORMAL = "normal"
     TANH_NORMAL = "tanh_normal"
 
@@ -76,17 +82,23 @@ class DistributionKind(str, enum.Enum):
 #: The actor's outputs (and a request's behaviour-distribution keys) for each kind, in order.
 PARAMETERS: dict[DistributionKind, tuple[str, ...]] = {
     DistributionKind.CATEGORICAL: ("logits",),
+    DistributionKind.ONE_HOT_CATEGORICAL: ("logits",),
+    DistributionKind.BERNOULLI: ("logits",),
     DistributionKind.NORMAL: ("loc", "scale"),
     DistributionKind.TANH_NORMAL: ("loc", "scale"),
 }
 #: The dtype (a `service.dtypes` name) of an action of each kind.
 ACTION_DTYPES: dict[DistributionKind, str] = {
     DistributionKind.CATEGORICAL: "int64",
+    DistributionKind.ONE_HOT_CATEGORICAL: "float32",
+    DistributionKind.BERNOULLI: "float32",
     DistributionKind.NORMAL: "float32",
     DistributionKind.TANH_NORMAL: "float32",
 }
 _OPTIONAL = {
     DistributionKind.CATEGORICAL: (),
+    DistributionKind.ONE_HOT_CATEGORICAL: (),
+    DistributionKind.BERNOULLI: (),
     DistributionKind.NORMAL: (),
     DistributionKind.TANH_NORMAL: ("low", "high"),
 }
@@ -282,7 +294,18 @@ def make_distribution(
             f"missing {missing}, unexpected {extra}",
         )
 
-    if kind is DistributionKind.CATEGORICAL:
+    if kind is DistributionKind.BERNOULLI:
+        logits = _float_tensor("params['logits']", params["logits"])
+        if logits.ndim < 1 or logits.shape[-1] < 1:
+            raise ArgumentError(
+                "params['logits']", f"expected shape [*B, A] with A >= 1, got {tuple(logits.shape)}"
+            )
+        if bool(torch.isnan(logits).any()):
+            raise ArgumentError("params['logits']", "expected no NaN values")
+        bernoulli = D.Bernoulli(logits=logits, validate_args=False)
+        return D.Independent(bernoulli, 1, validate_args=False)
+
+    if kind in (DistributionKind.CATEGORICAL, DistributionKind.ONE_HOT_CATEGORICAL):
         logits = _float_tensor("params['logits']", params["logits"])
         if logits.ndim < 1 or logits.shape[-1] < 1:
             raise ArgumentError(
@@ -292,6 +315,8 @@ def make_distribution(
             raise ArgumentError("params['logits']", "expected no NaN or +inf values")
         if bool(torch.isneginf(logits).all(-1).any()):
             raise ArgumentError("params['logits']", "every action of some row is -inf")
+        if kind is DistributionKind.ONE_HOT_CATEGORICAL:
+            return D.OneHotCategorical(logits=logits, validate_args=False)
         return D.Categorical(logits=logits, validate_args=False)
 
     loc = _float_tensor("params['loc']", params["loc"])
@@ -328,14 +353,21 @@ def make_distribution(
 def _check_distribution(dist: object) -> D.Distribution:
     if isinstance(dist, CompositeDistribution):
         return dist
-    normal = isinstance(dist, D.Independent) and type(dist.base_dist) is D.Normal
-    if not (normal or isinstance(dist, (D.Categorical, TanhNormal))):
+    independent = type(dist.base_dist) if isinstance(dist, D.Independent) else None
+    known = (D.Categorical, D.OneHotCategorical, TanhNormal)
+    if independent not in (D.Normal, D.Bernoulli) and not isinstance(dist, known):
         raise ArgumentError(
             "dist",
-            "expected a distribution from make_distribution "
-            f"(Categorical, Independent(Normal), TanhNormal), got {type(dist).__name__}",
+            "expected a distribution from make_distribution (Categorical, OneHotCategorical, "
+            f"Independent(Normal), Independent(Bernoulli), TanhNormal), got {type(dist).__name__}",
         )
     return dist
+
+
+def _is_discrete(dist: D.Distribution) -> bool:
+    """Categorical, one-hot categorical or Bernoulli: no reparameterised sample."""
+    bernoulli = isinstance(dist, D.Independent) and type(dist.base_dist) is D.Bernoulli
+    return bernoulli or isinstance(dist, (D.Categorical, D.OneHotCategorical))
 
 
 def log_prob(dist: D.Distribution, action: Tensor) -> Tensor:
@@ -368,6 +400,14 @@ def log_prob(dist: D.Distribution, action: Tensor) -> Tensor:
         k = dist.logits.shape[-1]
         if action.numel() and bool(((action < 0) | (action >= k)).any()):
             raise ArgumentError("action", f"expected indices in [0, {k}), got values outside")
+    elif _is_discrete(dist):  # one-hot rows or {0, 1} per element, in the logits' dtype
+        dtype = dist.logits.dtype if hasattr(dist, "logits") else dist.base_dist.logits.dtype
+        if action.dtype != dtype:
+            raise ArgumentError("action", f"expected dtype {dtype}, got {action.dtype}")
+        if action.numel() and bool(((action != 0) & (action != 1)).any()):
+            raise ArgumentError("action", "expected values 0 or 1")
+        if isinstance(dist, D.OneHotCategorical) and bool((action.sum(-1) != 1).any()):
+            raise ArgumentError("action", "expected one-hot rows (exactly one 1 each)")
     else:
         dtype = dist.base_dist.loc.dtype if isinstance(dist, D.Independent) else dist.loc.dtype
         if action.dtype != dtype:
@@ -430,8 +470,8 @@ def rsample_and_log_prob(
     dist = _check_distribution(dist)
     if isinstance(dist, TanhNormal):
         return dist.rsample_and_log_prob(sample_shape, generator=generator)
-    if isinstance(dist, D.Categorical):
-        raise ArgumentError("dist", "a categorical distribution has no reparameterised sample")
+    if _is_discrete(dist):
+        raise ArgumentError("dist", "a discrete distribution has no reparameterised sample")
     if generator is None:
         sample = dist.rsample(sample_shape)
     else:

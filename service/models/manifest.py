@@ -248,16 +248,22 @@ def _action_head(spec: dict[str, Any], where: str, kind: type, **extra: Any) -> 
         raise ManifestError(
             f"{where}.distribution: expected one of {HEAD_DISTRIBUTIONS}, got {distribution!r}"
         )
+    num_actions = int(spec.get("num_actions", 0))
+    shape = tuple(spec.get("shape", []))
+    if distribution == "one_hot_categorical":  # the action is a one-hot row [num_actions]
+        if shape and shape != (num_actions,):
+            raise ManifestError(f"{where}.shape: one_hot_categorical's is [num_actions]")
+        shape = (num_actions,)
     head = kind(
         distribution=distribution,
-        shape=tuple(spec.get("shape", [])),
-        num_actions=int(spec.get("num_actions", 0)),
+        shape=shape,
+        num_actions=num_actions,
         low=float(spec.get("low", -1.0)),
         high=float(spec.get("high", 1.0)),
         **extra,
     )
-    if distribution == "categorical" and head.num_actions < 1:
-        raise ManifestError(f"{where}.num_actions: categorical needs a positive count")
+    if distribution in ("categorical", "one_hot_categorical") and head.num_actions < 1:
+        raise ManifestError(f"{where}.num_actions: {distribution} needs a positive count")
     if distribution != "categorical" and not head.shape:
         raise ManifestError(f"{where}.shape: {distribution} needs an action shape")
     if distribution == "tanh_normal" and not head.high > head.low:

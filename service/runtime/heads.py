@@ -128,6 +128,12 @@ def _check_support(head: ActionHeadSpec, action: torch.Tensor, name: str) -> Non
                 f"{int(action.min())}..{int(action.max())}"
             )
         return
+    if head.distribution in ("one_hot_categorical", "bernoulli"):
+        if action.numel() and bool(((action != 0) & (action != 1)).any()):
+            raise InvalidArgument(f"{name}: expected values 0 or 1 ({head.distribution})")
+        if head.distribution == "one_hot_categorical" and bool((action.sum(-1) != 1).any()):
+            raise InvalidArgument(f"{name}: expected one-hot rows (exactly one 1 each)")
+        return
     if not bool(torch.isfinite(action).all()):
         raise InvalidArgument(f"{name}: expected finite values")
     if head.distribution == "tanh_normal" and bool(

@@ -26,6 +26,8 @@ _DISTRIBUTIONS = {
     pb.DISTRIBUTION_NORMAL: "normal",
     pb.DISTRIBUTION_TANH_NORMAL: "tanh_normal",
     pb.DISTRIBUTION_COMPOSITE: "composite",
+    pb.DISTRIBUTION_ONE_HOT_CATEGORICAL: "one_hot_categorical",
+    pb.DISTRIBUTION_BERNOULLI: "bernoulli",
 }
 
 

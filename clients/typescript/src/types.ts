@@ -43,7 +43,8 @@ export interface InputSpec {
   dtype: DType | null;
 }
 
-export type Distribution = "categorical" | "normal" | "tanh_normal" | "composite";
+export type Distribution =
+  | "categorical" | "normal" | "tanh_normal" | "composite" | "one_hot_categorical" | "bernoulli";
 
 /** The actor's policy (distribution null without an actor network). A "composite" policy has
  * named heads (send their actions as `action: {head: Tensor}`). */
@@ -140,6 +141,8 @@ const DISTRIBUTIONS: Record<string, Distribution> = {
   DISTRIBUTION_NORMAL: "normal",
   DISTRIBUTION_TANH_NORMAL: "tanh_normal",
   DISTRIBUTION_COMPOSITE: "composite",
+  DISTRIBUTION_ONE_HOT_CATEGORICAL: "one_hot_categorical",
+  DISTRIBUTION_BERNOULLI: "bernoulli",
 };
 
 function actionFromWire(a: Wire): ActionSpec {

@@ -83,9 +83,14 @@ def _sample_action(
     action: ActionSpec | ActionHeadSpec, steps: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Actions in the support of one head (or a single-head actor), and a plausible log-prob."""
-    if action.distribution == "categorical":
+    if action.distribution in ("categorical", "one_hot_categorical"):
         chosen = torch.randint(0, action.num_actions, (steps,), generator=generator)
+        if action.distribution == "one_hot_categorical":
+            chosen = torch.nn.functional.one_hot(chosen, action.num_actions).float()
         return chosen, torch.full((steps,), -math.log(action.num_actions))
+    if action.distribution == "bernoulli":
+        chosen = torch.randint(0, 2, (steps, *action.shape), generator=generator).float()
+        return chosen, torch.full((steps,), -math.log(2) * math.prod(action.shape))
     chosen = torch.rand((steps, *action.shape), generator=generator) * 1.8 - 0.9
     if action.distribution == "tanh_normal":
         chosen = action.low + (chosen + 1) / 2 * (action.high - action.low)

@@ -33,6 +33,8 @@ class Distribution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISTRIBUTION_NORMAL: _ClassVar[Distribution]
     DISTRIBUTION_TANH_NORMAL: _ClassVar[Distribution]
     DISTRIBUTION_COMPOSITE: _ClassVar[Distribution]
+    DISTRIBUTION_ONE_HOT_CATEGORICAL: _ClassVar[Distribution]
+    DISTRIBUTION_BERNOULLI: _ClassVar[Distribution]
 
 class CriticLoss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -57,6 +59,8 @@ DISTRIBUTION_CATEGORICAL: Distribution
 DISTRIBUTION_NORMAL: Distribution
 DISTRIBUTION_TANH_NORMAL: Distribution
 DISTRIBUTION_COMPOSITE: Distribution
+DISTRIBUTION_ONE_HOT_CATEGORICAL: Distribution
+DISTRIBUTION_BERNOULLI: Distribution
 CRITIC_LOSS_UNSPECIFIED: CriticLoss
 CRITIC_LOSS_L1: CriticLoss
 CRITIC_LOSS_L2: CriticLoss
