@@ -48,6 +48,8 @@ _ADVANTAGE_STANDARDISATION = {
 def _zero_where(valid: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
     """`tensor` [*steps, *tail] with its padded steps set to 0 (select, not multiply: NaN
     padding stays out)."""
+    if tuple(tensor.shape[: valid.dim()]) != tuple(valid.shape):
+        return tensor  # not laid out per step: left for the shape checks downstream to refuse
     shape = (*valid.shape, *(1,) * (tensor.dim() - valid.dim()))
     return torch.where(valid.view(shape), tensor, torch.zeros((), dtype=tensor.dtype))
 
