@@ -14,7 +14,7 @@ from torchrl.objectives import A2CLoss, ClipPPOLoss
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from tests.support import composite as C
 from tests.support.servers import running_server
-from tests.support.wire import stub
+from tests.support.wire import array, stub, tensor
 
 RTOL = 1e-5
 
@@ -120,3 +120,28 @@ def test_a2c_matches_torchrl() -> None:
     assert not any(k.startswith("composite_entropy.") for k in response.metrics)
     total = out["loss_objective"] + out["loss_critic"] + loss_entropy
     _assert_gradients(before, after, _reference_grads(value, actor, total))
+
+
+def test_vtrace_scores_composite_actions_with_the_summed_log_prob() -> None:
+    """V-trace with the server's two-head actor equals V-trace given TorchRL's composite
+    log-probability of the same actions (the sum over the heads) as `log_prob`."""
+    data = C.make_data((2,), steps=7, seed=14)
+    value, actor = C.networks(seed=3)
+    _, policy = C.torchrl_modules(value, actor)
+    td = C.tensordict(data, per_head=False)
+    with set_composite_lp_aggregate(True), torch.no_grad():
+        dist = policy.get_dist(td.select("observation").clone())
+        log_prob = dist.log_prob(td.select("action"))
+    log_prob = log_prob.get("sample_log_prob") if hasattr(log_prob, "get") else log_prob
+    request = pb.ComputeAdvantageRequest(
+        model_name="two_heads", vtrace=pb.VTrace(), trajectory=C.trajectory(data, per_head=False)
+    )
+    given = pb.ComputeAdvantageRequest()
+    given.CopyFrom(request)
+    given.trajectory.log_prob.CopyFrom(tensor(log_prob.reshape(2, 7)))
+    with running_server(models={"two_heads": C.model(seed=3)}) as server:
+        api = stub(server.target)
+        scored = api.ComputeAdvantage(request, timeout=60)
+        sent = api.ComputeAdvantage(given, timeout=60)
+    torch.testing.assert_close(array(scored.advantage), array(sent.advantage))
+    torch.testing.assert_close(array(scored.value_target), array(sent.value_target))
