@@ -145,6 +145,24 @@ def _check_support(head: ActionHeadSpec, action: torch.Tensor, name: str) -> Non
         )
 
 
+def padded_with_neutral(
+    head: ActionHeadSpec | ActionSpec, action: torch.Tensor, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """`action` [*B, T, *shape] with a valid action of the head at padded steps (index 0, the
+    first one-hot row, 0 bits, the normal's 0, the tanh-normal's midpoint), so scoring every
+    row (V-trace, IMPALA) never meets an action outside the support; the masked loss ignores
+    those rows."""
+    if mask is None or tuple(action.shape[: mask.dim()]) != tuple(mask.shape):
+        return action
+    neutral = torch.zeros(action.shape[mask.dim() :], dtype=action.dtype)
+    if head.distribution == "one_hot_categorical" and neutral.numel():
+        neutral.view(-1, neutral.shape[-1])[:, 0] = 1
+    elif head.distribution == "tanh_normal":
+        neutral.fill_((head.low + head.high) / 2)
+    view = mask.view(*mask.shape, *(1,) * (action.dim() - mask.dim()))
+    return torch.where(view, action, neutral)
+
+
 def head_actions(model: Model, trajectory: Trajectory) -> dict[str, torch.Tensor]:
     """`trajectory.action_heads` as rows [N, *head_shape] on the device, checked against the
     model's heads (every head exactly once, shape, dtype, support)."""
@@ -181,6 +199,7 @@ def head_actions(model: Model, trajectory: Trajectory) -> dict[str, torch.Tensor
             )
         valid = action if trajectory.mask is None else action[trajectory.mask]
         _check_support(head, valid, name)
+        action = padded_with_neutral(head, action, trajectory.mask)
         rows[head.name] = action.reshape(math.prod(steps), *head.shape).to(
             model.device, non_blocking=True
         )

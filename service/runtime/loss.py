@@ -274,6 +274,8 @@ def _call_loss(spec: LossSpec, *args: Any, **kwargs: Any) -> dict[str, torch.Ten
         return spec.kind.function(*args, **kwargs)
     except ArgumentError as error:
         field_name = FIELD_OF_ARGUMENT.get(error.argument, f"{spec.name}.{error.argument}")
+        if error.argument.startswith("action["):  # a composite head: "action['move']"
+            field_name = "trajectory.action_heads" + error.argument.removeprefix("action")
         raise InvalidArgument.from_argument(error, field_name) from error
 
 

@@ -24,6 +24,7 @@ from service.runtime.heads import (
     head_actions,
     head_outputs,
     is_composite,
+    padded_with_neutral,
 )
 from service.runtime.trajectory import Trajectory
 
@@ -275,6 +276,8 @@ def step_actions(model: Model, trajectory: Trajectory) -> Actions:
         raise InvalidArgument(
             f"trajectory.action: expected shape {list(expected)}, got {list(action.shape)}"
         )
+    if spec is not None:
+        action = padded_with_neutral(spec, action, trajectory.mask)
     return action.reshape(math.prod(steps), *action.shape[len(steps) :]).to(
         model.device, non_blocking=True
     )

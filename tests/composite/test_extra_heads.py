@@ -109,8 +109,7 @@ def _networks() -> tuple[nn.Module, ThreeHeads]:
     return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).to(F64), ThreeHeads().to(F64)
 
 
-def test_three_heads_match_torchrl() -> None:
-    value, actor = _networks()
+def _three_head_model(low: float = -1.0, high: float = 1.0) -> Model:
     server_value, server_actor = _networks()
     manifest = Manifest(
         name="three",
@@ -122,22 +121,24 @@ def test_three_heads_match_torchrl() -> None:
             heads=(
                 ActionHeadSpec("action.move", "one_hot_categorical", (3,), num_actions=3),
                 ActionHeadSpec("action.fire", "bernoulli", (2,)),
-                ActionHeadSpec("action.aim", "tanh_normal", (2,)),
+                ActionHeadSpec("action.aim", "tanh_normal", (2,), low=low, high=high),
             ),
         ),
         optimizer=OptimizerSpec("sgd", lr=LR),
     )
-    model = Model(manifest, torch.device("cpu"), value_network=server_value,
-                  actor_network=server_actor)  # fmt: skip
+    return Model(manifest, torch.device("cpu"), value_network=server_value,
+                 actor_network=server_actor)  # fmt: skip
+
+
+def _batch(B: int, T: int, low: float = -0.8, high: float = 0.8):
     g = torch.Generator().manual_seed(2)
-    B, T = 2, 6
     chain = torch.randn(B, T + 1, 4, generator=g, dtype=F64)
     done = torch.zeros(B, T, dtype=torch.bool)
     done[0, 3] = True
     heads = {
         "move": torch.nn.functional.one_hot(torch.randint(0, 3, (B, T), generator=g), 3).to(F64),
         "fire": (torch.rand(B, T, 2, generator=g) < 0.5).to(F64),
-        "aim": torch.rand(B, T, 2, generator=g, dtype=F64) * 1.6 - 0.8,
+        "aim": low + torch.rand(B, T, 2, generator=g, dtype=F64) * (high - low),
     }
     log_probs = {k: -torch.rand(B, T, generator=g, dtype=F64) - 0.5 for k in heads}
     reward = torch.randn(B, T, generator=g, dtype=F64)
@@ -147,6 +148,40 @@ def test_three_heads_match_torchrl() -> None:
     for key in heads:
         message.action_heads[f"action.{key}"].CopyFrom(tensor(heads[key]))
         message.sample_log_prob_heads[f"action.{key}"].CopyFrom(tensor(log_probs[key]))
+    return chain, done, heads, log_probs, reward, message
+
+
+def test_padding_of_one_hot_and_bounded_heads_is_never_scored() -> None:
+    """IMPALA and V-trace score every row of a padded batch: padded one-hot rows of zeros and
+    aim values outside (0.5, 2) are replaced by valid actions, never refused."""
+    *_, message = _batch(2, 6, low=0.6, high=1.9)
+    mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    message.mask.CopyFrom(tensor(mask))
+    for key, value in (("action.move", 0.0), ("action.aim", -5.0)):
+        head = torch.frombuffer(bytearray(message.action_heads[key].raw_data), dtype=F64)
+        head = head.view(*message.action_heads[key].shape).clone()
+        head[1, 3:] = value
+        message.action_heads[key].CopyFrom(tensor(head))
+    with running_server(models={"three": _three_head_model(0.5, 2.0)}) as server:
+        api = stub(server.target)
+        loss = api.ComputeLoss(
+            pb.ComputeLossRequest(model_name="three", trajectory=message, impala=pb.ImpalaLoss()),
+            timeout=60,
+        )
+        advantage = api.ComputeAdvantage(
+            pb.ComputeAdvantageRequest(model_name="three", trajectory=message, vtrace=pb.VTrace()),
+            timeout=60,
+        )
+    assert loss.metrics["entropy"] > 0 and len(advantage.advantage.raw_data) == 2 * 6 * 8
+
+
+def test_three_heads_match_torchrl() -> None:
+    value, actor = _networks()
+    model = _three_head_model()
+    model.actor_network.load_state_dict(actor.state_dict())
+    model.value_network.load_state_dict(value.state_dict())
+    B, T = 2, 6
+    chain, done, heads, log_probs, reward, message = _batch(B, T)
     with running_server(models={"three": model}) as server:
         before = snapshot(model)
         torch.manual_seed(11)
