@@ -139,3 +139,24 @@ def test_client_refuses_agents_with_the_compact_form(server) -> None:
             observation=data.observation, next_observation=data.next_observation,
             form="compact",
         )  # fmt: skip
+
+
+def test_torchrl_marl_tensordict(server) -> None:
+    """TorchRL's MARL layout (per-agent entries under "agents", batch [B, T, n]) with
+    agent_group="agents": the result gets ("agents", "advantage") [B, T, n, 1]."""
+    data = A.make_data(2, steps=5, seed=6, shared_done=False)
+    td = A.tensordict(data)
+    raw = stub(server.target).ComputeAdvantage(
+        pb.ComputeAdvantageRequest(model_name="team", trajectory=A.trajectory(data)), timeout=60
+    )
+    raw_loss = stub(server.target).ComputeLoss(
+        pb.ComputeLossRequest(model_name="team", trajectory=A.trajectory(data)), timeout=60
+    )
+    with AdvantageClient(server.target, timeout=60) as client:
+        out = client.compute_advantage(td, model="team", agent_group="agents")
+        loss = client.compute_loss(td, model="team", agent_group="agents", in_keys=["observation"])
+    assert out is not td and ("agents", "advantage") not in td.keys(True, True)
+    assert tuple(out["agents", "advantage"].shape) == (2, 5, A.AGENTS, 1)
+    torch.testing.assert_close(out["agents", "advantage"].squeeze(-1), array(raw.advantage))
+    torch.testing.assert_close(out["agents", "value_target"].squeeze(-1), array(raw.value_target))
+    assert loss.metrics == pytest.approx(dict(raw_loss.metrics), rel=1e-12)

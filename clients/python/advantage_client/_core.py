@@ -394,6 +394,7 @@ class ClientCore:
         min_parameter_version: int | None = None,
         timeout: float | None = None,
         n_agents: int = 0,
+        agent_group: str | None = None,
         **arrays: Any,
     ) -> Steps[AdvantageResult[Any] | TensorDictBase]:
         """Compute advantages and value targets on the server.
@@ -420,7 +421,13 @@ class ClientCore:
         With ``n_agents=n`` the per-agent arrays are TorchRL's MARL layout, time before agents:
         reward, values and log-probabilities [*B, T, n], observations [*B, T, n, *obs],
         actions [*B, T, n, ...], done/terminated [*B, T] (shared) or [*B, T, n]; results come
-        back as [*B, T, n] (full form only).
+        back as [*B, T, n] (full form only). A TensorDict in TorchRL's MARL layout is read with
+        ``agent_group="agents"`` (the group of its per-agent entries, batch [*B, T, n]):
+        ``(group, key)`` and ``("next", group, key)`` observations, ``("next", group,
+        "reward")``, ``("next", group, "done" | "terminated")`` or the shared ``("next",
+        "done" | "terminated")``, optional ``(group, "state_value")`` and ``("next", group,
+        "state_value")``; the result gets ``(group, "advantage")`` and ``(group,
+        "value_target")`` [*B, T, n, 1].
 
         A TensorDict uses TorchRL's layout with batch_size [*B, T]: observations at the root
         and under ``"next"``, ``("next", "reward")``, ``("next", "done")``,
@@ -478,6 +485,7 @@ class ClientCore:
             recompute_values=recompute_values,
             torchrl_shapes=torchrl_shapes,
             n_agents=n_agents,
+            agent_group=agent_group,
             **arrays,
         )
         request = _with_min_version(prepared.request, min_parameter_version)
@@ -502,6 +510,7 @@ class ClientCore:
         timeout: float | None = None,
         n_agents: int = 0,
         composite_lp_aggregate: bool | None = None,
+        agent_group: str | None = None,
         **arrays: Any,
     ) -> Steps[LossResult]:
         """Compute a loss with the server's networks and, with ``apply_update``, take one step.
@@ -542,6 +551,10 @@ class ClientCore:
                 `compute_advantage`.
             recompute_advantage: ignore the TensorDict's advantage and value_target.
             n_agents: arrays in the multi-agent layout (see `compute_advantage`).
+            agent_group: a TensorDict in TorchRL's MARL layout: the per-agent entries' group
+                (e.g. ``"agents"``), read as `compute_advantage` reads it, plus
+                ``(group, "action")``, ``(group, "sample_log_prob")`` and, when both are
+                present, ``(group, "advantage")`` and ``(group, "value_target")``.
             composite_lp_aggregate: composite policies: False reports each head's entropy
                 (``composite_entropy.<head>_entropy``), as TorchRL's non-aggregate mode; None =
                 decided by the log-probabilities sent (per head → non-aggregate). A TensorDict
@@ -579,6 +592,7 @@ class ClientCore:
             torchrl_shapes=torchrl_shapes,
             n_agents=n_agents,
             composite_lp_aggregate=composite_lp_aggregate,
+            agent_group=agent_group,
             **arrays,
         )
         request = _with_min_version(prepared.request, min_parameter_version)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from advantage_client._agents import group_arrays
 from advantage_client._codec import encode, is_tensordict
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
 from advantage_client._request import (
@@ -140,6 +141,7 @@ def prepare_loss(
     torchrl_shapes: bool = False,
     n_agents: int = 0,
     composite_lp_aggregate: bool | None = None,
+    agent_group: str | None = None,
     **arrays: Any,
 ) -> PreparedLoss:
     """Validate the arguments of compute_loss and build the request (see the clients).
@@ -176,10 +178,22 @@ def prepare_loss(
                 f"{type(composite_lp_aggregate).__name__}"
             )
         request.composite_lp_aggregate = bool(composite_lp_aggregate)
+    if data is not None and agent_group is not None:  # a MARL tensordict → its group's arrays
+        check_batch_source(data, given)
+        if n_agents:
+            raise TypeError("n_agents applies to keyword arrays; a TensorDict names agent_group")
+        if in_keys is None:
+            raise ValueError("in_keys: the observation keys of the agent group are needed")
+        group, n_agents = group_arrays(data, agent_group, in_keys, for_loss=True)
+        if recompute_advantage or loss_options.computes_own_targets:
+            group.pop("advantage", None)
+            group.pop("value_target", None)
+        given = {name: group.get(name) for name in given}
+        data, in_keys, recompute_advantage = None, None, False
     if data is not None:
         check_batch_source(data, given)
         if n_agents:
-            raise TypeError("n_agents applies to keyword arrays; a TensorDict has no agent layout")
+            raise TypeError("n_agents applies to keyword arrays; a TensorDict names agent_group")
         _fill_from_tensordict(
             request,
             data,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from advantage_client._agents import group_arrays, write_group_outputs
 from advantage_client._codec import (
     WireArray,
     decode_numpy,
@@ -288,6 +289,7 @@ class OutputSpec:
     device: Any = None
     tensordict: Any = None
     torchrl_shapes: bool = False  # per-step results get TorchRL's trailing 1 (arrays only)
+    agent_group: str | None = None  # a MARL tensordict: results go to (group, name)
 
 
 @dataclass
@@ -475,6 +477,7 @@ def prepare(
     recompute_values: bool = False,
     torchrl_shapes: bool = False,
     n_agents: int = 0,
+    agent_group: str | None = None,
     **arrays: Any,
 ) -> PreparedCall:
     """Validate the arguments of compute_advantage and build the request (see the clients).
@@ -490,7 +493,11 @@ def prepare(
     if data is not None:
         check_batch_source(data, given)
         if n_agents:
-            raise TypeError("n_agents applies to keyword arrays; a TensorDict has no agent layout")
+            raise TypeError("n_agents applies to keyword arrays; a TensorDict names agent_group")
+        if agent_group is not None:
+            return _prepare_agent_tensordict(
+                request, data, agent_group, options, form, in_keys, recompute_values
+            )
         return _prepare_tensordict(request, data, options, form, in_keys, recompute_values)
     if recompute_values:
         given["state_value"] = given["next_state_value"] = None
@@ -548,6 +555,29 @@ def fill_from_arrays(
         n_agents=n_agents,
     )  # fmt: skip
     return given
+
+
+def _prepare_agent_tensordict(
+    request: pb.ComputeAdvantageRequest,
+    td: Any,
+    group: str,
+    estimator: EstimatorOptions | None,
+    form: str,
+    in_keys: Sequence[str] | None,
+    recompute_values: bool,
+) -> PreparedCall:
+    """A MARL tensordict (`_agents`): its group's arrays, sent with n_agents."""
+    arrays, n_agents = group_arrays(
+        td, group, in_keys or (), for_loss=False, send_values=not recompute_values
+    )
+    if not isinstance(estimator, VTrace):
+        arrays.pop("action", None)
+        arrays.pop("sample_log_prob", None)
+    given = {name: arrays.get(name) for name in ADVANTAGE_ARRAYS}
+    fill_from_arrays(request, given, estimator, None, form, False, n_agents)
+    reward = given["reward"]
+    output = OutputSpec("tensordict", device=reward.device, tensordict=td, agent_group=group)
+    return PreparedCall(request, output)
 
 
 def _prepare_tensordict(
@@ -638,6 +668,11 @@ def decode_response(response: pb.ComputeAdvantageResponse, output: OutputSpec) -
             timing=Timing.from_pb(response.timing),
         )
     td = output.tensordict
+    if output.agent_group is not None:
+        outputs = {"advantage": advantage, "value_target": value_target}
+        if state_value is not None:
+            outputs |= {"state_value": state_value, "next_state_value": next_state_value}
+        return write_group_outputs(td, output.agent_group, outputs)
     batch = tuple(td.batch_size)
     if tuple(advantage.shape) != batch:
         raise ValueError(
