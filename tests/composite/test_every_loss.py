@@ -51,15 +51,19 @@ def test_loss_on_a_padded_two_head_batch(name: str) -> None:
 
 
 def test_kl_pen_with_the_current_policy_as_behaviour_has_zero_kl() -> None:
+    """On a padded batch whose padding holds NaN behaviour parameters."""
     data = C.make_data((2,), steps=5, seed=13)
     model = C.model(seed=7)
     _, actor = C.networks(seed=7)
     with torch.no_grad():
         logits, loc, scale = actor.parts(data.observation)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    for padded in (logits, loc, scale):  # the padding's parameters are never read
+        padded[1, 2:] = float("nan")
     behaviour = {"action.move.logits": logits, "action.aim.loc": loc, "action.aim.scale": scale}
     request = pb.ComputeLossRequest(
         model_name="two_heads",
-        trajectory=C.trajectory(data, per_head=False),
+        trajectory=C.trajectory(data, per_head=False, mask=mask),
         ppo_kl=pb.KLPENPPOLoss(),
     )
     for key, value in behaviour.items():

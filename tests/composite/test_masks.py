@@ -271,3 +271,20 @@ def test_bad_mask_is_refused_and_nothing_applied(case: str) -> None:
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "trajectory.mask" in error.details() and detail in error.details()
         assert model.parameter_version == 0
+
+
+def test_standardised_rewards_use_the_valid_steps_only(demo_server) -> None:
+    data = _segments()
+    request = pb.ComputeAdvantageRequest(
+        td0=pb.TD0(gamma=pb.Coefficient(scalar=GAMMA), average_rewards=True),
+        trajectory=pb.Trajectory(**{key: tensor(value) for key, value in data.items()}),
+    )
+    advantage = array(stub(demo_server.target).ComputeAdvantage(request, timeout=60).advantage)
+    valid = data["reward"][data["mask"]]
+    standardised = data["reward"].clone()
+    standardised[data["mask"]] = (valid - valid.mean()) / valid.std().clamp_min(1e-5)
+    for b, length in enumerate(LENGTHS):
+        row = {k: v[b : b + 1, :length].unsqueeze(-1) for k, v in data.items() if k != "mask"}
+        row["reward"] = standardised[b : b + 1, :length].unsqueeze(-1)
+        expected, _ = _oracle("td0", row)
+        torch.testing.assert_close(advantage[b, :length], expected.view(-1))
