@@ -37,7 +37,12 @@ def _export_parser(commands: argparse._SubParsersAction) -> None:
         "export-model", help="write the built-in demo model as a model-repository folder"
     )
     export.add_argument("folder", type=Path, help="destination folder (created)")
-    export.add_argument("--name", default="demo")
+    export.add_argument("--name", default=None, help="model name (demo, or demo_heads)")
+    export.add_argument(
+        "--two-heads",
+        action="store_true",
+        help="the two-head demo (a categorical 'move' and a tanh-normal 'aim' head)",
+    )
     export.add_argument("--format", choices=("torch.export", "torchscript"), default="torch.export")
 
 
@@ -90,10 +95,14 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(settings))
     else:
         from service.models.demo import demo_manifest, demo_networks
+        from service.models.demo_heads import two_head_manifest, two_head_networks
         from service.models.export import export_model
 
-        value, actor = demo_networks()
-        manifest = demo_manifest()
+        if args.two_heads:
+            (value, actor), manifest = two_head_networks(), two_head_manifest()
+        else:
+            (value, actor), manifest = demo_networks(), demo_manifest()
+        args.name = args.name or manifest.name
         export_model(
             args.folder,
             args.name,

@@ -1,12 +1,16 @@
 """Action distributions built from an actor network's raw output, with TorchRL's semantics.
 
-Three kinds, keyed by :class:`DistributionKind` (or its string value):
+Five kinds, keyed by :class:`DistributionKind` (or its string value):
 
 * ``"categorical"`` — ``params = {"logits": [*B, K]}``; an action is an integer index ``[*B]``.
   Same as ``torch.distributions.Categorical(logits=...)`` used by TorchRL's ``ProbabilisticActor``.
 * ``"normal"`` — ``params = {"loc": [*B, A], "scale": [*B, A]}``; independent over the action
   dim, ``log_prob`` and ``entropy`` summed over it. Same as TorchRL's ``IndependentNormal`` with its
   defaults (``tanh_loc=False``, ``event_dim=1``): ``Independent(Normal(loc, scale), 1)``.
+* ``"one_hot_categorical"`` — ``params = {"logits": [*B, K]}``; an action is a one-hot row
+  ``[*B, K]`` in the logits' dtype (TorchRL's ``OneHotCategorical``).
+* ``"bernoulli"`` — ``params = {"logits": [*B, A]}``; an action is ``[*B, A]`` of 0/1 in the
+  logits' dtype, independent over A (``Independent(Bernoulli(logits), 1)``).
 * ``"tanh_normal"`` — ``params = {"loc", "scale"}`` as above, optional ``"low"``/``"high"``
   (scalar or ``[A]``; default -1 and 1). Same as TorchRL's ``TanhNormal`` with its defaults
   (``tanh_loc=False``, ``safe_tanh=True``, ``event_dims=1``)::
@@ -47,6 +51,7 @@ from torch import distributions as D
 from torch.distributions import constraints
 from torch.distributions.utils import _sum_rightmost
 
+from service.composite import CompositeDistribution
 from service.errors import ArgumentError
 
 __all__ = [
@@ -55,6 +60,8 @@ __all__ = [
     "DistributionKind",
     "TanhNormal",
     "entropy",
+    "head_entropies",
+    "head_log_probs",
     "kl_divergence",
     "log_prob",
     "make_distribution",
@@ -66,6 +73,8 @@ class DistributionKind(str, enum.Enum):
     """The action distributions the service can build."""
 
     CATEGORICAL = "categorical"
+    ONE_HOT_CATEGORICAL = "one_hot_categorical"
+    BERNOULLI = "bernoulli"
     NORMAL = "normal"
     TANH_NORMAL = "tanh_normal"
 
@@ -73,17 +82,23 @@ class DistributionKind(str, enum.Enum):
 #: The actor's outputs (and a request's behaviour-distribution keys) for each kind, in order.
 PARAMETERS: dict[DistributionKind, tuple[str, ...]] = {
     DistributionKind.CATEGORICAL: ("logits",),
+    DistributionKind.ONE_HOT_CATEGORICAL: ("logits",),
+    DistributionKind.BERNOULLI: ("logits",),
     DistributionKind.NORMAL: ("loc", "scale"),
     DistributionKind.TANH_NORMAL: ("loc", "scale"),
 }
 #: The dtype (a `service.dtypes` name) of an action of each kind.
 ACTION_DTYPES: dict[DistributionKind, str] = {
     DistributionKind.CATEGORICAL: "int64",
+    DistributionKind.ONE_HOT_CATEGORICAL: "float32",
+    DistributionKind.BERNOULLI: "float32",
     DistributionKind.NORMAL: "float32",
     DistributionKind.TANH_NORMAL: "float32",
 }
 _OPTIONAL = {
     DistributionKind.CATEGORICAL: (),
+    DistributionKind.ONE_HOT_CATEGORICAL: (),
+    DistributionKind.BERNOULLI: (),
     DistributionKind.NORMAL: (),
     DistributionKind.TANH_NORMAL: ("low", "high"),
 }
@@ -279,7 +294,18 @@ def make_distribution(
             f"missing {missing}, unexpected {extra}",
         )
 
-    if kind is DistributionKind.CATEGORICAL:
+    if kind is DistributionKind.BERNOULLI:
+        logits = _float_tensor("params['logits']", params["logits"])
+        if logits.ndim < 1 or logits.shape[-1] < 1:
+            raise ArgumentError(
+                "params['logits']", f"expected shape [*B, A] with A >= 1, got {tuple(logits.shape)}"
+            )
+        if bool(torch.isnan(logits).any()):
+            raise ArgumentError("params['logits']", "expected no NaN values")
+        bernoulli = D.Bernoulli(logits=logits, validate_args=False)
+        return D.Independent(bernoulli, 1, validate_args=False)
+
+    if kind in (DistributionKind.CATEGORICAL, DistributionKind.ONE_HOT_CATEGORICAL):
         logits = _float_tensor("params['logits']", params["logits"])
         if logits.ndim < 1 or logits.shape[-1] < 1:
             raise ArgumentError(
@@ -289,6 +315,8 @@ def make_distribution(
             raise ArgumentError("params['logits']", "expected no NaN or +inf values")
         if bool(torch.isneginf(logits).all(-1).any()):
             raise ArgumentError("params['logits']", "every action of some row is -inf")
+        if kind is DistributionKind.ONE_HOT_CATEGORICAL:
+            return D.OneHotCategorical(logits=logits, validate_args=False)
         return D.Categorical(logits=logits, validate_args=False)
 
     loc = _float_tensor("params['loc']", params["loc"])
@@ -323,14 +351,23 @@ def make_distribution(
 
 
 def _check_distribution(dist: object) -> D.Distribution:
-    normal = isinstance(dist, D.Independent) and type(dist.base_dist) is D.Normal
-    if not (normal or isinstance(dist, (D.Categorical, TanhNormal))):
+    if isinstance(dist, CompositeDistribution):
+        return dist
+    independent = type(dist.base_dist) if isinstance(dist, D.Independent) else None
+    known = (D.Categorical, D.OneHotCategorical, TanhNormal)
+    if independent not in (D.Normal, D.Bernoulli) and not isinstance(dist, known):
         raise ArgumentError(
             "dist",
-            "expected a distribution from make_distribution "
-            f"(Categorical, Independent(Normal), TanhNormal), got {type(dist).__name__}",
+            "expected a distribution from make_distribution (Categorical, OneHotCategorical, "
+            f"Independent(Normal), Independent(Bernoulli), TanhNormal), got {type(dist).__name__}",
         )
     return dist
+
+
+def _is_discrete(dist: D.Distribution) -> bool:
+    """Categorical, one-hot categorical or Bernoulli: no reparameterised sample."""
+    bernoulli = isinstance(dist, D.Independent) and type(dist.base_dist) is D.Bernoulli
+    return bernoulli or isinstance(dist, (D.Categorical, D.OneHotCategorical))
 
 
 def log_prob(dist: D.Distribution, action: Tensor) -> Tensor:
@@ -346,6 +383,8 @@ def log_prob(dist: D.Distribution, action: Tensor) -> Tensor:
         Log-probabilities ``[*B]``, differentiable w.r.t. the distribution's parameters.
     """
     dist = _check_distribution(dist)
+    if isinstance(dist, CompositeDistribution):
+        return _sum(head_log_probs(dist, action).values())
     if not isinstance(action, Tensor):
         raise ArgumentError("action", f"expected a torch.Tensor, got {type(action).__name__}")
     expected = dist.batch_shape + dist.event_shape
@@ -361,11 +400,64 @@ def log_prob(dist: D.Distribution, action: Tensor) -> Tensor:
         k = dist.logits.shape[-1]
         if action.numel() and bool(((action < 0) | (action >= k)).any()):
             raise ArgumentError("action", f"expected indices in [0, {k}), got values outside")
+    elif _is_discrete(dist):  # one-hot rows or {0, 1} per element, in the logits' dtype
+        dtype = dist.logits.dtype if hasattr(dist, "logits") else dist.base_dist.logits.dtype
+        if action.dtype != dtype:
+            raise ArgumentError("action", f"expected dtype {dtype}, got {action.dtype}")
+        if action.numel() and bool(((action != 0) & (action != 1)).any()):
+            raise ArgumentError("action", "expected values 0 or 1")
+        if isinstance(dist, D.OneHotCategorical) and bool((action.sum(-1) != 1).any()):
+            raise ArgumentError("action", "expected one-hot rows (exactly one 1 each)")
     else:
         dtype = dist.base_dist.loc.dtype if isinstance(dist, D.Independent) else dist.loc.dtype
         if action.dtype != dtype:
             raise ArgumentError("action", f"expected dtype {dtype}, got {action.dtype}")
     return dist.log_prob(action)
+
+
+def _sum(parts) -> Tensor:
+    total: Tensor | None = None
+    for part in parts:
+        total = part if total is None else total + part
+    assert total is not None
+    return total
+
+
+def head_log_probs(dist: CompositeDistribution, action: object) -> dict[str, Tensor]:
+    """Each head's ``log π_h(a_h)`` ``[*B]`` of a composite action ``{head: action}``; the
+    action must name every head exactly once (errors name ``action[<head>]``)."""
+    if not isinstance(action, Mapping):
+        raise ArgumentError(
+            "action", f"expected a mapping head → action for a composite policy, got "
+            f"{type(action).__name__}",
+        )  # fmt: skip
+    missing = [name for name in dist.names if name not in action]
+    extra = sorted(name for name in action if name not in dist.heads)
+    if missing or extra:
+        raise ArgumentError(
+            "action", f"expected the heads {list(dist.names)}, missing {missing}, extra {extra}"
+        )
+    parts = {}
+    for name, head in dist.heads.items():
+        try:
+            parts[name] = log_prob(head, action[name])
+        except ArgumentError as error:
+            raise ArgumentError(f"action[{name!r}]", error.detail) from error
+    return parts
+
+
+def head_entropies(
+    dist: CompositeDistribution,
+    *,
+    samples_mc_entropy: int = 1,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """Each head's entropy ``[*B]`` (see :func:`entropy`), in the heads' order (the order in
+    which Monte-Carlo heads draw their noise, as TorchRL's ``composite_entropy``)."""
+    return {
+        name: entropy(head, samples_mc_entropy=samples_mc_entropy, generator=generator)
+        for name, head in dist.heads.items()
+    }
 
 
 def rsample_and_log_prob(
@@ -378,8 +470,8 @@ def rsample_and_log_prob(
     dist = _check_distribution(dist)
     if isinstance(dist, TanhNormal):
         return dist.rsample_and_log_prob(sample_shape, generator=generator)
-    if isinstance(dist, D.Categorical):
-        raise ArgumentError("dist", "a categorical distribution has no reparameterised sample")
+    if _is_discrete(dist):
+        raise ArgumentError("dist", "a discrete distribution has no reparameterised sample")
     if generator is None:
         sample = dist.rsample(sample_shape)
     else:
@@ -406,6 +498,11 @@ def entropy(
     used exactly as in TorchRL's losses.
     """
     dist = _check_distribution(dist)
+    if isinstance(dist, CompositeDistribution):
+        parts = head_entropies(
+            dist, samples_mc_entropy=samples_mc_entropy, generator=generator
+        ).values()
+        return _sum(parts)
     if isinstance(dist, TanhNormal):
         if not isinstance(samples_mc_entropy, int) or samples_mc_entropy < 1:
             raise ArgumentError(
@@ -430,6 +527,14 @@ def kl_divergence(
     ``x_k ~ p`` scored at their pre-tanh values under ``p``.
     """
     p, q = _check_distribution(p), _check_distribution(q)
+    if isinstance(p, CompositeDistribution) and isinstance(q, CompositeDistribution):
+        if p.names != q.names:
+            raise ArgumentError("q", f"expected the heads {list(p.names)}, got {list(q.names)}")
+        return _sum(
+            kl_divergence(p.heads[name], q.heads[name], samples_mc_kl=samples_mc_kl,
+                          generator=generator)
+            for name in p.names
+        )  # fmt: skip
     if type(p) is not type(q):
         raise ArgumentError("q", f"expected a {type(p).__name__} like p, got {type(q).__name__}")
     if p.batch_shape != q.batch_shape or p.event_shape != q.event_shape:

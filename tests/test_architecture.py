@@ -18,6 +18,7 @@ RANKS = {
     "service.estimators": 1,
     "service.losses": 1,
     "service.distributions": 1,
+    "service.composite": 1,
     "service.dtypes": 0,
     "service.errors": 0,
     "service.knobs": 0,

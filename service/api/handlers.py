@@ -76,7 +76,11 @@ def compute_advantage_handler(
     result = compute_advantage(model, trajectory, spec, runtime.batcher(model), call)
     runtime.require_version(model, result.parameter_version, minimum)
     return encode_advantage_response(
-        model, result, (decoded - start) * 1e3, encode_started=time.perf_counter()
+        model,
+        result,
+        (decoded - start) * 1e3,
+        encode_started=time.perf_counter(),
+        n_agents=trajectory.n_agents,
     )
 
 

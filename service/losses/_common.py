@@ -6,12 +6,16 @@ Layout (TorchRL's): a distribution with batch shape ``[*B]``; per-sample log-pro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch import distributions as D
 
+from service.composite import CompositeDistribution, entropy_metric_name
 from service.distributions import entropy as _entropy
+from service.distributions import head_entropies as _head_entropies
 from service.distributions import log_prob as _log_prob
 from service.errors import ArgumentError
 
@@ -78,11 +82,24 @@ def check_samples(name: str, value: object) -> int:
     return value
 
 
-def current_log_prob(dist: D.Distribution, action: Tensor, dtype: torch.dtype) -> Tensor:
-    """``log π(a)`` ``[*B]``; checks that the distribution computes in the data's dtype."""
-    if not isinstance(action, Tensor):
+def current_log_prob(
+    dist: D.Distribution, action: Tensor | Mapping[str, Tensor], dtype: torch.dtype
+) -> Tensor:
+    """``log π(a)`` ``[*B]``; checks that the distribution computes in the data's dtype.
+
+    A composite policy's action is a mapping head → action; its log-probability is the sum of
+    the heads' (TorchRL's summed log-weight in both log-prob modes)."""
+    if isinstance(action, Mapping) and isinstance(dist, CompositeDistribution):
+        for name, head in action.items():
+            if not isinstance(head, Tensor):
+                raise ArgumentError(
+                    f"action[{name!r}]", f"expected a torch.Tensor, got {type(head).__name__}"
+                )
+            check_no_grad(f"action[{name!r}]", head)
+    elif not isinstance(action, Tensor):
         raise ArgumentError("action", f"expected a torch.Tensor, got {type(action).__name__}")
-    check_no_grad("action", action)
+    else:
+        check_no_grad("action", action)
     lp = _log_prob(dist, action)
     if lp.dtype != dtype:
         raise ArgumentError(
@@ -108,6 +125,25 @@ def entropy_per_sample(
 ) -> Tensor:
     """Entropy ``[*B, 1]`` (see :func:`service.distributions.entropy`)."""
     return _entropy(dist, samples_mc_entropy=samples_mc_entropy, generator=generator).unsqueeze(-1)
+
+
+def entropy_terms(
+    dist: D.Distribution, samples_mc_entropy: int, generator: torch.Generator | None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Entropy ``[*B, 1]`` and, for a composite policy in non-aggregate mode, each head's
+    ``[*B, 1]`` under its metric name (TorchRL's ``composite_entropy``; the total is their sum,
+    so Monte-Carlo heads draw once)."""
+    if not isinstance(dist, CompositeDistribution):
+        return entropy_per_sample(dist, samples_mc_entropy, generator), {}
+    heads = _head_entropies(dist, samples_mc_entropy=samples_mc_entropy, generator=generator)
+    total: Tensor | None = None
+    for part in heads.values():
+        total = part if total is None else total + part
+    assert total is not None
+    if dist.aggregate:
+        return total.unsqueeze(-1), {}
+    named = {entropy_metric_name(name): part.unsqueeze(-1) for name, part in heads.items()}
+    return total.unsqueeze(-1), named
 
 
 def distance(target: Tensor, value: Tensor, loss_critic_type: str) -> Tensor:

@@ -107,6 +107,7 @@ def impala_loss(
     c_thresh: float = 1.0,
     rho_pg_thresh: float | None = None,
     weight: Tensor | None = None,
+    valid: Tensor | None = None,
     entropy_bonus: bool = True,
     entropy_coeff: float = 0.01,
     critic_coeff: float = 1.0,
@@ -145,6 +146,9 @@ def impala_loss(
         gamma, lmbda: discount γ ∈ [0, 1] and trace λ ∈ [0, 1].
         rho_thresh, c_thresh, rho_pg_thresh: ρ̄, c̄, ρ̄_pg (> 0; ``rho_pg_thresh=None`` → ρ̄).
         weight: optional per-step weights ``[*B, T, 1]`` (DI-engine's ``weight``).
+        valid: optional bool ``[*B, T, 1]``: the steps ``kl_approx``, ``mean_ratio`` and
+            ``explained_variance`` cover (a padded batch; its ``weight`` zeroes the padding in
+            the weighted means).
         entropy_bonus, entropy_coeff, critic_coeff: loss weights.
         samples_mc_entropy, generator: Monte-Carlo entropy for tanh-normal.
 
@@ -169,6 +173,8 @@ def impala_loss(
         C.check_tensor("terminated", terminated, value_shape, kind="bool")
     if weight is not None:
         C.check_tensor("weight", weight, value_shape, dtype)
+    if valid is not None:
+        C.check_tensor("valid", valid, value_shape, kind="bool")
     for name, value in (("gamma", gamma), ("lmbda", lmbda)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ArgumentError(name, f"expected a float in [0, 1], got {value!r}")
@@ -209,12 +215,18 @@ def impala_loss(
         "loss_critic": critic_coeff * ((state_value - vs).pow(2) * w).mean(),
     }
     if entropy_bonus:
-        ent = C.entropy_per_sample(dist, samples_mc_entropy, generator)
+        ent, heads = C.entropy_terms(dist, samples_mc_entropy, generator)
         out["entropy"] = (ent.detach() * w).mean()
+        out |= {name: (part.detach() * w).mean() for name, part in heads.items()}
         out["loss_entropy"] = -entropy_coeff * (ent * w).mean()
     with torch.no_grad():
-        out["kl_approx"] = (sample_log_prob - log_prob.detach()).mean()
-        out["mean_ratio"] = (log_prob.detach() - sample_log_prob).exp().mean()
-        out["explained_variance"] = C.explained_variance(vs, state_value)
+        # On a padded batch (`valid`) these metrics cover the valid steps only.
+        keep = (lambda x: x) if valid is None else (lambda x: x[valid.squeeze(-1)])
+        out["kl_approx"] = keep(sample_log_prob - log_prob.detach()).mean()
+        out["mean_ratio"] = keep((log_prob.detach() - sample_log_prob).exp()).mean()
+        if valid is None:
+            out["explained_variance"] = C.explained_variance(vs, state_value)
+        else:
+            out["explained_variance"] = C.explained_variance(vs[valid], state_value[valid])
     out["loss"] = C.total(out)
     return out

@@ -84,10 +84,11 @@ def _finish(
     generator: torch.Generator | None,
 ) -> None:
     if entropy_bonus:
-        ent = C.entropy_per_sample(dist, samples_mc_entropy, generator)
+        ent, heads = C.entropy_terms(dist, samples_mc_entropy, generator)
         if not bool(torch.isfinite(ent).all()):
             raise ArgumentError("dist", "entropy is not finite")
         out["entropy"] = ent.detach().mean()
+        out |= {name: part.detach().mean() for name, part in heads.items()}
         out["loss_entropy"] = (-entropy_coeff * ent).mean()
     if has_critic:
         assert state_value is not None and value_target is not None

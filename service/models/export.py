@@ -33,7 +33,8 @@ def _save_network(network: nn.Module, path: Path, inputs: Sequence[InputSpec]) -
     else:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*deprecated.*")
-            torch.jit.trace(network, example).save(str(path))
+            # strict=False: a composite actor returns a dict (head → parameters).
+            torch.jit.trace(network, example, strict=False).save(str(path))
 
 
 def export_model(

@@ -18,8 +18,13 @@ batching settings).
 
 Networks take the inputs positionally in the listed order, each [N, *shape], and return:
 value network → [N, 1] (or [N]); categorical actor → logits [N, num_actions]; normal and
-tanh-normal actors → a (loc, scale) pair, each [N, *action_shape]. Files ending in `.pt2` are
-loaded with `torch.export.load`, files ending in `.pt` with `torch.jit.load` (TorchScript).
+tanh-normal actors → a (loc, scale) pair, each [N, *action_shape]. A composite actor
+(`"action": {"distribution": "composite", "heads": [{"name": "move", "distribution":
+"categorical", "num_actions": 3}, {"name": "aim", "distribution": "tanh_normal", "shape": [2]}]}`)
+returns a mapping head → its parameters, or the flat mapping "<head>.<parameter>" → tensor
+(`service/runtime/heads.py`). `"agents": n` declares that requests carry n agents per step.
+Files ending in `.pt2` are loaded with `torch.export.load`, files ending in `.pt` with
+`torch.jit.load` (TorchScript).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ from service.dtypes import TORCH_DTYPES
 
 MANIFEST_NAME = "model.json"
 INPUT_DTYPES = tuple(TORCH_DTYPES)
-DISTRIBUTIONS = tuple(kind.value for kind in DistributionKind)
+DISTRIBUTIONS = (*(kind.value for kind in DistributionKind), "composite")
+HEAD_DISTRIBUTIONS = tuple(kind.value for kind in DistributionKind)
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -59,14 +65,33 @@ class NetworkFile:
 
 
 @dataclass(frozen=True)
+class ActionHeadSpec:
+    """One head of a composite actor: its name (dots nest: "agents.action0"), distribution
+    (categorical, normal, tanh-normal), per-step shape, choices, tanh-normal bounds."""
+
+    name: str
+    distribution: str
+    shape: tuple[int, ...] = ()
+    num_actions: int = 0
+    low: float = -1.0
+    high: float = 1.0
+
+
+@dataclass(frozen=True)
 class ActionSpec:
-    """The actor's action distribution. `low`/`high` bound tanh-normal actions."""
+    """The actor's action distribution. `low`/`high` bound tanh-normal actions.
+
+    `distribution` "composite": the policy is the product of named `heads` (TorchRL's
+    `CompositeDistribution`); the actor returns a mapping head name → that head's parameters
+    (`logits`, or `(loc, scale)` / `{"loc", "scale"}`).
+    """
 
     distribution: str
     shape: tuple[int, ...] = ()
     num_actions: int = 0
     low: float = -1.0
     high: float = 1.0
+    heads: tuple[ActionHeadSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +135,8 @@ class Manifest:
     value_network: NetworkFile | None = None
     actor_network: NetworkFile | None = None
     action: ActionSpec | None = None
+    # Agents per step the networks serve (the wire's n_agents); 0 = not declared, any count.
+    agents: int = 0
     defaults: Defaults = field(default_factory=Defaults)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     batching: BatchingSpec = field(default_factory=BatchingSpec)
@@ -183,17 +210,13 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
                 f"{where}.action.distribution: expected one of {DISTRIBUTIONS}, "
                 f"got {distribution!r}"
             )
-        action = ActionSpec(
-            distribution=distribution,
-            shape=tuple(spec.get("shape", [])),
-            num_actions=int(spec.get("num_actions", 0)),
-            low=float(spec.get("low", -1.0)),
-            high=float(spec.get("high", 1.0)),
-        )
-        if distribution == "categorical" and action.num_actions < 1:
-            raise ManifestError(f"{where}.action.num_actions: categorical needs a positive count")
-        if distribution != "categorical" and not action.shape:
-            raise ManifestError(f"{where}.action.shape: {distribution} needs an action shape")
+        if distribution == "composite":
+            action = _composite_action(spec, f"{where}.action")
+        else:
+            action = _action_head(spec, f"{where}.action", ActionSpec)
+    agents = data.get("agents", 0)
+    if isinstance(agents, bool) or not isinstance(agents, int) or agents < 0:
+        raise ManifestError(f"{where}.agents: expected a non-negative integer, got {agents!r}")
     defaults = _section(Defaults, data, "defaults", where)
     optimizer = _section(OptimizerSpec, data, "optimizer", where)
     if optimizer.name not in OPTIMIZERS:
@@ -210,11 +233,59 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
         name=name,
         inputs=tuple(inputs),
         action=action,
+        agents=agents,
         defaults=defaults,
         optimizer=optimizer,
         batching=batching,
         **networks,
     )
+
+
+def _action_head(spec: dict[str, Any], where: str, kind: type, **extra: Any) -> Any:
+    """An `ActionSpec` (single head) or `ActionHeadSpec` from its manifest object."""
+    distribution = _require(spec, "distribution", str, where)
+    if distribution not in HEAD_DISTRIBUTIONS:
+        raise ManifestError(
+            f"{where}.distribution: expected one of {HEAD_DISTRIBUTIONS}, got {distribution!r}"
+        )
+    num_actions = int(spec.get("num_actions", 0))
+    shape = tuple(spec.get("shape", []))
+    if distribution == "one_hot_categorical":  # the action is a one-hot row [num_actions]
+        if shape and shape != (num_actions,):
+            raise ManifestError(f"{where}.shape: one_hot_categorical's is [num_actions]")
+        shape = (num_actions,)
+    head = kind(
+        distribution=distribution,
+        shape=shape,
+        num_actions=num_actions,
+        low=float(spec.get("low", -1.0)),
+        high=float(spec.get("high", 1.0)),
+        **extra,
+    )
+    if distribution in ("categorical", "one_hot_categorical") and head.num_actions < 1:
+        raise ManifestError(f"{where}.num_actions: {distribution} needs a positive count")
+    if distribution != "categorical" and not head.shape:
+        raise ManifestError(f"{where}.shape: {distribution} needs an action shape")
+    if distribution == "tanh_normal" and not head.high > head.low:
+        raise ManifestError(f"{where}.high: expected high > low, got {head.low}, {head.high}")
+    return head
+
+
+def _composite_action(spec: dict[str, Any], where: str) -> ActionSpec:
+    """A composite `ActionSpec`: `heads`, a non-empty list of uniquely named heads."""
+    items = _require(spec, "heads", list, where)
+    if not items:
+        raise ManifestError(f"{where}.heads: a composite action needs at least one head")
+    heads = []
+    for i, item in enumerate(items):
+        spot = f"{where}.heads[{i}]"
+        if not isinstance(item, dict):
+            raise ManifestError(f"{spot}: expected an object, got {type(item).__name__}")
+        name = _require(item, "name", str, spot)
+        if not name or name in {head.name for head in heads}:
+            raise ManifestError(f"{spot}.name: expected a unique non-empty name, got {name!r}")
+        heads.append(_action_head(item, spot, ActionHeadSpec, name=name))
+    return ActionSpec(distribution="composite", heads=tuple(heads))
 
 
 def load_manifest(folder: Path) -> Manifest:

@@ -11,7 +11,9 @@ from service.errors import InvalidArgument
 from service.models.model import Model
 from service.runtime.batching import Batcher
 from service.runtime.call import CallState
-from service.runtime.estimation import EstimatorSpec, run_estimator
+from service.runtime.estimation import EstimatorSpec
+from service.runtime.heads import check_structure
+from service.runtime.masking import masked_estimate, sanitized, zero_padding
 from service.runtime.networks import current_log_prob, network_values
 from service.runtime.trajectory import Trajectory
 
@@ -42,6 +44,8 @@ def compute_advantage(
     lock; the batcher thread takes it around the merged pass and reports the one version that
     pass used. Otherwise the pass runs here under the lock.
     """
+    check_structure(model, trajectory)
+    trajectory = sanitized(trajectory)  # padding (trajectory.mask) → neutral values
     if spec.needs_log_probs and trajectory.sample_log_prob is None:
         raise InvalidArgument("trajectory.sample_log_prob: required for vtrace (behaviour policy)")
     dtype = trajectory.dtype
@@ -69,22 +73,19 @@ def compute_advantage(
                 state_value, next_state_value = trajectory.state_value, trajectory.next_state_value
             log_pi = current_log_prob(model, trajectory) if spec.needs_log_probs else None
     network_done = time.perf_counter()
-    advantage, value_target = run_estimator(
+    advantage, value_target = masked_estimate(
         spec,
+        trajectory,
         state_value=state_value.to(dtype),
         next_state_value=next_state_value.to(dtype),
-        reward=trajectory.reward,
-        done=trajectory.done,
-        terminated=trajectory.terminated,
         log_pi=None if log_pi is None else log_pi.to(dtype),
-        log_mu=trajectory.sample_log_prob,
     )
     finished = time.perf_counter()
     return AdvantageResult(
         advantage=advantage,
         value_target=value_target,
-        state_value=state_value.to(dtype) if computed else None,
-        next_state_value=next_state_value.to(dtype) if computed else None,
+        state_value=zero_padding(trajectory, state_value.to(dtype)) if computed else None,
+        next_state_value=zero_padding(trajectory, next_state_value.to(dtype)) if computed else None,
         parameter_version=version,
         network_ms=(network_done - start) * 1e3,
         estimator_ms=(finished - network_done) * 1e3,

@@ -9,26 +9,33 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from service import distributions
+from service.composite import CompositeDistribution
 from service.dtypes import dtype_name
 from service.errors import ArgumentError, FailedPrecondition, InvalidArgument
 from service.losses.registry import LOSSES, LossKind
 from service.models.model import Model
 from service.runtime.call import CallState
-from service.runtime.estimation import EstimatorSpec, run_estimator
+from service.runtime.estimation import EstimatorSpec
+from service.runtime.heads import check_structure, composite_distribution, is_composite
+from service.runtime.masking import estimator_flags, masked_estimate, sanitized, sequence_weights
 from service.runtime.networks import (
     action_distribution,
     distribution_params,
+    log_prob_of,
     network_values,
-    policy,
+    reshape_actions,
+    select_rows,
     step_actions,
     step_rows,
 )
+from service.runtime.networks import policy as actor_policy
 from service.runtime.trajectory import FIELD_OF_ARGUMENT as TRAJECTORY_FIELDS
 from service.runtime.trajectory import Trajectory
 from service.runtime.update import apply_update
@@ -69,6 +76,8 @@ class LossInputs:
     value_target: torch.Tensor | None = None  # [*B, T]
     behaviour_params: dict[str, torch.Tensor] | None = None  # ppo_kl: [*B, T, *param_shape]
     apply_update: bool = False
+    # Composite actors: TorchRL's composite_lp_aggregate (None = from the log-probabilities sent).
+    composite_lp_aggregate: bool | None = None
     expected_version: int | None = None
     min_version: int | None = None  # read-your-writes: this version or a later one
 
@@ -88,40 +97,63 @@ class LossResult:
 
 
 def _behaviour_distribution(
-    model: Model, params: dict[str, torch.Tensor] | None, steps: tuple[int, ...], dtype
+    model: Model,
+    params: dict[str, torch.Tensor] | None,
+    steps: tuple[int, ...],
+    dtype,
+    valid: torch.Tensor | None = None,
 ) -> torch.distributions.Distribution:
+    """The behaviour policy from the request's parameters, [*B, T] + each parameter's shape
+    (a composite actor's keyed "<head>.<parameter>"), as rows (the valid ones on a padded
+    batch)."""
     spec = model.manifest.action
     assert spec is not None
-    expected = sorted(distribution_params(spec))
+    if is_composite(spec):
+        tails = {
+            f"{head.name}.{name}": (
+                (head.num_actions,) if head.distribution == "categorical" else tuple(head.shape)
+            )
+            for head in spec.heads
+            for name in distributions.PARAMETERS[distributions.DistributionKind(head.distribution)]
+        }
+    else:
+        tail = (spec.num_actions,) if spec.distribution == "categorical" else tuple(spec.shape)
+        tails = {name: tail for name in distribution_params(spec)}
+    expected = sorted(tails)
     if not params or sorted(params) != expected:
         raise InvalidArgument(
             f"behaviour_distribution: ppo_kl with a {spec.distribution} actor needs keys "
             f"{expected}, got {sorted(params or {})}"
         )
-    # Each parameter is [*B, T] + the actor's output shape for one row.
-    tail = (spec.num_actions,) if spec.distribution == "categorical" else tuple(spec.shape)
     rows: dict[str, torch.Tensor] = {}
     for key, tensor in params.items():
-        if tuple(tensor.shape) != (*steps, *tail) or tensor.dtype != dtype:
+        shape = (*steps, *tails[key])
+        if tuple(tensor.shape) != shape or tensor.dtype != dtype:
             raise InvalidArgument(
-                f"behaviour_distribution[{key!r}]: expected shape {[*steps, *tail]} ([*B, T] + "
-                f"the actor's {spec.distribution} parameter shape) in {dtype_name(dtype)}, got "
+                f"behaviour_distribution[{key!r}]: expected shape {list(shape)} ([*B, T] + "
+                f"the actor's parameter shape) in {dtype_name(dtype)}, got "
                 f"{list(tensor.shape)} {dtype_name(tensor.dtype)}"
             )
-        rows[key] = tensor.reshape(math.prod(steps), *tensor.shape[len(steps) :]).to(model.device)
+        row = tensor.reshape(math.prod(steps), *tensor.shape[len(steps) :])
+        rows[key] = (row if valid is None else row[valid]).to(model.device)
+    if is_composite(spec):
+        per_head: dict[str, dict[str, torch.Tensor]] = {}
+        for key, row in rows.items():
+            head, name = key.rsplit(".", 1)
+            per_head.setdefault(head, {})[name] = row
+        return composite_distribution(spec, per_head, "behaviour_distribution")
     return action_distribution(spec, rows, "behaviour_distribution")
 
 
 def _advantage(
-    model: Model,
     trajectory: Trajectory,
     inputs: LossInputs,
     state_value: torch.Tensor,
     next_state_value: torch.Tensor,
-    dist: torch.distributions.Distribution,
-    action: torch.Tensor,
+    current_log_prob: Callable[[], torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(advantage, value_target) [*B, T]: sent by the client, or from the estimator."""
+    """(advantage, value_target) [*B, T]: sent by the client, or from the estimator (on a
+    masked batch: per valid segment, `runtime/masking.py`)."""
     if (inputs.advantage is None) != (inputs.value_target is None):
         raise InvalidArgument("advantage / value_target: send both or neither")
     if inputs.advantage is not None and inputs.value_target is not None:
@@ -130,27 +162,39 @@ def _advantage(
     if inputs.estimator.needs_log_probs:
         if trajectory.sample_log_prob is None:
             raise InvalidArgument("trajectory.sample_log_prob: required for vtrace")
-        log_pi = (
-            distributions.log_prob(dist, action).detach().to("cpu").view(trajectory.batch_shape)
-        )
-    return run_estimator(
+        log_pi = current_log_prob().detach().to("cpu").view(trajectory.batch_shape)
+    return masked_estimate(
         inputs.estimator,
+        trajectory,
         state_value=state_value.detach(),
         next_state_value=next_state_value.detach(),
-        reward=trajectory.reward,
-        done=trajectory.done,
-        terminated=trajectory.terminated,
         log_pi=log_pi,
-        log_mu=trajectory.sample_log_prob,
     )
 
 
 def _evaluate(
     model: Model, trajectory: Trajectory, inputs: LossInputs
 ) -> tuple[dict[str, torch.Tensor], float]:
-    """Forward passes and the loss; returns the loss outputs and the estimator's time (ms)."""
+    """Forward passes and the loss; returns the loss outputs and the estimator's time (ms).
+
+    On a masked batch the padding is neutralised first (`runtime/masking.py`) and the loss runs
+    on the valid steps only ("steps" layout: those rows; "sequence" layout: weights that give
+    every valid step 1/N_valid of the mean), so its means, metrics and gradient are those of
+    the unpadded data.
+    """
+    trajectory = sanitized(trajectory)
     steps, dtype = trajectory.batch_shape, trajectory.dtype
     kind = inputs.loss.kind
+    aggregate = inputs.composite_lp_aggregate
+    if aggregate is None:  # TorchRL decides from the log-probability it is given
+        aggregate = "sample_log_prob_heads" not in trajectory.log_prob_heads
+
+    def policy(rows: list[torch.Tensor], batch: tuple[int, ...] | None = None):
+        dist = actor_policy(model, rows, dtype, batch)
+        if isinstance(dist, CompositeDistribution):
+            dist.aggregate = aggregate
+        return dist
+
     if kind.needs_sample_log_prob and trajectory.sample_log_prob is None:
         raise InvalidArgument(
             f"trajectory.sample_log_prob: required for {inputs.loss.name} (behaviour policy)"
@@ -164,48 +208,60 @@ def _evaluate(
     state_value, next_state_value = network_values(model, trajectory, value_fn=critic)
     state_value, next_state_value = state_value.to(dtype), next_state_value.to(dtype)
     sequence = kind.layout == "sequence"
-    dist = policy(model, step_rows(model, trajectory), dtype, steps if sequence else None)
     action = step_actions(model, trajectory)
     column = lambda x: x.unsqueeze(-1)  # noqa: E731 - TorchRL's trailing feature dimension
     if sequence:
-        action = action.reshape(*steps, *action.shape[1:])
+        dist = policy(step_rows(model, trajectory), steps)
+        options = dict(inputs.loss.options)
+        if trajectory.mask is not None:
+            options |= sequence_weights(trajectory)
         return _call_loss(
             inputs.loss,
             dist,
-            action,
+            reshape_actions(action, steps),
             trajectory.sample_log_prob,
             column(state_value),
             column(next_state_value.detach()),
             column(trajectory.reward),
-            column(trajectory.done),
+            column(estimator_flags(trajectory)),
             column(trajectory.terminated),
-            **inputs.loss.options,
+            **options,
         ), 0.0
+    rows = step_rows(model, trajectory)
     started = time.perf_counter()
     advantage, value_target = _advantage(
-        model, trajectory, inputs, state_value, next_state_value, dist, action
+        trajectory,
+        inputs,
+        state_value,
+        next_state_value,
+        lambda: log_prob_of(policy(rows), action),
     )
     estimator_ms = (time.perf_counter() - started) * 1e3
-    rows = math.prod(steps)
+    valid = None if trajectory.mask is None else trajectory.mask.reshape(-1)
+    pick = (lambda x: x) if valid is None else (lambda x: select_rows(x, valid))
+    count = math.prod(steps) if valid is None else int(valid.sum())
+    dist = policy(pick(rows))
+    action = pick(action)
     old_value = trajectory.state_value if trajectory.state_value is not None else state_value
     options = dict(inputs.loss.options)
     if kind.needs_behaviour_distribution:
         options["behaviour_dist"] = _behaviour_distribution(
-            model, inputs.behaviour_params, steps, dtype
+            model, inputs.behaviour_params, steps, dtype, valid
         )
     if kind.adaptive_beta:  # the request's β only seeds a model that has none yet
         initial_beta = options.pop("beta", 1.0)
         options["beta"] = model.loss_state.get(BETA_STATE, initial_beta)
+    flat = lambda x: pick(x.reshape(math.prod(steps)))  # noqa: E731
     positional = [dist, action]
     if kind.needs_sample_log_prob:
-        positional.append(trajectory.sample_log_prob.reshape(rows))
+        positional.append(flat(trajectory.sample_log_prob))
     out = _call_loss(
         inputs.loss,
         *positional,
-        advantage.reshape(rows, 1),
-        state_value.reshape(rows, 1),
-        value_target.reshape(rows, 1),
-        old_state_value=old_value.detach().reshape(rows, 1),
+        flat(advantage).reshape(count, 1),
+        flat(state_value).reshape(count, 1),
+        flat(value_target).reshape(count, 1),
+        old_state_value=flat(old_value.detach()).reshape(count, 1),
         **options,
     )
     return out, estimator_ms
@@ -218,6 +274,8 @@ def _call_loss(spec: LossSpec, *args: Any, **kwargs: Any) -> dict[str, torch.Ten
         return spec.kind.function(*args, **kwargs)
     except ArgumentError as error:
         field_name = FIELD_OF_ARGUMENT.get(error.argument, f"{spec.name}.{error.argument}")
+        if error.argument.startswith("action["):  # a composite head: "action['move']"
+            field_name = "trajectory.action_heads" + error.argument.removeprefix("action")
         raise InvalidArgument.from_argument(error, field_name) from error
 
 
@@ -236,6 +294,7 @@ def compute_loss(
         raise FailedPrecondition(
             f"model {model.name!r}: ComputeLoss needs both a value and an actor network"
         )
+    check_structure(model, trajectory)
     call = call or CallState()
     started = time.perf_counter()
     with model.lock:

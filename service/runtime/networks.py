@@ -18,7 +18,19 @@ from service.dtypes import dtype_name
 from service.errors import ArgumentError, FailedPrecondition, InvalidArgument
 from service.models.manifest import ActionSpec
 from service.models.model import Model
+from service.runtime.heads import (
+    ACTOR_OUTPUT,
+    composite_distribution,
+    head_actions,
+    head_outputs,
+    is_composite,
+    padded_with_neutral,
+)
 from service.runtime.trajectory import Trajectory
+
+#: A step's action rows: one tensor, or a composite actor's {head: tensor}.
+Actions = torch.Tensor | dict[str, torch.Tensor]
+RowsLike = torch.Tensor | list[torch.Tensor] | dict[str, torch.Tensor]
 
 
 def _check_inputs(
@@ -217,6 +229,9 @@ def policy(
     spec = model.manifest.action
     if model.actor_network is None or spec is None:
         raise FailedPrecondition(f"model {model.name!r} has no actor network")
+    if is_composite(spec):
+        params = head_outputs(spec, model.actor(rows))
+        return composite_distribution(spec, params, ACTOR_OUTPUT, dtype, batch_shape)
     outputs = [output.to(dtype) for output in model.actor(rows)]
     if batch_shape is not None:
         outputs = [output.reshape(*batch_shape, *output.shape[1:]) for output in outputs]
@@ -241,8 +256,16 @@ def action_distribution(
         raise InvalidArgument(f"{field}: {error}") from error
 
 
-def step_actions(model: Model, trajectory: Trajectory) -> torch.Tensor:
-    """trajectory.action as rows [N, *action_shape] on the device, checked against the model."""
+def step_actions(model: Model, trajectory: Trajectory) -> Actions:
+    """trajectory.action as rows [N, *action_shape] on the device, checked against the model
+    (a composite actor's: {head: rows} from trajectory.action_heads)."""
+    if is_composite(model.manifest.action):
+        return head_actions(model, trajectory)
+    if trajectory.action_heads is not None:
+        raise InvalidArgument(
+            f"trajectory.action_heads: model {model.name!r} has a single-head actor; send "
+            "trajectory.action"
+        )
     if trajectory.action is None:
         raise InvalidArgument("trajectory.action: required to score actions with the actor")
     steps = trajectory.batch_shape
@@ -253,6 +276,8 @@ def step_actions(model: Model, trajectory: Trajectory) -> torch.Tensor:
         raise InvalidArgument(
             f"trajectory.action: expected shape {list(expected)}, got {list(action.shape)}"
         )
+    if spec is not None:
+        action = padded_with_neutral(spec, action, trajectory.mask)
     return action.reshape(math.prod(steps), *action.shape[len(steps) :]).to(
         model.device, non_blocking=True
     )
@@ -266,11 +291,35 @@ def current_log_prob(model: Model, trajectory: Trajectory) -> torch.Tensor:
         raise FailedPrecondition(
             f"vtrace: model {model.name!r} has no actor network; send trajectory.log_prob"
         )
-    if trajectory.action is None:
+    if trajectory.action is None and trajectory.action_heads is None:
         raise InvalidArgument("trajectory.action: required for vtrace with the server's actor")
     dist = policy(model, step_rows(model, trajectory), trajectory.dtype)
-    try:
-        log_prob = distributions.log_prob(dist, step_actions(model, trajectory))
-    except ArgumentError as error:
-        raise InvalidArgument(f"trajectory.action: {error}") from error
+    log_prob = log_prob_of(dist, step_actions(model, trajectory))
     return log_prob.to("cpu").view(trajectory.batch_shape)
+
+
+def log_prob_of(dist: Distribution, action: Actions) -> torch.Tensor:
+    """log π(a) of rows of actions (a composite's: the sum over its heads); an action the
+    distribution refuses is INVALID_ARGUMENT naming trajectory.action(_heads)."""
+    try:
+        return distributions.log_prob(dist, action)  # type: ignore[arg-type]
+    except ArgumentError as error:
+        field = "trajectory.action" if isinstance(action, torch.Tensor) else "trajectory"
+        raise InvalidArgument(f"{field}: {error}") from error
+
+
+def reshape_actions(action: Actions, steps: tuple[int, ...]) -> Actions:
+    """Rows [N, *shape] of actions (or of each head's) → [*steps, *shape]."""
+    if isinstance(action, torch.Tensor):
+        return action.reshape(*steps, *action.shape[1:])
+    return {key: head.reshape(*steps, *head.shape[1:]) for key, head in action.items()}
+
+
+def select_rows(rows: RowsLike, valid: torch.Tensor) -> RowsLike:
+    """The rows where `valid` [N] bool is True: of a tensor, a list of input tensors, or a
+    mapping head → tensor (each on its own device)."""
+    if isinstance(rows, torch.Tensor):
+        return rows[valid.to(rows.device)]
+    if isinstance(rows, dict):
+        return {key: select_rows(value, valid) for key, value in rows.items()}
+    return [select_rows(value, valid) for value in rows]

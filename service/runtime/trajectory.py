@@ -20,6 +20,7 @@ FIELD_OF_ARGUMENT = {
             "action",
             "sample_log_prob",
             "log_prob",
+            "mask",
         )
     },
     "log_pi": "trajectory.log_prob",  # V-trace's current policy
@@ -47,6 +48,16 @@ class Trajectory:
     action: torch.Tensor | None = None
     sample_log_prob: torch.Tensor | None = None
     log_prob: torch.Tensor | None = None
+    # Composite actors: per-head actions ([*B, T, *head_shape] each) instead of `action`.
+    action_heads: dict[str, torch.Tensor] | None = None
+    # [*B, T] bool, False at padded steps (TorchRL's ("collector", "mask")); None = all valid.
+    mask: torch.Tensor | None = None
+    # The request's agent count (0 = none). With agents the decoder has already moved them into
+    # the batch: every tensor here is agent-major, [*B, n_agents, T, ...] (see wire/agents.py).
+    n_agents: int = 0
+    # Composite actors' per-head log-probabilities (TorchRL's non-aggregate mode), already summed
+    # into sample_log_prob / log_prob: request field ("sample_log_prob_heads") → head names.
+    log_prob_heads: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def batch_shape(self) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.runtime.advantage import AdvantageResult
 from service.runtime.estimation import EstimatorSpec
 from service.runtime.trajectory import Trajectory
+from service.wire.agents import AgentLayout
 from service.wire.codec import decode_trajectory, encode_tensor
 from service.wire.estimator import decode_estimator
 
@@ -19,7 +20,11 @@ def decode_advantage_request(
     """The trajectory and the estimator a ComputeAdvantage request asks for."""
     trajectory = decode_trajectory(request.trajectory)
     spec = decode_estimator(
-        request, model.manifest.defaults, trajectory.batch_shape, trajectory.dtype
+        request,
+        model.manifest.defaults,
+        trajectory.batch_shape,
+        trajectory.dtype,
+        trajectory.n_agents,
     )
     return trajectory, spec
 
@@ -33,18 +38,24 @@ def response_bytes(trajectory: Trajectory) -> int:
 
 
 def encode_advantage_response(
-    model: Model, result: AdvantageResult, decode_ms: float, encode_started: float
+    model: Model,
+    result: AdvantageResult,
+    decode_ms: float,
+    encode_started: float,
+    n_agents: int = 0,
 ) -> pb.ComputeAdvantageResponse:
-    """The response for `result`; `encode_ms` runs from `encode_started` (perf_counter)."""
+    """The response for `result`; `encode_ms` runs from `encode_started` (perf_counter). With
+    `n_agents` the agent-major outputs go back to the wire's [*B, T, n_agents]."""
+    wire = AgentLayout(n_agents).to_wire
     response = pb.ComputeAdvantageResponse(
-        advantage=encode_tensor(result.advantage),
-        value_target=encode_tensor(result.value_target),
+        advantage=encode_tensor(wire(result.advantage)),
+        value_target=encode_tensor(wire(result.value_target)),
         model_name=model.name,
         parameter_version=result.parameter_version,
     )
     if result.state_value is not None and result.next_state_value is not None:
-        response.state_value.CopyFrom(encode_tensor(result.state_value))
-        response.next_state_value.CopyFrom(encode_tensor(result.next_state_value))
+        response.state_value.CopyFrom(encode_tensor(wire(result.state_value)))
+        response.next_state_value.CopyFrom(encode_tensor(wire(result.next_state_value)))
     response.timing.CopyFrom(
         pb.Timing(
             decode_ms=decode_ms,

@@ -20,6 +20,8 @@ from service.dtypes import dtype_name as torch_dtype_name
 from service.errors import InvalidArgument
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.runtime.trajectory import Trajectory
+from service.wire.agents import AgentLayout
+from service.wire.structured import decode_mask, decode_structure
 
 if sys.byteorder != "little":  # pragma: no cover - no big-endian CI machine
     raise ImportError("advantage-service decodes raw little-endian tensors in place")
@@ -119,19 +121,28 @@ def decode_per_step(
     steps: tuple[int, ...],
     dtype: torch.dtype,
     finite: bool = False,
+    layout: AgentLayout | None = None,
+    where: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode a per-step floating tensor that must have the reward's [*B, T] and dtype (and,
-    with `finite`, no NaN/Inf: for tensors every element of which enters the result)."""
+    with `finite`, no NaN/Inf: for tensors every element of which enters the result). With
+    agents, `layout` turns its wire [*B, T, n] into the runtime's [*B, n, T]. `where` (a mask)
+    limits the finiteness check to valid steps."""
     tensor = decode_tensor(message, name)
+    if layout is not None:
+        tensor = layout.values(tensor, name)
     if tensor.dtype != dtype:
         raise InvalidArgument(
             f"{name}: expected dtype {dtype_name(dtype)} (the reward's), "
             f"got {dtype_name(tensor.dtype)}"
         )
     _expect(tensor, name, steps, "the reward's [*B, T]")
-    if finite and not bool(torch.isfinite(tensor).all()):
-        where = [int(i) for i in (~torch.isfinite(tensor)).nonzero()[0]]
-        raise InvalidArgument(f"{name}: expected finite values, got NaN/Inf at {where}")
+    bad = ~torch.isfinite(tensor) if finite else None
+    if bad is not None and where is not None:
+        bad &= where
+    if bad is not None and bool(bad.any()):
+        at = [int(i) for i in bad.nonzero()[0]]
+        raise InvalidArgument(f"{name}: expected finite values, got NaN/Inf at {at}")
     return tensor
 
 
@@ -142,7 +153,11 @@ def _optional(message: pb.Trajectory, name: str) -> torch.Tensor | None:
 
 
 def decode_trajectory(message: pb.Trajectory) -> Trajectory:
-    """Decode and cross-check a Trajectory: every per-step tensor has the reward's [*B, T]."""
+    """Decode and cross-check a Trajectory: every per-step tensor has the reward's [*B, T].
+
+    With `n_agents` the tensors are moved into the agent-major layout (`wire/agents.py`); the
+    mask and composite heads are read by `wire/structured.py`.
+    """
     if not message.HasField("reward"):
         raise InvalidArgument("trajectory.reward: required, [*B, T] float32 or float64")
     reward = decode_tensor(message.reward, "trajectory.reward")
@@ -152,23 +167,30 @@ def decode_trajectory(message: pb.Trajectory) -> Trajectory:
             f"trajectory.reward: expected shape [*B, T] with at least a time dimension, "
             f"got {_shape_text(reward.shape)}"
         )
+    layout = AgentLayout.of(message.n_agents, reward)
+    reward = layout.values(reward, "trajectory.reward")
     steps = tuple(reward.shape)
     if not message.HasField("done"):
         raise InvalidArgument(f"trajectory.done: required, bool of shape {_shape_text(steps)}")
     done = decode_tensor(message.done, "trajectory.done")
     _expect_dtype(done, "trajectory.done", (torch.bool,))
+    shared_done = layout.n and tuple(done.shape) == layout.wire_steps
+    done = layout.flags(done, "trajectory.done")
     _expect(done, "trajectory.done", steps, "the reward's [*B, T]")
     terminated = _optional(message, "terminated")
     if terminated is None:
         terminated = done
     else:
         _expect_dtype(terminated, "trajectory.terminated", (torch.bool,))
+        terminated = layout.flags(terminated, "trajectory.terminated")
         _expect(terminated, "trajectory.terminated", steps, "the reward's [*B, T]")
 
     if reward.numel() == 0:
         raise InvalidArgument(
             f"trajectory.reward: expected at least one step, got shape {list(steps)}"
         )
+
+    mask = decode_mask(message, steps, layout, decode_tensor)
     per_step = {
         name: decode_per_step(
             getattr(message, name),
@@ -177,6 +199,8 @@ def decode_trajectory(message: pb.Trajectory) -> Trajectory:
             reward.dtype,
             # The behaviour policy's log-probability of an action it took is finite.
             finite=name == "sample_log_prob",
+            layout=layout,
+            where=mask,
         )
         if message.HasField(name)
         else None
@@ -188,6 +212,8 @@ def decode_trajectory(message: pb.Trajectory) -> Trajectory:
             "(neither = the server's value network computes them)"
         )
     action = _optional(message, "action")
+    if action is not None:
+        action = layout.leading(action, "trajectory.action")
     if action is not None and tuple(action.shape[: len(steps)]) != steps:
         raise InvalidArgument(
             f"trajectory.action: expected shape [*B, T, *action_shape] with [*B, T] = "
@@ -200,16 +226,43 @@ def decode_trajectory(message: pb.Trajectory) -> Trajectory:
         pb.TRAJECTORY_FORM_COMPACT,
     ):
         raise InvalidArgument(f"trajectory.form: unknown value {form}")
-    return Trajectory(
+    compact = form == pb.TRAJECTORY_FORM_COMPACT
+    observation = _decode_map(message.observation, "trajectory.observation")
+    next_observation = _decode_map(message.next_observation, "trajectory.next_observation")
+    if layout.n:
+        if compact and not shared_done:
+            raise InvalidArgument(
+                "trajectory.done: the compact form with agents needs done shared by the agents "
+                f"({_shape_text(layout.wire_steps)}); send per-agent flags in the full form"
+            )
+        observation = {
+            key: layout.leading(x, f"trajectory.observation[{key!r}]", int(compact))
+            for key, x in observation.items()
+        }
+        if compact:
+            truncated = (done & ~terminated).select(-2, 0)
+            next_observation = {
+                key: layout.compact_next(x, f"trajectory.next_observation[{key!r}]", truncated)
+                for key, x in next_observation.items()
+            }
+        else:
+            next_observation = {
+                key: layout.leading(x, f"trajectory.next_observation[{key!r}]")
+                for key, x in next_observation.items()
+            }
+    trajectory = Trajectory(
         reward=reward,
         done=done,
         terminated=terminated,
-        compact=form == pb.TRAJECTORY_FORM_COMPACT,
-        observation=_decode_map(message.observation, "trajectory.observation"),
-        next_observation=_decode_map(message.next_observation, "trajectory.next_observation"),
+        compact=compact,
+        observation=observation,
+        next_observation=next_observation,
         action=action,
+        n_agents=layout.n,
+        mask=mask,
         **per_step,
     )
+    return decode_structure(message, trajectory, layout, decode_tensor, decode_per_step)
 
 
 def _decode_map(entries: Mapping[str, pb.Tensor], name: str) -> dict[str, torch.Tensor]:

@@ -18,9 +18,15 @@ Request (POST /v1/advantage)::
         "next.observation": [[...]],
         "next.reward": [...], "next.done": [...], "next.terminated": [...],
         "state_value": [...], "next.state_value": [...],
-        "action": [...], "sample_log_prob": [...], "log_prob": [...]
-      }
+        "action": [...], "sample_log_prob": [...], "log_prob": [...],
+        "collector.mask": [...]           # or "mask": [*B, T] bool, False at padding
+      },
+      "n_agents": 0                       # optional; n > 0: per-agent tensors [*B, T, n, ...]
     }
+
+A composite actor's heads are trajectory keys named like the heads (TorchRL's nested
+`{"action": {"move": ..., "move_log_prob": ...}}` flattens to the head "action.move" and its
+per-head log-probability "action.move_log_prob"). Loss bodies may add `composite_lp_aggregate`.
 
 `estimator` may also be just a name ("td_lambda"); TorchRL's names work too ("TDLambda",
 "TDLambdaEstimator", case, "_" and "-" ignored); a knob left out takes the model's default, and
@@ -90,9 +96,11 @@ REQUEST_KEYS = (
     "estimator",
     "trajectory",
     "min_parameter_version",
+    "n_agents",
 )
 LOSS_REQUEST_KEYS = (
     *REQUEST_KEYS,
+    "composite_lp_aggregate",
     "loss",
     "advantage",
     "value_target",
@@ -519,6 +527,14 @@ def loss_request_from_json(body: Any, model: Model) -> pb.ComputeLossRequest:
             f"apply_update: expected true or false, got {describe_json_value(apply_update)}"
         )
     request.apply_update = apply_update
+    aggregate = body.get("composite_lp_aggregate")
+    if aggregate is not None:
+        if not isinstance(aggregate, bool):
+            raise InvalidArgument(
+                "composite_lp_aggregate: expected true, false or null, got "
+                f"{describe_json_value(aggregate)}"
+            )
+        request.composite_lp_aggregate = aggregate
     expected = body.get("expected_parameter_version")
     if expected is not None:
         field = "expected_parameter_version"
@@ -565,6 +581,9 @@ def _fill(
             f"form: expected one of {list(FORMS)}, got {describe_json_value(form)}"
         )
     trajectory.form = FORMS[form]
+    n_agents = body.get("n_agents")
+    if n_agents is not None:
+        trajectory.n_agents = _integer(n_agents, "n_agents", 0, 2**32 - 1)
     with _reading("estimator"):
         _choice(request, "estimator", body.get("estimator"), ESTIMATORS, dtype, torchrl)
 
@@ -617,6 +636,20 @@ def _trajectory_entry(
         getattr(trajectory, name).CopyFrom(encode_tensor(tensor))
     elif key == "action":
         trajectory.action.CopyFrom(encode_tensor(_tensor(value, field, action_dtype)))
+    elif key in ("mask", "collector.mask"):
+        tensor = _tensor(value, field, torch.bool)
+        if torchrl and tensor.dim() > 1 and tensor.shape[-1] == 1:
+            tensor = _squeeze_feature(tensor, field)
+        trajectory.mask.CopyFrom(encode_tensor(tensor))
+    elif key in _heads(model):
+        head_dtype = torch.int64 if _heads(model)[key] == "categorical" else dtype
+        trajectory.action_heads[key].CopyFrom(encode_tensor(_tensor(value, field, head_dtype)))
+    elif key.endswith("_log_prob") and key.removesuffix("_log_prob") in _heads(model):
+        tensor = _tensor(value, field, dtype)
+        if torchrl:
+            tensor = _squeeze_feature(tensor, field)
+        head = key.removesuffix("_log_prob")
+        trajectory.sample_log_prob_heads[head].CopyFrom(encode_tensor(tensor))
     elif key in inputs:
         wanted = TORCH_DTYPES[inputs[key].dtype]
         trajectory.observation[key].CopyFrom(encode_tensor(_tensor(value, field, wanted)))
@@ -625,10 +658,23 @@ def _trajectory_entry(
         wanted = TORCH_DTYPES[inputs[base].dtype]
         trajectory.next_observation[base].CopyFrom(encode_tensor(_tensor(value, field, wanted)))
     else:
-        expected = sorted({*PER_STEP_KEYS, "action", *inputs, *(f"next.{k}" for k in inputs)})
+        heads = _heads(model)
+        expected = sorted(
+            {*PER_STEP_KEYS, "action", "mask", "collector.mask", *inputs,
+             *(f"next.{k}" for k in inputs), *heads, *(f"{k}_log_prob" for k in heads)}
+        )  # fmt: skip
         raise InvalidArgument(
             f"{field}: unknown key (model {model.name!r}); expected some of {expected}"
         )
+
+
+def _heads(model: Model) -> dict[str, str]:
+    """A composite actor's head name → distribution (its JSON keys: the head's actions, and
+    `<head>_log_prob` for its behaviour log-probability, TorchRL's non-aggregate layout)."""
+    action = model.manifest.action
+    if action is None or action.distribution != "composite":
+        return {}
+    return {head.name: head.distribution for head in action.heads}
 
 
 def loss_response_to_json(response: pb.ComputeLossResponse) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.runtime.loss import LossInputs, LossResult, LossSpec
 from service.runtime.trajectory import Trajectory
+from service.wire.agents import AgentLayout
 from service.wire.codec import decode_per_step, decode_tensor
 from service.wire.estimator import decode_estimator
 from service.wire.options import read_knobs
@@ -44,11 +45,19 @@ def decode_loss(request: pb.ComputeLossRequest, defaults: Defaults) -> LossSpec:
 
 
 def _optional_per_step(
-    message: pb.ComputeLossRequest, name: str, steps: tuple[int, ...], dtype: torch.dtype
+    message: pb.ComputeLossRequest, name: str, trajectory: Trajectory, layout: AgentLayout
 ) -> torch.Tensor | None:
     if not message.HasField(name):
         return None
-    return decode_per_step(getattr(message, name), name, steps, dtype, finite=True)
+    return decode_per_step(
+        getattr(message, name),
+        name,
+        trajectory.batch_shape,
+        trajectory.dtype,
+        finite=True,
+        layout=layout,
+        where=trajectory.mask,
+    )
 
 
 def decode_loss_inputs(
@@ -57,18 +66,25 @@ def decode_loss_inputs(
     """Everything a ComputeLoss request brings besides the trajectory."""
     steps, dtype = trajectory.batch_shape, trajectory.dtype
     defaults = model.manifest.defaults
+    layout = _layout(trajectory)
     return LossInputs(
-        estimator=decode_estimator(request, defaults, steps, dtype),
+        estimator=decode_estimator(request, defaults, steps, dtype, trajectory.n_agents),
         loss=decode_loss(request, defaults),
-        advantage=_optional_per_step(request, "advantage", steps, dtype),
-        value_target=_optional_per_step(request, "value_target", steps, dtype),
+        advantage=_optional_per_step(request, "advantage", trajectory, layout),
+        value_target=_optional_per_step(request, "value_target", trajectory, layout),
         behaviour_params={
-            key: decode_tensor(
-                request.behaviour_distribution[key], f"behaviour_distribution[{key!r}]"
+            key: layout.leading(
+                decode_tensor(
+                    request.behaviour_distribution[key], f"behaviour_distribution[{key!r}]"
+                ),
+                f"behaviour_distribution[{key!r}]",
             )
             for key in sorted(request.behaviour_distribution)
         },
         apply_update=request.apply_update,
+        composite_lp_aggregate=(
+            request.composite_lp_aggregate if request.HasField("composite_lp_aggregate") else None
+        ),
         expected_version=(
             request.expected_parameter_version
             if request.HasField("expected_parameter_version")
@@ -76,6 +92,14 @@ def decode_loss_inputs(
         ),
         min_version=min_version(request),
     )
+
+
+def _layout(trajectory: Trajectory) -> AgentLayout:
+    """The request's agent layout, from the decoded (agent-major [*B, n, T]) trajectory."""
+    if not trajectory.n_agents:
+        return AgentLayout(0)
+    steps = trajectory.batch_shape
+    return AgentLayout(trajectory.n_agents, steps[:-2], steps[-1])
 
 
 def encode_loss_response(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from service.distributions import ACTION_DTYPES, DistributionKind
 from service.dtypes import TORCH_DTYPES
+from service.models.manifest import ActionHeadSpec, ActionSpec
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.wire.codec import TORCH_TO_DTYPE
@@ -25,17 +26,35 @@ def model_info(model: Model) -> pb.ModelInfo:
         device=str(model.device),
         parameter_dtype=TORCH_TO_DTYPE[model.parameter_dtype],
     )
-    if manifest.action is not None:
-        kind = DistributionKind(manifest.action.distribution)
+    action = manifest.action
+    if action is not None and action.distribution == "composite":
         info.action.CopyFrom(
             pb.ActionSpec(
-                distribution=pb.Distribution.Value(f"DISTRIBUTION_{kind.name}"),
-                shape=manifest.action.shape,
-                dtype=TORCH_TO_DTYPE[TORCH_DTYPES[ACTION_DTYPES[kind]]],
-                num_actions=manifest.action.num_actions,
+                distribution=pb.DISTRIBUTION_COMPOSITE,
+                heads=[
+                    pb.ActionHead(name=head.name, **_distribution_fields(head))
+                    for head in action.heads
+                ],
             )
         )
+    elif action is not None:
+        info.action.CopyFrom(pb.ActionSpec(**_distribution_fields(action)))
+    info.n_agents = manifest.agents
     return info
+
+
+def _distribution_fields(head: ActionSpec | ActionHeadSpec) -> dict:
+    """The wire fields describing one head's (or a single-head actor's) distribution."""
+    kind = DistributionKind(head.distribution)
+    fields = {
+        "distribution": pb.Distribution.Value(f"DISTRIBUTION_{kind.name}"),
+        "shape": head.shape,
+        "dtype": TORCH_TO_DTYPE[TORCH_DTYPES[ACTION_DTYPES[kind]]],
+        "num_actions": head.num_actions,
+    }
+    if kind is DistributionKind.TANH_NORMAL:
+        fields |= {"low": head.low, "high": head.high}
+    return fields
 
 
 def list_models_response(models: list[Model]) -> pb.ListModelsResponse:

@@ -254,3 +254,49 @@ def test_docs_render_offline(browser, browser_server) -> None:
         "return performance.getEntriesByType('resource').map(e => e.name)"
     )
     assert all(urlsplit(url).netloc == origin for url in resources), resources
+
+
+def test_debug_page_plots_one_agent(browser, browser_server) -> None:
+    """A body with n_agents: the page plots the chosen agent's series of [*B, T, n]."""
+    steps, agents = 6, 3
+    observation = [[[0.1 * (t + a), -0.2, 0.3 * a, 0.05 * t] for a in range(agents)]
+                   for t in range(steps + 1)]  # fmt: skip
+    body = {
+        "n_agents": agents,
+        "trajectory": {
+            "observation": [observation[:steps]],
+            "next.observation": [observation[1:]],
+            "next.reward": [[[float(t * agents + a) for a in range(agents)] for t in range(steps)]],
+            "next.done": [[t == 3 for t in range(steps)]],
+        },
+    }
+    wait = WebDriverWait(browser, 20)
+    browser.get(f"{browser_server.url}/debug")
+    wait.until(lambda d: len(Select(d.find_element(By.ID, "model")).options) == 2)
+    payload = browser.find_element(By.ID, "payload")
+    payload.clear()
+    browser.execute_script("arguments[0].value = arguments[1]", payload, json.dumps(body))
+    agent = browser.find_element(By.ID, "agent")
+    agent.clear()
+    agent.send_keys("2")
+    browser.find_element(By.ID, "compute").click()
+    wait.until(lambda d: d.execute_script("return document.body.dataset.state") != "computing")
+    error = browser.find_element(By.ID, "error")
+    assert not error.is_displayed(), error.text
+    chart = browser.find_element(By.ID, "chart")
+    rewards = [
+        float(p.get_attribute("data-value"))
+        for p in chart.find_elements(By.CSS_SELECTOR, "circle.point[data-series='reward']")
+    ]
+    assert rewards == [float(t * agents + 2) for t in range(steps)]
+    expected = httpx.post(
+        f"{browser_server.url}/v1/advantage",
+        json={**body, "estimator": {"name": "gae", "average_gae": False}},
+    ).json()
+    plotted = [
+        float(p.get_attribute("data-value"))
+        for p in chart.find_elements(By.CSS_SELECTOR, "circle.point[data-series='advantage']")
+    ]
+    assert plotted == [expected["advantage"][0][t][2] for t in range(steps)]
+    terminal = chart.find_elements(By.CSS_SELECTOR, "line.marker.terminal")
+    assert [int(m.get_attribute("data-t")) for m in terminal] == [3]

@@ -106,6 +106,17 @@ void FillTrajectory(const TrajectoryFields& in, v1::Trajectory* trajectory) {
   for (const auto& [key, tensor] : in.next_observation) {
     (*trajectory->mutable_next_observation())[key] = tensor;
   }
+  if (in.mask) *trajectory->mutable_mask() = *in.mask;
+  for (const auto& [key, tensor] : in.action_heads) {
+    (*trajectory->mutable_action_heads())[key] = tensor;
+  }
+  for (const auto& [key, tensor] : in.sample_log_prob_heads) {
+    (*trajectory->mutable_sample_log_prob_heads())[key] = tensor;
+  }
+  for (const auto& [key, tensor] : in.log_prob_heads) {
+    (*trajectory->mutable_log_prob_heads())[key] = tensor;
+  }
+  trajectory->set_n_agents(in.n_agents);
   trajectory->set_form(in.form == Form::kCompact ? v1::TRAJECTORY_FORM_COMPACT
                                                  : v1::TRAJECTORY_FORM_FULL);
 }
@@ -376,6 +387,12 @@ std::vector<double> Tensor::DecodeAsDouble(const v1::Tensor& tensor) {
 
 // ---------------------------------------------------------------------------------------------
 // Request / Client
+
+v1::Trajectory TrajectoryToProto(const TrajectoryFields& fields) {
+  v1::Trajectory out;
+  FillTrajectory(fields, &out);
+  return out;
+}
 
 v1::ComputeAdvantageRequest ToProto(const AdvantageRequest& request) {
   v1::ComputeAdvantageRequest out;

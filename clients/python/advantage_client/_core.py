@@ -393,6 +393,8 @@ class ClientCore:
         torchrl_shapes: bool = False,
         min_parameter_version: int | None = None,
         timeout: float | None = None,
+        n_agents: int = 0,
+        agent_group: str | None = None,
         **arrays: Any,
     ) -> Steps[AdvantageResult[Any] | TensorDictBase]:
         """Compute advantages and value targets on the server.
@@ -410,7 +412,22 @@ class ClientCore:
           step (see ``form`` for the compact layout);
         - ``state_value``, ``next_state_value``: V(s_t), V(s_{t+1}), both or neither; when
           given, the server does not run its value network;
-        - ``action``, ``sample_log_prob``, ``log_prob``: for V-trace (see `VTrace`).
+        - ``action``, ``sample_log_prob``, ``log_prob``: for V-trace (see `VTrace`); for a
+          composite policy ``action`` is a mapping head → array (``{"move": ..., "aim": ...}``)
+          and the log-probabilities are aggregated arrays or mappings head → array;
+        - ``mask``: [*B, T] bool, False at padded steps (TorchRL's ``("collector", "mask")``);
+          padded steps get 0 and nothing flows from them into valid steps.
+
+        With ``n_agents=n`` the per-agent arrays are TorchRL's MARL layout, time before agents:
+        reward, values and log-probabilities [*B, T, n], observations [*B, T, n, *obs],
+        actions [*B, T, n, ...], done/terminated [*B, T] (shared) or [*B, T, n]; results come
+        back as [*B, T, n] (full form only). A TensorDict in TorchRL's MARL layout is read with
+        ``agent_group="agents"`` (the group of its per-agent entries, batch [*B, T, n]):
+        ``(group, key)`` and ``("next", group, key)`` observations, ``("next", group,
+        "reward")``, ``("next", group, "done" | "terminated")`` or the shared ``("next",
+        "done" | "terminated")``, optional ``(group, "state_value")`` and ``("next", group,
+        "state_value")``; the result gets ``(group, "advantage")`` and ``(group,
+        "value_target")`` [*B, T, n, 1].
 
         A TensorDict uses TorchRL's layout with batch_size [*B, T]: observations at the root
         and under ``"next"``, ``("next", "reward")``, ``("next", "done")``,
@@ -467,6 +484,8 @@ class ClientCore:
             in_keys=in_keys,
             recompute_values=recompute_values,
             torchrl_shapes=torchrl_shapes,
+            n_agents=n_agents,
+            agent_group=agent_group,
             **arrays,
         )
         request = _with_min_version(prepared.request, min_parameter_version)
@@ -489,6 +508,9 @@ class ClientCore:
         torchrl_shapes: bool = False,
         min_parameter_version: int | None = None,
         timeout: float | None = None,
+        n_agents: int = 0,
+        composite_lp_aggregate: bool | None = None,
+        agent_group: str | None = None,
         **arrays: Any,
     ) -> Steps[LossResult]:
         """Compute a loss with the server's networks and, with ``apply_update``, take one step.
@@ -528,6 +550,16 @@ class ClientCore:
             model, form, in_keys, torchrl_shapes, min_parameter_version, timeout: as for
                 `compute_advantage`.
             recompute_advantage: ignore the TensorDict's advantage and value_target.
+            n_agents: arrays in the multi-agent layout (see `compute_advantage`).
+            agent_group: a TensorDict in TorchRL's MARL layout: the per-agent entries' group
+                (e.g. ``"agents"``), read as `compute_advantage` reads it, plus
+                ``(group, "action")``, ``(group, "sample_log_prob")`` and, when both are
+                present, ``(group, "advantage")`` and ``(group, "value_target")``.
+            composite_lp_aggregate: composite policies: False reports each head's entropy
+                (``composite_entropy.<head>_entropy``), as TorchRL's non-aggregate mode; None =
+                decided by the log-probabilities sent (per head → non-aggregate). A TensorDict
+                whose ``"action"`` holds TorchRL's nested heads sends them with dotted names
+                (``"action.move"``), and its ``("action", "<head>_log_prob")`` entries per head.
             **arrays: the batch's arrays (above). Until the next release the previous knob
                 keywords (``clip_epsilon=``, ``entropy_coeff=``, …, ``estimator_options=``)
                 still work, with a DeprecationWarning.
@@ -558,6 +590,9 @@ class ClientCore:
             distribution=distribution,
             recompute_advantage=recompute_advantage,
             torchrl_shapes=torchrl_shapes,
+            n_agents=n_agents,
+            composite_lp_aggregate=composite_lp_aggregate,
+            agent_group=agent_group,
             **arrays,
         )
         request = _with_min_version(prepared.request, min_parameter_version)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from advantage_client._agents import group_arrays
 from advantage_client._codec import encode, is_tensordict
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
 from advantage_client._request import (
@@ -26,6 +27,8 @@ from advantage_client._request import (
     check_batch_source,
     fill_batch,
     fill_from_arrays,
+    head_arrays,
+    td_mask,
     td_reward_and_done,
 )
 from advantage_client.options import (
@@ -136,6 +139,9 @@ def prepare_loss(
     distribution: str | None = None,
     recompute_advantage: bool = False,
     torchrl_shapes: bool = False,
+    n_agents: int = 0,
+    composite_lp_aggregate: bool | None = None,
+    agent_group: str | None = None,
     **arrays: Any,
 ) -> PreparedLoss:
     """Validate the arguments of compute_loss and build the request (see the clients).
@@ -165,8 +171,29 @@ def prepare_loss(
     if expected_parameter_version is not None:
         request.expected_parameter_version = int(expected_parameter_version)
     loss_options.fill(request)
+    if composite_lp_aggregate is not None:
+        if not isinstance(composite_lp_aggregate, (bool, np.bool_)):
+            raise TypeError(
+                "composite_lp_aggregate must be a bool or None, got "
+                f"{type(composite_lp_aggregate).__name__}"
+            )
+        request.composite_lp_aggregate = bool(composite_lp_aggregate)
+    if data is not None and agent_group is not None:  # a MARL tensordict → its group's arrays
+        check_batch_source(data, given)
+        if n_agents:
+            raise TypeError("n_agents applies to keyword arrays; a TensorDict names agent_group")
+        if in_keys is None:
+            raise ValueError("in_keys: the observation keys of the agent group are needed")
+        group, n_agents = group_arrays(data, agent_group, in_keys, for_loss=True)
+        if recompute_advantage or loss_options.computes_own_targets:
+            group.pop("advantage", None)
+            group.pop("value_target", None)
+        given = {name: group.get(name) for name in given}
+        data, in_keys, recompute_advantage = None, None, False
     if data is not None:
         check_batch_source(data, given)
+        if n_agents:
+            raise TypeError("n_agents applies to keyword arrays; a TensorDict names agent_group")
         _fill_from_tensordict(
             request,
             data,
@@ -197,7 +224,9 @@ def prepare_loss(
     if loss_options.needs_behaviour_distribution and behaviour_distribution is None:
         raise TypeError('ppo_kl needs behaviour_distribution={"logits": ...} (or loc, scale)')
     _check_estimator(loss_options, estimator_options, advantage is not None, "with")
-    given = fill_from_arrays(request, given, estimator_options, in_keys, form, torchrl_shapes)
+    given = fill_from_arrays(
+        request, given, estimator_options, in_keys, form, torchrl_shapes, n_agents
+    )
     if advantage is not None:
         request.advantage.CopyFrom(encode(given["advantage"], name="advantage"))
         request.value_target.CopyFrom(encode(given["value_target"], name="value_target"))
@@ -227,10 +256,20 @@ def _fill_from_tensordict(
     action = td.get(_ACTION, None)
     if action is None:
         raise KeyError(f"the TensorDict has no {_ACTION!r} (the actions the loss scores)")
-    tensors["action"] = action
+    tensors["mask"] = td_mask(td)
     log_prob_key = next((k for k in _LOG_PROB_KEYS if td.get(k, None) is not None), None)
+    per_head: dict[str, Any] = {}
+    if is_tensordict(action):  # a composite policy: TorchRL's nested heads under "action"
+        heads = {f"{_ACTION}.{k}": v for k, v in head_arrays(action).items()}
+        logs = {k for k in heads if k.endswith("_log_prob")}  # non-aggregate: move_log_prob
+        tensors["action"] = {k: v for k, v in heads.items() if k not in logs}
+        per_head = {k.removesuffix("_log_prob"): heads[k] for k in logs}
+    else:
+        tensors["action"] = action
     if log_prob_key is not None:
         tensors["sample_log_prob"] = _td_step(td, log_prob_key, "sample_log_prob")
+    elif per_head:
+        tensors["sample_log_prob"] = per_head
     elif loss.needs_sample_log_prob:
         raise KeyError(
             f"{loss.oneof_field} needs the behaviour log-probability: the TensorDict has none of "

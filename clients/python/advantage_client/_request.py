@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from advantage_client._agents import group_arrays, write_group_outputs
 from advantage_client._codec import (
     WireArray,
     decode_numpy,
@@ -53,6 +54,13 @@ _ACTION = "action"
 # Older TorchRL wrote "sample_log_prob"; 0.14 defaults to "action_log_prob". First found wins.
 _LOG_PROB_KEYS = ("sample_log_prob", "action_log_prob")
 _DEFAULT_OBS_KEY = "observation"
+_MASK = ("collector", "mask")  # TorchRL's valid-step mask of padded segments
+# A composite policy's per-head arrays go to these Trajectory maps.
+_HEAD_FIELDS = {
+    "action": "action_heads",
+    "sample_log_prob": "sample_log_prob_heads",
+    "log_prob": "log_prob_heads",
+}
 
 #: The trajectory's keyword arrays, the same for both calls.
 TRAJECTORY_ARRAYS = (
@@ -65,6 +73,7 @@ TRAJECTORY_ARRAYS = (
     "next_state_value",
     "action",
     "sample_log_prob",
+    "mask",
 )
 #: The batch's keyword arrays compute_advantage takes.
 ADVANTAGE_ARRAYS = (*TRAJECTORY_ARRAYS, "log_prob")
@@ -280,6 +289,7 @@ class OutputSpec:
     device: Any = None
     tensordict: Any = None
     torchrl_shapes: bool = False  # per-step results get TorchRL's trailing 1 (arrays only)
+    agent_group: str | None = None  # a MARL tensordict: results go to (group, name)
 
 
 @dataclass
@@ -309,11 +319,21 @@ def fill_batch(
     next_observation: Mapping[str, Any],
     tensors: Mapping[str, Any],
     form: str,
+    n_agents: int = 0,
 ) -> None:
     """Encode the trajectory (per-step arrays [*B, T]) into `request`, building the compact form
-    when asked, and the estimator (None = none; a per-step γ or λ needs the reward)."""
+    when asked, and the estimator (None = none; a per-step γ or λ needs the reward).
+
+    `tensors` may hold a ``mask`` ([*B, T] bool, False at padding) and, for a composite policy,
+    ``action`` / ``sample_log_prob`` / ``log_prob`` as mappings head → array (or a TensorDict of
+    heads, whose nested keys are joined with dots). With `n_agents` the per-agent arrays are
+    [*B, T, n_agents, ...] (full form only)."""
     if form not in ("full", "compact"):
         raise ValueError(f"form must be 'full' or 'compact', got {form!r}")
+    if isinstance(n_agents, bool) or not isinstance(n_agents, (int, np.integer)) or n_agents < 0:
+        raise TypeError(f"n_agents must be an int >= 0, got {n_agents!r}")
+    if n_agents and form == "compact":
+        raise ValueError("form='compact' is not available with n_agents; send form='full'")
     reward = to_wire(reward, name="reward")
     done = to_wire(done, name="done")
     terminated = None if terminated is None else to_wire(terminated, name="terminated")
@@ -324,9 +344,23 @@ def fill_batch(
     traj.done.CopyFrom(encode(done, name="done"))
     if terminated is not None:
         traj.terminated.CopyFrom(encode(terminated, name="terminated"))
+    traj.n_agents = int(n_agents)
     for name, value in tensors.items():
-        if value is not None:
+        if value is None:
+            continue
+        if name in _HEAD_FIELDS and (is_tensordict(value) or isinstance(value, Mapping)):
+            for key, head in head_arrays(value).items():
+                getattr(traj, _HEAD_FIELDS[name])[key].CopyFrom(
+                    encode(head, name=f"{name}[{key!r}]")
+                )
+        else:
             getattr(traj, name).CopyFrom(encode(value, name=name))
+    mask = tensors.get("mask")
+    if mask is not None and form == "compact":  # padding: done, terminated, never truncated
+        valid = to_wire(mask, name="mask").array.astype(bool)
+        done = WireArray(done.array.astype(bool) | ~valid, done.dtype)
+        ends = done.array if terminated is None else terminated.array.astype(bool) | ~valid
+        terminated = WireArray(ends, done.dtype)
     if form == "full":
         traj.form = pb.TRAJECTORY_FORM_FULL
         for key, value in observation.items():
@@ -371,6 +405,17 @@ def fill_batch(
         traj.next_observation[key].CopyFrom(encode(nxt, name=f"next_observation[{key!r}]"))
 
 
+def head_arrays(value: Any) -> dict[str, Any]:
+    """A composite policy's per-head arrays: a mapping head → array, or a TensorDict whose
+    nested keys become dotted head names (("agents", "action0") → "agents.action0")."""
+    if is_tensordict(value):
+        return {
+            ".".join(key) if isinstance(key, tuple) else key: leaf
+            for key, leaf in value.items(include_nested=True, leaves_only=True)
+        }
+    return dict(value)
+
+
 def needs_input_keys(
     data: Any,
     estimator: EstimatorLike | None,
@@ -405,6 +450,11 @@ def _td_step(td: Any, key: Any, name: str) -> Any:
     )
 
 
+def td_mask(td: Any) -> Any:
+    """TorchRL's ("collector", "mask") [*B, T] (or [*B, T, 1]), None when absent."""
+    return _td_step(td, _MASK, "mask")
+
+
 def td_reward_and_done(td: Any) -> tuple[Any, Any]:
     """A TensorDict's ("next", "reward") and ("next", "done"), [*B, T]; both are needed."""
     if td.batch_dims < 1:
@@ -426,6 +476,8 @@ def prepare(
     in_keys: Sequence[str] | None = None,
     recompute_values: bool = False,
     torchrl_shapes: bool = False,
+    n_agents: int = 0,
+    agent_group: str | None = None,
     **arrays: Any,
 ) -> PreparedCall:
     """Validate the arguments of compute_advantage and build the request (see the clients).
@@ -440,6 +492,12 @@ def prepare(
     request = pb.ComputeAdvantageRequest(model_name=model)
     if data is not None:
         check_batch_source(data, given)
+        if n_agents:
+            raise TypeError("n_agents applies to keyword arrays; a TensorDict names agent_group")
+        if agent_group is not None:
+            return _prepare_agent_tensordict(
+                request, data, agent_group, options, form, in_keys, recompute_values
+            )
         return _prepare_tensordict(request, data, options, form, in_keys, recompute_values)
     if recompute_values:
         given["state_value"] = given["next_state_value"] = None
@@ -454,7 +512,7 @@ def prepare(
         if is_torch_tensor(reward)
         else OutputSpec("numpy", torchrl_shapes=torchrl_shapes)
     )
-    fill_from_arrays(request, given, options, in_keys, form, torchrl_shapes)
+    fill_from_arrays(request, given, options, in_keys, form, torchrl_shapes, n_agents)
     return PreparedCall(request, output)
 
 
@@ -465,15 +523,20 @@ def fill_from_arrays(
     in_keys: Sequence[str] | None,
     form: str,
     torchrl_shapes: bool,
+    n_agents: int = 0,
 ) -> dict[str, Any]:
     """Write the keyword arrays' trajectory into `request`, and the estimator (a per-step γ or
-    λ needs the reward); returns the arrays in the contract's [*B, T] layout."""
+    λ needs the reward); returns the arrays in the contract's [*B, T] layout (with `n_agents`:
+    [*B, T, n_agents], as given)."""
     observation = given["observation"]
     if in_keys is not None and len(in_keys) != 1 and not isinstance(observation, Mapping):
         raise ValueError("in_keys names the single observation key for array inputs")
     default_key = in_keys[0] if in_keys else _DEFAULT_OBS_KEY
     observations = _as_obs_map(observation, default_key)
-    given = contract_layout(given, observations, torchrl_shapes)
+    if n_agents and torchrl_shapes:
+        raise ValueError("torchrl_shapes=True does not apply with n_agents ([*B, T, n_agents])")
+    if not n_agents:
+        given = contract_layout(given, observations, torchrl_shapes)
     fill_batch(
         request,
         estimator,
@@ -484,11 +547,37 @@ def fill_from_arrays(
         next_observation=_as_obs_map(given["next_observation"], default_key),
         tensors={
             name: given.get(name)
-            for name in ("state_value", "next_state_value", "action", "sample_log_prob", "log_prob")
+            for name in (
+                "state_value", "next_state_value", "action", "sample_log_prob", "log_prob", "mask",
+            )
         },
         form=form,
-    )
+        n_agents=n_agents,
+    )  # fmt: skip
     return given
+
+
+def _prepare_agent_tensordict(
+    request: pb.ComputeAdvantageRequest,
+    td: Any,
+    group: str,
+    estimator: EstimatorOptions | None,
+    form: str,
+    in_keys: Sequence[str] | None,
+    recompute_values: bool,
+) -> PreparedCall:
+    """A MARL tensordict (`_agents`): its group's arrays, sent with n_agents."""
+    arrays, n_agents = group_arrays(
+        td, group, in_keys or (), for_loss=False, send_values=not recompute_values
+    )
+    if not isinstance(estimator, VTrace):
+        arrays.pop("action", None)
+        arrays.pop("sample_log_prob", None)
+    given = {name: arrays.get(name) for name in ADVANTAGE_ARRAYS}
+    fill_from_arrays(request, given, estimator, None, form, False, n_agents)
+    reward = given["reward"]
+    output = OutputSpec("tensordict", device=reward.device, tensordict=td, agent_group=group)
+    return PreparedCall(request, output)
 
 
 def _prepare_tensordict(
@@ -517,6 +606,7 @@ def _prepare_tensordict(
             )
         tensors["sample_log_prob"] = _td_step(td, log_prob_key, "sample_log_prob")
         tensors["action"] = td.get(_ACTION, None)
+    tensors["mask"] = td_mask(td)
     observation: dict[str, Any] = {}
     next_observation: dict[str, Any] = {}
     if in_keys is not None:
@@ -578,6 +668,11 @@ def decode_response(response: pb.ComputeAdvantageResponse, output: OutputSpec) -
             timing=Timing.from_pb(response.timing),
         )
     td = output.tensordict
+    if output.agent_group is not None:
+        outputs = {"advantage": advantage, "value_target": value_target}
+        if state_value is not None:
+            outputs |= {"state_value": state_value, "next_state_value": next_state_value}
+        return write_group_outputs(td, output.agent_group, outputs)
     batch = tuple(td.batch_size)
     if tuple(advantage.shape) != batch:
         raise ValueError(

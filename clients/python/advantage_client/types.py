@@ -25,6 +25,9 @@ _DISTRIBUTIONS = {
     pb.DISTRIBUTION_CATEGORICAL: "categorical",
     pb.DISTRIBUTION_NORMAL: "normal",
     pb.DISTRIBUTION_TANH_NORMAL: "tanh_normal",
+    pb.DISTRIBUTION_COMPOSITE: "composite",
+    pb.DISTRIBUTION_ONE_HOT_CATEGORICAL: "one_hot_categorical",
+    pb.DISTRIBUTION_BERNOULLI: "bernoulli",
 }
 
 
@@ -118,21 +121,33 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """The actor's policy: distribution (None without an actor), per-step shape, dtype name."""
+    """The actor's policy: distribution (None without an actor), per-step shape, dtype name.
+
+    A composite policy ("composite") has named `heads`, each an `ActionSpec` of its own (its
+    `name` set); send their actions as ``action={name: array}``."""
 
     distribution: str | None
     shape: tuple[int, ...]
     dtype: str
     num_actions: int
+    heads: tuple[ActionSpec, ...] = ()
+    name: str = ""
+    low: float = 0.0
+    high: float = 0.0
 
     @classmethod
-    def from_pb(cls, msg: pb.ActionSpec) -> ActionSpec:
-        """Build from the wire message."""
+    def from_pb(cls, msg: pb.ActionSpec | pb.ActionHead) -> ActionSpec:
+        """Build from the wire message (an ActionSpec or one of its heads)."""
+        heads = getattr(msg, "heads", ())
         return cls(
             _DISTRIBUTIONS.get(msg.distribution),
             tuple(msg.shape),
             dtype_name(msg.dtype),
             msg.num_actions,
+            tuple(cls.from_pb(head) for head in heads),
+            getattr(msg, "name", ""),
+            msg.low,
+            msg.high,
         )
 
 
@@ -150,6 +165,7 @@ class ModelInfo:
     lmbda: float
     device: str
     parameter_dtype: str
+    n_agents: int = 0  # agents per step the model declares (0 = not declared)
 
     @property
     def input_keys(self) -> tuple[str, ...]:
@@ -170,4 +186,5 @@ class ModelInfo:
             lmbda=msg.defaults.lmbda,
             device=msg.device,
             parameter_dtype=dtype_name(msg.parameter_dtype),
+            n_agents=msg.n_agents,
         )

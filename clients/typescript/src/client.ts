@@ -182,6 +182,9 @@ export interface ComputeLossArgs extends TrajectoryArgs, EstimatorKnobs, CallOpt
   applyUpdate?: boolean;
   /** With applyUpdate: FAILED_PRECONDITION unless the model is at this version. */
   expectedParameterVersion?: number;
+  /** Composite policies: false reports each head's entropy (TorchRL's non-aggregate mode);
+   * undefined = decided by the log-probabilities sent. */
+  compositeLpAggregate?: boolean;
   model?: string;
 }
 
@@ -225,7 +228,7 @@ function withMinVersion<T extends Record<string, unknown>>(request: T, version: 
 }
 const LOSS_ARGS = [
   ...ADVANTAGE_ARGS, "loss", "lossOptions", "advantage", "valueTarget", "behaviourDistribution",
-  "applyUpdate", "expectedParameterVersion",
+  "applyUpdate", "expectedParameterVersion", "compositeLpAggregate",
 ];
 
 type Callback = (err: grpc.ServiceError | null, res?: any) => void;
@@ -382,6 +385,12 @@ export class AdvantageClient {
     }
     if (args.expectedParameterVersion !== undefined) {
       request["expected_parameter_version"] = args.expectedParameterVersion;
+    }
+    if (args.compositeLpAggregate !== undefined) {
+      if (typeof args.compositeLpAggregate !== "boolean") {
+        throw new TypeError(`compositeLpAggregate must be a boolean, got ${typeof args.compositeLpAggregate}`);
+      }
+      request["composite_lp_aggregate"] = args.compositeLpAggregate;
     }
     const res = await this.unary("ComputeLoss", withMinVersion(request, args.minParameterVersion), args.deadlineMs);
     return lossResultFromWire(res);

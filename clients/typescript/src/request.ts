@@ -208,20 +208,57 @@ export interface TrajectoryArgs {
   stateValue?: Tensor;
   /** V(s_{t+1}), [*B, T]. */
   nextStateValue?: Tensor;
-  /** [*B, T] int64 (categorical) or [*B, T, *action_shape] float. */
-  action?: Tensor;
-  /** Behaviour policy's log-probability of `action`, [*B, T]. */
-  sampleLogProb?: Tensor;
-  /** Current policy's log-probability of `action`, [*B, T] (V-trace without the actor). */
-  logProb?: Tensor;
+  /** [*B, T] int64 (categorical) or [*B, T, *action_shape] float; a composite policy's
+   * actions as {head: Tensor} (head names as GetModel lists them, e.g. "move"). */
+  action?: Tensor | Record<string, Tensor>;
+  /** Behaviour policy's log-probability of `action`, [*B, T]; or {head: [*B, T]} per head
+   * (TorchRL's non-aggregate mode: the server then reports each head's entropy). */
+  sampleLogProb?: Tensor | Record<string, Tensor>;
+  /** Current policy's log-probability of `action`, [*B, T] (V-trace without the actor); or per
+   * head. */
+  logProb?: Tensor | Record<string, Tensor>;
+  /** [*B, T] bool: false at padded steps (TorchRL's ("collector", "mask")). Padded steps get 0
+   * and nothing flows from them into valid steps. */
+  mask?: Tensor;
+  /** Agents per step: per-agent tensors are [*B, T, nAgents, ...] (time before agents);
+   * done/terminated [*B, T] (shared) or [*B, T, nAgents]; full form only. */
+  nAgents?: number;
   /** "full" (default) or "compact": full-form observations are converted by the client. */
   form?: Form;
 }
 
 export const TRAJECTORY_ARGS = [
   "reward", "done", "terminated", "observation", "nextObservation", "stateValue",
-  "nextStateValue", "action", "sampleLogProb", "logProb", "form",
+  "nextStateValue", "action", "sampleLogProb", "logProb", "mask", "nAgents", "form",
 ];
+
+/** The Trajectory map a per-head argument goes to. */
+const HEAD_FIELDS: Readonly<Record<string, string>> = {
+  action: "action_heads",
+  sampleLogProb: "sample_log_prob_heads",
+  logProb: "log_prob_heads",
+};
+
+/** Padded steps are done and terminated for the compact form (never truncated). */
+function maskedFlags(done: Tensor, terminated: Tensor | undefined, mask: Tensor): { done: Tensor; terminated: Tensor } {
+  if (!sameShape(mask.shape, done.shape)) {
+    throw new RangeError(`mask: expected the done shape [${done.shape.join(", ")}], got [${mask.shape.join(", ")}]`);
+  }
+  const n = numel(done.shape, "done");
+  const d = done.data as ArrayLike<number | boolean>;
+  const t = (terminated ?? done).data as ArrayLike<number | boolean>;
+  const m = mask.data as ArrayLike<number | boolean>;
+  const doneOut = new Uint8Array(n);
+  const termOut = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    doneOut[i] = d[i] || !m[i] ? 1 : 0;
+    termOut[i] = t[i] || !m[i] ? 1 : 0;
+  }
+  return {
+    done: { data: doneOut, shape: done.shape, dtype: "bool" },
+    terminated: { data: termOut, shape: done.shape, dtype: "bool" },
+  };
+}
 
 const DEFAULT_OBS_KEY = "observation";
 
@@ -329,7 +366,8 @@ export function compactObservations(
 
 /** Encode a Trajectory message (object form), building the compact form when asked. */
 export function buildTrajectory(args: TrajectoryArgs): Record<string, unknown> {
-  const { reward, done, terminated } = args;
+  const { reward, done } = args;
+  let terminated = args.terminated;
   if (reward === undefined || done === undefined) {
     const missing = ["reward", "done"].filter((k) => (args as unknown as Record<string, unknown>)[k] === undefined);
     throw new TypeError(`a trajectory needs ${missing.join(" and ")}`);
@@ -353,11 +391,36 @@ export function buildTrajectory(args: TrajectoryArgs): Record<string, unknown> {
     ["action", "action"],
     ["sampleLogProb", "sample_log_prob"],
     ["logProb", "log_prob"],
+    ["mask", "mask"],
   ];
   for (const [arg, field] of optional) {
     const value = args[arg];
-    if (value !== undefined) traj[field] = encodeTensor(value as Tensor, arg);
+    if (value === undefined) continue;
+    if (arg in HEAD_FIELDS && !isTensor(value)) {
+      if (typeof value !== "object" || value === null) {
+        throw new TypeError(`${arg} must be a Tensor or {head: Tensor}, got ${typeof value}`);
+      }
+      const heads: Record<string, WireTensor> = {};
+      for (const [head, t] of Object.entries(value as Record<string, Tensor>)) {
+        heads[head] = encodeTensor(t, `${arg}[${JSON.stringify(head)}]`);
+      }
+      traj[HEAD_FIELDS[arg]!] = heads;
+    } else {
+      traj[field] = encodeTensor(value as Tensor, arg);
+    }
   }
+  if (args.nAgents !== undefined) {
+    if (!Number.isInteger(args.nAgents) || args.nAgents < 0) {
+      throw new RangeError(`nAgents must be an integer >= 0, got ${args.nAgents}`);
+    }
+    if (args.nAgents > 0 && form === "compact") {
+      throw new RangeError('form "compact" is not available with nAgents; send form "full"');
+    }
+    traj["n_agents"] = args.nAgents;
+  }
+  const flags = args.mask !== undefined && form === "compact" ? maskedFlags(done, terminated, args.mask) : undefined;
+  const compactDone = flags?.done ?? done;
+  if (flags !== undefined) terminated = flags.terminated;
   const observation = asObsMap(args.observation, "observation");
   const nextObservation = asObsMap(args.nextObservation, "nextObservation");
   const obsOut: Record<string, WireTensor> = {};
@@ -377,11 +440,11 @@ export function buildTrajectory(args: TrajectoryArgs): Record<string, unknown> {
       let n = nextObservation[key];
       if (sameShape(obs.shape.slice(0, nb), step)) {
         if (n === undefined) throw new TypeError(`form "compact" from full-form observations needs nextObservation[${label}]`);
-        ({ observation: o, nextObservation: n } = compactObservations(obs, n, done, terminated, key));
+        ({ observation: o, nextObservation: n } = compactObservations(obs, n, compactDone, terminated, key));
       } else if (sameShape(obs.shape.slice(0, nb), compactStep)) {
         if (n === undefined) {
           let k = 0;
-          for (const m of truncatedMask(done, terminated)) k += m;
+          for (const m of truncatedMask(compactDone, terminated)) k += m;
           if (k) throw new TypeError(`nextObservation[${label}] is needed at the ${k} truncated steps`);
           const dtype = dtypeOf(obs, `observation[${label}]`);
           n = { data: new (arrayTypeOf(dtype))(0), shape: [0, ...obs.shape.slice(nb)], dtype };

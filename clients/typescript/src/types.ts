@@ -43,14 +43,20 @@ export interface InputSpec {
   dtype: DType | null;
 }
 
-export type Distribution = "categorical" | "normal" | "tanh_normal";
+export type Distribution =
+  | "categorical" | "normal" | "tanh_normal" | "composite" | "one_hot_categorical" | "bernoulli";
 
-/** The actor's policy (distribution null without an actor network). */
+/** The actor's policy (distribution null without an actor network). A "composite" policy has
+ * named heads (send their actions as `action: {head: Tensor}`). */
 export interface ActionSpec {
   distribution: Distribution | null;
   shape: number[];
   dtype: DType | null;
   numActions: number;
+  /** A composite policy's heads, each with its `name`. */
+  heads: ActionSpec[];
+  /** Head name ("" for the policy itself). */
+  name: string;
 }
 
 /** Description of a server-held model (proto ModelInfo). */
@@ -62,6 +68,8 @@ export interface ModelInfo {
   hasValueNetwork: boolean;
   hasActorNetwork: boolean;
   action: ActionSpec;
+  /** Agents per step the model declares (0 = not declared). */
+  nAgents: number;
   parameterVersion: number;
   /** Default γ and λ (used when a request leaves them unset). */
   gamma: number;
@@ -132,7 +140,21 @@ const DISTRIBUTIONS: Record<string, Distribution> = {
   DISTRIBUTION_CATEGORICAL: "categorical",
   DISTRIBUTION_NORMAL: "normal",
   DISTRIBUTION_TANH_NORMAL: "tanh_normal",
+  DISTRIBUTION_COMPOSITE: "composite",
+  DISTRIBUTION_ONE_HOT_CATEGORICAL: "one_hot_categorical",
+  DISTRIBUTION_BERNOULLI: "bernoulli",
 };
+
+function actionFromWire(a: Wire): ActionSpec {
+  return {
+    distribution: DISTRIBUTIONS[a["distribution"] as string] ?? null,
+    shape: ((a["shape"] ?? []) as unknown[]).map(Number),
+    dtype: dtypeFromWire(a["dtype"]),
+    numActions: Number(a["num_actions"] ?? 0),
+    heads: ((a["heads"] ?? []) as Wire[]).map(actionFromWire),
+    name: a["name"] ?? "",
+  };
+}
 
 export function modelInfoFromWire(w: Wire): ModelInfo {
   const inputs: InputSpec[] = ((w["inputs"] ?? []) as Wire[]).map((s) => ({
@@ -147,12 +169,8 @@ export function modelInfoFromWire(w: Wire): ModelInfo {
     inputKeys: inputs.map((s) => s.name),
     hasValueNetwork: Boolean(w["has_value_network"]),
     hasActorNetwork: Boolean(w["has_actor_network"]),
-    action: {
-      distribution: DISTRIBUTIONS[a["distribution"] as string] ?? null,
-      shape: ((a["shape"] ?? []) as unknown[]).map(Number),
-      dtype: dtypeFromWire(a["dtype"]),
-      numActions: Number(a["num_actions"] ?? 0),
-    },
+    action: actionFromWire(a),
+    nAgents: Number(w["n_agents"] ?? 0),
     parameterVersion: Number(w["parameter_version"] ?? 0),
     gamma: Number(w["defaults"]?.["gamma"] ?? 0),
     lmbda: Number(w["defaults"]?.["lmbda"] ?? 0),

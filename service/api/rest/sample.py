@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from service.models.manifest import ActionHeadSpec, ActionSpec
 from service.models.model import Model
 
 MAX_SAMPLE_STEPS = 1000
@@ -66,14 +67,31 @@ def sample_request(model: Model, steps: int = 24, seed: int = 0) -> dict[str, An
         trajectory["next.state_value"] = torch.randn(steps, generator=generator).tolist()
     action = model.manifest.action
     if action is not None and model.actor_network is not None:
-        if action.distribution == "categorical":
-            chosen = torch.randint(0, action.num_actions, (steps,), generator=generator)
-            log_prob = torch.full((steps,), -math.log(action.num_actions))
+        if action.distribution == "composite":  # per head: its actions and log-probability
+            for head in action.heads:
+                chosen, log_prob = _sample_action(head, steps, generator)
+                trajectory[head.name] = chosen.tolist()
+                trajectory[f"{head.name}_log_prob"] = log_prob.tolist()
         else:
-            chosen = torch.rand((steps, *action.shape), generator=generator) * 1.8 - 0.9
-            if action.distribution == "tanh_normal":
-                chosen = action.low + (chosen + 1) / 2 * (action.high - action.low)
-            log_prob = torch.full((steps,), -1.0 * max(1, math.prod(action.shape)))
-        trajectory["action"] = chosen.tolist()
-        trajectory["sample_log_prob"] = log_prob.tolist()
+            chosen, log_prob = _sample_action(action, steps, generator)
+            trajectory["action"] = chosen.tolist()
+            trajectory["sample_log_prob"] = log_prob.tolist()
     return {"model_name": model.name, "estimator": {"name": "gae"}, "trajectory": trajectory}
+
+
+def _sample_action(
+    action: ActionSpec | ActionHeadSpec, steps: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Actions in the support of one head (or a single-head actor), and a plausible log-prob."""
+    if action.distribution in ("categorical", "one_hot_categorical"):
+        chosen = torch.randint(0, action.num_actions, (steps,), generator=generator)
+        if action.distribution == "one_hot_categorical":
+            chosen = torch.nn.functional.one_hot(chosen, action.num_actions).float()
+        return chosen, torch.full((steps,), -math.log(action.num_actions))
+    if action.distribution == "bernoulli":
+        chosen = torch.randint(0, 2, (steps, *action.shape), generator=generator).float()
+        return chosen, torch.full((steps,), -math.log(2) * math.prod(action.shape))
+    chosen = torch.rand((steps, *action.shape), generator=generator) * 1.8 - 0.9
+    if action.distribution == "tanh_normal":
+        chosen = action.low + (chosen + 1) / 2 * (action.high - action.low)
+    return chosen, torch.full((steps,), -1.0 * max(1, math.prod(action.shape)))

@@ -99,6 +99,8 @@ TRAJECTORY_PROPERTIES: dict[str, Any] = {
         f"Log-probability of `action` under the current policy, {PER_STEP}; given, V-trace "
         "does not call the actor."
     ),
+    "mask": _nested(f"{PER_STEP} bool, false at padded steps (they get 0 and add nothing)."),
+    "collector.mask": _nested("TorchRL's name for `mask`."),
 }
 
 
@@ -146,7 +148,19 @@ REQUEST_SCHEMA: dict[str, Any] = {
             "time. Float tensors take numbers (null = NaN, never true/false), bool tensors "
             "true/false or 0/1, integer tensors integers.",
             "properties": TRAJECTORY_PROPERTIES,
+            "additionalProperties": {
+                **NESTED,
+                "description": "A composite actor's heads: `<head>` (its actions) and "
+                "`<head>_log_prob` (its behaviour log-probability).",
+            },
             "required": ["next.reward", "next.done"],
+        },
+        "n_agents": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 0,
+            "description": "Agents per step: per-agent tensors are [*B, T, n_agents, ...] "
+            "(time before agents); done/terminated [*B, T] (shared) or [*B, T, n_agents].",
         },
         "min_parameter_version": {
             "type": "integer",
@@ -267,6 +281,11 @@ LOSS_REQUEST_SCHEMA: dict[str, Any] = {
         "expected_parameter_version": {
             "type": "integer",
             "description": "Refuse (412) unless the model is at this version.",
+        },
+        "composite_lp_aggregate": {
+            "type": ["boolean", "null"],
+            "description": "Composite actors: false reports each head's entropy "
+            "(TorchRL's non-aggregate mode); null = from the log-probabilities sent.",
         },
     },
 }

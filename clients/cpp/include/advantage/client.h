@@ -93,6 +93,18 @@ struct TrajectoryFields {
   std::optional<v1::Tensor> action;
   std::optional<v1::Tensor> sample_log_prob;  // behaviour policy's log-probability, [*B, T]
   std::optional<v1::Tensor> log_prob;         // current policy's (V-trace without the actor)
+  // A composite policy (ModelInfo.action.heads): one action per head, [*B, T, *head_shape]
+  // (int64 for categorical heads), instead of `action`; behaviour (and current) log-probabilities
+  // per head, [*B, T] each, instead of the aggregated ones (TorchRL's non-aggregate mode).
+  std::map<std::string, v1::Tensor> action_heads;
+  std::map<std::string, v1::Tensor> sample_log_prob_heads;
+  std::map<std::string, v1::Tensor> log_prob_heads;
+  // [*B, T] bool, false at padded steps (TorchRL's ("collector", "mask")): they get 0, and a
+  // valid step followed by padding ends its segment.
+  std::optional<v1::Tensor> mask;
+  // Agents per step (0 = none): per-agent tensors are [*B, T, n_agents, ...] (proto/README.md).
+  uint32_t n_agents = 0;
+
   Form form = Form::kFull;
 };
 
@@ -263,6 +275,10 @@ struct ModelVersion {
   std::string model_name;
   int64_t parameter_version = 0;
 };
+
+// The trajectory part of a request alone (heads, mask, agents included), as ToProto builds it:
+// for a message sent through Client::stub().
+v1::Trajectory TrajectoryToProto(const TrajectoryFields& fields);
 
 // TLS for a server started with --tls-cert: PEM contents (not paths; see ReadFile).
 struct TlsOptions {

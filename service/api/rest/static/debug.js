@@ -307,22 +307,36 @@ function element(name, attributes, parent) {
   return node;
 }
 
+// One agent's series of a body with n_agents: per-agent tensors are [*B, T, n] (time before
+// agents), flags [*B, T] (shared) or [*B, T, n]; `index` is the row of [*B].
+function agentRow(nested, steps, agents, rows, index, agent) {
+  if (nested === undefined) return null;
+  const flat = [nested].flat(Infinity);
+  if (flat.length !== rows * steps * agents) return row(nested, steps, index); // shared [*B, T]
+  return Array.from({ length: steps }, (_, t) => flat[(index * steps + t) * agents + agent])
+    .map((v) => (v === null ? NaN : Number(v)));
+}
+
 function plot(request, result) {
-  const shape = result.shape;
+  const agents = Number(request.n_agents) || 0;
+  const shape = agents ? result.shape.slice(0, -1) : result.shape;
   const steps = shape[shape.length - 1];
   const rows = shape.slice(0, -1).reduce((a, b) => a * b, 1);
   const index = Math.min(Math.max(0, Number($("row").value) || 0), rows - 1);
+  const agent = Math.min(Math.max(0, Number($("agent").value) || 0), Math.max(agents - 1, 0));
+  const series = agents ? (nested) => agentRow(nested, steps, agents, rows, index, agent)
+    : (nested) => row(nested, steps, index);
   const trajectory = flatten(request.trajectory);
   const pick = (...keys) => keys.map((k) => trajectory[k]).find((v) => v !== undefined);
   const data = {
-    reward: row(pick("next.reward", "reward"), steps, index),
-    state_value: row(result.state_value ?? pick("state_value"), steps, index),
-    advantage: row(result.advantage, steps, index),
-    value_target: row(result.value_target, steps, index),
+    reward: series(pick("next.reward", "reward")),
+    state_value: series(result.state_value ?? pick("state_value")),
+    advantage: series(result.advantage),
+    value_target: series(result.value_target),
   };
-  const done = row(pick("next.done", "done"), steps, index).map(Boolean);
+  const done = series(pick("next.done", "done")).map(Boolean);
   const terminatedRaw = pick("next.terminated", "terminated");
-  const terminated = terminatedRaw === undefined ? done : row(terminatedRaw, steps, index).map(Boolean);
+  const terminated = terminatedRaw === undefined ? done : series(terminatedRaw).map(Boolean);
 
   const svg = $("chart");
   svg.replaceChildren();

@@ -32,6 +32,9 @@ class Distribution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DISTRIBUTION_CATEGORICAL: _ClassVar[Distribution]
     DISTRIBUTION_NORMAL: _ClassVar[Distribution]
     DISTRIBUTION_TANH_NORMAL: _ClassVar[Distribution]
+    DISTRIBUTION_COMPOSITE: _ClassVar[Distribution]
+    DISTRIBUTION_ONE_HOT_CATEGORICAL: _ClassVar[Distribution]
+    DISTRIBUTION_BERNOULLI: _ClassVar[Distribution]
 
 class CriticLoss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,6 +58,9 @@ DISTRIBUTION_UNSPECIFIED: Distribution
 DISTRIBUTION_CATEGORICAL: Distribution
 DISTRIBUTION_NORMAL: Distribution
 DISTRIBUTION_TANH_NORMAL: Distribution
+DISTRIBUTION_COMPOSITE: Distribution
+DISTRIBUTION_ONE_HOT_CATEGORICAL: Distribution
+DISTRIBUTION_BERNOULLI: Distribution
 CRITIC_LOSS_UNSPECIFIED: CriticLoss
 CRITIC_LOSS_L1: CriticLoss
 CRITIC_LOSS_L2: CriticLoss
@@ -71,7 +77,7 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., raw_data: _Optional[bytes] = ...) -> None: ...
 
 class Trajectory(_message.Message):
-    __slots__ = ("observation", "next_observation", "reward", "done", "terminated", "state_value", "next_state_value", "action", "sample_log_prob", "log_prob", "form")
+    __slots__ = ("observation", "next_observation", "reward", "done", "terminated", "state_value", "next_state_value", "action", "sample_log_prob", "log_prob", "form", "mask", "action_heads", "sample_log_prob_heads", "log_prob_heads", "n_agents")
     class ObservationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +86,27 @@ class Trajectory(_message.Message):
         value: Tensor
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     class NextObservationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class ActionHeadsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class SampleLogProbHeadsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class LogProbHeadsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +124,11 @@ class Trajectory(_message.Message):
     SAMPLE_LOG_PROB_FIELD_NUMBER: _ClassVar[int]
     LOG_PROB_FIELD_NUMBER: _ClassVar[int]
     FORM_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    ACTION_HEADS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_LOG_PROB_HEADS_FIELD_NUMBER: _ClassVar[int]
+    LOG_PROB_HEADS_FIELD_NUMBER: _ClassVar[int]
+    N_AGENTS_FIELD_NUMBER: _ClassVar[int]
     observation: _containers.MessageMap[str, Tensor]
     next_observation: _containers.MessageMap[str, Tensor]
     reward: Tensor
@@ -108,7 +140,12 @@ class Trajectory(_message.Message):
     sample_log_prob: Tensor
     log_prob: Tensor
     form: TrajectoryForm
-    def __init__(self, observation: _Optional[_Mapping[str, Tensor]] = ..., next_observation: _Optional[_Mapping[str, Tensor]] = ..., reward: _Optional[_Union[Tensor, _Mapping]] = ..., done: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., state_value: _Optional[_Union[Tensor, _Mapping]] = ..., next_state_value: _Optional[_Union[Tensor, _Mapping]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., sample_log_prob: _Optional[_Union[Tensor, _Mapping]] = ..., log_prob: _Optional[_Union[Tensor, _Mapping]] = ..., form: _Optional[_Union[TrajectoryForm, str]] = ...) -> None: ...
+    mask: Tensor
+    action_heads: _containers.MessageMap[str, Tensor]
+    sample_log_prob_heads: _containers.MessageMap[str, Tensor]
+    log_prob_heads: _containers.MessageMap[str, Tensor]
+    n_agents: int
+    def __init__(self, observation: _Optional[_Mapping[str, Tensor]] = ..., next_observation: _Optional[_Mapping[str, Tensor]] = ..., reward: _Optional[_Union[Tensor, _Mapping]] = ..., done: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ..., state_value: _Optional[_Union[Tensor, _Mapping]] = ..., next_state_value: _Optional[_Union[Tensor, _Mapping]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., sample_log_prob: _Optional[_Union[Tensor, _Mapping]] = ..., log_prob: _Optional[_Union[Tensor, _Mapping]] = ..., form: _Optional[_Union[TrajectoryForm, str]] = ..., mask: _Optional[_Union[Tensor, _Mapping]] = ..., action_heads: _Optional[_Mapping[str, Tensor]] = ..., sample_log_prob_heads: _Optional[_Mapping[str, Tensor]] = ..., log_prob_heads: _Optional[_Mapping[str, Tensor]] = ..., n_agents: _Optional[int] = ...) -> None: ...
 
 class Coefficient(_message.Message):
     __slots__ = ("scalar", "per_step")
@@ -253,16 +290,22 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DType, str]] = ...) -> None: ...
 
 class ActionSpec(_message.Message):
-    __slots__ = ("distribution", "shape", "dtype", "num_actions")
+    __slots__ = ("distribution", "shape", "dtype", "num_actions", "heads", "low", "high")
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     NUM_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
     distribution: Distribution
     shape: _containers.RepeatedScalarFieldContainer[int]
     dtype: DType
     num_actions: int
-    def __init__(self, distribution: _Optional[_Union[Distribution, str]] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DType, str]] = ..., num_actions: _Optional[int] = ...) -> None: ...
+    heads: _containers.RepeatedCompositeFieldContainer[ActionHead]
+    low: float
+    high: float
+    def __init__(self, distribution: _Optional[_Union[Distribution, str]] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DType, str]] = ..., num_actions: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[ActionHead, _Mapping]]] = ..., low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
 
 class EstimatorDefaults(_message.Message):
     __slots__ = ("gamma", "lmbda")
@@ -273,7 +316,7 @@ class EstimatorDefaults(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "inputs", "has_value_network", "has_actor_network", "action", "parameter_version", "defaults", "device", "parameter_dtype")
+    __slots__ = ("name", "inputs", "has_value_network", "has_actor_network", "action", "parameter_version", "defaults", "device", "parameter_dtype", "n_agents")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     HAS_VALUE_NETWORK_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +326,7 @@ class ModelInfo(_message.Message):
     DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    N_AGENTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     has_value_network: bool
@@ -292,7 +336,8 @@ class ModelInfo(_message.Message):
     defaults: EstimatorDefaults
     device: str
     parameter_dtype: DType
-    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ...) -> None: ...
+    n_agents: int
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ..., n_agents: _Optional[int] = ...) -> None: ...
 
 class PolicyLossOptions(_message.Message):
     __slots__ = ("entropy_bonus", "entropy_coeff", "critic_coeff", "loss_critic_type", "normalize_advantage", "clip_value")
@@ -375,7 +420,7 @@ class ImpalaLoss(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ..., rho_thresh: _Optional[float] = ..., c_thresh: _Optional[float] = ..., rho_pg_thresh: _Optional[float] = ..., entropy_coeff: _Optional[float] = ..., critic_coeff: _Optional[float] = ..., entropy_bonus: _Optional[bool] = ...) -> None: ...
 
 class ComputeLossRequest(_message.Message):
-    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version")
+    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version", "composite_lp_aggregate")
     class BehaviourDistributionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -402,6 +447,7 @@ class ComputeLossRequest(_message.Message):
     APPLY_UPDATE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
     MIN_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMPOSITE_LP_AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     trajectory: Trajectory
     td0: TD0
@@ -421,7 +467,8 @@ class ComputeLossRequest(_message.Message):
     apply_update: bool
     expected_parameter_version: int
     min_parameter_version: int
-    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ...) -> None: ...
+    composite_lp_aggregate: bool
+    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ..., composite_lp_aggregate: _Optional[bool] = ...) -> None: ...
 
 class ComputeLossResponse(_message.Message):
     __slots__ = ("loss", "metrics", "model_name", "parameter_version", "updated", "new_parameter_version", "grad_norm", "timing")
@@ -507,3 +554,21 @@ class ModelVersion(_message.Message):
     model_name: str
     parameter_version: int
     def __init__(self, model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ...) -> None: ...
+
+class ActionHead(_message.Message):
+    __slots__ = ("name", "distribution", "shape", "dtype", "num_actions", "low", "high")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    distribution: Distribution
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: DType
+    num_actions: int
+    low: float
+    high: float
+    def __init__(self, name: _Optional[str] = ..., distribution: _Optional[_Union[Distribution, str]] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DType, str]] = ..., num_actions: _Optional[int] = ..., low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...

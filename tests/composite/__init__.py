@@ -1,0 +1,1 @@
+"""Composite (multi-head) actions, masks and multi-agent layouts."""
