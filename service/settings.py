@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(
         128, ge=1, description="batching: queued requests before RESOURCE_EXHAUSTED"
     )
+    max_imagination_steps: int = Field(
+        256,
+        ge=1,
+        description="DreamerV3: the longest imagination horizon a ComputeLoss may ask for "
+        "(longer: RESOURCE_EXHAUSTED)",
+    )
     auth_token_file: Path | None = Field(
         None,
         description="file holding the bearer token every AdvantageService call and REST /v1/ "

@@ -140,6 +140,10 @@ def dreamer_networks(
         }
         critic = LatentHead(sizes, 1)
         actor = TanhNormalActor(sizes)
+        with torch.no_grad():  # DreamerV3 starts the reward head and the critic at 0
+            for head in (world["reward"], critic):
+                head.net[-1].weight.zero_()
+                head.net[-1].bias.zero_()
     finally:
         torch.random.set_rng_state(generator_state)
     return world, critic, actor

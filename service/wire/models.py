@@ -7,6 +7,7 @@ from service.dtypes import TORCH_DTYPES
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.wire.codec import TORCH_TO_DTYPE
+from service.wire.dreamer import world_model_info
 
 
 def model_info(model: Model) -> pb.ModelInfo:
@@ -25,6 +26,8 @@ def model_info(model: Model) -> pb.ModelInfo:
         device=str(model.device),
         parameter_dtype=TORCH_TO_DTYPE[model.parameter_dtype],
     )
+    if model.world_model is not None:
+        info.world_model.CopyFrom(world_model_info(model))
     if manifest.action is not None:
         kind = DistributionKind(manifest.action.distribution)
         info.action.CopyFrom(

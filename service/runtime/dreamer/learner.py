@@ -69,16 +69,17 @@ class DreamerResult:
     posterior: dict[str, torch.Tensor] | None = None  # [*B, T, *latent]
 
 
-def horizon_of(knobs: dict[str, Any], limit: int) -> int:
+def horizon_of(knobs: dict[str, Any], limit: int, loss: str) -> int:
     """The imagination horizon H (default 15); RESOURCE_EXHAUSTED above the server's limit."""
     horizon = knobs.get("imagination_horizon", DEFAULT_HORIZON)
+    where = f"{'dreamer_v3.actor' if loss == 'dreamer_v3' else loss}.imagination"
     if horizon != int(horizon) or horizon < 1:
         raise InvalidArgument(
-            f"imagination.imagination_horizon: expected an integer ≥ 1, got {horizon}"
+            f"{where}.imagination_horizon: expected an integer ≥ 1, got {horizon}"
         )
     if horizon > limit:
         raise ResourceExhausted(
-            f"imagination.imagination_horizon: {int(horizon)} steps is above this server's "
+            f"{where}.imagination_horizon: {int(horizon)} steps is above this server's "
             f"limit of {limit} (--max-imagination-steps)"
         )
     return int(horizon)
@@ -117,7 +118,7 @@ def dreamer_losses(
         horizon = (
             inputs.imagined.horizon
             if inputs.imagined is not None
-            else horizon_of(knobs, max_imagination_steps)
+            else horizon_of(knobs, max_imagination_steps, inputs.loss)
         )
         if inputs.imagined is not None and horizon > max_imagination_steps:
             raise ResourceExhausted(
