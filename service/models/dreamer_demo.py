@@ -140,10 +140,9 @@ def dreamer_networks(
         }
         critic = LatentHead(sizes, 1)
         actor = TanhNormalActor(sizes)
-        with torch.no_grad():  # DreamerV3 starts the reward head and the critic at 0
-            for head in (world["reward"], critic):
-                head.net[-1].weight.zero_()
-                head.net[-1].bias.zero_()
+        with torch.no_grad():  # DreamerV3 starts its two-hot reward head at 0 (uniform logits)
+            world["reward"].net[-1].weight.zero_()
+            world["reward"].net[-1].bias.zero_()
     finally:
         torch.random.set_rng_state(generator_state)
     return world, critic, actor

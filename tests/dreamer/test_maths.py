@@ -68,6 +68,12 @@ def test_two_hot_by_hand() -> None:
     assert torch.allclose(two_hot_decode(logits, bins), torch.full((3,), 0.75).double())
 
 
+def test_uniform_logits_decode_to_exactly_zero_in_float32() -> None:
+    # A zero-initialised reward head: the ±4.9e8 ends of the support must cancel exactly.
+    bins = default_bins(255, dtype=torch.float32)
+    assert float(two_hot_decode(torch.zeros(5, 255), bins).abs().max()) == 0.0
+
+
 def test_two_hot_matches_torchrl_on_255_bins() -> None:
     torch.manual_seed(0)
     bins = default_bins(255, dtype=torch.float64)
