@@ -42,7 +42,10 @@ def load_models(settings: Settings) -> dict[str, Model]:
     """The models to serve: the repository's, or the built-in demo model when none is given."""
     device = settings.torch_device()
     if settings.model_repository is None:
-        return {"demo": demo_model(device), DREAMER_DEMO_NAME: dreamer_demo_model(device)}
+        models = {"demo": demo_model(device)}
+        if settings.dreamer_demo:
+            models[DREAMER_DEMO_NAME] = dreamer_demo_model(device)
+        return models
     return load_repository(settings.model_repository, device)
 
 

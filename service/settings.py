@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         description="folder of model folders (each with a model.json); unset = the built-in "
         "demo model",
     )
+    dreamer_demo: bool = Field(
+        False,
+        description="without --model-repository, also serve the built-in DreamerV3 model "
+        "`dreamer-demo` (a seeded world model, actor and critic; `make serve` sets it)",
+    )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     max_message_mb: float = Field(
         64.0, gt=0, description="largest request or response accepted, in MiB"

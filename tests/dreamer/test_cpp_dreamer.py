@@ -43,7 +43,7 @@ def _run(executable: Path, target: str, horizon: int) -> subprocess.CompletedPro
 
 
 def test_cpp_dreamer_step(dreamer_step: Path) -> None:
-    with running_server(Settings(max_imagination_steps=20)) as server:
+    with running_server(Settings(max_imagination_steps=20, dreamer_demo=True)) as server:
         done = _run(dreamer_step, server.target, 5)
         too_long = _run(dreamer_step, server.target, 21)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -8,6 +8,7 @@ import pytest
 import torch
 from advantage_client import AdvantageClient, DreamerV3Model
 
+from service.settings import Settings
 from tests.support.rest import rest_server
 
 B, T = 2, 5
@@ -27,7 +28,7 @@ def _replay() -> dict:
 
 @pytest.fixture(scope="module")
 def server():
-    with rest_server() as running:
+    with rest_server(Settings(dreamer_demo=True)) as running:
         yield running
 
 

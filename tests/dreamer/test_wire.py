@@ -45,7 +45,7 @@ def _latents(rows: int = 4) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def client():
     with (
-        running_server(Settings(max_imagination_steps=32)) as server,
+        running_server(Settings(max_imagination_steps=32, dreamer_demo=True)) as server,
         AdvantageClient(server.target, timeout=60) as connected,
     ):
         yield connected
@@ -204,7 +204,10 @@ def test_get_model_describes_the_world_model() -> None:
     from service.pb.advantage.v1 import advantage_pb2 as pb
     from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
 
-    with running_server() as server, grpc.insecure_channel(server.target) as channel:
+    with (
+        running_server(Settings(dreamer_demo=True)) as server,
+        grpc.insecure_channel(server.target) as channel,
+    ):
         stub = pb_grpc.AdvantageServiceStub(channel)
         info = stub.GetModel(pb.GetModelRequest(model_name=MODEL), timeout=30).model
         plain = stub.GetModel(pb.GetModelRequest(model_name="demo"), timeout=30).model

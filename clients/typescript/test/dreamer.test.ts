@@ -12,7 +12,7 @@ let server: RunningServer;
 let client: AdvantageClient;
 
 before(async () => {
-  server = await startServer();
+  server = await startServer(["--dreamer-demo"]);
   client = new AdvantageClient(server.target, { deadlineMs: 60_000 });
   await client.waitForReady(30_000);
 });
