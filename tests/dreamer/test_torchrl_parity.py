@@ -91,10 +91,15 @@ def test_actor_loss_matches_torchrl(use_reinforce: bool) -> None:
         _grads_close(ours, theirs, "actor gradient")
 
 
-def test_value_loss_with_slow_critic_matches_torchrl() -> None:
-    nets = make_nets()
+@pytest.mark.parametrize("value_loss", ["symlog_mse", "two_hot"])
+def test_value_loss_with_slow_critic_matches_torchrl(value_loss: str) -> None:
+    nets = make_nets(critic_bins=255 if value_loss == "two_hot" else 0)
     model = service_model(nets)
-    reference = torchrl_dreamer(nets, horizon=H, value_kwargs={"slow_critic_regularization": 1.0})
+    reference = torchrl_dreamer(
+        nets,
+        horizon=H,
+        value_kwargs={"slow_critic_regularization": 1.0, "value_loss": value_loss},
+    )
     # A slow critic different from the critic (both sides start it as a copy, then move it).
     with torch.no_grad():
         for p in reference.value_loss.target_value_model_params.values(True, True):
@@ -104,7 +109,7 @@ def test_value_loss_with_slow_critic_matches_torchrl() -> None:
         for p in slow.parameters():
             p.add_(0.05)
     state, belief = _start(2, nets.sizes)
-    knobs = {**KNOBS, "slow_critic_regularization": 1.0}
+    knobs = {**KNOBS, "slow_critic_regularization": 1.0, "value_loss": value_loss}
     torch.manual_seed(3)
     imagined = imagine(model, state, belief, H)
     ours_out = behaviour_losses(model, imagined, knobs, actor=True, value=True)

@@ -83,6 +83,7 @@ def make_nets(
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
     continue_head: bool = True,
+    critic_bins: int = 0,
 ) -> DreamerNets:
     """The demo's RSSM (the maths of TorchRL's `RSSMPriorV3` / `RSSMPosteriorV3`, which runs
     its GRU in float32 and so cannot run in float64) with MLP heads, seeded, in `dtype`."""
@@ -96,7 +97,7 @@ def make_nets(
         decoder=LatentHead(sizes, sizes.observation),
         reward=LatentHead(sizes, sizes.reward_bins or 1),
         continue_head=LatentHead(sizes, 1) if continue_head else None,
-        critic=LatentHead(sizes, 1),
+        critic=LatentHead(sizes, critic_bins or 1),
         actor=TanhNormalActor(sizes),
     )
     with torch.no_grad():  # DreamerV3 starts the two-hot reward head near 0 (its paper: at 0)
@@ -220,7 +221,14 @@ def torchrl_dreamer(
             return_log_prob=True,
         ),
     )
-    value = TensorDictModule(nets.critic, ["state", "belief"], ["state_value"])
+    critic_width = nets.critic.net[-1].out_features
+    if critic_width > 1:  # two-hot logits, and their decoded value for the λ-returns
+        value = TensorDictSequential(
+            TensorDictModule(nets.critic, ["state", "belief"], ["state_value_logits"]),
+            TensorDictModule(Decoded(critic_width), ["state_value_logits"], ["state_value"]),
+        )
+    else:
+        value = TensorDictModule(nets.critic, ["state", "belief"], ["state_value"])
     continuation = (
         TensorDictModule(Probability(nets.continue_head), ["state", "belief"], ["continuation"])
         if use_continuation and nets.continue_head is not None

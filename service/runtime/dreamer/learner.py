@@ -26,7 +26,7 @@ from service.models.model import Model
 from service.runtime.call import CallState
 from service.runtime.dreamer.behaviour import behaviour_losses
 from service.runtime.dreamer.imagination import Imagined, imagine
-from service.runtime.dreamer.networks import world_model_of
+from service.runtime.dreamer.networks import is_categorical, world_model_of
 from service.runtime.dreamer.replay import Observed, Replay, observe
 from service.runtime.dreamer.state import training_state
 from service.runtime.dreamer.update import GroupStep, apply_dreamer_update, soft_update
@@ -151,6 +151,13 @@ def compute_dreamer_loss(
     reparameterised_actor = inputs.loss in ("dreamer_v3_actor", "dreamer_v3") and not bool(
         inputs.actor_knobs.get("use_reinforce", False)
     )
+    if reparameterised_actor and is_categorical(model):
+        field = "dreamer_v3.actor" if inputs.loss == "dreamer_v3" else inputs.loss
+        raise InvalidArgument(
+            f"{field}.use_reinforce: model {model.name!r} has a categorical actor, whose sampled "
+            "actions carry no gradient; set use_reinforce (REINFORCE, the paper's choice for "
+            "discrete actions)"
+        )
     if inputs.apply_update and inputs.imagined is not None and reparameterised_actor:
         raise FailedPrecondition(
             "imagined: the actor's dynamics-backprop gradient (use_reinforce false) runs through "
