@@ -15,6 +15,7 @@ from torchrl.objectives.dreamer_v3 import (
     two_hot_cross_entropy,
     two_hot_encode,
 )
+from torchrl.objectives.dreamer_v3 import two_hot_decode as torchrl_decode
 
 from service.losses.dreamer import (
     default_bins,
@@ -85,6 +86,7 @@ def test_two_hot_matches_torchrl_on_255_bins() -> None:
         two_hot_cross_entropy(logits, target, bins),
         rtol=1e-12,
     )
+    assert torch.allclose(two_hot_decode(logits, bins), torchrl_decode(logits, bins), rtol=1e-9)
 
 
 def _paper_lambda_return(r, v_next, c, gamma, lmbda):
