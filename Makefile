@@ -83,7 +83,7 @@ torch-plan: | $(BIN)/python
 system-packages: $(SYSTEM_STAMP) $(POLYGLOT_STAMP)
 
 serve: $(SERVER_STAMP)
-	$(BIN)/advantage-service serve $(ARGS)
+	$(BIN)/advantage-service serve --dreamer-demo $(ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -22,6 +22,7 @@ from service.api.interceptors import MalformedRequestInterceptor
 from service.api.metrics import Metrics
 from service.api.servicer import SERVICE_NAME, AdvantageServicer
 from service.models.demo import demo_model
+from service.models.dreamer_demo import DREAMER_DEMO_NAME, dreamer_demo_model
 from service.models.loading import load_repository
 from service.models.model import Model
 from service.models.registry import ModelRegistry
@@ -41,7 +42,10 @@ def load_models(settings: Settings) -> dict[str, Model]:
     """The models to serve: the repository's, or the built-in demo model when none is given."""
     device = settings.torch_device()
     if settings.model_repository is None:
-        return {"demo": demo_model(device)}
+        models = {"demo": demo_model(device)}
+        if settings.dreamer_demo:
+            models[DREAMER_DEMO_NAME] = dreamer_demo_model(device)
+        return models
     return load_repository(settings.model_repository, device)
 
 
@@ -53,7 +57,10 @@ class AdvantageServer:
         self.registry = ModelRegistry(models)
         replica = ReplicaState(settings.follow, list(self.registry)) if settings.follow else None
         self.runtime = Runtime(
-            self.registry, max_message_bytes=settings.max_message_bytes, replica=replica
+            self.registry,
+            max_message_bytes=settings.max_message_bytes,
+            replica=replica,
+            max_imagination_steps=settings.max_imagination_steps,
         )
         self.metrics = Metrics(self.registry, replica=replica)
         # "starting" → "serving" after warm-up (a replica: "syncing" until it holds the learner's

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         description="folder of model folders (each with a model.json); unset = the built-in "
         "demo model",
     )
+    dreamer_demo: bool = Field(
+        False,
+        description="without --model-repository, also serve the built-in DreamerV3 model "
+        "`dreamer-demo` (a seeded world model, actor and critic; `make serve` sets it)",
+    )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     max_message_mb: float = Field(
         64.0, gt=0, description="largest request or response accepted, in MiB"
@@ -62,6 +67,12 @@ class Settings(BaseSettings):
     )
     max_queue_size: int = Field(
         128, ge=1, description="batching: queued requests before RESOURCE_EXHAUSTED"
+    )
+    max_imagination_steps: int = Field(
+        256,
+        ge=1,
+        description="DreamerV3: the longest imagination horizon a ComputeLoss may ask for "
+        "(longer: RESOURCE_EXHAUSTED)",
     )
     auth_token_file: Path | None = Field(
         None,

@@ -24,6 +24,7 @@ from service.models.model import Model
 from service.runtime import Runtime
 from service.runtime.advantage import compute_advantage
 from service.runtime.call import CallState
+from service.runtime.dreamer import compute_dreamer_loss
 from service.runtime.loss import compute_loss
 from service.wire import parameters
 from service.wire.advantage import (
@@ -32,6 +33,11 @@ from service.wire.advantage import (
     response_bytes,
 )
 from service.wire.codec import decode_trajectory
+from service.wire.dreamer import (
+    decode_dreamer_request,
+    encode_dreamer_response,
+    is_dreamer_request,
+)
 from service.wire.loss import decode_loss_inputs, encode_loss_response
 from service.wire.malformed import MalformedRequest
 from service.wire.models import get_model_response, list_models_response
@@ -94,11 +100,25 @@ def compute_loss_handler(
         runtime.refuse_write_on_replica("apply_update")
     model = runtime.model(request.model_name)
     runtime.readable(model, min_version(request))
+    if is_dreamer_request(request):
+        return _compute_dreamer_loss(runtime, model, request, call, start)
     trajectory = decode_trajectory(request.trajectory)
     inputs = decode_loss_inputs(request, model, trajectory)
     decoded = time.perf_counter()
     result = compute_loss(model, trajectory, inputs, call, runtime.learner)
     return encode_loss_response(model, result, (decoded - start) * 1e3)
+
+
+def _compute_dreamer_loss(
+    runtime: Runtime, model: Model, request: Message, call: CallState | None, start: float
+) -> Message:
+    """ComputeLoss for a DreamerV3 loss (`service.runtime.dreamer`)."""
+    inputs = decode_dreamer_request(request, model)
+    decoded = time.perf_counter()
+    result = compute_dreamer_loss(
+        model, inputs, call, runtime.learner, runtime.max_imagination_steps
+    )
+    return encode_dreamer_response(model, result, (decoded - start) * 1e3)
 
 
 def get_parameters(

@@ -11,6 +11,7 @@ from torch import nn
 
 from service.dtypes import TORCH_DTYPES
 from service.models.manifest import ActionSpec, Defaults, InputSpec, Manifest, NetworkFile
+from service.models.world_model_export import WorldModelModules, export_world_model
 
 # Example batch used to trace the networks; > 1 so torch.export keeps the batch size symbolic.
 _EXAMPLE_ROWS = 8
@@ -47,11 +48,14 @@ def export_model(
     action: ActionSpec | None = None,
     defaults: Defaults | None = None,
     file_format: str = "torch.export",
+    world_model: WorldModelModules | None = None,
 ) -> Manifest:
     """Serialise the networks into `folder` with a `model.json`; return the manifest.
 
     `file_format` is "torch.export" (`.pt2`, the default) or "torchscript" (`.pt`). Networks are
-    exported in eval mode on the CPU with a symbolic batch dimension.
+    exported in eval mode on the CPU with a symbolic batch dimension. `world_model` (DreamerV3)
+    adds the world-model networks and the manifest's `world_model` section; the model's
+    `inputs` are then its latents, `state` and `belief`.
     """
     if file_format not in ("torch.export", "torchscript"):
         raise ValueError(
@@ -67,11 +71,17 @@ def export_model(
         file = key.removesuffix("_network") + suffix
         _save_network(network.eval().cpu(), folder / file, inputs)
         files[key] = NetworkFile(file=file)
+    spec = (
+        export_world_model(world_model, folder, suffix, _save_network, _example_inputs)
+        if world_model is not None
+        else None
+    )
     manifest = Manifest(
         name=name,
         inputs=tuple(inputs),
         action=action,
         defaults=defaults or Defaults(),
+        world_model=spec,
         **files,
     )
     manifest.save(folder)

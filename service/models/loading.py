@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -11,6 +13,7 @@ from torch import nn
 
 from service.models.manifest import MANIFEST_NAME, ManifestError, load_manifest
 from service.models.model import Model
+from service.models.world_model import WorldModel, parse_world_model
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,20 @@ def load_model(folder: Path, device: torch.device) -> Model:
         )
         if spec is not None
     }
-    return Model(manifest=manifest, device=device, **networks)
+    model = Model(manifest=manifest, device=device, **networks)
+    model.world_model = _load_world_model(folder, model, device)
+    return model
+
+
+def _load_world_model(folder: Path, model: Model, device: torch.device) -> WorldModel | None:
+    """The manifest's optional `world_model` section and its networks (DreamerV3)."""
+    data = json.loads((folder / MANIFEST_NAME).read_text()).get("world_model")
+    if data is None:
+        return None
+    spec = parse_world_model(data, model.manifest.inputs, str(folder / MANIFEST_NAME))
+    model.manifest = replace(model.manifest, world_model=spec)
+    networks = {name: load_network(folder / f.file, device) for name, f in spec.networks.items()}
+    return WorldModel(spec=spec, networks=networks)
 
 
 def load_repository(root: Path, device: torch.device) -> dict[str, Model]:

@@ -30,7 +30,7 @@ Files ending in `.pt2` are loaded with `torch.export.load`, files ending in `.pt
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +140,15 @@ class Manifest:
     defaults: Defaults = field(default_factory=Defaults)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     batching: BatchingSpec = field(default_factory=BatchingSpec)
+    # A `service.models.world_model.WorldModelSpec` (DreamerV3), read by `models.loading`.
+    world_model: Any = None
 
     def to_json(self) -> str:
         """Serialise (tuples become lists; absent networks are omitted)."""
-        data = {k: v for k, v in asdict(self).items() if v is not None}
+        world_model = self.world_model
+        data = {k: v for k, v in asdict(replace(self, world_model=None)).items() if v is not None}
+        if world_model is not None:
+            data["world_model"] = world_model.to_json_dict()
         return json.dumps(data, indent=2) + "\n"
 
     def save(self, folder: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,6 +34,10 @@ class Model:
     # per-model loss state such as KL-PEN's adaptive β.
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
     loss_state: dict[str, float] = field(default_factory=dict, repr=False)
+    # DreamerV3: the world model (`service.models.world_model.WorldModel`) and the learner's
+    # state between updates (`DreamerTrainingState`), when the manifest has a world model.
+    world_model: Any = None
+    dreamer: Any = field(default=None, repr=False)
     # Called with the model after each version change, under its lock (so: cheap, no blocking).
     version_listeners: list[Callable[[Model], None]] = field(default_factory=list, repr=False)
 

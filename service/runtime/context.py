@@ -21,6 +21,8 @@ class Runtime:
     # The largest response the transport may send (None = no limit): larger ones are refused
     # before the work, not after it.
     max_message_bytes: int | None = None
+    # DreamerV3: the longest imagination a request may ask for (--max-imagination-steps).
+    max_imagination_steps: int = 256
     # On a replica (`--follow`): its learner and what it holds; None on a learner.
     replica: ReplicaState | None = None
     # Watchers (WatchModels) and waiters (min_parameter_version) of the models' versions.

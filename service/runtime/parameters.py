@@ -19,6 +19,10 @@ def named_tensors(model: Model) -> dict[str, torch.Tensor]:
         if network is not None:
             for key, tensor in network.state_dict(keep_vars=False).items():
                 tensors[f"{network_name}.{key}"] = tensor
+    if model.world_model is not None:  # DreamerV3: "world_model.<network>.<key>"
+        for network_name, network in sorted(model.world_model.networks.items()):
+            for key, tensor in network.state_dict(keep_vars=False).items():
+                tensors[f"world_model.{network_name}.{key}"] = tensor
     return tensors
 
 

@@ -8,6 +8,7 @@ from service.models.manifest import ActionHeadSpec, ActionSpec
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.wire.codec import TORCH_TO_DTYPE
+from service.wire.dreamer import world_model_info
 
 
 def model_info(model: Model) -> pb.ModelInfo:
@@ -26,6 +27,8 @@ def model_info(model: Model) -> pb.ModelInfo:
         device=str(model.device),
         parameter_dtype=TORCH_TO_DTYPE[model.parameter_dtype],
     )
+    if model.world_model is not None:
+        info.world_model.CopyFrom(world_model_info(model))
     action = manifest.action
     if action is not None and action.distribution == "composite":
         info.action.CopyFrom(

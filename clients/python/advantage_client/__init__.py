@@ -25,6 +25,14 @@ from advantage_client._knobs import ESTIMATORS, KNOBS, LOSS_KNOBS, LOSSES
 from advantage_client._request import compact_observations
 from advantage_client.aio import AsyncAdvantageClient
 from advantage_client.client import AdvantageClient
+from advantage_client.dreamer import (
+    DreamerImagination,
+    DreamerResult,
+    DreamerV3,
+    DreamerV3Actor,
+    DreamerV3Model,
+    DreamerV3Value,
+)
 from advantage_client.errors import (
     AdvantageServiceError,
     CancelledError,
@@ -86,6 +94,12 @@ __all__ = [
     "CancelledError",
     "ClipPPO",
     "DeadlineExceededError",
+    "DreamerImagination",
+    "DreamerResult",
+    "DreamerV3",
+    "DreamerV3Actor",
+    "DreamerV3Model",
+    "DreamerV3Value",
     "EstimatorOptions",
     "FailedPreconditionError",
     "Impala",

@@ -44,6 +44,7 @@ from advantage_client._parameters import (
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
 from advantage_client._pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
 from advantage_client._request import decode_response, needs_input_keys, prepare
+from advantage_client.dreamer import build_dreamer_request, decode_dreamer_response
 from advantage_client.errors import from_rpc_error
 from advantage_client.options import GAE, ClipPPO, EstimatorLike, LossLike
 from advantage_client.types import AdvantageResult, LossResult, ModelInfo, Parameters
@@ -697,6 +698,37 @@ class ClientCore:
         module.load_state_dict(strip_prefix(tensors, prefix), strict=strict)
         return version
 
+    def _dreamer_loss(
+        self,
+        loss: Any,
+        *,
+        model: str = "",
+        starting_latents: Any = None,
+        replay: Any = None,
+        imagined: Any = None,
+        return_posterior: bool = False,
+        apply_update: bool = False,
+        expected_parameter_version: int | None = None,
+        min_parameter_version: int | None = None,
+        timeout: float | None = None,
+    ) -> Steps[Any]:
+        """A DreamerV3 loss (`advantage_client.dreamer`): `DreamerV3` (one learner step on a
+        ``replay``), `DreamerV3Actor` / `DreamerV3Value` (from ``starting_latents`` or an
+        ``imagined`` rollout) or `DreamerV3Model` (``replay``); returns a `DreamerResult`."""
+        request = build_dreamer_request(
+            loss,
+            model=model,
+            starting_latents=starting_latents,
+            replay=replay,
+            imagined=imagined,
+            return_posterior=return_posterior,
+            apply_update=apply_update,
+            expected_parameter_version=expected_parameter_version,
+        )
+        request = _with_min_version(request, min_parameter_version)
+        response = yield Unary("ComputeLoss", request, timeout)
+        return decode_dreamer_response(response)
+
     list_models = client_method(_list_models)
     get_model = client_method(_get_model)
     compute_advantage = client_method(_compute_advantage)
@@ -704,3 +736,4 @@ class ClientCore:
     get_parameters = client_method(_get_parameters)
     set_parameters = client_method(_set_parameters)
     load_into = client_method(_load_into)
+    dreamer_loss = client_method(_dreamer_loss)

@@ -152,7 +152,12 @@ def _check_range(knob: str, value: float) -> None:
 # Losses
 # --------------------------------------------------------------------------------------------
 
-_LOSS_FIELDS = {f.name: f for f in pb.ComputeLossRequest.DESCRIPTOR.oneofs_by_name["loss"].fields}
+# The trajectory losses (DreamerV3's have their own option classes: advantage_client.dreamer).
+_LOSS_FIELDS = {
+    f.name: f
+    for f in pb.ComputeLossRequest.DESCRIPTOR.oneofs_by_name["loss"].fields
+    if not f.name.startswith("dreamer_v3")
+}
 _OPTION_FIELDS = pb.PolicyLossOptions.DESCRIPTOR.fields_by_name
 # Shared PolicyLossOptions a loss ignores (the proto's A2CLoss / ReinforceLoss comments); sending
 # them would be silently dropped by the server, so the client refuses them.

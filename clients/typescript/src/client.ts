@@ -1,4 +1,5 @@
 /** Promise-based client of advantage-service (grpc-js, the contract loaded at runtime). */
+import { buildDreamerStepRequest, dreamerResultFromWire, type DreamerResult, type DreamerStepArgs } from "./dreamer";
 import * as grpc from "@grpc/grpc-js";
 import { isIP } from "node:net";
 import { AdvantageServiceError } from "./errors";
@@ -394,6 +395,16 @@ export class AdvantageClient {
     }
     const res = await this.unary("ComputeLoss", withMinVersion(request, args.minParameterVersion), args.deadlineMs);
     return lossResultFromWire(res);
+  }
+
+  /**
+   * One DreamerV3 learner step (`dreamer_v3`): the world model on `replay`, then the actor and
+   * the critic on rollouts the server imagines from every posterior latent; with `applyUpdate`,
+   * the three optimizer steps and one new parameter version.
+   */
+  async dreamerStep(args: DreamerStepArgs): Promise<DreamerResult> {
+    const res = await this.unary("ComputeLoss", buildDreamerStepRequest(args), args.deadlineMs);
+    return dreamerResultFromWire(res);
   }
 
   /** A consistent snapshot of a model's parameters ("" = the default model), reassembled. */

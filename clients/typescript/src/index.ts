@@ -60,3 +60,15 @@ export type {
   SetParametersResult,
   Timing,
 } from "./types";
+export {
+  buildDreamerStepRequest,
+  dreamerResultFromWire,
+  type DreamerImagination,
+  type DreamerReplay,
+  type DreamerResult,
+  type DreamerStepArgs,
+  type DreamerV3ActorKnobs,
+  type DreamerV3Knobs,
+  type DreamerV3ModelKnobs,
+  type DreamerV3ValueKnobs,
+} from "./dreamer";

@@ -352,6 +352,7 @@ class Client {
   // Bearer token for a server started with an auth token: every typed call sends it as the
   // "authorization" metadata. For calls through stub(), add it to your grpc::ClientContext.
   void set_token(std::string token) { token_ = std::move(token); }
+  const std::string& token() const noexcept { return token_; }
 
   // The generated stub, for the other RPCs (GetModel, ComputeLoss, GetParameters, ...).
   v1::AdvantageService::Stub& stub() const { return *stub_; }

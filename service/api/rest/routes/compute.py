@@ -18,6 +18,7 @@ from service.models.model import Model
 from service.runtime import Runtime
 from service.runtime.call import CallState
 from service.wire import json as convert
+from service.wire import json_dreamer as dreamer_json
 from service.wire.json_fields import with_rest_names
 from service.wire.requests import min_version
 
@@ -82,6 +83,8 @@ def _advantage_json(reply: Any, body: Any, json_ms: float) -> dict[str, Any]:
 
 
 def _loss_json(reply: Any, body: Any, json_ms: float) -> dict[str, Any]:
+    if reply.posterior_latents:  # DreamerV3's tensors as nested lists
+        return dreamer_json.dreamer_response_to_json(reply)
     return convert.loss_response_to_json(reply)
 
 
@@ -90,7 +93,10 @@ def _loss_request(scope: auth.Scope) -> Decode:
     any work, like gRPC's interceptor does)."""
 
     def decode(body: Any, model: Model) -> Message:
-        message = convert.loss_request_from_json(body, model)
+        if dreamer_json.dreamer_loss_name(body) is not None:
+            message = dreamer_json.dreamer_request_from_json(body, model)
+        else:
+            message = convert.loss_request_from_json(body, model)
         if message.apply_update:
             auth.require_write(scope, "apply_update")
         return message

@@ -42,6 +42,24 @@ class CriticLoss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CRITIC_LOSS_L1: _ClassVar[CriticLoss]
     CRITIC_LOSS_L2: _ClassVar[CriticLoss]
     CRITIC_LOSS_SMOOTH_L1: _ClassVar[CriticLoss]
+
+class DreamerValueLoss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DREAMER_VALUE_LOSS_UNSPECIFIED: _ClassVar[DreamerValueLoss]
+    DREAMER_VALUE_LOSS_SYMLOG_MSE: _ClassVar[DreamerValueLoss]
+    DREAMER_VALUE_LOSS_TWO_HOT: _ClassVar[DreamerValueLoss]
+
+class DreamerKLMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DREAMER_KL_MODE_UNSPECIFIED: _ClassVar[DreamerKLMode]
+    DREAMER_KL_MODE_BALANCED: _ClassVar[DreamerKLMode]
+    DREAMER_KL_MODE_SEPARATE: _ClassVar[DreamerKLMode]
+
+class DreamerRecoLoss(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DREAMER_RECO_LOSS_UNSPECIFIED: _ClassVar[DreamerRecoLoss]
+    DREAMER_RECO_LOSS_L2: _ClassVar[DreamerRecoLoss]
+    DREAMER_RECO_LOSS_L1: _ClassVar[DreamerRecoLoss]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT64: DType
@@ -65,6 +83,15 @@ CRITIC_LOSS_UNSPECIFIED: CriticLoss
 CRITIC_LOSS_L1: CriticLoss
 CRITIC_LOSS_L2: CriticLoss
 CRITIC_LOSS_SMOOTH_L1: CriticLoss
+DREAMER_VALUE_LOSS_UNSPECIFIED: DreamerValueLoss
+DREAMER_VALUE_LOSS_SYMLOG_MSE: DreamerValueLoss
+DREAMER_VALUE_LOSS_TWO_HOT: DreamerValueLoss
+DREAMER_KL_MODE_UNSPECIFIED: DreamerKLMode
+DREAMER_KL_MODE_BALANCED: DreamerKLMode
+DREAMER_KL_MODE_SEPARATE: DreamerKLMode
+DREAMER_RECO_LOSS_UNSPECIFIED: DreamerRecoLoss
+DREAMER_RECO_LOSS_L2: DreamerRecoLoss
+DREAMER_RECO_LOSS_L1: DreamerRecoLoss
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "raw_data")
@@ -316,7 +343,7 @@ class EstimatorDefaults(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "inputs", "has_value_network", "has_actor_network", "action", "parameter_version", "defaults", "device", "parameter_dtype", "n_agents")
+    __slots__ = ("name", "inputs", "has_value_network", "has_actor_network", "action", "parameter_version", "defaults", "device", "parameter_dtype", "n_agents", "world_model")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     HAS_VALUE_NETWORK_FIELD_NUMBER: _ClassVar[int]
@@ -327,6 +354,7 @@ class ModelInfo(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_DTYPE_FIELD_NUMBER: _ClassVar[int]
     N_AGENTS_FIELD_NUMBER: _ClassVar[int]
+    WORLD_MODEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     has_value_network: bool
@@ -337,7 +365,8 @@ class ModelInfo(_message.Message):
     device: str
     parameter_dtype: DType
     n_agents: int
-    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ..., n_agents: _Optional[int] = ...) -> None: ...
+    world_model: WorldModelInfo
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ..., n_agents: _Optional[int] = ..., world_model: _Optional[_Union[WorldModelInfo, _Mapping]] = ...) -> None: ...
 
 class PolicyLossOptions(_message.Message):
     __slots__ = ("entropy_bonus", "entropy_coeff", "critic_coeff", "loss_critic_type", "normalize_advantage", "clip_value")
@@ -420,8 +449,15 @@ class ImpalaLoss(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ..., rho_thresh: _Optional[float] = ..., c_thresh: _Optional[float] = ..., rho_pg_thresh: _Optional[float] = ..., entropy_coeff: _Optional[float] = ..., critic_coeff: _Optional[float] = ..., entropy_bonus: _Optional[bool] = ...) -> None: ...
 
 class ComputeLossRequest(_message.Message):
-    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version", "composite_lp_aggregate")
+    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "dreamer_v3_actor", "dreamer_v3_value", "dreamer_v3_model", "dreamer_v3", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version", "composite_lp_aggregate", "starting_latents", "replay", "imagined", "return_posterior")
     class BehaviourDistributionEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class StartingLatentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -441,6 +477,10 @@ class ComputeLossRequest(_message.Message):
     A2C_FIELD_NUMBER: _ClassVar[int]
     REINFORCE_FIELD_NUMBER: _ClassVar[int]
     IMPALA_FIELD_NUMBER: _ClassVar[int]
+    DREAMER_V3_ACTOR_FIELD_NUMBER: _ClassVar[int]
+    DREAMER_V3_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DREAMER_V3_MODEL_FIELD_NUMBER: _ClassVar[int]
+    DREAMER_V3_FIELD_NUMBER: _ClassVar[int]
     ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
     VALUE_TARGET_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOUR_DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
@@ -448,6 +488,10 @@ class ComputeLossRequest(_message.Message):
     EXPECTED_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
     MIN_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
     COMPOSITE_LP_AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    STARTING_LATENTS_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
+    IMAGINED_FIELD_NUMBER: _ClassVar[int]
+    RETURN_POSTERIOR_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     trajectory: Trajectory
     td0: TD0
@@ -461,6 +505,10 @@ class ComputeLossRequest(_message.Message):
     a2c: A2CLoss
     reinforce: ReinforceLoss
     impala: ImpalaLoss
+    dreamer_v3_actor: DreamerV3ActorLoss
+    dreamer_v3_value: DreamerV3ValueLoss
+    dreamer_v3_model: DreamerV3ModelLoss
+    dreamer_v3: DreamerV3Loss
     advantage: Tensor
     value_target: Tensor
     behaviour_distribution: _containers.MessageMap[str, Tensor]
@@ -468,10 +516,14 @@ class ComputeLossRequest(_message.Message):
     expected_parameter_version: int
     min_parameter_version: int
     composite_lp_aggregate: bool
-    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ..., composite_lp_aggregate: _Optional[bool] = ...) -> None: ...
+    starting_latents: _containers.MessageMap[str, Tensor]
+    replay: DreamerV3Replay
+    imagined: DreamerV3Imagined
+    return_posterior: bool
+    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., dreamer_v3_actor: _Optional[_Union[DreamerV3ActorLoss, _Mapping]] = ..., dreamer_v3_value: _Optional[_Union[DreamerV3ValueLoss, _Mapping]] = ..., dreamer_v3_model: _Optional[_Union[DreamerV3ModelLoss, _Mapping]] = ..., dreamer_v3: _Optional[_Union[DreamerV3Loss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ..., composite_lp_aggregate: _Optional[bool] = ..., starting_latents: _Optional[_Mapping[str, Tensor]] = ..., replay: _Optional[_Union[DreamerV3Replay, _Mapping]] = ..., imagined: _Optional[_Union[DreamerV3Imagined, _Mapping]] = ..., return_posterior: _Optional[bool] = ...) -> None: ...
 
 class ComputeLossResponse(_message.Message):
-    __slots__ = ("loss", "metrics", "model_name", "parameter_version", "updated", "new_parameter_version", "grad_norm", "timing")
+    __slots__ = ("loss", "metrics", "model_name", "parameter_version", "updated", "new_parameter_version", "grad_norm", "timing", "posterior_latents")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -479,6 +531,13 @@ class ComputeLossResponse(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class PosteriorLatentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     LOSS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -487,6 +546,7 @@ class ComputeLossResponse(_message.Message):
     NEW_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
     GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    POSTERIOR_LATENTS_FIELD_NUMBER: _ClassVar[int]
     loss: float
     metrics: _containers.ScalarMap[str, float]
     model_name: str
@@ -495,7 +555,8 @@ class ComputeLossResponse(_message.Message):
     new_parameter_version: int
     grad_norm: float
     timing: Timing
-    def __init__(self, loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., updated: _Optional[bool] = ..., new_parameter_version: _Optional[int] = ..., grad_norm: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    posterior_latents: _containers.MessageMap[str, Tensor]
+    def __init__(self, loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., updated: _Optional[bool] = ..., new_parameter_version: _Optional[int] = ..., grad_norm: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., posterior_latents: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class GetParametersRequest(_message.Message):
     __slots__ = ("model_name", "max_chunk_bytes", "prefixes", "min_parameter_version")
@@ -572,3 +633,154 @@ class ActionHead(_message.Message):
     low: float
     high: float
     def __init__(self, name: _Optional[str] = ..., distribution: _Optional[_Union[Distribution, str]] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DType, str]] = ..., num_actions: _Optional[int] = ..., low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
+
+class DreamerV3Imagination(_message.Message):
+    __slots__ = ("imagination_horizon", "gamma", "lmbda", "discount_loss")
+    IMAGINATION_HORIZON_FIELD_NUMBER: _ClassVar[int]
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LMBDA_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_LOSS_FIELD_NUMBER: _ClassVar[int]
+    imagination_horizon: int
+    gamma: float
+    lmbda: float
+    discount_loss: bool
+    def __init__(self, imagination_horizon: _Optional[int] = ..., gamma: _Optional[float] = ..., lmbda: _Optional[float] = ..., discount_loss: _Optional[bool] = ...) -> None: ...
+
+class DreamerV3ActorLoss(_message.Message):
+    __slots__ = ("imagination", "entropy_bonus", "use_reinforce", "return_normalization", "return_normalization_rate", "return_normalization_min_scale", "return_low_quantile", "return_high_quantile")
+    IMAGINATION_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_BONUS_FIELD_NUMBER: _ClassVar[int]
+    USE_REINFORCE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
+    RETURN_NORMALIZATION_RATE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_NORMALIZATION_MIN_SCALE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_LOW_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_HIGH_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    imagination: DreamerV3Imagination
+    entropy_bonus: float
+    use_reinforce: bool
+    return_normalization: bool
+    return_normalization_rate: float
+    return_normalization_min_scale: float
+    return_low_quantile: float
+    return_high_quantile: float
+    def __init__(self, imagination: _Optional[_Union[DreamerV3Imagination, _Mapping]] = ..., entropy_bonus: _Optional[float] = ..., use_reinforce: _Optional[bool] = ..., return_normalization: _Optional[bool] = ..., return_normalization_rate: _Optional[float] = ..., return_normalization_min_scale: _Optional[float] = ..., return_low_quantile: _Optional[float] = ..., return_high_quantile: _Optional[float] = ...) -> None: ...
+
+class DreamerV3ValueLoss(_message.Message):
+    __slots__ = ("imagination", "value_loss", "slow_critic_regularization", "slow_critic_rate")
+    IMAGINATION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_LOSS_FIELD_NUMBER: _ClassVar[int]
+    SLOW_CRITIC_REGULARIZATION_FIELD_NUMBER: _ClassVar[int]
+    SLOW_CRITIC_RATE_FIELD_NUMBER: _ClassVar[int]
+    imagination: DreamerV3Imagination
+    value_loss: DreamerValueLoss
+    slow_critic_regularization: float
+    slow_critic_rate: float
+    def __init__(self, imagination: _Optional[_Union[DreamerV3Imagination, _Mapping]] = ..., value_loss: _Optional[_Union[DreamerValueLoss, str]] = ..., slow_critic_regularization: _Optional[float] = ..., slow_critic_rate: _Optional[float] = ...) -> None: ...
+
+class DreamerV3ModelLoss(_message.Message):
+    __slots__ = ("lambda_kl", "lambda_reco", "lambda_reward", "lambda_continue", "kl_mode", "kl_alpha", "free_bits", "lambda_dynamic", "lambda_representation", "unimix", "reco_loss", "reco_symlog", "continue_target_scale")
+    LAMBDA_KL_FIELD_NUMBER: _ClassVar[int]
+    LAMBDA_RECO_FIELD_NUMBER: _ClassVar[int]
+    LAMBDA_REWARD_FIELD_NUMBER: _ClassVar[int]
+    LAMBDA_CONTINUE_FIELD_NUMBER: _ClassVar[int]
+    KL_MODE_FIELD_NUMBER: _ClassVar[int]
+    KL_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FREE_BITS_FIELD_NUMBER: _ClassVar[int]
+    LAMBDA_DYNAMIC_FIELD_NUMBER: _ClassVar[int]
+    LAMBDA_REPRESENTATION_FIELD_NUMBER: _ClassVar[int]
+    UNIMIX_FIELD_NUMBER: _ClassVar[int]
+    RECO_LOSS_FIELD_NUMBER: _ClassVar[int]
+    RECO_SYMLOG_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_TARGET_SCALE_FIELD_NUMBER: _ClassVar[int]
+    lambda_kl: float
+    lambda_reco: float
+    lambda_reward: float
+    lambda_continue: float
+    kl_mode: DreamerKLMode
+    kl_alpha: float
+    free_bits: float
+    lambda_dynamic: float
+    lambda_representation: float
+    unimix: float
+    reco_loss: DreamerRecoLoss
+    reco_symlog: bool
+    continue_target_scale: float
+    def __init__(self, lambda_kl: _Optional[float] = ..., lambda_reco: _Optional[float] = ..., lambda_reward: _Optional[float] = ..., lambda_continue: _Optional[float] = ..., kl_mode: _Optional[_Union[DreamerKLMode, str]] = ..., kl_alpha: _Optional[float] = ..., free_bits: _Optional[float] = ..., lambda_dynamic: _Optional[float] = ..., lambda_representation: _Optional[float] = ..., unimix: _Optional[float] = ..., reco_loss: _Optional[_Union[DreamerRecoLoss, str]] = ..., reco_symlog: _Optional[bool] = ..., continue_target_scale: _Optional[float] = ...) -> None: ...
+
+class DreamerV3Loss(_message.Message):
+    __slots__ = ("model", "actor", "value")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    model: DreamerV3ModelLoss
+    actor: DreamerV3ActorLoss
+    value: DreamerV3ValueLoss
+    def __init__(self, model: _Optional[_Union[DreamerV3ModelLoss, _Mapping]] = ..., actor: _Optional[_Union[DreamerV3ActorLoss, _Mapping]] = ..., value: _Optional[_Union[DreamerV3ValueLoss, _Mapping]] = ...) -> None: ...
+
+class DreamerV3Replay(_message.Message):
+    __slots__ = ("observation", "action", "reward", "is_first", "terminated")
+    class ObservationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    OBSERVATION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    IS_FIRST_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    observation: _containers.MessageMap[str, Tensor]
+    action: Tensor
+    reward: Tensor
+    is_first: Tensor
+    terminated: Tensor
+    def __init__(self, observation: _Optional[_Mapping[str, Tensor]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., reward: _Optional[_Union[Tensor, _Mapping]] = ..., is_first: _Optional[_Union[Tensor, _Mapping]] = ..., terminated: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class DreamerV3Imagined(_message.Message):
+    __slots__ = ("latents", "action", "reward", "continuation")
+    class LatentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    LATENTS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATION_FIELD_NUMBER: _ClassVar[int]
+    latents: _containers.MessageMap[str, Tensor]
+    action: Tensor
+    reward: Tensor
+    continuation: Tensor
+    def __init__(self, latents: _Optional[_Mapping[str, Tensor]] = ..., action: _Optional[_Union[Tensor, _Mapping]] = ..., reward: _Optional[_Union[Tensor, _Mapping]] = ..., continuation: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class WorldModelInfo(_message.Message):
+    __slots__ = ("latents", "observations", "num_categoricals", "num_classes", "action_size", "reward_bins", "networks", "learning_rates")
+    class LearningRatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    LATENTS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    NUM_CATEGORICALS_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    ACTION_SIZE_FIELD_NUMBER: _ClassVar[int]
+    REWARD_BINS_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATES_FIELD_NUMBER: _ClassVar[int]
+    latents: _containers.RepeatedCompositeFieldContainer[TensorSpec]
+    observations: _containers.RepeatedCompositeFieldContainer[TensorSpec]
+    num_categoricals: int
+    num_classes: int
+    action_size: int
+    reward_bins: int
+    networks: _containers.RepeatedScalarFieldContainer[str]
+    learning_rates: _containers.ScalarMap[str, float]
+    def __init__(self, latents: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., observations: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., num_categoricals: _Optional[int] = ..., num_classes: _Optional[int] = ..., action_size: _Optional[int] = ..., reward_bins: _Optional[int] = ..., networks: _Optional[_Iterable[str]] = ..., learning_rates: _Optional[_Mapping[str, float]] = ...) -> None: ...
