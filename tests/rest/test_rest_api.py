@@ -297,11 +297,21 @@ def test_models_match_grpc_with_requests_spellings(http: httpx.Client, rest_demo
         "inputs": [{"name": "observation", "shape": [4], "dtype": "float32"}],
         "has_value_network": True,
         "has_actor_network": True,
-        "action": {"distribution": "categorical", "shape": [], "dtype": "int64", "num_actions": 2},
+        "action": {
+            "distribution": "categorical",
+            "shape": [],
+            "dtype": "int64",
+            "num_actions": 2,
+            "heads": [],  # a composite actor's heads
+            "low": 0.0,  # tanh-normal bounds
+            "high": 0.0,
+        },
         "parameter_version": info.parameter_version,
         "defaults": {"gamma": info.defaults.gamma, "lmbda": info.defaults.lmbda},
         "device": info.device,
         "parameter_dtype": "float32",
+        "n_agents": 0,
+        "world_model": None,  # no DreamerV3 world model
     }
     # the spelling a request takes: the advertised input dtype is a valid request "dtype"
     body = sample(http)
