@@ -22,6 +22,7 @@ from service.api.interceptors import MalformedRequestInterceptor
 from service.api.metrics import Metrics
 from service.api.servicer import SERVICE_NAME, AdvantageServicer
 from service.models.demo import demo_model
+from service.models.demo_offpolicy import offpolicy_demo_models
 from service.models.loading import load_repository
 from service.models.model import Model
 from service.models.registry import ModelRegistry
@@ -41,6 +42,8 @@ def load_models(settings: Settings) -> dict[str, Model]:
     """The models to serve: the repository's, or the built-in demo model when none is given."""
     device = settings.torch_device()
     if settings.model_repository is None:
+        if settings.offpolicy_demos:
+            return {"demo": demo_model(device), **offpolicy_demo_models(device)}
         return {"demo": demo_model(device)}
     return load_repository(settings.model_repository, device)
 

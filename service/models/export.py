@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from service.dtypes import TORCH_DTYPES
+from service.models.ensemble import QValueEnsemble
 from service.models.manifest import ActionSpec, Defaults, InputSpec, Manifest, NetworkFile
+from service.models.qvalue import AlphaSpec, QValueNetworkSpec, TargetUpdateSpec
 
 # Example batch used to trace the networks; > 1 so torch.export keeps the batch size symbolic.
 _EXAMPLE_ROWS = 8
@@ -22,8 +24,15 @@ def _example_inputs(inputs: Sequence[InputSpec]) -> tuple[torch.Tensor, ...]:
     )
 
 
-def _save_network(network: nn.Module, path: Path, inputs: Sequence[InputSpec]) -> None:
+def _save_network(
+    network: nn.Module,
+    path: Path,
+    inputs: Sequence[InputSpec],
+    action: torch.Tensor | None = None,
+) -> None:
     example = _example_inputs(inputs)
+    if action is not None:  # a state-action Q-network takes the action after the inputs
+        example = (*example, action)
     if path.suffix == ".pt2":
         batch = torch.export.Dim("batch")
         exported = torch.export.export(
@@ -46,11 +55,21 @@ def export_model(
     action: ActionSpec | None = None,
     defaults: Defaults | None = None,
     file_format: str = "torch.export",
+    qvalue_network: nn.Module | Sequence[nn.Module] | None = None,
+    qvalue_kind: str = "state_action",
+    num_actions: int = 0,
+    target_update: TargetUpdateSpec | None = None,
+    alpha: AlphaSpec | None = None,
 ) -> Manifest:
     """Serialise the networks into `folder` with a `model.json`; return the manifest.
 
     `file_format` is "torch.export" (`.pt2`, the default) or "torchscript" (`.pt`). Networks are
     exported in eval mode on the CPU with a symbolic batch dimension.
+
+    `qvalue_network`: one Q-network, or a list of E members saved as one `QValueEnsemble`
+    (`service.models.qvalue` describes the contract); `qvalue_kind` "state_action" (the network
+    takes the action after the inputs; needs `action`) or "action_value" (`num_actions` wide,
+    default the actor's `action.num_actions`).
     """
     if file_format not in ("torch.export", "torchscript"):
         raise ValueError(
@@ -66,7 +85,35 @@ def export_model(
         file = key.removesuffix("_network") + suffix
         _save_network(network.eval().cpu(), folder / file, inputs)
         files[key] = NetworkFile(file=file)
+    qvalue_spec = None
+    if qvalue_network is not None:
+        members = list(qvalue_network) if not isinstance(qvalue_network, nn.Module) else None
+        network = QValueEnsemble(members) if members is not None else qvalue_network
+        example_action = None
+        if qvalue_kind == "state_action":
+            if action is None:
+                raise ValueError("action: a state_action Q-network needs the action's spec")
+            example_action = torch.zeros(
+                (_EXAMPLE_ROWS, *action.shape), dtype=TORCH_DTYPES[inputs[0].dtype]
+            )
+        network = network.eval().cpu()
+        with torch.no_grad():
+            probe = _example_inputs(inputs)
+            out = network(*probe, *(() if example_action is None else (example_action,)))
+        width = 1 if qvalue_kind == "state_action" else (num_actions or action.num_actions)
+        ensemble = out.numel() // (_EXAMPLE_ROWS * width)
+        file = "qvalue" + suffix
+        _save_network(network, folder / file, inputs, example_action)
+        qvalue_spec = QValueNetworkSpec(
+            file=file,
+            kind=qvalue_kind,
+            ensemble_size=ensemble,
+            num_actions=0 if qvalue_kind == "state_action" else width,
+        )
     manifest = Manifest(
+        qvalue_network=qvalue_spec,
+        target_update=target_update or TargetUpdateSpec(),
+        alpha=alpha or AlphaSpec(),
         name=name,
         inputs=tuple(inputs),
         action=action,

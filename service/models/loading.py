@@ -11,6 +11,7 @@ from torch import nn
 
 from service.models.manifest import MANIFEST_NAME, ManifestError, load_manifest
 from service.models.model import Model
+from service.models.targets import attach_offpolicy
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,11 @@ def load_model(folder: Path, device: torch.device) -> Model:
         for key, spec in (
             ("value_network", manifest.value_network),
             ("actor_network", manifest.actor_network),
+            ("qvalue_network", manifest.qvalue_network),
         )
         if spec is not None
     }
-    return Model(manifest=manifest, device=device, **networks)
+    return attach_offpolicy(Model(manifest=manifest, device=device, **networks))
 
 
 def load_repository(root: Path, device: torch.device) -> dict[str, Model]:

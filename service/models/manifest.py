@@ -31,6 +31,15 @@ from typing import Any
 
 from service.distributions import DistributionKind
 from service.dtypes import TORCH_DTYPES
+from service.models.qvalue import (
+    AlphaSpec,
+    QValueManifestError,
+    QValueNetworkSpec,
+    TargetUpdateSpec,
+    parse_alpha,
+    parse_qvalue_network,
+    parse_target_update,
+)
 
 MANIFEST_NAME = "model.json"
 INPUT_DTYPES = tuple(TORCH_DTYPES)
@@ -113,10 +122,17 @@ class Manifest:
     defaults: Defaults = field(default_factory=Defaults)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     batching: BatchingSpec = field(default_factory=BatchingSpec)
+    # Off-policy (see `service.models.qvalue`): Q-networks, their targets' rule, SAC's α.
+    qvalue_network: QValueNetworkSpec | None = None
+    target_update: TargetUpdateSpec = field(default_factory=TargetUpdateSpec)
+    alpha: AlphaSpec = field(default_factory=AlphaSpec)
 
     def to_json(self) -> str:
         """Serialise (tuples become lists; absent networks are omitted)."""
         data = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.qvalue_network is None:  # the off-policy sections mean nothing without one
+            data.pop("target_update")
+            data.pop("alpha")
         return json.dumps(data, indent=2) + "\n"
 
     def save(self, folder: Path) -> Path:
@@ -172,10 +188,20 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
     for key in ("value_network", "actor_network"):
         if data.get(key) is not None:
             networks[key] = NetworkFile(file=_require(data[key], "file", str, f"{where}.{key}"))
-    if not networks:
-        raise ManifestError(f"{where}: needs a value_network, an actor_network or both")
+    declared_action = data.get("action")
+    actor_actions = (
+        declared_action.get("num_actions", 0) if isinstance(declared_action, dict) else 0
+    )
+    try:
+        qvalue = parse_qvalue_network(data, where, actor_actions)
+        target_update = parse_target_update(data, where)
+        alpha = parse_alpha(data, where)
+    except (QValueManifestError, TypeError) as error:
+        raise ManifestError(str(error)) from error
+    if not networks and qvalue is None:
+        raise ManifestError(f"{where}: needs a value_network, an actor_network or a qvalue_network")
     action = None
-    if "actor_network" in networks:
+    if "actor_network" in networks or (qvalue is not None and qvalue.kind == "state_action"):
         spec = _require(data, "action", dict, where)
         distribution = _require(spec, "distribution", str, f"{where}.action")
         if distribution not in DISTRIBUTIONS:
@@ -213,6 +239,9 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
         defaults=defaults,
         optimizer=optimizer,
         batching=batching,
+        qvalue_network=qvalue,
+        target_update=target_update,
+        alpha=alpha,
         **networks,
     )
 

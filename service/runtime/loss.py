@@ -19,6 +19,7 @@ from service.dtypes import dtype_name
 from service.errors import ArgumentError, FailedPrecondition, InvalidArgument
 from service.losses.registry import LOSSES, LossKind
 from service.models.model import Model
+from service.models.qvalue import TargetUpdateSpec
 from service.runtime.call import CallState
 from service.runtime.estimation import EstimatorSpec, run_estimator
 from service.runtime.networks import (
@@ -71,6 +72,10 @@ class LossInputs:
     apply_update: bool = False
     expected_version: int | None = None
     min_version: int | None = None  # read-your-writes: this version or a later one
+    # Off-policy losses: return the per-sample TD error; the request's target rule (None =
+    # the manifest's).
+    return_td_error: bool = False
+    target_update: TargetUpdateSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class LossResult:
     grad_norm: float
     network_ms: float
     estimator_ms: float
+    td_error: torch.Tensor | None = None  # off-policy, on request: [*B]
+    targets_updated: bool = False  # off-policy: the update moved the target networks
 
 
 def _behaviour_distribution(

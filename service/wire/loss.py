@@ -10,10 +10,11 @@ from service.errors import ArgumentError, InvalidArgument
 from service.losses.registry import DEFAULT_LOSS, LOSSES
 from service.models.manifest import Defaults
 from service.models.model import Model
+from service.models.qvalue import TargetUpdateSpec
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.runtime.loss import LossInputs, LossResult, LossSpec
 from service.runtime.trajectory import Trajectory
-from service.wire.codec import decode_per_step, decode_tensor
+from service.wire.codec import decode_per_step, decode_tensor, encode_tensor
 from service.wire.estimator import decode_estimator
 from service.wire.options import read_knobs
 from service.wire.requests import min_version
@@ -57,9 +58,20 @@ def decode_loss_inputs(
     """Everything a ComputeLoss request brings besides the trajectory."""
     steps, dtype = trajectory.batch_shape, trajectory.dtype
     defaults = model.manifest.defaults
+    loss = decode_loss(request, defaults)
+    offpolicy = loss.kind.layout == "transitions"
+    if offpolicy and request.WhichOneof("estimator") is not None:
+        raise InvalidArgument(
+            f"estimator: {loss.name} computes TD(0) targets with its own gamma; leave the "
+            f"estimator unset (got {request.WhichOneof('estimator')})"
+        )
+    if not offpolicy and (request.return_td_error or request.HasField("target_update")):
+        raise InvalidArgument(
+            f"return_td_error / target_update: only for off-policy losses, not {loss.name}"
+        )
     return LossInputs(
         estimator=decode_estimator(request, defaults, steps, dtype),
-        loss=decode_loss(request, defaults),
+        loss=loss,
         advantage=_optional_per_step(request, "advantage", steps, dtype),
         value_target=_optional_per_step(request, "value_target", steps, dtype),
         behaviour_params={
@@ -75,7 +87,36 @@ def decode_loss_inputs(
             else None
         ),
         min_version=min_version(request),
+        return_td_error=request.return_td_error,
+        target_update=decode_target_update(request.target_update)
+        if request.HasField("target_update")
+        else None,
     )
+
+
+def decode_target_update(message: pb.TargetUpdate) -> TargetUpdateSpec:
+    """A request's (or GetModel's) target rule: soft τ in (0, 1], or hard every N + 1."""
+    rule = message.WhichOneof("rule")
+    if rule == "tau":
+        if not 0.0 < message.tau <= 1.0:
+            raise InvalidArgument(
+                f"target_update.tau: expected a value in (0, 1], got {message.tau}"
+            )
+        return TargetUpdateSpec(rule="soft", tau=message.tau)
+    if rule == "hard_interval":
+        if message.hard_interval < 0:
+            raise InvalidArgument(
+                f"target_update.hard_interval: expected an integer ≥ 0, got {message.hard_interval}"
+            )
+        return TargetUpdateSpec(rule="hard", interval=message.hard_interval)
+    raise InvalidArgument("target_update: set tau or hard_interval")
+
+
+def encode_target_update(spec: TargetUpdateSpec) -> pb.TargetUpdate:
+    """The wire form of a target rule."""
+    if spec.rule == "soft":
+        return pb.TargetUpdate(tau=spec.tau)
+    return pb.TargetUpdate(hard_interval=spec.interval)
 
 
 def encode_loss_response(
@@ -95,4 +136,6 @@ def encode_loss_response(
             network_ms=result.network_ms,
             estimator_ms=result.estimator_ms,
         ),
+        td_error=encode_tensor(result.td_error) if result.td_error is not None else None,
+        targets_updated=result.targets_updated,
     )

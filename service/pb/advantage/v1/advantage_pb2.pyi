@@ -273,7 +273,7 @@ class EstimatorDefaults(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "inputs", "has_value_network", "has_actor_network", "action", "parameter_version", "defaults", "device", "parameter_dtype")
+    __slots__ = ("name", "inputs", "has_value_network", "has_actor_network", "action", "parameter_version", "defaults", "device", "parameter_dtype", "qvalue_network", "target_update")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     HAS_VALUE_NETWORK_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +283,8 @@ class ModelInfo(_message.Message):
     DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    QVALUE_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    TARGET_UPDATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     has_value_network: bool
@@ -292,7 +294,9 @@ class ModelInfo(_message.Message):
     defaults: EstimatorDefaults
     device: str
     parameter_dtype: DType
-    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ...) -> None: ...
+    qvalue_network: QValueNetworkInfo
+    target_update: TargetUpdate
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ..., qvalue_network: _Optional[_Union[QValueNetworkInfo, _Mapping]] = ..., target_update: _Optional[_Union[TargetUpdate, _Mapping]] = ...) -> None: ...
 
 class PolicyLossOptions(_message.Message):
     __slots__ = ("entropy_bonus", "entropy_coeff", "critic_coeff", "loss_critic_type", "normalize_advantage", "clip_value")
@@ -375,7 +379,7 @@ class ImpalaLoss(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ..., rho_thresh: _Optional[float] = ..., c_thresh: _Optional[float] = ..., rho_pg_thresh: _Optional[float] = ..., entropy_coeff: _Optional[float] = ..., critic_coeff: _Optional[float] = ..., entropy_bonus: _Optional[bool] = ...) -> None: ...
 
 class ComputeLossRequest(_message.Message):
-    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version")
+    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "dqn", "sac", "discrete_sac", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version", "return_td_error", "target_update")
     class BehaviourDistributionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -396,12 +400,17 @@ class ComputeLossRequest(_message.Message):
     A2C_FIELD_NUMBER: _ClassVar[int]
     REINFORCE_FIELD_NUMBER: _ClassVar[int]
     IMPALA_FIELD_NUMBER: _ClassVar[int]
+    DQN_FIELD_NUMBER: _ClassVar[int]
+    SAC_FIELD_NUMBER: _ClassVar[int]
+    DISCRETE_SAC_FIELD_NUMBER: _ClassVar[int]
     ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
     VALUE_TARGET_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOUR_DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     APPLY_UPDATE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
     MIN_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETURN_TD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TARGET_UPDATE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     trajectory: Trajectory
     td0: TD0
@@ -415,16 +424,21 @@ class ComputeLossRequest(_message.Message):
     a2c: A2CLoss
     reinforce: ReinforceLoss
     impala: ImpalaLoss
+    dqn: DQNLoss
+    sac: SACLoss
+    discrete_sac: DiscreteSACLoss
     advantage: Tensor
     value_target: Tensor
     behaviour_distribution: _containers.MessageMap[str, Tensor]
     apply_update: bool
     expected_parameter_version: int
     min_parameter_version: int
-    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ...) -> None: ...
+    return_td_error: bool
+    target_update: TargetUpdate
+    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., dqn: _Optional[_Union[DQNLoss, _Mapping]] = ..., sac: _Optional[_Union[SACLoss, _Mapping]] = ..., discrete_sac: _Optional[_Union[DiscreteSACLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ..., return_td_error: _Optional[bool] = ..., target_update: _Optional[_Union[TargetUpdate, _Mapping]] = ...) -> None: ...
 
 class ComputeLossResponse(_message.Message):
-    __slots__ = ("loss", "metrics", "model_name", "parameter_version", "updated", "new_parameter_version", "grad_norm", "timing")
+    __slots__ = ("loss", "metrics", "model_name", "parameter_version", "updated", "new_parameter_version", "grad_norm", "timing", "td_error", "targets_updated")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -440,6 +454,8 @@ class ComputeLossResponse(_message.Message):
     NEW_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
     GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    TD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_UPDATED_FIELD_NUMBER: _ClassVar[int]
     loss: float
     metrics: _containers.ScalarMap[str, float]
     model_name: str
@@ -448,7 +464,9 @@ class ComputeLossResponse(_message.Message):
     new_parameter_version: int
     grad_norm: float
     timing: Timing
-    def __init__(self, loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., updated: _Optional[bool] = ..., new_parameter_version: _Optional[int] = ..., grad_norm: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    td_error: Tensor
+    targets_updated: bool
+    def __init__(self, loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., updated: _Optional[bool] = ..., new_parameter_version: _Optional[int] = ..., grad_norm: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., td_error: _Optional[_Union[Tensor, _Mapping]] = ..., targets_updated: _Optional[bool] = ...) -> None: ...
 
 class GetParametersRequest(_message.Message):
     __slots__ = ("model_name", "max_chunk_bytes", "prefixes", "min_parameter_version")
@@ -507,3 +525,81 @@ class ModelVersion(_message.Message):
     model_name: str
     parameter_version: int
     def __init__(self, model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ...) -> None: ...
+
+class QValueNetworkInfo(_message.Message):
+    __slots__ = ("kind", "ensemble_size", "num_actions")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ENSEMBLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NUM_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    ensemble_size: int
+    num_actions: int
+    def __init__(self, kind: _Optional[str] = ..., ensemble_size: _Optional[int] = ..., num_actions: _Optional[int] = ...) -> None: ...
+
+class TargetUpdate(_message.Message):
+    __slots__ = ("tau", "hard_interval")
+    TAU_FIELD_NUMBER: _ClassVar[int]
+    HARD_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    tau: float
+    hard_interval: int
+    def __init__(self, tau: _Optional[float] = ..., hard_interval: _Optional[int] = ...) -> None: ...
+
+class DQNLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "delay_value", "double_dqn")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    DELAY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DOUBLE_DQN_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    delay_value: bool
+    double_dqn: bool
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., delay_value: _Optional[bool] = ..., double_dqn: _Optional[bool] = ...) -> None: ...
+
+class SACLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "alpha_init", "min_alpha", "max_alpha", "fixed_alpha", "target_entropy", "num_qvalue_nets", "delay_qvalue", "seed")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_INIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MAX_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FIXED_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    DELAY_QVALUE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    alpha_init: float
+    min_alpha: float
+    max_alpha: float
+    fixed_alpha: bool
+    target_entropy: float
+    num_qvalue_nets: int
+    delay_qvalue: bool
+    seed: int
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., alpha_init: _Optional[float] = ..., min_alpha: _Optional[float] = ..., max_alpha: _Optional[float] = ..., fixed_alpha: _Optional[bool] = ..., target_entropy: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ..., delay_qvalue: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class DiscreteSACLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "alpha_init", "min_alpha", "max_alpha", "fixed_alpha", "target_entropy", "num_qvalue_nets", "delay_qvalue", "target_entropy_weight")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_INIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MAX_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FIXED_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    DELAY_QVALUE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ENTROPY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    alpha_init: float
+    min_alpha: float
+    max_alpha: float
+    fixed_alpha: bool
+    target_entropy: float
+    num_qvalue_nets: int
+    delay_qvalue: bool
+    target_entropy_weight: float
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., alpha_init: _Optional[float] = ..., min_alpha: _Optional[float] = ..., max_alpha: _Optional[float] = ..., fixed_alpha: _Optional[bool] = ..., target_entropy: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ..., delay_qvalue: _Optional[bool] = ..., target_entropy_weight: _Optional[float] = ...) -> None: ...
