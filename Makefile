@@ -62,7 +62,7 @@ torch-plan: | $(BIN)/python
 
 system-packages: $(SYSTEM_STAMP)
 
-# `make serve` also serves the off-policy demo models (demo_sac, demo_discrete_sac, demo_dqn).
+# `make serve` also serves the off-policy demo models (demo_sac, demo_ddpg, demo_discrete_sac, demo_dqn).
 serve: export ADVANTAGE_OFFPOLICY_DEMOS ?= true
 serve: $(SERVER_STAMP)
 	$(BIN)/advantage-service serve $(ARGS)

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     offpolicy_demos: bool = Field(
         False,
         description="without a model repository, also serve the seeded off-policy demo models "
-        "demo_sac, demo_discrete_sac and demo_dqn (`make serve` turns this on)",
+        "demo_sac, demo_ddpg, demo_discrete_sac and demo_dqn (`make serve` turns this on)",
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     max_message_mb: float = Field(

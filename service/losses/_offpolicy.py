@@ -8,7 +8,11 @@ callables the runtime binds to the model, so the maths here stays pure torch:
 * ``qvalue_frozen``: the same values with no gradient to the Q-parameters (the actor's loss,
   TorchRL's ``qvalue_network_params.detach()``), gradients still flow into the action;
 * ``target_qvalue``: the target ensemble (no gradient at all);
-* ``actor(inputs)`` → the action distribution (`service.distributions`), batch [N].
+* ``actor(inputs)`` → the action distribution (`service.distributions`), batch [N];
+* ``policy(inputs)`` / ``target_policy(inputs)`` → the deterministic action [N, *action_shape]
+  of the online / target actor (DDPG, TD3): the actor's location, squashed into [low, high] for
+  a tanh-normal actor: (high + low)/2 + (high − low)/2 · tanh(loc);
+* ``action_bounds``: (low, high) of continuous actions (TD3 clamps its noisy targets to them).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from service.errors import ArgumentError
 
 QValueFn = Callable[[list[Tensor], Tensor | None], Tensor]
 ActorFn = Callable[[list[Tensor]], D.Distribution]
+PolicyFn = Callable[[list[Tensor]], Tensor]
 DISTANCES = ("l1", "l2", "smooth_l1")
 
 
@@ -55,7 +60,9 @@ class Networks:
     qvalue_frozen: QValueFn
     target_qvalue: QValueFn
     actor: ActorFn | None = None
-    target_actor: ActorFn | None = None
+    policy: PolicyFn | None = None
+    target_policy: PolicyFn | None = None
+    action_bounds: tuple[float, float] = (-1.0, 1.0)
     log_alpha: Tensor | None = None  # SAC's temperature parameter, 0-d
 
 
@@ -110,8 +117,7 @@ class OffPolicyKind:
     `qvalue_kind`: the Q-network kind it takes; `single_qvalue`: an ensemble of exactly one
     (DQN); `actor`: the actor distributions it accepts (empty = it uses no actor);
     `temperature`: it has SAC's log α (loss_alpha, the temperature's optimizer);
-    `samples`: it draws actions (the request's `seed` knob); `target_networks`: the targets
-    its update moves ("qvalue", and "actor" for DDPG/TD3).
+    `samples`: it draws actions or noise (the request's `seed` knob).
     """
 
     qvalue_kind: str
@@ -119,4 +125,15 @@ class OffPolicyKind:
     actor: tuple[str, ...] = ()
     temperature: bool = False
     samples: bool = False
-    target_networks: tuple[str, ...] = ("qvalue",)
+
+    def target_networks(self, options: dict) -> tuple[str, ...]:
+        """The targets an update moves: the Q-networks', and the actor's when it has one."""
+        if self.delay_actor_default is None:
+            return ("qvalue",)
+        delayed = options.get("delay_actor", self.delay_actor_default)
+        return ("qvalue", "actor") if delayed else ("qvalue",)
+
+    # DDPG/TD3: the `delay_actor` knob's default; with it the actor's target moves too.
+    delay_actor_default: bool | None = None
+    # TD3: the actor learns (and the targets move) only on every `policy_update_delay`-th update.
+    delayed_policy: bool = False

@@ -24,12 +24,14 @@ from service.knobs import (
 )
 from service.losses._offpolicy import OffPolicyKind
 from service.losses.a2c import a2c_loss
+from service.losses.ddpg import ddpg_loss
 from service.losses.discrete_sac import discrete_sac_loss
 from service.losses.dqn import dqn_loss
 from service.losses.impala import impala_loss
 from service.losses.ppo import clip_epsilon_bounds, ppo_clip_loss, ppo_kl_loss, ppo_loss
 from service.losses.reinforce import reinforce_loss
 from service.losses.sac import sac_loss
+from service.losses.td3 import td3_loss
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ _TEMPERATURE = {
     "delay_qvalue": ANY,
 }
 _TD = {"gamma": MODEL_GAMMA, "loss_function": ANY}
+_CONTINUOUS = ("tanh_normal", "normal")
 LOSSES.update(
     {
         "dqn": LossKind(
@@ -129,7 +132,7 @@ LOSSES.update(
             {**_TD, **_TEMPERATURE, "seed": ANY},
             offpolicy=OffPolicyKind(
                 qvalue_kind="state_action",
-                actor=("tanh_normal", "normal"),
+                actor=_CONTINUOUS,
                 temperature=True,
                 samples=True,
             ),
@@ -140,6 +143,38 @@ LOSSES.update(
             {**_TD, **_TEMPERATURE, "target_entropy_weight": NON_NEGATIVE},
             offpolicy=OffPolicyKind(
                 qvalue_kind="action_value", actor=("categorical",), temperature=True
+            ),
+        ),
+        "ddpg": LossKind(
+            ddpg_loss,
+            "transitions",
+            {**_TD, "delay_actor": ANY, "delay_value": ANY},
+            offpolicy=OffPolicyKind(
+                qvalue_kind="state_action",
+                single_qvalue=True,
+                actor=_CONTINUOUS,
+                delay_actor_default=False,
+            ),
+        ),
+        "td3": LossKind(
+            td3_loss,
+            "transitions",
+            {
+                **_TD,
+                "policy_noise": NON_NEGATIVE,
+                "noise_clip": NON_NEGATIVE,
+                "delay_actor": ANY,
+                "delay_qvalue": ANY,
+                "num_qvalue_nets": COUNT,
+                "policy_update_delay": COUNT,
+                "seed": ANY,
+            },
+            offpolicy=OffPolicyKind(
+                qvalue_kind="state_action",
+                actor=_CONTINUOUS,
+                samples=True,
+                delay_actor_default=True,
+                delayed_policy=True,
             ),
         ),
     }

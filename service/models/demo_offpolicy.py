@@ -2,7 +2,8 @@
 turns it on): small enough for a laptop, complete enough for every off-policy loss.
 
 * `demo_sac`: 3-dim observations, a 1-dim tanh-normal actor, a state-action Q ensemble of 2
-  (SAC; TorchRL's `num_qvalue_nets=2`), soft targets τ = 0.005.
+  (SAC and TD3; TorchRL's `num_qvalue_nets=2`), soft targets τ = 0.005.
+* `demo_ddpg`: the same shapes with a single state-action Q-network (DDPG).
 * `demo_discrete_sac`: 4-dim observations, a categorical actor over 2 actions, an action-value
   Q ensemble of 2.
 * `demo_dqn`: 4-dim observations, one action-value head over 2 actions (DQN).
@@ -88,6 +89,23 @@ def demo_sac_model(device: torch.device, seed: int = 1) -> Model:
     )
 
 
+def demo_ddpg_model(device: torch.device, seed: int = 4) -> Model:
+    """DDPG-ready continuous demo: `demo_sac`'s shapes, one Q-network."""
+    actor, qvalue = _seeded(
+        seed, lambda: (GaussianActor(3, 1), QValueEnsemble([StateActionMLP(3, 1)]))
+    )
+    manifest = Manifest(
+        name="demo_ddpg",
+        inputs=(InputSpec(name="observation", shape=(3,)),),
+        actor_network=BUILT_IN,
+        action=ActionSpec(distribution="tanh_normal", shape=(1,)),
+        qvalue_network=QValueNetworkSpec(file="<built-in>", kind="state_action", ensemble_size=1),
+    )
+    return attach_offpolicy(
+        Model(manifest, device, actor_network=actor.to(device), qvalue_network=qvalue.to(device))
+    )
+
+
 def demo_discrete_sac_model(device: torch.device, seed: int = 2) -> Model:
     """Discrete-SAC-ready demo (see the module docstring)."""
     actor, qvalue = _seeded(
@@ -121,6 +139,11 @@ def demo_dqn_model(device: torch.device, seed: int = 3) -> Model:
 
 
 def offpolicy_demo_models(device: torch.device) -> dict[str, Model]:
-    """The three demos by name."""
-    models = [demo_sac_model(device), demo_discrete_sac_model(device), demo_dqn_model(device)]
+    """The off-policy demos by name."""
+    models = [
+        demo_sac_model(device),
+        demo_ddpg_model(device),
+        demo_discrete_sac_model(device),
+        demo_dqn_model(device),
+    ]
     return {model.name: model for model in models}

@@ -227,13 +227,38 @@ def _bind(model: Model, dtype: torch.dtype, log_alpha: torch.Tensor | None) -> N
     def actor(inputs: list[torch.Tensor]) -> torch.distributions.Distribution:
         return policy(model, inputs, dtype)
 
+    action = model.manifest.action
+    has_actor = model.actor_network is not None and action is not None
     return Networks(
         qvalue=online,
         qvalue_frozen=frozen,
         target_qvalue=lambda i, a: target(i, a).detach(),
-        actor=actor if model.actor_network is not None else None,
+        actor=actor if has_actor else None,
+        policy=_deterministic(model, model.actor_network, dtype) if has_actor else None,
+        target_policy=_deterministic(model, model.target_actor_network, dtype)
+        if has_actor
+        else None,
+        action_bounds=(action.low, action.high) if action is not None else (-1.0, 1.0),
         log_alpha=log_alpha,
     )
+
+
+def _deterministic(model: Model, network: nn.Module | None, dtype: torch.dtype) -> Callable:
+    """The deterministic action of a normal-family actor (DDPG, TD3): its location, squashed
+    into [low, high] for tanh-normal: (high + low)/2 + (high − low)/2 · tanh(loc)."""
+    spec = model.manifest.action
+    assert spec is not None and network is not None
+
+    def act(inputs: list[torch.Tensor]) -> torch.Tensor:
+        out = network(*inputs)
+        loc = (out[0] if isinstance(out, (tuple, list)) else out).to(dtype)
+        if spec.distribution != "tanh_normal":
+            return loc
+        half, middle = (spec.high - spec.low) / 2, (spec.high + spec.low) / 2
+        squashed = torch.tanh(loc)
+        return squashed if (half, middle) == (1.0, 0.0) else middle + half * squashed
+
+    return act
 
 
 def _target_entropy(model: Model, name: str, options: dict) -> None:
@@ -280,6 +305,8 @@ def compute_offpolicy_loss(
     batch = transitions(model, trajectory, kind)
     rule: TargetUpdateSpec = inputs.target_update or model.manifest.target_update
     seed = options.pop("seed", None)
+    delay = int(options.pop("policy_update_delay", 2)) if kind.delayed_policy else 1
+    target_networks = kind.target_networks(options)
     alpha_init = options.pop("alpha_init", None)
     fixed_alpha = bool(options.pop("fixed_alpha", False))
     if kind.temperature:
@@ -320,6 +347,11 @@ def compute_offpolicy_loss(
                 raise InvalidArgument.from_argument(error, field) from error
         total = out.pop("loss")
         td_error = out.pop("td_error")
+        # TD3: the actor learns, and the targets move, on every `delay`-th update only (the
+        # update counter says which update this is).
+        updates_actor = (int(state.qvalue_updates) + 1) % delay == 0
+        if inputs.apply_update and not updates_actor:
+            total = out["loss_qvalue"]
         if not bool(torch.isfinite(total)):
             raise InvalidArgument(
                 f"{name}: the loss is not finite ({float(total)}) on finite inputs; its terms: "
@@ -328,8 +360,8 @@ def compute_offpolicy_loss(
         grad_norm, moved = 0.0, False
         if inputs.apply_update:
             counter = int(state.target_update_counter)
-            moved = will_move(rule, counter)
-            targets, sources = target_pairs(model, kind.target_networks) if moved else ([], [])
+            moved = updates_actor and will_move(rule, counter)
+            targets, sources = target_pairs(model, target_networks) if moved else ([], [])
             steps_alpha = kind.temperature and not fixed_alpha
             extras = Extras(
                 optimizers=[(_alpha_optimizer(model), [state.log_alpha])] if steps_alpha else [],
@@ -348,7 +380,8 @@ def compute_offpolicy_loss(
                 extras.before_step = seed_alpha
 
             def commit() -> None:
-                state.target_update_counter.fill_(next_counter(rule, counter))
+                if updates_actor:
+                    state.target_update_counter.fill_(next_counter(rule, counter))
                 state.qvalue_updates.add_(1)
                 if steps_alpha:
                     state.alpha_updates.add_(1)
