@@ -37,6 +37,15 @@ from advantage_client.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from advantage_client.offpolicy import (
+    DDPG,
+    DQN,
+    SAC,
+    TD3,
+    DiscreteSAC,
+    OffPolicyLoss,
+    OffPolicyResult,
+)
 from advantage_client.options import (
     A2C,
     GAE,
@@ -68,7 +77,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "A2C",
+    "DDPG",
     "DEFAULT_SERVICE_CONFIG",
+    "DQN",
     "ESTIMATORS",
     "GAE",
     "KLPENPPO",
@@ -76,8 +87,10 @@ __all__ = [
     "LOSSES",
     "LOSS_KNOBS",
     "PPO",
+    "SAC",
     "TD0",
     "TD1",
+    "TD3",
     "ActionSpec",
     "AdvantageClient",
     "AdvantageResult",
@@ -86,6 +99,7 @@ __all__ = [
     "CancelledError",
     "ClipPPO",
     "DeadlineExceededError",
+    "DiscreteSAC",
     "EstimatorOptions",
     "FailedPreconditionError",
     "Impala",
@@ -95,6 +109,8 @@ __all__ = [
     "LossResult",
     "ModelInfo",
     "NotFoundError",
+    "OffPolicyLoss",
+    "OffPolicyResult",
     "Parameters",
     "PermissionDeniedError",
     "Reinforce",

@@ -15,6 +15,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from advantage_client._codec import WireArray, encode, to_wire
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
+from advantage_client.offpolicy import OFFPOLICY_LOSSES
 
 __all__ = [
     "ESTIMATORS",
@@ -152,7 +153,12 @@ def _check_range(knob: str, value: float) -> None:
 # Losses
 # --------------------------------------------------------------------------------------------
 
-_LOSS_FIELDS = {f.name: f for f in pb.ComputeLossRequest.DESCRIPTOR.oneofs_by_name["loss"].fields}
+# The on-policy losses (the off-policy ones have their own options, `advantage_client.offpolicy`).
+_LOSS_FIELDS = {
+    f.name: f
+    for f in pb.ComputeLossRequest.DESCRIPTOR.oneofs_by_name["loss"].fields
+    if f.name not in OFFPOLICY_LOSSES
+}
 _OPTION_FIELDS = pb.PolicyLossOptions.DESCRIPTOR.fields_by_name
 # Shared PolicyLossOptions a loss ignores (the proto's A2CLoss / ReinforceLoss comments); sending
 # them would be silently dropped by the server, so the client refuses them.
