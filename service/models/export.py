@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,11 @@ def _example_inputs(inputs: Sequence[InputSpec]) -> tuple[torch.Tensor, ...]:
     )
 
 
+def _takes_var_args(network: nn.Module) -> bool:
+    parameters = list(inspect.signature(network.forward).parameters.values())
+    return len(parameters) == 1 and parameters[0].kind is inspect.Parameter.VAR_POSITIONAL
+
+
 def _save_network(
     network: nn.Module,
     path: Path,
@@ -35,9 +41,10 @@ def _save_network(
         example = (*example, action)
     if path.suffix == ".pt2":
         batch = torch.export.Dim("batch")
-        exported = torch.export.export(
-            network, example, dynamic_shapes=tuple({0: batch} for _ in example)
-        )
+        shapes: tuple = tuple({0: batch} for _ in example)
+        if _takes_var_args(network):  # forward(*inputs): export sees one tuple argument
+            shapes = (shapes,)
+        exported = torch.export.export(network, example, dynamic_shapes=shapes)
         torch.export.save(exported, str(path))
     else:
         with warnings.catch_warnings():

@@ -35,7 +35,8 @@ class OffPolicyState(nn.Module):
 
 
 def _frozen_copy(network: nn.Module) -> nn.Module:
-    target = copy.deepcopy(network)
+    with torch.no_grad():  # (a TorchScript module's copy would otherwise record the copy op)
+        target = copy.deepcopy(network)
     for parameter in target.parameters():
         parameter.requires_grad_(False)
     return target
