@@ -1,4 +1,10 @@
 /** Promise-based client of advantage-service (grpc-js, the contract loaded at runtime). */
+import {
+  buildOffPolicyRequest,
+  offPolicyResultFromWire,
+  type ComputeOffPolicyLossArgs,
+  type OffPolicyResult,
+} from "./offpolicy";
 import * as grpc from "@grpc/grpc-js";
 import { isIP } from "node:net";
 import { AdvantageServiceError } from "./errors";
@@ -365,6 +371,13 @@ export class AdvantageClient {
     }
     const res = await this.unary("ComputeLoss", withMinVersion(request, args.minParameterVersion), args.deadlineMs);
     return lossResultFromWire(res);
+  }
+
+  /** An off-policy loss (dqn, sac, discrete_sac, ddpg, td3) on [B] transitions; with
+   * applyUpdate, one step that also moves the server's target networks (see offpolicy.ts). */
+  async computeOffPolicyLoss(args: ComputeOffPolicyLossArgs): Promise<OffPolicyResult> {
+    const res = await this.unary("ComputeLoss", buildOffPolicyRequest(args), args.deadlineMs);
+    return offPolicyResultFromWire(res);
   }
 
   /** A consistent snapshot of a model's parameters ("" = the default model), reassembled. */
