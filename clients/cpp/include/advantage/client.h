@@ -20,6 +20,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "advantage/offpolicy.h"
 #include "advantage/v1/advantage.grpc.pb.h"
 
 namespace advantage {
@@ -162,6 +163,10 @@ class Client {
   // Throws advantage::Error with the status code and message on failure (and
   // std::invalid_argument for a request that cannot be built).
   AdvantageResult ComputeAdvantage(const AdvantageRequest& request) const;
+
+  // An off-policy loss (include/advantage/offpolicy.h) and, with apply_update, one step that
+  // also moves the server's target networks. Throws as ComputeAdvantage.
+  OffPolicyResult ComputeOffPolicyLoss(const OffPolicyRequest& request) const;
 
   // Bearer token for a server started with an auth token: ComputeAdvantage sends it as the
   // "authorization" metadata. For calls through stub(), add it to your grpc::ClientContext.
