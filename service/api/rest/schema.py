@@ -185,6 +185,16 @@ LOSS_REQUEST_SCHEMA: dict[str, Any] = {
         },
         "apply_update": {"type": "boolean", "default": False},
         "expected_parameter_version": {"type": "integer"},
+        "return_td_error": {
+            "type": "boolean",
+            "default": False,
+            "description": "Off-policy losses: return the per-sample TD error.",
+        },
+        "target_update": {
+            "type": "object",
+            "description": 'Off-policy losses: this update\'s target rule, {"tau": τ} or '
+            '{"hard_interval": N} (absent = the model\'s).',
+        },
     },
 }
 
@@ -209,6 +219,8 @@ LOSS_OPENAPI: dict[str, Any] = {
                             "new_parameter_version": {"type": "integer"},
                             "grad_norm": {"type": "number"},
                             "timing": {"type": "object"},
+                            "td_error": {**NESTED, "description": "Off-policy, on request."},
+                            "targets_updated": {"type": "boolean"},
                         },
                     }
                 }
