@@ -12,7 +12,8 @@ callables the runtime binds to the model, so the maths here stays pure torch:
 * ``policy(inputs)`` / ``target_policy(inputs)`` → the deterministic action [N, *action_shape]
   of the online / target actor (DDPG, TD3): the actor's location, squashed into [low, high] for
   a tanh-normal actor: (high + low)/2 + (high − low)/2 · tanh(loc);
-* ``action_bounds``: (low, high) of continuous actions (TD3 clamps its noisy targets to them).
+* ``action_bounds``: (low, high) of continuous actions (TD3 clamps its noisy targets to them);
+* ``value(inputs)`` → V(s) [N], the model's value network (IQL).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Networks:
     policy: PolicyFn | None = None
     target_policy: PolicyFn | None = None
     action_bounds: tuple[float, float] = (-1.0, 1.0)
+    value: Callable[[list[Tensor]], Tensor] | None = None  # V(s) → [N] (IQL)
     log_alpha: Tensor | None = None  # SAC's temperature parameter, 0-d
 
 
@@ -137,3 +139,5 @@ class OffPolicyKind:
     delay_actor_default: bool | None = None
     # TD3: the actor learns (and the targets move) only on every `policy_update_delay`-th update.
     delayed_policy: bool = False
+    # IQL: the model's state-value network V(s) too.
+    value_network: bool = False

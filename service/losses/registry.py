@@ -25,9 +25,11 @@ from service.knobs import (
 from service.losses._offpolicy import OffPolicyKind
 from service.losses.a2c import a2c_loss
 from service.losses.ddpg import ddpg_loss
+from service.losses.discrete_cql import discrete_cql_loss
 from service.losses.discrete_sac import discrete_sac_loss
 from service.losses.dqn import dqn_loss
 from service.losses.impala import impala_loss
+from service.losses.iql import iql_loss
 from service.losses.ppo import clip_epsilon_bounds, ppo_clip_loss, ppo_kl_loss, ppo_loss
 from service.losses.reinforce import reinforce_loss
 from service.losses.sac import sac_loss
@@ -176,6 +178,25 @@ LOSSES.update(
                 delay_actor_default=True,
                 delayed_policy=True,
             ),
+        ),
+        "iql": LossKind(
+            iql_loss,
+            "transitions",
+            {
+                **_TD,
+                "temperature": NON_NEGATIVE,
+                "expectile": UNIT_INTERVAL,
+                "num_qvalue_nets": COUNT,
+            },
+            offpolicy=OffPolicyKind(
+                qvalue_kind="state_action", actor=_CONTINUOUS, value_network=True
+            ),
+        ),
+        "discrete_cql": LossKind(
+            discrete_cql_loss,
+            "transitions",
+            {**_TD, "delay_value": ANY},
+            offpolicy=OffPolicyKind(qvalue_kind="action_value", single_qvalue=True),
         ),
     }
 )

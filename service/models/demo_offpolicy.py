@@ -2,11 +2,11 @@
 turns it on): small enough for a laptop, complete enough for every off-policy loss.
 
 * `demo_sac`: 3-dim observations, a 1-dim tanh-normal actor, a state-action Q ensemble of 2
-  (SAC and TD3; TorchRL's `num_qvalue_nets=2`), soft targets τ = 0.005.
+  and a value network (SAC, TD3, IQL; TorchRL's `num_qvalue_nets=2`), soft targets τ = 0.005.
 * `demo_ddpg`: the same shapes with a single state-action Q-network (DDPG).
 * `demo_discrete_sac`: 4-dim observations, a categorical actor over 2 actions, an action-value
   Q ensemble of 2.
-* `demo_dqn`: 4-dim observations, one action-value head over 2 actions (DQN).
+* `demo_dqn`: 4-dim observations, one action-value head over 2 actions (DQN, discrete CQL).
 """
 
 from __future__ import annotations
@@ -73,19 +73,30 @@ def _seeded(seed: int, build):
 
 def demo_sac_model(device: torch.device, seed: int = 1) -> Model:
     """SAC-ready continuous demo (see the module docstring)."""
-    actor, qvalue = _seeded(
+    actor, qvalue, value = _seeded(
         seed,
-        lambda: (GaussianActor(3, 1), QValueEnsemble([StateActionMLP(3, 1) for _ in range(2)])),
+        lambda: (
+            GaussianActor(3, 1),
+            QValueEnsemble([StateActionMLP(3, 1) for _ in range(2)]),
+            mlp(3, 1),  # V(s), for IQL (and ComputeAdvantage)
+        ),
     )
     manifest = Manifest(
         name="demo_sac",
         inputs=(InputSpec(name="observation", shape=(3,)),),
+        value_network=BUILT_IN,
         actor_network=BUILT_IN,
         action=ActionSpec(distribution="tanh_normal", shape=(1,)),
         qvalue_network=QValueNetworkSpec(file="<built-in>", kind="state_action", ensemble_size=2),
     )
     return attach_offpolicy(
-        Model(manifest, device, actor_network=actor.to(device), qvalue_network=qvalue.to(device))
+        Model(
+            manifest,
+            device,
+            value_network=value.to(device),
+            actor_network=actor.to(device),
+            qvalue_network=qvalue.to(device),
+        )
     )
 
 

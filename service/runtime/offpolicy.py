@@ -55,6 +55,8 @@ def _check_model(model: Model, name: str, kind: OffPolicyKind, options: dict) ->
             f"{name}.num_qvalue_nets: expected the model's ensemble size {spec.ensemble_size}, "
             f"got {int(wanted)}"
         )
+    if kind.value_network and model.value_network is None:
+        raise FailedPrecondition(f"{name}: model {model.name!r} has no value network (V(s))")
     if kind.actor:
         action = model.manifest.action
         if model.actor_network is None or action is None:
@@ -240,6 +242,9 @@ def _bind(model: Model, dtype: torch.dtype, log_alpha: torch.Tensor | None) -> N
         else None,
         action_bounds=(action.low, action.high) if action is not None else (-1.0, 1.0),
         log_alpha=log_alpha,
+        value=(lambda inputs: model.value(inputs).to(dtype))
+        if model.value_network is not None
+        else None,
     )
 
 
@@ -390,6 +395,8 @@ def compute_offpolicy_loss(
             grad_norm = apply_update(model, total, call, commit, extras)
         new_version = model.parameter_version
     metrics = {key: float(value.detach()) for key, value in out.items()}
+    if "td_error_mean" in metrics:  # TorchRL's metadata name, beside the per-sample tensor
+        metrics["td_error"] = metrics.pop("td_error_mean")
     return LossResult(
         loss=float(total.detach()),
         metrics=metrics,

@@ -36,9 +36,11 @@ from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
 __all__ = [
     "DDPG",
     "DQN",
+    "IQL",
     "OFFPOLICY_LOSSES",
     "SAC",
     "TD3",
+    "DiscreteCQL",
     "DiscreteSAC",
     "OffPolicyLoss",
     "OffPolicyResult",
@@ -46,7 +48,7 @@ __all__ = [
 ]
 
 #: The contract's off-policy members of the ``loss`` oneof.
-OFFPOLICY_LOSSES = ("dqn", "sac", "discrete_sac", "ddpg", "td3")
+OFFPOLICY_LOSSES = ("dqn", "sac", "discrete_sac", "ddpg", "td3", "iql", "discrete_cql")
 _DISTANCES = {
     "l1": pb.CRITIC_LOSS_L1,
     "l2": pb.CRITIC_LOSS_L2,
@@ -102,9 +104,9 @@ class OffPolicyLoss:
                 setattr(message, name, float(value))
 
 
-_UNIT = {"gamma"}
+_UNIT = {"gamma", "expectile"}
 _POSITIVE = {"alpha_init", "min_alpha", "max_alpha"}
-_NON_NEGATIVE = {"policy_noise", "noise_clip", "target_entropy_weight"}
+_NON_NEGATIVE = {"policy_noise", "noise_clip", "target_entropy_weight", "temperature"}
 _COUNTS = {"num_qvalue_nets", "policy_update_delay"}
 _BOOLS = {"delay_value", "double_dqn", "fixed_alpha", "delay_qvalue", "delay_actor"}
 
@@ -235,6 +237,36 @@ class TD3(OffPolicyLoss):
     num_qvalue_nets: int | None = None
     policy_update_delay: int | None = None
     seed: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class IQL(OffPolicyLoss):
+    """TorchRL's IQLLoss (continuous actions; the model needs its value network V(s)).
+
+    Attributes:
+        gamma, loss_function: see `OffPolicyLoss` (loss_function default "smooth_l1").
+        temperature: β of the advantage weight exp(β·(Q − V)), ≥ 0 (default 1.0).
+        expectile: τ of V's expectile regression, in [0, 1] (default 0.5).
+        num_qvalue_nets: checked against the model's ensemble size.
+    """
+
+    oneof_field: ClassVar[str] = "iql"
+    temperature: float | None = None
+    expectile: float | None = None
+    num_qvalue_nets: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class DiscreteCQL(OffPolicyLoss):
+    """TorchRL's DiscreteCQLLoss on a DQN model.
+
+    Attributes:
+        gamma, loss_function: see `OffPolicyLoss` (loss_function default "l2", halved).
+        delay_value: bootstrap from the target network (default True).
+    """
+
+    oneof_field: ClassVar[str] = "discrete_cql"
+    delay_value: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@
  */
 import { decodeTensor, encodeTensor, isTensor, type Tensor, type WireTensor } from "./tensor";
 
-export type OffPolicyLossKind = "dqn" | "sac" | "discrete_sac" | "ddpg" | "td3";
+export type OffPolicyLossKind = "dqn" | "sac" | "discrete_sac" | "ddpg" | "td3" | "iql" | "discrete_cql";
 
 /** Knobs of the off-policy losses (camelCase of the proto's fields); absent = TorchRL's defaults. */
 export interface OffPolicyKnobs {
@@ -38,6 +38,9 @@ export interface OffPolicyKnobs {
   policyNoise?: number;
   noiseClip?: number;
   policyUpdateDelay?: number;
+  // iql
+  temperature?: number;
+  expectile?: number;
 }
 
 type Kind = "double" | "bool" | "int" | "distance" | "entropy";
@@ -68,6 +71,8 @@ const FIELDS: Readonly<Record<OffPolicyLossKind, Readonly<Record<string, Kind>>>
     policy_update_delay: "int",
     seed: "int",
   },
+  iql: { ...SHARED, temperature: "double", expectile: "double", num_qvalue_nets: "int" },
+  discrete_cql: { ...SHARED, delay_value: "bool" },
 };
 
 export const OFFPOLICY_LOSSES = Object.keys(FIELDS) as OffPolicyLossKind[];

@@ -1,0 +1,60 @@
+"""Implicit Q-learning, continuous actions (TorchRL's `IQLLoss`, TD(0) targets).
+
+    V(s) is fitted by expectile regression to the target ensemble's minimum at the data's action:
+      u = min_e Q̄_e(s, a) − V(s),  loss_value = mean_N |τ − 1(u < 0)|·u²   (τ = `expectile`)
+    G = r + γ·(1 − terminated)·V(s′)                   (V without gradient)
+    loss_qvalue = mean_N Σ_e distance(Q_e(s, a), G);  td_error = max_e (Q_e(s, a) − G)²
+    loss_actor  = −mean_N min(exp(β·(min_e Q̄_e(s, a) − V(s))), 100) · log π(a|s)
+    entropy     = −mean_N log π(a|s)                    (β = `temperature`)
+
+Only the data's actions are scored: nothing is sampled. "Offline Reinforcement Learning with
+Implicit Q-Learning", Kostrikov et al. (https://arxiv.org/abs/2110.06169). The model needs its
+value network V besides the actor and the state-action Q ensemble.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from service import distributions
+from service.errors import ArgumentError
+from service.losses._offpolicy import Networks, Transitions, distance, td0_target
+
+
+def iql_loss(
+    nets: Networks,
+    batch: Transitions,
+    *,
+    gamma: float = 0.99,
+    loss_function: str = "smooth_l1",
+    temperature: float = 1.0,
+    expectile: float = 0.5,
+) -> dict[str, Tensor]:
+    """loss_actor, loss_qvalue, loss_value, entropy (+ td_error [N], loss)."""
+    if nets.actor is None or nets.value is None:
+        raise ArgumentError("actor", "IQL needs the model's actor and value network")
+    with torch.no_grad():
+        min_q = nets.target_qvalue(batch.inputs, batch.action)[..., 0].min(-1).values
+        value_now = nets.value(batch.inputs)
+        next_value = nets.value(batch.next_inputs)
+        target = td0_target(batch.reward, batch.terminated, next_value, gamma)
+    log_prob = distributions.log_prob(nets.actor(batch.inputs), batch.action)
+    weight = torch.exp((min_q - value_now) * temperature).clamp_max(100)
+    loss_actor = -(weight * log_prob).mean()
+
+    predicted = nets.qvalue(batch.inputs, batch.action)[..., 0]  # [N, E]
+    expanded = target.unsqueeze(-1).expand_as(predicted)
+    loss_qvalue = distance(predicted, expanded, loss_function).sum(-1).mean()
+
+    difference = min_q - nets.value(batch.inputs)
+    expectile_weight = torch.where(difference > 0, expectile, 1 - expectile)
+    loss_value = (expectile_weight * difference.pow(2)).mean()
+    return {
+        "loss": loss_actor + loss_qvalue + loss_value,
+        "loss_actor": loss_actor,
+        "loss_qvalue": loss_qvalue,
+        "loss_value": loss_value,
+        "entropy": -log_prob.detach().mean(),
+        "td_error": (predicted.detach() - expanded).pow(2).max(-1).values,
+    }
