@@ -141,3 +141,5 @@ class OffPolicyKind:
     delayed_policy: bool = False
     # IQL: the model's state-value network V(s) too.
     value_network: bool = False
+    # CQL (as TorchRL's): an ensemble of exactly two Q-networks.
+    ensemble_of_two: bool = False

@@ -24,6 +24,7 @@ from service.knobs import (
 )
 from service.losses._offpolicy import OffPolicyKind
 from service.losses.a2c import a2c_loss
+from service.losses.cql import cql_loss
 from service.losses.ddpg import ddpg_loss
 from service.losses.discrete_cql import discrete_cql_loss
 from service.losses.discrete_sac import discrete_sac_loss
@@ -190,6 +191,26 @@ LOSSES.update(
             },
             offpolicy=OffPolicyKind(
                 qvalue_kind="state_action", actor=_CONTINUOUS, value_network=True
+            ),
+        ),
+        "cql": LossKind(
+            cql_loss,
+            "transitions",
+            {
+                **_TD,
+                **_TEMPERATURE,
+                "temperature": POSITIVE,
+                "min_q_weight": NON_NEGATIVE,
+                "deterministic_backup": ANY,
+                "num_random": COUNT,
+                "seed": ANY,
+            },
+            offpolicy=OffPolicyKind(
+                qvalue_kind="state_action",
+                actor=_CONTINUOUS,
+                temperature=True,
+                samples=True,
+                ensemble_of_two=True,
             ),
         ),
         "discrete_cql": LossKind(

@@ -49,6 +49,11 @@ def _check_model(model: Model, name: str, kind: OffPolicyKind, options: dict) ->
             f"{name}: needs a Q-network ensemble of 1, model {model.name!r} has "
             f"{spec.ensemble_size}"
         )
+    if kind.ensemble_of_two and spec.ensemble_size != 2:
+        raise FailedPrecondition(
+            f"{name}: needs a Q-network ensemble of 2, model {model.name!r} has "
+            f"{spec.ensemble_size}"
+        )
     wanted = options.pop("num_qvalue_nets", None)
     if wanted is not None and int(wanted) != spec.ensemble_size:
         raise InvalidArgument(
@@ -125,10 +130,10 @@ def transitions(model: Model, trajectory: Trajectory, kind: OffPolicyKind) -> Tr
     for spec, tensor in zip(model.manifest.inputs, next_inputs, strict=True):
         # A terminated step's next observation never enters a target (NaN allowed there).
         _finite_rows(tensor, f"trajectory.next_observation[{spec.name!r}]", ~terminated)
+    # Non-finite values (allowed at terminated steps only) become 0 so the networks run on
+    # them; finite ones stay as sent (CQL's next-state proposals use every row).
     next_inputs = [
-        torch.where(terminated.view(-1, *[1] * (t.dim() - 1)), torch.zeros_like(t), t)
-        if t.is_floating_point()
-        else t
+        torch.where(torch.isfinite(t), t, torch.zeros_like(t)) if t.is_floating_point() else t
         for t in next_inputs
     ]
     action = _action(model, trajectory, kind, steps, rows)

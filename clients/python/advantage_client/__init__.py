@@ -38,6 +38,7 @@ from advantage_client.errors import (
     UnavailableError,
 )
 from advantage_client.offpolicy import (
+    CQL,
     DDPG,
     DQN,
     IQL,
@@ -79,6 +80,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "A2C",
+    "CQL",
     "DDPG",
     "DEFAULT_SERVICE_CONFIG",
     "DQN",

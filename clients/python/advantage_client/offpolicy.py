@@ -34,6 +34,7 @@ from advantage_client._codec import decode_numpy, encode
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
 
 __all__ = [
+    "CQL",
     "DDPG",
     "DQN",
     "IQL",
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 #: The contract's off-policy members of the ``loss`` oneof.
-OFFPOLICY_LOSSES = ("dqn", "sac", "discrete_sac", "ddpg", "td3", "iql", "discrete_cql")
+OFFPOLICY_LOSSES = ("dqn", "sac", "discrete_sac", "ddpg", "td3", "iql", "cql", "discrete_cql")
 _DISTANCES = {
     "l1": pb.CRITIC_LOSS_L1,
     "l2": pb.CRITIC_LOSS_L2,
@@ -106,9 +107,22 @@ class OffPolicyLoss:
 
 _UNIT = {"gamma", "expectile"}
 _POSITIVE = {"alpha_init", "min_alpha", "max_alpha"}
-_NON_NEGATIVE = {"policy_noise", "noise_clip", "target_entropy_weight", "temperature"}
-_COUNTS = {"num_qvalue_nets", "policy_update_delay"}
-_BOOLS = {"delay_value", "double_dqn", "fixed_alpha", "delay_qvalue", "delay_actor"}
+_NON_NEGATIVE = {
+    "policy_noise",
+    "noise_clip",
+    "target_entropy_weight",
+    "temperature",
+    "min_q_weight",
+}
+_COUNTS = {"num_qvalue_nets", "policy_update_delay", "num_random"}
+_BOOLS = {
+    "delay_value",
+    "double_dqn",
+    "fixed_alpha",
+    "delay_qvalue",
+    "delay_actor",
+    "deterministic_backup",
+}
 
 
 def _check(name: str, value: Any) -> None:
@@ -254,6 +268,23 @@ class IQL(OffPolicyLoss):
     temperature: float | None = None
     expectile: float | None = None
     num_qvalue_nets: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class CQL(_Temperature):
+    """TorchRL's CQLLoss (continuous actions, a Q ensemble of 2, SAC's temperature).
+
+    Attributes:
+        as `SAC`'s, and temperature (T of the logsumexp, default 1.0), min_q_weight (default
+        1.0), deterministic_backup (default True), num_random (proposals per kind, default 10).
+    """
+
+    oneof_field: ClassVar[str] = "cql"
+    temperature: float | None = None
+    min_q_weight: float | None = None
+    deterministic_backup: bool | None = None
+    num_random: int | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)

@@ -11,7 +11,7 @@
  */
 import { decodeTensor, encodeTensor, isTensor, type Tensor, type WireTensor } from "./tensor";
 
-export type OffPolicyLossKind = "dqn" | "sac" | "discrete_sac" | "ddpg" | "td3" | "iql" | "discrete_cql";
+export type OffPolicyLossKind = "dqn" | "sac" | "discrete_sac" | "ddpg" | "td3" | "iql" | "cql" | "discrete_cql";
 
 /** Knobs of the off-policy losses (camelCase of the proto's fields); absent = TorchRL's defaults. */
 export interface OffPolicyKnobs {
@@ -38,9 +38,13 @@ export interface OffPolicyKnobs {
   policyNoise?: number;
   noiseClip?: number;
   policyUpdateDelay?: number;
-  // iql
+  // iql (and cql's temperature)
   temperature?: number;
   expectile?: number;
+  // cql
+  minQWeight?: number;
+  deterministicBackup?: boolean;
+  numRandom?: number;
 }
 
 type Kind = "double" | "bool" | "int" | "distance" | "entropy";
@@ -72,6 +76,15 @@ const FIELDS: Readonly<Record<OffPolicyLossKind, Readonly<Record<string, Kind>>>
     seed: "int",
   },
   iql: { ...SHARED, temperature: "double", expectile: "double", num_qvalue_nets: "int" },
+  cql: {
+    ...SHARED,
+    ...TEMPERATURE,
+    temperature: "double",
+    min_q_weight: "double",
+    deterministic_backup: "bool",
+    num_random: "int",
+    seed: "int",
+  },
   discrete_cql: { ...SHARED, delay_value: "bool" },
 };
 

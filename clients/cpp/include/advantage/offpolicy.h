@@ -20,7 +20,7 @@ v1::Tensor EncodeInt64(const std::vector<int64_t>& values, const std::vector<int
 
 struct OffPolicyRequest {
   std::string model_name;  // empty = the server's default model
-  // "dqn", "sac", "discrete_sac", "ddpg", "td3", "iql" or "discrete_cql".
+  // "dqn", "sac", "discrete_sac", "ddpg", "td3", "iql", "cql" or "discrete_cql".
   std::string loss = "sac";
   // Network inputs keyed by the model's input names, [*B, *obs] each.
   std::map<std::string, v1::Tensor> observation;
@@ -40,7 +40,7 @@ struct OffPolicyRequest {
   std::optional<double> alpha_init;          // sac, discrete_sac
   std::optional<bool> fixed_alpha;           // sac, discrete_sac
   std::optional<double> target_entropy;      // sac, discrete_sac (absent = "auto")
-  std::optional<uint64_t> seed;              // sac, td3: the server's sampler for this call
+  std::optional<uint64_t> seed;              // sac, td3, cql: the server's sampler for this call
 
   bool apply_update = false;
   std::optional<int64_t> expected_parameter_version;
