@@ -46,6 +46,9 @@ class Transitions:
     reward: Tensor
     done: Tensor
     terminated: Tensor
+    # n-step targets: V(s′) [N] → the estimator's return [N] over the request's [*B, T]
+    # segments (TD(1), TD(λ)); None = TD(0) with the loss's γ.
+    returns: Callable[[Tensor], Tensor] | None = None
 
     @property
     def rows(self) -> int:
@@ -91,6 +94,14 @@ def td0_target(reward: Tensor, terminated: Tensor, next_value: Tensor, gamma: fl
     """
     bootstrap = torch.where(terminated, torch.zeros_like(next_value), next_value)
     return reward + gamma * bootstrap
+
+
+def value_target(batch: Transitions, next_value: Tensor, gamma: float) -> Tensor:
+    """The loss's regression target from the bootstrap values V(s′) [N]: TD(0) with `gamma`, or
+    the request's estimator over its [*B, T] segments (`Transitions.returns`)."""
+    if batch.returns is not None:
+        return batch.returns(next_value)
+    return td0_target(batch.reward, batch.terminated, next_value, gamma)
 
 
 def alpha_of(log_alpha: Tensor, min_alpha: float | None, max_alpha: float | None) -> Tensor:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from service import distributions
 from service.errors import ArgumentError
-from service.losses._offpolicy import Networks, Transitions, alpha_of, distance, td0_target
+from service.losses._offpolicy import Networks, Transitions, alpha_of, distance, value_target
 
 
 def _repeat(inputs: list[Tensor], times: int) -> list[Tensor]:
@@ -68,7 +68,7 @@ def cql_loss(
         next_value = critic(batch.next_inputs, next_action)[..., 0].min(-1).values
         if not deterministic_backup:
             next_value = next_value - alpha * next_log_prob
-        target = td0_target(batch.reward, batch.terminated, next_value, gamma)
+        target = value_target(batch, next_value, gamma)
     predicted = nets.qvalue(batch.inputs, batch.action)[..., 0]  # [N, 2]
     expanded = target.unsqueeze(-1).expand_as(predicted)
     loss_qvalue = distance(predicted, expanded, loss_function).sum(-1).mean()

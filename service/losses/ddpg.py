@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from service.errors import ArgumentError
-from service.losses._offpolicy import Networks, Transitions, distance, td0_target
+from service.losses._offpolicy import Networks, Transitions, distance, value_target
 
 
 def ddpg_loss(
@@ -39,7 +39,7 @@ def ddpg_loss(
         next_action = next_policy(batch.next_inputs)
         critic = nets.target_qvalue if delay_value else nets.qvalue_frozen
         next_value = critic(batch.next_inputs, next_action)[:, 0, 0]
-        target = td0_target(batch.reward, batch.terminated, next_value, gamma)
+        target = value_target(batch, next_value, gamma)
     loss_value = distance(predicted, target, loss_function).mean()
     loss_actor = -nets.qvalue_frozen(batch.inputs, nets.policy(batch.inputs))[:, 0, 0].mean()
     return {

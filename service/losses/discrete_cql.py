@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from service.losses._offpolicy import Networks, Transitions, distance, td0_target
+from service.losses._offpolicy import Networks, Transitions, distance, value_target
 
 
 def discrete_cql_loss(
@@ -37,7 +37,7 @@ def discrete_cql_loss(
     with torch.no_grad():
         critic = nets.target_qvalue if delay_value else nets.qvalue_frozen
         bootstrap = critic(batch.next_inputs, None)[:, 0].max(-1).values
-        target = td0_target(batch.reward, batch.terminated, bootstrap, gamma)
+        target = value_target(batch, bootstrap, gamma)
     td_error = (chosen.detach() - target).pow(2)
     loss_qvalue = (0.5 * distance(chosen, target, loss_function)).mean()
     loss_cql = (torch.logsumexp(values, dim=-1) - chosen).mean()

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from service.errors import ArgumentError
-from service.losses._offpolicy import Networks, Transitions, alpha_of, distance, td0_target
+from service.losses._offpolicy import Networks, Transitions, alpha_of, distance, value_target
 
 
 def discrete_sac_loss(
@@ -44,7 +44,7 @@ def discrete_sac_loss(
         target_net = nets.target_qvalue if delay_qvalue else nets.qvalue_frozen
         next_q = target_net(batch.next_inputs, None).min(1).values  # [N, A]
         next_value = (next_prob * (next_q - alpha * next_log_prob)).sum(-1)
-        target = td0_target(batch.reward, batch.terminated, next_value, gamma)
+        target = value_target(batch, next_value, gamma)
     values = nets.qvalue(batch.inputs, None)  # [N, E, A]
     index = batch.action.view(-1, 1, 1).expand(-1, values.shape[1], 1)
     chosen = values.gather(-1, index).squeeze(-1)  # [N, E]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from service.errors import ArgumentError
-from service.losses._offpolicy import Networks, Transitions, distance, td0_target
+from service.losses._offpolicy import Networks, Transitions, distance, value_target
 
 
 def dqn_loss(
@@ -44,6 +44,6 @@ def dqn_loss(
             bootstrap = next_values.gather(-1, greedy).squeeze(-1)
         else:
             bootstrap = next_values.max(-1).values
-        target = td0_target(batch.reward, batch.terminated, bootstrap, gamma)
+        target = value_target(batch, bootstrap, gamma)
     loss = distance(chosen, target, loss_function).mean()
     return {"loss": loss, "td_error": (chosen.detach() - target).pow(2)}

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from service import distributions
 from service.errors import ArgumentError
-from service.losses._offpolicy import Networks, Transitions, distance, td0_target
+from service.losses._offpolicy import Networks, Transitions, distance, value_target
 
 
 def iql_loss(
@@ -38,7 +38,7 @@ def iql_loss(
         min_q = nets.target_qvalue(batch.inputs, batch.action)[..., 0].min(-1).values
         value_now = nets.value(batch.inputs)
         next_value = nets.value(batch.next_inputs)
-        target = td0_target(batch.reward, batch.terminated, next_value, gamma)
+        target = value_target(batch, next_value, gamma)
     log_prob = distributions.log_prob(nets.actor(batch.inputs), batch.action)
     weight = torch.exp((min_q - value_now) * temperature).clamp_max(100)
     loss_actor = -(weight * log_prob).mean()

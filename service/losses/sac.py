@@ -24,7 +24,7 @@ from torch import Tensor
 
 from service import distributions
 from service.errors import ArgumentError
-from service.losses._offpolicy import Networks, Transitions, alpha_of, distance, td0_target
+from service.losses._offpolicy import Networks, Transitions, alpha_of, distance, value_target
 
 
 def sac_loss(
@@ -53,7 +53,7 @@ def sac_loss(
         target_net = nets.target_qvalue if delay_qvalue else nets.qvalue_frozen
         next_q = target_net(batch.next_inputs, next_action)[..., 0]  # [N, E]
         next_value = (next_q - alpha * next_log_prob.unsqueeze(-1)).min(-1).values
-        target = td0_target(batch.reward, batch.terminated, next_value, gamma)
+        target = value_target(batch, next_value, gamma)
     predicted = nets.qvalue(batch.inputs, batch.action)[..., 0]  # [N, E]
     loss_qvalue = (
         distance(predicted, target.unsqueeze(-1).expand_as(predicted), loss_function).sum(-1).mean()

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from service.errors import ArgumentError
-from service.losses._offpolicy import Networks, Transitions, distance, td0_target
+from service.losses._offpolicy import Networks, Transitions, distance, value_target
 
 
 def td3_loss(
@@ -47,7 +47,7 @@ def td3_loss(
         next_action = (next_policy(batch.next_inputs) + noise).clamp(low, high)
         critic = nets.target_qvalue if delay_qvalue else nets.qvalue_frozen
         next_value = critic(batch.next_inputs, next_action)[..., 0].min(-1).values
-        target = td0_target(batch.reward, batch.terminated, next_value, gamma)
+        target = value_target(batch, next_value, gamma)
     predicted = nets.qvalue(batch.inputs, batch.action)[..., 0]  # [N, E]
     expanded = target.unsqueeze(-1).expand_as(predicted)
     loss_qvalue = distance(predicted, expanded, loss_function).sum(-1).mean()

@@ -76,6 +76,8 @@ class LossInputs:
     # the manifest's).
     return_td_error: bool = False
     target_update: TargetUpdateSpec | None = None
+    # Off-policy losses: the request's estimator for n-step targets over [*B, T] (None = TD(0)).
+    offpolicy_estimator: EstimatorSpec | None = None
 
 
 @dataclass(frozen=True)

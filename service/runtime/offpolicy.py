@@ -24,6 +24,7 @@ from service.losses._offpolicy import Networks, OffPolicyKind, Transitions
 from service.models.model import Model
 from service.models.qvalue import TargetUpdateSpec
 from service.runtime.call import CallState
+from service.runtime.estimation import EstimatorSpec, run_estimator
 from service.runtime.loss import FIELD_OF_ARGUMENT, LossInputs, LossResult
 from service.runtime.networks import policy
 from service.runtime.targets import move_targets, next_counter, target_pairs, will_move
@@ -112,8 +113,37 @@ def _finite_rows(tensor: torch.Tensor, name: str, used: torch.Tensor | None = No
         )
 
 
-def transitions(model: Model, trajectory: Trajectory, kind: OffPolicyKind) -> Transitions:
-    """The request's [*B] transitions as N rows on the model's device, checked."""
+def _returns(trajectory: Trajectory, spec: EstimatorSpec) -> Callable[[torch.Tensor], torch.Tensor]:
+    """V(s′) [N] → the estimator's value target over the request's [*B, T] segments, [N]
+    (the time dimension is the last of the reward's; TD(λ)'s recursion stops at done steps and at
+    each segment's end)."""
+    steps = trajectory.batch_shape
+    if len(steps) < 1:
+        raise InvalidArgument("trajectory.reward: n-step targets need a time dimension [*B, T]")
+
+    def returns(next_value: torch.Tensor) -> torch.Tensor:
+        bootstrap = next_value.detach().to("cpu").reshape(steps)
+        _, target = run_estimator(
+            spec,
+            state_value=torch.zeros_like(bootstrap),  # the return does not depend on V(s)
+            next_state_value=bootstrap,
+            reward=trajectory.reward,
+            done=trajectory.done,
+            terminated=trajectory.terminated,
+        )
+        return target.reshape(-1).to(next_value.device, next_value.dtype)
+
+    return returns
+
+
+def transitions(
+    model: Model,
+    trajectory: Trajectory,
+    kind: OffPolicyKind,
+    estimator: EstimatorSpec | None = None,
+) -> Transitions:
+    """The request's [*B] transitions (or [*B, T] segments for an n-step `estimator`) as N rows
+    on the model's device, checked."""
     steps = trajectory.batch_shape
     if trajectory.compact:
         raise InvalidArgument("trajectory.form: off-policy losses take the full form")
@@ -145,6 +175,7 @@ def transitions(model: Model, trajectory: Trajectory, kind: OffPolicyKind) -> Tr
         reward=reward.to(device),
         done=trajectory.done.reshape(rows).to(device),
         terminated=terminated.to(device),
+        returns=_returns(trajectory, estimator) if estimator is not None else None,
     )
 
 
@@ -312,7 +343,7 @@ def compute_offpolicy_loss(
     _check_model(model, name, kind, options)
     call = call or CallState()
     started = time.perf_counter()
-    batch = transitions(model, trajectory, kind)
+    batch = transitions(model, trajectory, kind, inputs.offpolicy_estimator)
     rule: TargetUpdateSpec = inputs.target_update or model.manifest.target_update
     seed = options.pop("seed", None)
     delay = int(options.pop("policy_update_delay", 2)) if kind.delayed_policy else 1

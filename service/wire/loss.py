@@ -19,6 +19,9 @@ from service.wire.estimator import decode_estimator
 from service.wire.options import read_knobs
 from service.wire.requests import min_version
 
+#: Estimators an off-policy loss may take for its targets (TorchRL's supported value estimators).
+N_STEP_ESTIMATORS = ("td0", "td1", "td_lambda")
+
 
 def _no_coefficient(message: Any, name: str) -> None:  # pragma: no cover - no loss has one
     raise InvalidArgument(f"{name}: not a loss knob")
@@ -60,17 +63,20 @@ def decode_loss_inputs(
     defaults = model.manifest.defaults
     loss = decode_loss(request, defaults)
     offpolicy = loss.kind.layout == "transitions"
-    if offpolicy and request.WhichOneof("estimator") is not None:
+    chosen = request.WhichOneof("estimator")
+    if offpolicy and chosen is not None and chosen not in N_STEP_ESTIMATORS:
         raise InvalidArgument(
-            f"estimator: {loss.name} computes TD(0) targets with its own gamma; leave the "
-            f"estimator unset (got {request.WhichOneof('estimator')})"
+            f"estimator: {loss.name} takes TD(0) targets (unset, with the loss's gamma) or "
+            f"n-step ones from {list(N_STEP_ESTIMATORS)} over [*B, T] segments, not {chosen}"
         )
     if not offpolicy and (request.return_td_error or request.HasField("target_update")):
         raise InvalidArgument(
             f"return_td_error / target_update: only for off-policy losses, not {loss.name}"
         )
+    estimator = decode_estimator(request, defaults, steps, dtype)
     return LossInputs(
-        estimator=decode_estimator(request, defaults, steps, dtype),
+        estimator=estimator,
+        offpolicy_estimator=estimator if offpolicy and chosen is not None else None,
         loss=loss,
         advantage=_optional_per_step(request, "advantage", steps, dtype),
         value_target=_optional_per_step(request, "value_target", steps, dtype),

@@ -224,7 +224,7 @@ def test_request_fields_that_do_not_fit_the_loss_are_refused(server) -> None:
             pb.ComputeLossRequest(
                 model_name="demo_dqn", trajectory=trajectory, dqn=pb.DQNLoss(), gae=pb.GAE()
             ),
-            "estimator: dqn computes TD(0) targets",
+            "estimator: dqn takes TD(0) targets (unset, with the loss's gamma) or n-step ones",
         ),
         (
             pb.ComputeLossRequest(

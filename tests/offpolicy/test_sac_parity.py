@@ -9,17 +9,18 @@ import math
 
 import pytest
 import torch
-from torchrl.data import Bounded
-from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
-from torchrl.objectives import DiscreteSACLoss, SACLoss, SoftUpdate, ValueEstimators
+from torchrl.modules import ProbabilisticActor
+from torchrl.objectives import DiscreteSACLoss, SoftUpdate, ValueEstimators
 
 from service.models.demo_offpolicy import demo_discrete_sac_model, demo_sac_model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from tests.support.offpolicy import (
     F64,
+    SAC_TERMS,
     as_float64,
     make_batch,
     parameters,
+    sac_oracle,
     stacked_members,
     stub,
     td_error,
@@ -28,31 +29,13 @@ from tests.support.offpolicy import (
 from tests.support.servers import running_server
 
 RTOL = 1e-5
-TERMS = ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy")
+TERMS = SAC_TERMS
 CPU = torch.device("cpu")
 
 
 def _tail(key: str) -> str:
     """A TorchRL parameter key without its wrappers' "module." levels."""
     return key.split("module.")[-1]
-
-
-def _sac_oracle(model, gamma: float = 0.99, **options) -> SACLoss:
-    actor = ProbabilisticActor(
-        tdmodule(copy.deepcopy(model.actor_network), ["observation"], ["loc", "scale"]),
-        in_keys=["loc", "scale"],
-        distribution_class=TanhNormal,
-        spec=Bounded(-1.0, 1.0, (1,), dtype=F64),
-    )
-    member = copy.deepcopy(model.qvalue_network.members[0])
-    qvalue = ValueOperator(member, in_keys=["observation", "action"])
-    loss = SACLoss(actor, qvalue, num_qvalue_nets=2, **options)
-    loss.make_value_estimator(ValueEstimators.TD0, gamma=torch.tensor(gamma, dtype=F64))
-    stacked = stacked_members(model.qvalue_network)
-    for params in (loss.qvalue_network_params, loss.target_qvalue_network_params):
-        for key, value in params.flatten_keys(".").items():
-            value.data.copy_(stacked[_tail(key)])
-    return loss
 
 
 def _discrete_oracle(model, gamma: float = 0.99, **options) -> DiscreteSACLoss:
@@ -128,7 +111,7 @@ def _assert_terms(response, expected) -> None:
 def test_sac_terms_equal_torchrl(torchrl_options: dict, wire_options: dict) -> None:
     model = as_float64(demo_sac_model(CPU))
     _perturb_targets(model)
-    oracle = _sac_oracle(model, **torchrl_options)
+    oracle = sac_oracle(model, **torchrl_options)
     if torchrl_options.get("delay_qvalue", True):
         _copy_targets(model, oracle)
     batch = _continuous_batch()
@@ -208,7 +191,7 @@ def test_updates_equal_torchrl_step_and_soft_update(discrete: bool) -> None:
     build = demo_discrete_sac_model if discrete else demo_sac_model
     model = as_float64(build(CPU))
     name = model.name
-    oracle = (_discrete_oracle if discrete else _sac_oracle)(model, alpha_init=0.7)
+    oracle = (_discrete_oracle if discrete else sac_oracle)(model, alpha_init=0.7)
     updater = SoftUpdate(oracle, tau=0.05)
     optimizer = torch.optim.Adam(oracle.parameters(), lr=3e-4)
     with running_server(models={name: model}) as server:

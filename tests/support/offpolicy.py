@@ -12,6 +12,9 @@ import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torch import nn
+from torchrl.data import Bounded
+from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
+from torchrl.objectives import SACLoss, ValueEstimators
 
 from service.models.manifest import InputSpec
 from service.models.model import Model
@@ -127,3 +130,26 @@ def stacked_members(ensemble: nn.Module) -> dict[str, torch.Tensor]:
 
 def tdmodule(network: nn.Module, in_keys: list[str], out_keys: list[str]) -> TensorDictModule:
     return TensorDictModule(network, in_keys=in_keys, out_keys=out_keys)
+
+
+#: SACLoss's outputs besides `loss`.
+SAC_TERMS = ("loss_actor", "loss_qvalue", "loss_alpha", "alpha", "entropy")
+
+
+def sac_oracle(model, gamma: float = 0.99, **options) -> SACLoss:
+    """TorchRL's SACLoss on copies of `model`'s actor and Q ensemble (targets: the model's)."""
+    actor = ProbabilisticActor(
+        tdmodule(copy.deepcopy(model.actor_network), ["observation"], ["loc", "scale"]),
+        in_keys=["loc", "scale"],
+        distribution_class=TanhNormal,
+        spec=Bounded(-1.0, 1.0, (1,), dtype=F64),
+    )
+    member = copy.deepcopy(model.qvalue_network.members[0])
+    qvalue = ValueOperator(member, in_keys=["observation", "action"])
+    loss = SACLoss(actor, qvalue, num_qvalue_nets=2, **options)
+    loss.make_value_estimator(ValueEstimators.TD0, gamma=torch.tensor(gamma, dtype=F64))
+    stacked = stacked_members(model.qvalue_network)
+    for params in (loss.qvalue_network_params, loss.target_qvalue_network_params):
+        for key, value in params.flatten_keys(".").items():
+            value.data.copy_(stacked[key.split("module.")[-1]])
+    return loss
