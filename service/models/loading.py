@@ -11,7 +11,7 @@ from torch import nn
 
 from service.models.manifest import MANIFEST_NAME, ManifestError, load_manifest
 from service.models.model import Model
-from service.models.targets import attach_offpolicy
+from service.models.targets import attach_offpolicy, qvalue_probe_error
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,11 @@ def load_model(folder: Path, device: torch.device) -> Model:
         )
         if spec is not None
     }
-    return attach_offpolicy(Model(manifest=manifest, device=device, **networks))
+    model = attach_offpolicy(Model(manifest=manifest, device=device, **networks))
+    problem = qvalue_probe_error(model)
+    if problem is not None:
+        raise ManifestError(f"{folder / MANIFEST_NAME}: {problem}")
+    return model
 
 
 def load_repository(root: Path, device: torch.device) -> dict[str, Model]:

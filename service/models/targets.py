@@ -55,3 +55,31 @@ def attach_offpolicy(model: Model) -> Model:
         log_alpha = model.offpolicy.log_alpha
         log_alpha.data = log_alpha.data.to(model.device, model.parameter_dtype)
     return model
+
+
+def qvalue_probe_error(model: Model) -> str | None:
+    """Run the Q-network once on two zero rows; the problem with its output, if any (a shape that
+    does not reshape to [N, ensemble_size, K], or an error raised by the network)."""
+    spec = model.manifest.qvalue_network
+    if spec is None or model.qvalue_network is None:
+        return None
+    rows = [
+        torch.zeros((2, *item.shape), dtype=model.input_dtype(item.name), device=model.device)
+        for item in model.manifest.inputs
+    ]
+    if spec.kind == "state_action":
+        shape = model.manifest.action.shape if model.manifest.action is not None else ()
+        rows.append(torch.zeros((2, *shape), dtype=model.parameter_dtype, device=model.device))
+    try:
+        with torch.no_grad():
+            out = model.qvalue_network(*rows)
+    except Exception as error:
+        return f"the qvalue_network failed on a probe batch: {error}"
+    expected = 2 * spec.ensemble_size * spec.width
+    if not isinstance(out, torch.Tensor) or out.numel() != expected:
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        return (
+            f"the qvalue_network returned {shape} for 2 rows; the manifest says "
+            f"[N, ensemble_size={spec.ensemble_size}, {spec.width}] (or any shape of that size)"
+        )
+    return None

@@ -148,3 +148,21 @@ def test_malformed_target_rules_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ManifestError, match=r"target_update.tau: expected a value in \(0, 1\]"):
         load_repository(tmp_path, CPU)
+
+
+def test_an_ensemble_size_the_network_does_not_have_is_refused_at_load(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    export_model(
+        tmp_path / "sac",
+        "sac",
+        INPUTS,
+        actor_network=GaussianActor(3, 1, hidden=8),
+        action=ActionSpec("tanh_normal", (1,)),
+        qvalue_network=[StateActionMLP(3, 1, hidden=8) for _ in range(2)],
+    )
+    path = tmp_path / "sac" / "model.json"
+    manifest = json.loads(path.read_text())
+    manifest["qvalue_network"]["ensemble_size"] = 3  # the file holds two members
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=r"returned \[2, 2, 1\] for 2 rows.*ensemble_size=3"):
+        load_repository(tmp_path, CPU)
