@@ -30,7 +30,7 @@ from service.losses.discrete_cql import discrete_cql_loss
 from service.losses.discrete_sac import discrete_sac_loss
 from service.losses.dqn import dqn_loss
 from service.losses.impala import impala_loss
-from service.losses.iql import iql_loss
+from service.losses.iql import discrete_iql_loss, iql_loss
 from service.losses.ppo import clip_epsilon_bounds, ppo_clip_loss, ppo_kl_loss, ppo_loss
 from service.losses.reinforce import reinforce_loss
 from service.losses.sac import sac_loss
@@ -191,6 +191,19 @@ LOSSES.update(
             },
             offpolicy=OffPolicyKind(
                 qvalue_kind="state_action", actor=_CONTINUOUS, value_network=True
+            ),
+        ),
+        "discrete_iql": LossKind(
+            discrete_iql_loss,
+            "transitions",
+            {
+                **_TD,
+                "temperature": NON_NEGATIVE,
+                "expectile": UNIT_INTERVAL,
+                "num_qvalue_nets": COUNT,
+            },
+            offpolicy=OffPolicyKind(
+                qvalue_kind="action_value", actor=("categorical",), value_network=True
             ),
         ),
         "cql": LossKind(

@@ -5,7 +5,7 @@ turns it on): small enough for a laptop, complete enough for every off-policy lo
   and a value network (SAC, TD3, IQL; TorchRL's `num_qvalue_nets=2`), soft targets τ = 0.005.
 * `demo_ddpg`: the same shapes with a single state-action Q-network (DDPG).
 * `demo_discrete_sac`: 4-dim observations, a categorical actor over 2 actions, an action-value
-  Q ensemble of 2.
+  Q ensemble of 2 and a value network (discrete SAC, discrete IQL).
 * `demo_dqn`: 4-dim observations, one action-value head over 2 actions (DQN, discrete CQL).
 """
 
@@ -119,12 +119,13 @@ def demo_ddpg_model(device: torch.device, seed: int = 4) -> Model:
 
 def demo_discrete_sac_model(device: torch.device, seed: int = 2) -> Model:
     """Discrete-SAC-ready demo (see the module docstring)."""
-    actor, qvalue = _seeded(
-        seed, lambda: (mlp(4, 2), QValueEnsemble([mlp(4, 2) for _ in range(2)]))
+    actor, qvalue, value = _seeded(
+        seed, lambda: (mlp(4, 2), QValueEnsemble([mlp(4, 2) for _ in range(2)]), mlp(4, 1))
     )
     manifest = Manifest(
         name="demo_discrete_sac",
         inputs=(InputSpec(name="observation", shape=(4,)),),
+        value_network=BUILT_IN,
         actor_network=BUILT_IN,
         action=ActionSpec(distribution="categorical", num_actions=2),
         qvalue_network=QValueNetworkSpec(
@@ -132,7 +133,13 @@ def demo_discrete_sac_model(device: torch.device, seed: int = 2) -> Model:
         ),
     )
     return attach_offpolicy(
-        Model(manifest, device, actor_network=actor.to(device), qvalue_network=qvalue.to(device))
+        Model(
+            manifest,
+            device,
+            value_network=value.to(device),
+            actor_network=actor.to(device),
+            qvalue_network=qvalue.to(device),
+        )
     )
 
 

@@ -256,3 +256,59 @@ def test_discrete_cql_update_equals_torchrl_step_and_soft_update() -> None:
             torch.testing.assert_close(
                 ours[f"{prefix}{_tail(key)}"], value.detach(), rtol=1e-6, atol=1e-9
             )
+
+
+def _discrete_iql_oracle(model, **options):
+    from torch.distributions import Categorical as TorchCategorical
+    from torchrl.objectives import DiscreteIQLLoss
+
+    actor = ProbabilisticActor(
+        tdmodule(copy.deepcopy(model.actor_network), ["observation"], ["logits"]),
+        in_keys=["logits"],
+        distribution_class=TorchCategorical,
+    )
+    qvalue = tdmodule(
+        copy.deepcopy(model.qvalue_network.members[0]), ["observation"], ["state_action_value"]
+    )
+    value = ValueOperator(copy.deepcopy(model.value_network), in_keys=["observation"])
+    loss = DiscreteIQLLoss(
+        actor, qvalue, value, action_space="categorical", num_qvalue_nets=2, **options
+    )
+    loss.make_value_estimator(ValueEstimators.TD0, gamma=torch.tensor(0.99, dtype=F64))
+    for params, ensemble in (
+        (loss.qvalue_network_params, model.qvalue_network),
+        (loss.target_qvalue_network_params, model.target_qvalue_network),
+    ):
+        stacked = stacked_members(ensemble)
+        for key, value_ in params.flatten_keys(".").items():
+            value_.data.copy_(stacked[_tail(key)])
+    return loss
+
+
+@pytest.mark.parametrize(
+    ("options", "wire"),
+    [({}, {}), ({"temperature": 2.0, "expectile": 0.7}, {"temperature": 2.0, "expectile": 0.7})],
+)
+def test_discrete_iql_terms_equal_torchrl(options: dict, wire: dict) -> None:
+    from service.models.demo_offpolicy import demo_discrete_sac_model
+
+    model = as_float64(demo_discrete_sac_model(CPU))
+    _perturb(model.target_qvalue_network, 5)
+    oracle = _discrete_iql_oracle(model, **options)
+    batch = _discrete_batch()
+    td = batch.tensordict()
+    expected = oracle(td)
+    with running_server(models={"demo_discrete_sac": model}) as server:
+        response = stub(server.port).ComputeLoss(
+            pb.ComputeLossRequest(
+                model_name="demo_discrete_sac",
+                trajectory=batch.trajectory(),
+                discrete_iql=pb.DiscreteIQLLoss(**wire),
+                return_td_error=True,
+            )
+        )
+    metrics = dict(response.metrics)
+    assert set(metrics) == {"loss_actor", "loss_qvalue", "loss_value", "entropy"}
+    for key, value in metrics.items():
+        assert value == pytest.approx(float(expected[key].detach()), rel=RTOL), key
+    torch.testing.assert_close(td_error(response), td["td_error"], rtol=RTOL, atol=1e-12)

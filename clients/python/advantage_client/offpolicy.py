@@ -42,6 +42,7 @@ __all__ = [
     "SAC",
     "TD3",
     "DiscreteCQL",
+    "DiscreteIQL",
     "DiscreteSAC",
     "OffPolicyLoss",
     "OffPolicyResult",
@@ -49,7 +50,17 @@ __all__ = [
 ]
 
 #: The contract's off-policy members of the ``loss`` oneof.
-OFFPOLICY_LOSSES = ("dqn", "sac", "discrete_sac", "ddpg", "td3", "iql", "cql", "discrete_cql")
+OFFPOLICY_LOSSES = (
+    "dqn",
+    "sac",
+    "discrete_sac",
+    "ddpg",
+    "td3",
+    "iql",
+    "discrete_iql",
+    "cql",
+    "discrete_cql",
+)
 _DISTANCES = {
     "l1": pb.CRITIC_LOSS_L1,
     "l2": pb.CRITIC_LOSS_L2,
@@ -268,6 +279,17 @@ class IQL(OffPolicyLoss):
     temperature: float | None = None
     expectile: float | None = None
     num_qvalue_nets: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class DiscreteIQL(IQL):
+    """TorchRL's DiscreteIQLLoss (categorical actor, action-value heads, value network V(s)).
+
+    Attributes:
+        as `IQL`'s (expectile < 1).
+    """
+
+    oneof_field: ClassVar[str] = "discrete_iql"
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)

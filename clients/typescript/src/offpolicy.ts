@@ -11,7 +11,7 @@
  */
 import { decodeTensor, encodeTensor, isTensor, type Tensor, type WireTensor } from "./tensor";
 
-export type OffPolicyLossKind = "dqn" | "sac" | "discrete_sac" | "ddpg" | "td3" | "iql" | "cql" | "discrete_cql";
+export type OffPolicyLossKind = "dqn" | "sac" | "discrete_sac" | "ddpg" | "td3" | "iql" | "discrete_iql" | "cql" | "discrete_cql";
 
 /** Knobs of the off-policy losses (camelCase of the proto's fields); absent = TorchRL's defaults. */
 export interface OffPolicyKnobs {
@@ -76,6 +76,7 @@ const FIELDS: Readonly<Record<OffPolicyLossKind, Readonly<Record<string, Kind>>>
     seed: "int",
   },
   iql: { ...SHARED, temperature: "double", expectile: "double", num_qvalue_nets: "int" },
+  discrete_iql: { ...SHARED, temperature: "double", expectile: "double", num_qvalue_nets: "int" },
   cql: {
     ...SHARED,
     ...TEMPERATURE,
