@@ -34,7 +34,7 @@ from service.losses.iql import discrete_iql_loss, iql_loss
 from service.losses.ppo import clip_epsilon_bounds, ppo_clip_loss, ppo_kl_loss, ppo_loss
 from service.losses.reinforce import reinforce_loss
 from service.losses.sac import sac_loss
-from service.losses.td3 import td3_loss
+from service.losses.td3 import td3_bc_loss, td3_loss
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,28 @@ LOSSES.update(
                 **_TD,
                 "policy_noise": NON_NEGATIVE,
                 "noise_clip": NON_NEGATIVE,
+                "delay_actor": ANY,
+                "delay_qvalue": ANY,
+                "num_qvalue_nets": COUNT,
+                "policy_update_delay": COUNT,
+                "seed": ANY,
+            },
+            offpolicy=OffPolicyKind(
+                qvalue_kind="state_action",
+                actor=_CONTINUOUS,
+                samples=True,
+                delay_actor_default=True,
+                delayed_policy=True,
+            ),
+        ),
+        "td3_bc": LossKind(
+            td3_bc_loss,
+            "transitions",
+            {
+                **_TD,
+                "policy_noise": NON_NEGATIVE,
+                "noise_clip": NON_NEGATIVE,
+                "alpha": NON_NEGATIVE,
                 "delay_actor": ANY,
                 "delay_qvalue": ANY,
                 "num_qvalue_nets": COUNT,

@@ -227,3 +227,33 @@ def test_td3_updates_follow_the_delayed_actor_schedule() -> None:
     assert not torch.equal(
         ours["target_actor_network.body.0.weight"], before["target_actor_network.body.0.weight"]
     )
+
+
+@pytest.mark.parametrize(("alpha", "wire"), [(2.5, {}), (1.0, {"alpha": 1.0})])
+def test_td3_bc_terms_equal_torchrl(alpha: float, wire: dict) -> None:
+    from torchrl.objectives import TD3BCLoss
+
+    model = as_float64(demo_sac_model(CPU))
+    _perturb(model.target_qvalue_network, 1)
+    member = copy.deepcopy(model.qvalue_network.members[0])
+    oracle = TD3BCLoss(
+        _actor(model),
+        ValueOperator(member, in_keys=["observation", "action"]),
+        action_spec=SPEC,
+        num_qvalue_nets=2,
+        alpha=alpha,
+    )
+    oracle.make_value_estimator(ValueEstimators.TD0, gamma=torch.tensor(0.99, dtype=F64))
+    _load(oracle.qvalue_network_params, stacked_members(model.qvalue_network), True)
+    _load(oracle.target_qvalue_network_params, stacked_members(model.target_qvalue_network), True)
+    batch = _batch()
+    td = batch.tensordict()
+    torch.manual_seed(8)
+    expected = oracle(td)
+    with running_server(models={"demo_sac": model}) as server:
+        response = _ask(server.port, "demo_sac", batch, "td3_bc", pb.TD3BCLoss(seed=8, **wire))
+    metrics = dict(response.metrics)
+    assert set(metrics) == {"loss_actor", "loss_qvalue", "bc_loss", "lmbd"}
+    for key in metrics:
+        assert metrics[key] == pytest.approx(float(expected[key].detach()), rel=RTOL), key
+    torch.testing.assert_close(td_error(response), td["td_error"], rtol=RTOL, atol=1e-12)

@@ -62,12 +62,12 @@ v1::ComputeLossRequest ToProto(const OffPolicyRequest& request) {
   }
   const bool offpolicy = request.loss == "dqn" || request.loss == "sac" ||
                          request.loss == "discrete_sac" || request.loss == "ddpg" ||
-                         request.loss == "td3" || request.loss == "iql" ||
+                         request.loss == "td3" || request.loss == "td3_bc" || request.loss == "iql" ||
                          request.loss == "discrete_iql" || request.loss == "cql" ||
                          request.loss == "discrete_cql";
   if (member == nullptr || !offpolicy) {
     throw std::invalid_argument("OffPolicyRequest.loss: expected dqn, sac, discrete_sac, ddpg, "
-                                "td3, iql, discrete_iql, cql or discrete_cql, got \"" + request.loss + "\"");
+                                "td3, td3_bc, iql, discrete_iql, cql or discrete_cql, got \"" + request.loss + "\"");
   }
   auto* loss = message.GetReflection()->MutableMessage(&message, member);
   const auto* reflection = loss->GetReflection();

@@ -41,6 +41,7 @@ __all__ = [
     "OFFPOLICY_LOSSES",
     "SAC",
     "TD3",
+    "TD3BC",
     "DiscreteCQL",
     "DiscreteIQL",
     "DiscreteSAC",
@@ -56,6 +57,7 @@ OFFPOLICY_LOSSES = (
     "discrete_sac",
     "ddpg",
     "td3",
+    "td3_bc",
     "iql",
     "discrete_iql",
     "cql",
@@ -124,6 +126,7 @@ _NON_NEGATIVE = {
     "target_entropy_weight",
     "temperature",
     "min_q_weight",
+    "alpha",
 }
 _COUNTS = {"num_qvalue_nets", "policy_update_delay", "num_random"}
 _BOOLS = {
@@ -262,6 +265,18 @@ class TD3(OffPolicyLoss):
     num_qvalue_nets: int | None = None
     policy_update_delay: int | None = None
     seed: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class TD3BC(TD3):
+    """TorchRL's TD3BCLoss: TD3 plus a behaviour-cloning term in the actor's loss.
+
+    Attributes:
+        as `TD3`'s, and alpha: α of λ = α / mean|Q|, ≥ 0 (default 2.5).
+    """
+
+    oneof_field: ClassVar[str] = "td3_bc"
+    alpha: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)

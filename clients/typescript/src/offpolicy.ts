@@ -11,7 +11,12 @@
  */
 import { decodeTensor, encodeTensor, isTensor, type Tensor, type WireTensor } from "./tensor";
 
-export type OffPolicyLossKind = "dqn" | "sac" | "discrete_sac" | "ddpg" | "td3" | "iql" | "discrete_iql" | "cql" | "discrete_cql";
+export type OffPolicyLossKind = "dqn" | "sac" | "discrete_sac" | "ddpg" | "td3"
+  | "td3_bc"
+  | "iql"
+  | "discrete_iql"
+  | "cql"
+  | "discrete_cql";
 
 /** Knobs of the off-policy losses (camelCase of the proto's fields); absent = TorchRL's defaults. */
 export interface OffPolicyKnobs {
@@ -38,6 +43,8 @@ export interface OffPolicyKnobs {
   policyNoise?: number;
   noiseClip?: number;
   policyUpdateDelay?: number;
+  /** td3_bc: α of λ = α / mean|Q|. */
+  alpha?: number;
   // iql (and cql's temperature)
   temperature?: number;
   expectile?: number;
@@ -69,6 +76,17 @@ const FIELDS: Readonly<Record<OffPolicyLossKind, Readonly<Record<string, Kind>>>
     ...SHARED,
     policy_noise: "double",
     noise_clip: "double",
+    delay_actor: "bool",
+    delay_qvalue: "bool",
+    num_qvalue_nets: "int",
+    policy_update_delay: "int",
+    seed: "int",
+  },
+  td3_bc: {
+    ...SHARED,
+    policy_noise: "double",
+    noise_clip: "double",
+    alpha: "double",
     delay_actor: "bool",
     delay_qvalue: "bool",
     num_qvalue_nets: "int",
