@@ -32,6 +32,7 @@ from service.losses.dqn import dqn_loss
 from service.losses.impala import impala_loss
 from service.losses.iql import discrete_iql_loss, iql_loss
 from service.losses.ppo import clip_epsilon_bounds, ppo_clip_loss, ppo_kl_loss, ppo_loss
+from service.losses.redq import redq_loss
 from service.losses.reinforce import reinforce_loss
 from service.losses.sac import sac_loss
 from service.losses.td3 import td3_bc_loss, td3_loss
@@ -246,6 +247,14 @@ LOSSES.update(
                 temperature=True,
                 samples=True,
                 ensemble_of_two=True,
+            ),
+        ),
+        "redq": LossKind(
+            redq_loss,
+            "transitions",
+            {**_TD, **_TEMPERATURE, "sub_sample_len": COUNT, "seed": ANY},
+            offpolicy=OffPolicyKind(
+                qvalue_kind="state_action", actor=_CONTINUOUS, temperature=True, samples=True
             ),
         ),
         "discrete_cql": LossKind(

@@ -39,6 +39,7 @@ __all__ = [
     "DQN",
     "IQL",
     "OFFPOLICY_LOSSES",
+    "REDQ",
     "SAC",
     "TD3",
     "TD3BC",
@@ -62,6 +63,7 @@ OFFPOLICY_LOSSES = (
     "discrete_iql",
     "cql",
     "discrete_cql",
+    "redq",
 )
 _DISTANCES = {
     "l1": pb.CRITIC_LOSS_L1,
@@ -128,7 +130,7 @@ _NON_NEGATIVE = {
     "min_q_weight",
     "alpha",
 }
-_COUNTS = {"num_qvalue_nets", "policy_update_delay", "num_random"}
+_COUNTS = {"num_qvalue_nets", "policy_update_delay", "num_random", "sub_sample_len"}
 _BOOLS = {
     "delay_value",
     "double_dqn",
@@ -321,6 +323,20 @@ class CQL(_Temperature):
     min_q_weight: float | None = None
     deterministic_backup: bool | None = None
     num_random: int | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class REDQ(_Temperature):
+    """TorchRL's REDQLoss (a large Q ensemble, a random target subset; α clamped to
+    [min_alpha, max_alpha], defaults 0.1 and 10).
+
+    Attributes:
+        as `SAC`'s, and sub_sample_len: target members per call (default 2).
+    """
+
+    oneof_field: ClassVar[str] = "redq"
+    sub_sample_len: int | None = None
     seed: int | None = None
 
 

@@ -16,7 +16,8 @@ export type OffPolicyLossKind = "dqn" | "sac" | "discrete_sac" | "ddpg" | "td3"
   | "iql"
   | "discrete_iql"
   | "cql"
-  | "discrete_cql";
+  | "discrete_cql"
+  | "redq";
 
 /** Knobs of the off-policy losses (camelCase of the proto's fields); absent = TorchRL's defaults. */
 export interface OffPolicyKnobs {
@@ -52,6 +53,8 @@ export interface OffPolicyKnobs {
   minQWeight?: number;
   deterministicBackup?: boolean;
   numRandom?: number;
+  // redq
+  subSampleLen?: number;
 }
 
 type Kind = "double" | "bool" | "int" | "distance" | "entropy";
@@ -105,6 +108,7 @@ const FIELDS: Readonly<Record<OffPolicyLossKind, Readonly<Record<string, Kind>>>
     seed: "int",
   },
   discrete_cql: { ...SHARED, delay_value: "bool" },
+  redq: { ...SHARED, ...TEMPERATURE, sub_sample_len: "int", seed: "int" },
 };
 
 export const OFFPOLICY_LOSSES = Object.keys(FIELDS) as OffPolicyLossKind[];
