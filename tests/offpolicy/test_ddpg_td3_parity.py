@@ -257,3 +257,43 @@ def test_td3_bc_terms_equal_torchrl(alpha: float, wire: dict) -> None:
     for key in metrics:
         assert metrics[key] == pytest.approx(float(expected[key].detach()), rel=RTOL), key
     torch.testing.assert_close(td_error(response), td["td_error"], rtol=RTOL, atol=1e-12)
+
+
+def test_ddpg_update_with_delay_actor_moves_both_targets_like_torchrl() -> None:
+    """Two updates with delay_actor: the actor, the Q-network and both targets follow TorchRL's
+    Adam step + SoftUpdate (which then moves the target actor too)."""
+    model = _ddpg_model()
+    oracle = _ddpg_oracle(model, delay_actor=True)
+    updater = SoftUpdate(oracle, tau=0.2)
+    optimizer = torch.optim.Adam(oracle.parameters(), lr=3e-4)
+    with running_server(models={"demo_ddpg": model}) as server:
+        for step in range(2):
+            batch = _batch(seed=step)
+            response = _ask(
+                server.port,
+                "demo_ddpg",
+                batch,
+                "ddpg",
+                pb.DDPGLoss(delay_actor=True),
+                apply_update=True,
+                target_update=pb.TargetUpdate(tau=0.2),
+            )
+            assert response.targets_updated
+            out = oracle(batch.tensordict())
+            optimizer.zero_grad()
+            (out["loss_actor"] + out["loss_value"]).backward()
+            optimizer.step()
+            updater.step()
+        ours = parameters(server.port, "demo_ddpg")
+    for prefix, params in (
+        ("actor_network.", oracle.actor_network_params),
+        ("target_actor_network.", oracle.target_actor_network_params),
+        ("qvalue_network.members.0.", oracle.value_network_params),
+        ("target_qvalue_network.members.0.", oracle.target_value_network_params),
+    ):
+        flat = dict(params.flatten_keys(".").items())
+        assert flat
+        for key, value in flat.items():
+            torch.testing.assert_close(
+                ours[f"{prefix}{_tail(key)}"], value.detach(), rtol=1e-6, atol=1e-9
+            )
