@@ -320,3 +320,20 @@ def test_a_step_to_non_finite_parameters_restores_parameters_targets_and_alpha()
     assert all(torch.equal(after[k], before[k]) for k in before), [
         k for k in before if not torch.equal(after[k], before[k])
     ]
+
+
+def test_a_stale_expected_parameter_version_is_refused(server) -> None:
+    before = parameters(server.port, "demo_dqn")
+    request = pb.ComputeLossRequest(
+        model_name="demo_dqn",
+        trajectory=_discrete().trajectory(),
+        dqn=pb.DQNLoss(),
+        apply_update=True,
+        expected_parameter_version=7,
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        stub(server.port).ComputeLoss(request)
+    assert raised.value.code() == PRECONDITION
+    assert "is at version 0, not 7" in raised.value.details()
+    after = parameters(server.port, "demo_dqn")
+    assert all(torch.equal(after[k], before[k]) for k in before)
