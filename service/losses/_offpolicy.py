@@ -139,8 +139,13 @@ class OffPolicyKind:
     temperature: bool = False
     samples: bool = False
 
+    # CrossQ: () = the loss uses no target network, so updates move none.
+    uses_targets: bool = True
+
     def target_networks(self, options: dict) -> tuple[str, ...]:
         """The targets an update moves: the Q-networks', and the actor's when it has one."""
+        if not self.uses_targets:
+            return ()
         if self.delay_actor_default is None:
             return ("qvalue",)
         delayed = options.get("delay_actor", self.delay_actor_default)

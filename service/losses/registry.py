@@ -25,6 +25,7 @@ from service.knobs import (
 from service.losses._offpolicy import OffPolicyKind
 from service.losses.a2c import a2c_loss
 from service.losses.cql import cql_loss
+from service.losses.crossq import crossq_loss
 from service.losses.ddpg import ddpg_loss
 from service.losses.discrete_cql import discrete_cql_loss
 from service.losses.discrete_sac import discrete_sac_loss
@@ -255,6 +256,22 @@ LOSSES.update(
             {**_TD, **_TEMPERATURE, "sub_sample_len": COUNT, "seed": ANY},
             offpolicy=OffPolicyKind(
                 qvalue_kind="state_action", actor=_CONTINUOUS, temperature=True, samples=True
+            ),
+        ),
+        "crossq": LossKind(
+            crossq_loss,
+            "transitions",
+            {
+                **_TD,
+                **{k: v for k, v in _TEMPERATURE.items() if k != "delay_qvalue"},
+                "seed": ANY,
+            },
+            offpolicy=OffPolicyKind(
+                qvalue_kind="state_action",
+                actor=_CONTINUOUS,
+                temperature=True,
+                samples=True,
+                uses_targets=False,
             ),
         ),
         "discrete_cql": LossKind(

@@ -401,7 +401,7 @@ def compute_offpolicy_loss(
         grad_norm, moved = 0.0, False
         if inputs.apply_update:
             counter = int(state.target_update_counter)
-            moved = updates_actor and will_move(rule, counter)
+            moved = updates_actor and bool(target_networks) and will_move(rule, counter)
             targets, sources = target_pairs(model, target_networks) if moved else ([], [])
             steps_alpha = kind.temperature and not fixed_alpha
             extras = Extras(

@@ -64,10 +64,11 @@ v1::ComputeLossRequest ToProto(const OffPolicyRequest& request) {
                          request.loss == "discrete_sac" || request.loss == "ddpg" ||
                          request.loss == "td3" || request.loss == "td3_bc" || request.loss == "iql" ||
                          request.loss == "discrete_iql" || request.loss == "cql" ||
-                         request.loss == "discrete_cql" || request.loss == "redq";
+                         request.loss == "discrete_cql" || request.loss == "redq" ||
+                         request.loss == "crossq";
   if (member == nullptr || !offpolicy) {
     throw std::invalid_argument("OffPolicyRequest.loss: expected dqn, sac, discrete_sac, ddpg, "
-                                "td3, td3_bc, iql, discrete_iql, cql, discrete_cql or redq, got \"" + request.loss + "\"");
+                                "td3, td3_bc, iql, discrete_iql, cql, discrete_cql, redq or crossq, got \"" + request.loss + "\"");
   }
   auto* loss = message.GetReflection()->MutableMessage(&message, member);
   const auto* reflection = loss->GetReflection();

@@ -43,6 +43,7 @@ __all__ = [
     "SAC",
     "TD3",
     "TD3BC",
+    "CrossQ",
     "DiscreteCQL",
     "DiscreteIQL",
     "DiscreteSAC",
@@ -64,6 +65,7 @@ OFFPOLICY_LOSSES = (
     "cql",
     "discrete_cql",
     "redq",
+    "crossq",
 )
 _DISTANCES = {
     "l1": pb.CRITIC_LOSS_L1,
@@ -337,6 +339,24 @@ class REDQ(_Temperature):
 
     oneof_field: ClassVar[str] = "redq"
     sub_sample_len: int | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class CrossQ(OffPolicyLoss):
+    """TorchRL's CrossQLoss: SAC without target networks, one joint critic pass.
+
+    Attributes:
+        as `SAC`'s, without delay_qvalue.
+    """
+
+    oneof_field: ClassVar[str] = "crossq"
+    alpha_init: float | None = None
+    min_alpha: float | None = None
+    max_alpha: float | None = None
+    fixed_alpha: bool | None = None
+    target_entropy: float | Literal["auto"] | None = None
+    num_qvalue_nets: int | None = None
     seed: int | None = None
 
 

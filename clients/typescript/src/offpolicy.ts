@@ -17,7 +17,8 @@ export type OffPolicyLossKind = "dqn" | "sac" | "discrete_sac" | "ddpg" | "td3"
   | "discrete_iql"
   | "cql"
   | "discrete_cql"
-  | "redq";
+  | "redq"
+  | "crossq";
 
 /** Knobs of the off-policy losses (camelCase of the proto's fields); absent = TorchRL's defaults. */
 export interface OffPolicyKnobs {
@@ -109,6 +110,16 @@ const FIELDS: Readonly<Record<OffPolicyLossKind, Readonly<Record<string, Kind>>>
   },
   discrete_cql: { ...SHARED, delay_value: "bool" },
   redq: { ...SHARED, ...TEMPERATURE, sub_sample_len: "int", seed: "int" },
+  crossq: {
+    ...SHARED,
+    alpha_init: "double",
+    min_alpha: "double",
+    max_alpha: "double",
+    fixed_alpha: "bool",
+    target_entropy: "entropy",
+    num_qvalue_nets: "int",
+    seed: "int",
+  },
 };
 
 export const OFFPOLICY_LOSSES = Object.keys(FIELDS) as OffPolicyLossKind[];

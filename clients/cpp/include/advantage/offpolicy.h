@@ -21,7 +21,7 @@ v1::Tensor EncodeInt64(const std::vector<int64_t>& values, const std::vector<int
 struct OffPolicyRequest {
   std::string model_name;  // empty = the server's default model
   // "dqn", "sac", "discrete_sac", "ddpg", "td3", "td3_bc", "iql", "discrete_iql", "cql",
-  // "discrete_cql" or "redq".
+  // "discrete_cql", "redq" or "crossq".
   std::string loss = "sac";
   // Network inputs keyed by the model's input names, [*B, *obs] each.
   std::map<std::string, v1::Tensor> observation;

@@ -379,7 +379,7 @@ class ImpalaLoss(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ..., rho_thresh: _Optional[float] = ..., c_thresh: _Optional[float] = ..., rho_pg_thresh: _Optional[float] = ..., entropy_coeff: _Optional[float] = ..., critic_coeff: _Optional[float] = ..., entropy_bonus: _Optional[bool] = ...) -> None: ...
 
 class ComputeLossRequest(_message.Message):
-    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "dqn", "sac", "discrete_sac", "ddpg", "td3", "iql", "discrete_cql", "cql", "discrete_iql", "td3_bc", "redq", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version", "return_td_error", "target_update")
+    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "dqn", "sac", "discrete_sac", "ddpg", "td3", "iql", "discrete_cql", "cql", "discrete_iql", "td3_bc", "redq", "crossq", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version", "return_td_error", "target_update")
     class BehaviourDistributionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -411,6 +411,7 @@ class ComputeLossRequest(_message.Message):
     DISCRETE_IQL_FIELD_NUMBER: _ClassVar[int]
     TD3_BC_FIELD_NUMBER: _ClassVar[int]
     REDQ_FIELD_NUMBER: _ClassVar[int]
+    CROSSQ_FIELD_NUMBER: _ClassVar[int]
     ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
     VALUE_TARGET_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOUR_DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
@@ -443,6 +444,7 @@ class ComputeLossRequest(_message.Message):
     discrete_iql: DiscreteIQLLoss
     td3_bc: TD3BCLoss
     redq: REDQLoss
+    crossq: CrossQLoss
     advantage: Tensor
     value_target: Tensor
     behaviour_distribution: _containers.MessageMap[str, Tensor]
@@ -451,7 +453,7 @@ class ComputeLossRequest(_message.Message):
     min_parameter_version: int
     return_td_error: bool
     target_update: TargetUpdate
-    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., dqn: _Optional[_Union[DQNLoss, _Mapping]] = ..., sac: _Optional[_Union[SACLoss, _Mapping]] = ..., discrete_sac: _Optional[_Union[DiscreteSACLoss, _Mapping]] = ..., ddpg: _Optional[_Union[DDPGLoss, _Mapping]] = ..., td3: _Optional[_Union[TD3Loss, _Mapping]] = ..., iql: _Optional[_Union[IQLLoss, _Mapping]] = ..., discrete_cql: _Optional[_Union[DiscreteCQLLoss, _Mapping]] = ..., cql: _Optional[_Union[CQLLoss, _Mapping]] = ..., discrete_iql: _Optional[_Union[DiscreteIQLLoss, _Mapping]] = ..., td3_bc: _Optional[_Union[TD3BCLoss, _Mapping]] = ..., redq: _Optional[_Union[REDQLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ..., return_td_error: _Optional[bool] = ..., target_update: _Optional[_Union[TargetUpdate, _Mapping]] = ...) -> None: ...
+    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., dqn: _Optional[_Union[DQNLoss, _Mapping]] = ..., sac: _Optional[_Union[SACLoss, _Mapping]] = ..., discrete_sac: _Optional[_Union[DiscreteSACLoss, _Mapping]] = ..., ddpg: _Optional[_Union[DDPGLoss, _Mapping]] = ..., td3: _Optional[_Union[TD3Loss, _Mapping]] = ..., iql: _Optional[_Union[IQLLoss, _Mapping]] = ..., discrete_cql: _Optional[_Union[DiscreteCQLLoss, _Mapping]] = ..., cql: _Optional[_Union[CQLLoss, _Mapping]] = ..., discrete_iql: _Optional[_Union[DiscreteIQLLoss, _Mapping]] = ..., td3_bc: _Optional[_Union[TD3BCLoss, _Mapping]] = ..., redq: _Optional[_Union[REDQLoss, _Mapping]] = ..., crossq: _Optional[_Union[CrossQLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ..., return_td_error: _Optional[bool] = ..., target_update: _Optional[_Union[TargetUpdate, _Mapping]] = ...) -> None: ...
 
 class ComputeLossResponse(_message.Message):
     __slots__ = ("loss", "metrics", "model_name", "parameter_version", "updated", "new_parameter_version", "grad_norm", "timing", "td_error", "targets_updated")
@@ -773,3 +775,25 @@ class REDQLoss(_message.Message):
     sub_sample_len: int
     seed: int
     def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., alpha_init: _Optional[float] = ..., min_alpha: _Optional[float] = ..., max_alpha: _Optional[float] = ..., fixed_alpha: _Optional[bool] = ..., target_entropy: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ..., delay_qvalue: _Optional[bool] = ..., sub_sample_len: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class CrossQLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "alpha_init", "min_alpha", "max_alpha", "fixed_alpha", "target_entropy", "num_qvalue_nets", "seed")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_INIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MAX_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FIXED_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    alpha_init: float
+    min_alpha: float
+    max_alpha: float
+    fixed_alpha: bool
+    target_entropy: float
+    num_qvalue_nets: int
+    seed: int
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., alpha_init: _Optional[float] = ..., min_alpha: _Optional[float] = ..., max_alpha: _Optional[float] = ..., fixed_alpha: _Optional[bool] = ..., target_entropy: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
