@@ -82,6 +82,8 @@ torch-plan: | $(BIN)/python
 
 system-packages: $(SYSTEM_STAMP) $(POLYGLOT_STAMP)
 
+# `make serve` also serves the off-policy demo models (demo_sac, demo_ddpg, demo_discrete_sac, demo_dqn).
+serve: export ADVANTAGE_OFFPOLICY_DEMOS ?= true
 serve: $(SERVER_STAMP)
 	$(BIN)/advantage-service serve --dreamer-demo $(ARGS)
 

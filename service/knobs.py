@@ -32,3 +32,7 @@ ANY = Knob("any value", lambda v: True)
 COEFFICIENT = Knob("a value in [0, 1]", lambda v: 0.0 <= v <= 1.0, model_default=True)
 #: A plain γ in [0, 1] whose default is the model's.
 MODEL_GAMMA = Knob("a value in [0, 1]", lambda v: 0.0 <= v <= 1.0, model_default=True)
+#: Any finite real (a target entropy).
+FINITE = Knob("a finite value", math.isfinite)
+#: A whole number ≥ 1 (an ensemble size).
+COUNT = Knob("an integer ≥ 1", lambda v: int(v) == v and v >= 1)

@@ -22,6 +22,7 @@ from service.api.interceptors import MalformedRequestInterceptor
 from service.api.metrics import Metrics
 from service.api.servicer import SERVICE_NAME, AdvantageServicer
 from service.models.demo import demo_model
+from service.models.demo_offpolicy import offpolicy_demo_models
 from service.models.dreamer_demo import DREAMER_DEMO_NAME, dreamer_demo_model
 from service.models.loading import load_repository
 from service.models.model import Model
@@ -45,6 +46,8 @@ def load_models(settings: Settings) -> dict[str, Model]:
         models = {"demo": demo_model(device)}
         if settings.dreamer_demo:
             models[DREAMER_DEMO_NAME] = dreamer_demo_model(device)
+        if settings.offpolicy_demos:
+            models.update(offpolicy_demo_models(device))
         return models
     return load_repository(settings.model_repository, device)
 

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         description="without --model-repository, also serve the built-in DreamerV3 model "
         "`dreamer-demo` (a seeded world model, actor and critic; `make serve` sets it)",
     )
+    offpolicy_demos: bool = Field(
+        False,
+        description="without a model repository, also serve the seeded off-policy demo models "
+        "demo_sac, demo_ddpg, demo_discrete_sac and demo_dqn (`make serve` turns this on)",
+    )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     max_message_mb: float = Field(
         64.0, gt=0, description="largest request or response accepted, in MiB"

@@ -26,6 +26,7 @@ from service.runtime.advantage import compute_advantage
 from service.runtime.call import CallState
 from service.runtime.dreamer import compute_dreamer_loss
 from service.runtime.loss import compute_loss
+from service.runtime.offpolicy import compute_offpolicy_loss
 from service.wire import parameters
 from service.wire.advantage import (
     decode_advantage_request,
@@ -105,7 +106,8 @@ def compute_loss_handler(
     trajectory = decode_trajectory(request.trajectory)
     inputs = decode_loss_inputs(request, model, trajectory)
     decoded = time.perf_counter()
-    result = compute_loss(model, trajectory, inputs, call, runtime.learner)
+    work = compute_offpolicy_loss if inputs.loss.kind.layout == "transitions" else compute_loss
+    result = work(model, trajectory, inputs, call, runtime.learner)
     return encode_loss_response(model, result, (decoded - start) * 1e3)
 
 

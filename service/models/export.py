@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +11,9 @@ import torch
 from torch import nn
 
 from service.dtypes import TORCH_DTYPES
+from service.models.ensemble import QValueEnsemble
 from service.models.manifest import ActionSpec, Defaults, InputSpec, Manifest, NetworkFile
+from service.models.qvalue import AlphaSpec, QValueNetworkSpec, TargetUpdateSpec
 from service.models.world_model_export import WorldModelModules, export_world_model
 
 # Example batch used to trace the networks; > 1 so torch.export keeps the batch size symbolic.
@@ -23,13 +26,26 @@ def _example_inputs(inputs: Sequence[InputSpec]) -> tuple[torch.Tensor, ...]:
     )
 
 
-def _save_network(network: nn.Module, path: Path, inputs: Sequence[InputSpec]) -> None:
+def _takes_var_args(network: nn.Module) -> bool:
+    parameters = list(inspect.signature(network.forward).parameters.values())
+    return len(parameters) == 1 and parameters[0].kind is inspect.Parameter.VAR_POSITIONAL
+
+
+def _save_network(
+    network: nn.Module,
+    path: Path,
+    inputs: Sequence[InputSpec],
+    action: torch.Tensor | None = None,
+) -> None:
     example = _example_inputs(inputs)
+    if action is not None:  # a state-action Q-network takes the action after the inputs
+        example = (*example, action)
     if path.suffix == ".pt2":
         batch = torch.export.Dim("batch")
-        exported = torch.export.export(
-            network, example, dynamic_shapes=tuple({0: batch} for _ in example)
-        )
+        shapes: tuple = tuple({0: batch} for _ in example)
+        if _takes_var_args(network):  # forward(*inputs): export sees one tuple argument
+            shapes = (shapes,)
+        exported = torch.export.export(network, example, dynamic_shapes=shapes)
         torch.export.save(exported, str(path))
     else:
         with warnings.catch_warnings():
@@ -49,6 +65,11 @@ def export_model(
     defaults: Defaults | None = None,
     file_format: str = "torch.export",
     world_model: WorldModelModules | None = None,
+    qvalue_network: nn.Module | Sequence[nn.Module] | None = None,
+    qvalue_kind: str = "state_action",
+    num_actions: int = 0,
+    target_update: TargetUpdateSpec | None = None,
+    alpha: AlphaSpec | None = None,
 ) -> Manifest:
     """Serialise the networks into `folder` with a `model.json`; return the manifest.
 
@@ -56,6 +77,11 @@ def export_model(
     exported in eval mode on the CPU with a symbolic batch dimension. `world_model` (DreamerV3)
     adds the world-model networks and the manifest's `world_model` section; the model's
     `inputs` are then its latents, `state` and `belief`.
+
+    `qvalue_network`: one Q-network, or a list of E members saved as one `QValueEnsemble`
+    (`service.models.qvalue` describes the contract); `qvalue_kind` "state_action" (the network
+    takes the action after the inputs; needs `action`) or "action_value" (`num_actions` wide,
+    default the actor's `action.num_actions`).
     """
     if file_format not in ("torch.export", "torchscript"):
         raise ValueError(
@@ -76,7 +102,35 @@ def export_model(
         if world_model is not None
         else None
     )
+    qvalue_spec = None
+    if qvalue_network is not None:
+        members = list(qvalue_network) if not isinstance(qvalue_network, nn.Module) else None
+        network = QValueEnsemble(members) if members is not None else qvalue_network
+        example_action = None
+        if qvalue_kind == "state_action":
+            if action is None:
+                raise ValueError("action: a state_action Q-network needs the action's spec")
+            example_action = torch.zeros(
+                (_EXAMPLE_ROWS, *action.shape), dtype=TORCH_DTYPES[inputs[0].dtype]
+            )
+        network = network.eval().cpu()
+        with torch.no_grad():
+            probe = _example_inputs(inputs)
+            out = network(*probe, *(() if example_action is None else (example_action,)))
+        width = 1 if qvalue_kind == "state_action" else (num_actions or action.num_actions)
+        ensemble = out.numel() // (_EXAMPLE_ROWS * width)
+        file = "qvalue" + suffix
+        _save_network(network, folder / file, inputs, example_action)
+        qvalue_spec = QValueNetworkSpec(
+            file=file,
+            kind=qvalue_kind,
+            ensemble_size=ensemble,
+            num_actions=0 if qvalue_kind == "state_action" else width,
+        )
     manifest = Manifest(
+        qvalue_network=qvalue_spec,
+        target_update=target_update or TargetUpdateSpec(),
+        alpha=alpha or AlphaSpec(),
         name=name,
         inputs=tuple(inputs),
         action=action,

@@ -13,6 +13,7 @@ from torch import nn
 
 from service.models.manifest import MANIFEST_NAME, ManifestError, load_manifest
 from service.models.model import Model
+from service.models.targets import attach_offpolicy, qvalue_probe_error
 from service.models.world_model import WorldModel, parse_world_model
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,14 @@ def load_model(folder: Path, device: torch.device) -> Model:
         for key, spec in (
             ("value_network", manifest.value_network),
             ("actor_network", manifest.actor_network),
+            ("qvalue_network", manifest.qvalue_network),
         )
         if spec is not None
     }
-    model = Model(manifest=manifest, device=device, **networks)
+    model = attach_offpolicy(Model(manifest=manifest, device=device, **networks))
+    problem = qvalue_probe_error(model)
+    if problem is not None:
+        raise ManifestError(f"{folder / MANIFEST_NAME}: {problem}")
     model.world_model = _load_world_model(folder, model, device)
     return model
 

@@ -36,6 +36,15 @@ from typing import Any
 
 from service.distributions import DistributionKind
 from service.dtypes import TORCH_DTYPES
+from service.models.qvalue import (
+    AlphaSpec,
+    QValueManifestError,
+    QValueNetworkSpec,
+    TargetUpdateSpec,
+    parse_alpha,
+    parse_qvalue_network,
+    parse_target_update,
+)
 
 MANIFEST_NAME = "model.json"
 INPUT_DTYPES = tuple(TORCH_DTYPES)
@@ -142,6 +151,10 @@ class Manifest:
     batching: BatchingSpec = field(default_factory=BatchingSpec)
     # A `service.models.world_model.WorldModelSpec` (DreamerV3), read by `models.loading`.
     world_model: Any = None
+    # Off-policy (see `service.models.qvalue`): Q-networks, their targets' rule, SAC's α.
+    qvalue_network: QValueNetworkSpec | None = None
+    target_update: TargetUpdateSpec = field(default_factory=TargetUpdateSpec)
+    alpha: AlphaSpec = field(default_factory=AlphaSpec)
 
     def to_json(self) -> str:
         """Serialise (tuples become lists; absent networks are omitted)."""
@@ -149,6 +162,9 @@ class Manifest:
         data = {k: v for k, v in asdict(replace(self, world_model=None)).items() if v is not None}
         if world_model is not None:
             data["world_model"] = world_model.to_json_dict()
+        if self.qvalue_network is None:  # the off-policy sections mean nothing without one
+            data.pop("target_update")
+            data.pop("alpha")
         return json.dumps(data, indent=2) + "\n"
 
     def save(self, folder: Path) -> Path:
@@ -204,10 +220,20 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
     for key in ("value_network", "actor_network"):
         if data.get(key) is not None:
             networks[key] = NetworkFile(file=_require(data[key], "file", str, f"{where}.{key}"))
-    if not networks:
-        raise ManifestError(f"{where}: needs a value_network, an actor_network or both")
+    declared_action = data.get("action")
+    actor_actions = (
+        declared_action.get("num_actions", 0) if isinstance(declared_action, dict) else 0
+    )
+    try:
+        qvalue = parse_qvalue_network(data, where, actor_actions)
+        target_update = parse_target_update(data, where)
+        alpha = parse_alpha(data, where)
+    except (QValueManifestError, TypeError) as error:
+        raise ManifestError(str(error)) from error
+    if not networks and qvalue is None:
+        raise ManifestError(f"{where}: needs a value_network, an actor_network or a qvalue_network")
     action = None
-    if "actor_network" in networks:
+    if "actor_network" in networks or (qvalue is not None and qvalue.kind == "state_action"):
         spec = _require(data, "action", dict, where)
         distribution = _require(spec, "distribution", str, f"{where}.action")
         if distribution not in DISTRIBUTIONS:
@@ -242,6 +268,9 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
         defaults=defaults,
         optimizer=optimizer,
         batching=batching,
+        qvalue_network=qvalue,
+        target_update=target_update,
+        alpha=alpha,
         **networks,
     )
 

@@ -38,6 +38,13 @@ class Model:
     # state between updates (`DreamerTrainingState`), when the manifest has a world model.
     world_model: Any = None
     dreamer: Any = field(default=None, repr=False)
+    # Off-policy (`service.models.targets`): the Q-network ensemble, the target copies, and an
+    # `OffPolicyState` (log_alpha, counters); the temperature's own optimizer.
+    qvalue_network: nn.Module | None = None
+    target_qvalue_network: nn.Module | None = field(default=None, repr=False)
+    target_actor_network: nn.Module | None = field(default=None, repr=False)
+    offpolicy: nn.Module | None = field(default=None, repr=False)
+    alpha_optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
     # Called with the model after each version change, under its lock (so: cheap, no blocking).
     version_listeners: list[Callable[[Model], None]] = field(default_factory=list, repr=False)
 
@@ -57,7 +64,7 @@ class Model:
     @property
     def parameter_dtype(self) -> torch.dtype:
         """dtype of the first floating parameter (float32 when the networks have none)."""
-        for network in (self.value_network, self.actor_network):
+        for network in (self.value_network, self.actor_network, self.qvalue_network):
             if network is None:
                 continue
             for parameter in network.parameters():

@@ -21,6 +21,7 @@ from service.dtypes import dtype_name
 from service.errors import ArgumentError, FailedPrecondition, InvalidArgument
 from service.losses.registry import LOSSES, LossKind
 from service.models.model import Model
+from service.models.qvalue import TargetUpdateSpec
 from service.runtime.call import CallState
 from service.runtime.estimation import EstimatorSpec
 from service.runtime.heads import check_structure, composite_distribution, is_composite
@@ -80,6 +81,12 @@ class LossInputs:
     composite_lp_aggregate: bool | None = None
     expected_version: int | None = None
     min_version: int | None = None  # read-your-writes: this version or a later one
+    # Off-policy losses: return the per-sample TD error; the request's target rule (None =
+    # the manifest's).
+    return_td_error: bool = False
+    target_update: TargetUpdateSpec | None = None
+    # Off-policy losses: the request's estimator for n-step targets over [*B, T] (None = TD(0)).
+    offpolicy_estimator: EstimatorSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,8 @@ class LossResult:
     grad_norm: float
     network_ms: float
     estimator_ms: float
+    td_error: torch.Tensor | None = None  # off-policy, on request: [*B]
+    targets_updated: bool = False  # off-policy: the update moved the target networks
 
 
 def _behaviour_distribution(

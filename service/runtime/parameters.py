@@ -8,7 +8,14 @@ from service.errors import FailedPrecondition, InvalidArgument
 from service.models.model import Model
 from service.runtime.call import CallState
 
-NETWORKS = ("value_network", "actor_network")
+NETWORKS = (
+    "value_network",
+    "actor_network",
+    # Off-policy models: the Q-network ensemble and the server-held targets.
+    "qvalue_network",
+    "target_qvalue_network",
+    "target_actor_network",
+)
 
 
 def named_tensors(model: Model) -> dict[str, torch.Tensor]:
@@ -23,6 +30,9 @@ def named_tensors(model: Model) -> dict[str, torch.Tensor]:
         for network_name, network in sorted(model.world_model.networks.items()):
             for key, tensor in network.state_dict(keep_vars=False).items():
                 tensors[f"world_model.{network_name}.{key}"] = tensor
+    if model.offpolicy is not None:  # "log_alpha", "offpolicy.<counter>"
+        for key, tensor in model.offpolicy.state_dict(keep_vars=False).items():
+            tensors[key if key == "log_alpha" else f"offpolicy.{key}"] = tensor
     return tensors
 
 

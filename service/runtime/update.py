@@ -5,13 +5,18 @@ manifest says) → refuse a non-finite norm → refuse if the caller gave up →
 refuse non-finite parameters (restore the snapshot) → refuse if the caller gave up meanwhile
 (restore) → commit (version + 1, loss state). Every refusal leaves the parameters, the
 optimizer's state and the version as they were.
+
+Off-policy losses add two things to the same transaction (`Extras`): further optimizers stepped
+after the main one (SAC's temperature), and an in-place change after the steps (the target
+networks' update); their tensors are in the snapshot and in the finiteness check.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -26,7 +31,7 @@ def optimizer_of(model: Model) -> tuple[torch.optim.Optimizer, list[nn.Parameter
     if model.optimizer is None:
         spec = model.manifest.optimizer
         seen: dict[int, nn.Parameter] = {}
-        for network in (model.value_network, model.actor_network):
+        for network in (model.value_network, model.actor_network, model.qvalue_network):
             if network is not None:
                 seen.update({id(p): p for p in network.parameters() if p.requires_grad})
         parameters = list(seen.values())
@@ -60,23 +65,45 @@ class _Snapshot:
         optimizer.state.update(self.state)
 
 
+@dataclass
+class Extras:
+    """More of one transaction: `optimizers` (each with its parameters) stepped after the main
+    one, outside its gradient clipping; `before_step()` runs once the snapshot is taken (it may
+    change only those parameters); then `after_step()`, which changes `changed` in place."""
+
+    optimizers: Sequence[tuple[torch.optim.Optimizer, list[nn.Parameter]]] = ()
+    before_step: Callable[[], None] | None = None
+    after_step: Callable[[], None] | None = None
+    changed: list[torch.Tensor] = field(default_factory=list)
+
+
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
     """One host sync for the whole list."""
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
 def apply_update(
-    model: Model, loss: torch.Tensor, call: CallState, commit: Callable[[], None]
+    model: Model,
+    loss: torch.Tensor,
+    call: CallState,
+    commit: Callable[[], None],
+    extras: Extras | None = None,
 ) -> float:
     """Backward `loss` and take one optimizer step, transactionally (see the module docstring);
     `commit()` runs last, with the step applied. Returns the gradient norm before clipping."""
+    extras = extras or Extras()
     optimizer, parameters = optimizer_of(model)
-    optimizer.zero_grad(set_to_none=True)
+    optimizers = [(optimizer, parameters), *extras.optimizers]
+    for each, _ in optimizers:
+        each.zero_grad(set_to_none=True)
     try:
         loss.backward()
         limit = model.manifest.optimizer.max_grad_norm
         norm = float(nn.utils.clip_grad_norm_(parameters, limit if limit is not None else math.inf))
-        if not math.isfinite(norm):
+        extra_grads = [
+            p.grad for _, group in extras.optimizers for p in group if p.grad is not None
+        ]
+        if not math.isfinite(norm) or (extra_grads and not _all_finite(extra_grads)):
             raise InvalidArgument(
                 f"apply_update: the gradient norm is not finite ({norm}); nothing was applied "
                 f"(model {model.name!r} stays at version {model.parameter_version}). Check "
@@ -84,10 +111,17 @@ def apply_update(
                 "advantage's scale"
             )
         call.check("the update was not applied")
-        snapshot = _Snapshot(optimizer, parameters)
-        optimizer.step()
+        snapshots = [(_Snapshot(each, group), each, group) for each, group in optimizers]
+        changed = [t.detach().clone() for t in extras.changed]
         try:
-            if not _all_finite(parameters):
+            if extras.before_step is not None:
+                extras.before_step()
+            for each, _ in optimizers:
+                each.step()
+            if extras.after_step is not None:
+                extras.after_step()
+            every = [p for _, group in optimizers for p in group] + list(extras.changed)
+            if not _all_finite(every):
                 raise InvalidArgument(
                     f"apply_update: the step would make model {model.name!r}'s parameters "
                     f"non-finite (gradient norm {norm:.6g}); nothing was applied. Lower the "
@@ -95,9 +129,14 @@ def apply_update(
                 )
             call.check("the update was not applied")
         except BaseException:
-            snapshot.restore(optimizer, parameters)
+            for snapshot, each, group in snapshots:
+                snapshot.restore(each, group)
+            if changed:
+                with torch.no_grad():
+                    torch._foreach_copy_(extras.changed, changed)
             raise
         commit()
         return norm
     finally:
-        optimizer.zero_grad(set_to_none=True)
+        for each, _ in optimizers:
+            each.zero_grad(set_to_none=True)

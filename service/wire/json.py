@@ -107,6 +107,10 @@ LOSS_REQUEST_KEYS = (
     "behaviour_distribution",
     "apply_update",
     "expected_parameter_version",
+    # off-policy losses: the per-sample TD error back; this call's target rule
+    # ({"tau": 0.005} or {"hard_interval": N})
+    "return_td_error",
+    "target_update",
 )
 FORMS = {"full": pb.TRAJECTORY_FORM_FULL, "compact": pb.TRAJECTORY_FORM_COMPACT}
 # JSON trajectory key → (Trajectory field, kind). Kinds: "float" per-step in the request dtype,
@@ -539,7 +543,29 @@ def loss_request_from_json(body: Any, model: Model) -> pb.ComputeLossRequest:
     if expected is not None:
         field = "expected_parameter_version"
         request.expected_parameter_version = _integer(expected, field, INT64_MIN, INT64_MAX)
+    _offpolicy_fields(request, body, dtype, torchrl)
     return request
+
+
+def _offpolicy_fields(
+    request: pb.ComputeLossRequest, body: Mapping[str, Any], dtype: torch.dtype, torchrl: bool
+) -> None:
+    """`return_td_error` (true/false) and `target_update` ({"tau": τ} or {"hard_interval": N})."""
+    td_error = _get(body, "return_td_error", False)
+    if not isinstance(td_error, bool):
+        raise InvalidArgument(
+            f"return_td_error: expected true or false, got {describe_json_value(td_error)}"
+        )
+    request.return_td_error = td_error
+    rule = body.get("target_update")
+    if rule is not None:
+        if not isinstance(rule, Mapping):
+            raise InvalidArgument(
+                'target_update: expected {"tau": ...} or {"hard_interval": ...}, got '
+                f"{describe_json_value(rule)}"
+            )
+        request.target_update.SetInParent()
+        _set_fields(request.target_update, rule, "target_update", dtype, torchrl, {})
 
 
 def _fill(
@@ -594,9 +620,14 @@ def _fill(
             f"(next.reward, next.done, observation, ...), got {describe_json_value(entries)}"
         )
     inputs = {spec.name: spec for spec in model.manifest.inputs}
+    qvalue = model.manifest.qvalue_network
     action_dtype = (
         torch.int64
-        if model.manifest.action is not None and model.manifest.action.distribution == "categorical"
+        if (
+            model.manifest.action is not None
+            and model.manifest.action.distribution == "categorical"
+        )
+        or (qvalue is not None and qvalue.kind == "action_value")  # DQN: action indices
         else torch.float32
     )
     seen: dict[str, str] = {}
@@ -678,8 +709,12 @@ def _heads(model: Model) -> dict[str, str]:
 
 
 def loss_response_to_json(response: pb.ComputeLossResponse) -> dict[str, Any]:
-    """ComputeLossResponse → JSON (the numbers as they are; timing in milliseconds)."""
-    return message_to_json(response)
+    """ComputeLossResponse → JSON (the numbers as they are; timing in milliseconds; an
+    off-policy td_error as a nested list, null when not asked for)."""
+    td_error = tensor_to_json(response.td_error) if response.HasField("td_error") else None
+    response = type(response).FromString(response.SerializeToString())
+    response.ClearField("td_error")
+    return {**message_to_json(response), "td_error": td_error}
 
 
 def tensor_to_json(message: pb.Tensor, torchrl: bool = False) -> Any:

@@ -43,6 +43,19 @@ def model_info(model: Model) -> pb.ModelInfo:
     elif action is not None:
         info.action.CopyFrom(pb.ActionSpec(**_distribution_fields(action)))
     info.n_agents = manifest.agents
+    qvalue = manifest.qvalue_network
+    if qvalue is not None:
+        info.qvalue_network.CopyFrom(
+            pb.QValueNetworkInfo(
+                kind=qvalue.kind, ensemble_size=qvalue.ensemble_size, num_actions=qvalue.num_actions
+            )
+        )
+        rule = manifest.target_update
+        info.target_update.CopyFrom(
+            pb.TargetUpdate(tau=rule.tau)
+            if rule.rule == "soft"
+            else pb.TargetUpdate(hard_interval=rule.interval)
+        )
     return info
 
 

@@ -46,6 +46,12 @@ from advantage_client._pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
 from advantage_client._request import decode_response, needs_input_keys, prepare
 from advantage_client.dreamer import build_dreamer_request, decode_dreamer_response
 from advantage_client.errors import from_rpc_error
+from advantage_client.offpolicy import (
+    OffPolicyLoss,
+    OffPolicyResult,
+    decode_offpolicy_response,
+    prepare_offpolicy_loss,
+)
 from advantage_client.options import GAE, ClipPPO, EstimatorLike, LossLike
 from advantage_client.types import AdvantageResult, LossResult, ModelInfo, Parameters
 
@@ -600,6 +606,26 @@ class ClientCore:
         response = yield Unary("ComputeLoss", request, timeout)
         return decode_loss_response(response)
 
+    def _compute_offpolicy_loss(
+        self,
+        *,
+        loss: OffPolicyLoss,
+        model: str = "",
+        timeout: float | None = None,
+        **batch: Any,
+    ) -> Steps[OffPolicyResult]:
+        """An off-policy loss (DQN, SAC, DiscreteSAC, DDPG, TD3) on [B] transitions, and with
+        ``apply_update=True`` one step that also moves the server's target networks.
+
+        Keyword args: ``observation``, ``next_observation`` (arrays [B, ...] or {key: array}),
+        ``action``, ``reward``, ``done``, optional ``terminated``; ``apply_update``,
+        ``expected_parameter_version``, ``return_td_error``, and ``tau`` or ``hard_interval``
+        for this call's target rule (see `advantage_client.offpolicy`).
+        """
+        request = prepare_offpolicy_loss(loss=loss, model=model, **batch)
+        response = yield Unary("ComputeLoss", request, timeout)
+        return decode_offpolicy_response(response)
+
     def _get_parameters(
         self,
         model: str = "",
@@ -733,6 +759,7 @@ class ClientCore:
     get_model = client_method(_get_model)
     compute_advantage = client_method(_compute_advantage)
     compute_loss = client_method(_compute_loss)
+    compute_offpolicy_loss = client_method(_compute_offpolicy_loss)
     get_parameters = client_method(_get_parameters)
     set_parameters = client_method(_set_parameters)
     load_into = client_method(_load_into)

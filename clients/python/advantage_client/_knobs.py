@@ -15,6 +15,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from advantage_client._codec import WireArray, encode, to_wire
 from advantage_client._pb.advantage.v1 import advantage_pb2 as pb
+from advantage_client.offpolicy import OFFPOLICY_LOSSES
 
 __all__ = [
     "ESTIMATORS",
@@ -152,11 +153,12 @@ def _check_range(knob: str, value: float) -> None:
 # Losses
 # --------------------------------------------------------------------------------------------
 
-# The trajectory losses (DreamerV3's have their own option classes: advantage_client.dreamer).
+# The trajectory losses (DreamerV3's have their own option classes, advantage_client.dreamer;
+# the off-policy ones theirs, advantage_client.offpolicy).
 _LOSS_FIELDS = {
     f.name: f
     for f in pb.ComputeLossRequest.DESCRIPTOR.oneofs_by_name["loss"].fields
-    if not f.name.startswith("dreamer_v3")
+    if not f.name.startswith("dreamer_v3") and f.name not in OFFPOLICY_LOSSES
 }
 _OPTION_FIELDS = pb.PolicyLossOptions.DESCRIPTOR.fields_by_name
 # Shared PolicyLossOptions a loss ignores (the proto's A2CLoss / ReinforceLoss comments); sending

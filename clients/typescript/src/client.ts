@@ -1,5 +1,11 @@
 /** Promise-based client of advantage-service (grpc-js, the contract loaded at runtime). */
 import { buildDreamerStepRequest, dreamerResultFromWire, type DreamerResult, type DreamerStepArgs } from "./dreamer";
+import {
+  buildOffPolicyRequest,
+  offPolicyResultFromWire,
+  type ComputeOffPolicyLossArgs,
+  type OffPolicyResult,
+} from "./offpolicy";
 import * as grpc from "@grpc/grpc-js";
 import { isIP } from "node:net";
 import { AdvantageServiceError } from "./errors";
@@ -405,6 +411,13 @@ export class AdvantageClient {
   async dreamerStep(args: DreamerStepArgs): Promise<DreamerResult> {
     const res = await this.unary("ComputeLoss", buildDreamerStepRequest(args), args.deadlineMs);
     return dreamerResultFromWire(res);
+  }
+
+  /** An off-policy loss (dqn, sac, discrete_sac, ddpg, td3) on [B] transitions; with
+   * applyUpdate, one step that also moves the server's target networks (see offpolicy.ts). */
+  async computeOffPolicyLoss(args: ComputeOffPolicyLossArgs): Promise<OffPolicyResult> {
+    const res = await this.unary("ComputeLoss", buildOffPolicyRequest(args), args.deadlineMs);
+    return offPolicyResultFromWire(res);
   }
 
   /** A consistent snapshot of a model's parameters ("" = the default model), reassembled. */

@@ -20,6 +20,14 @@ export {
 } from "./client";
 export { AdvantageServiceError, Status } from "./errors";
 export {
+  buildOffPolicyLoss,
+  OFFPOLICY_LOSSES,
+  type ComputeOffPolicyLossArgs,
+  type OffPolicyKnobs,
+  type OffPolicyLossKind,
+  type OffPolicyResult,
+} from "./offpolicy";
+export {
   compactObservations,
   estimatorFrom,
   ESTIMATORS,

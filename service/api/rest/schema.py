@@ -287,6 +287,16 @@ LOSS_REQUEST_SCHEMA: dict[str, Any] = {
             "description": "Composite actors: false reports each head's entropy "
             "(TorchRL's non-aggregate mode); null = from the log-probabilities sent.",
         },
+        "return_td_error": {
+            "type": "boolean",
+            "default": False,
+            "description": "Off-policy losses: return the per-sample TD error.",
+        },
+        "target_update": {
+            "type": "object",
+            "description": 'Off-policy losses: this update\'s target rule, {"tau": τ} or '
+            '{"hard_interval": N} (absent = the model\'s).',
+        },
     },
 }
 
@@ -315,6 +325,8 @@ LOSS_OPENAPI: dict[str, Any] = {
                             "new_parameter_version": {"type": "integer"},
                             "grad_norm": {"type": "number"},
                             "timing": {"type": "object"},
+                            "td_error": {**NESTED, "description": "Off-policy, on request."},
+                            "targets_updated": {"type": "boolean"},
                         },
                     }
                 }

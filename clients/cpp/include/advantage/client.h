@@ -22,6 +22,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "advantage/offpolicy.h"
 #include "advantage/v1/advantage.grpc.pb.h"
 
 namespace advantage {
@@ -348,6 +349,11 @@ class Client {
   void WatchModels(const std::vector<std::string>& model_names,
                    const std::function<bool(const ModelVersion&)>& on_version,
                    std::chrono::milliseconds deadline = std::chrono::milliseconds(0)) const;
+
+  // An off-policy loss (include/advantage/offpolicy.h) and, with apply_update, one step that
+  // also moves the server's target networks. Throws as ComputeAdvantage.
+  OffPolicyResult ComputeOffPolicyLoss(const OffPolicyRequest& request) const;
+
 
   // Bearer token for a server started with an auth token: every typed call sends it as the
   // "authorization" metadata. For calls through stub(), add it to your grpc::ClientContext.

@@ -343,7 +343,7 @@ class EstimatorDefaults(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "inputs", "has_value_network", "has_actor_network", "action", "parameter_version", "defaults", "device", "parameter_dtype", "n_agents", "world_model")
+    __slots__ = ("name", "inputs", "has_value_network", "has_actor_network", "action", "parameter_version", "defaults", "device", "parameter_dtype", "n_agents", "world_model", "qvalue_network", "target_update")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     HAS_VALUE_NETWORK_FIELD_NUMBER: _ClassVar[int]
@@ -355,6 +355,8 @@ class ModelInfo(_message.Message):
     PARAMETER_DTYPE_FIELD_NUMBER: _ClassVar[int]
     N_AGENTS_FIELD_NUMBER: _ClassVar[int]
     WORLD_MODEL_FIELD_NUMBER: _ClassVar[int]
+    QVALUE_NETWORK_FIELD_NUMBER: _ClassVar[int]
+    TARGET_UPDATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
     has_value_network: bool
@@ -366,7 +368,9 @@ class ModelInfo(_message.Message):
     parameter_dtype: DType
     n_agents: int
     world_model: WorldModelInfo
-    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ..., n_agents: _Optional[int] = ..., world_model: _Optional[_Union[WorldModelInfo, _Mapping]] = ...) -> None: ...
+    qvalue_network: QValueNetworkInfo
+    target_update: TargetUpdate
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ..., n_agents: _Optional[int] = ..., world_model: _Optional[_Union[WorldModelInfo, _Mapping]] = ..., qvalue_network: _Optional[_Union[QValueNetworkInfo, _Mapping]] = ..., target_update: _Optional[_Union[TargetUpdate, _Mapping]] = ...) -> None: ...
 
 class PolicyLossOptions(_message.Message):
     __slots__ = ("entropy_bonus", "entropy_coeff", "critic_coeff", "loss_critic_type", "normalize_advantage", "clip_value")
@@ -449,7 +453,7 @@ class ImpalaLoss(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ..., rho_thresh: _Optional[float] = ..., c_thresh: _Optional[float] = ..., rho_pg_thresh: _Optional[float] = ..., entropy_coeff: _Optional[float] = ..., critic_coeff: _Optional[float] = ..., entropy_bonus: _Optional[bool] = ...) -> None: ...
 
 class ComputeLossRequest(_message.Message):
-    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "dreamer_v3_actor", "dreamer_v3_value", "dreamer_v3_model", "dreamer_v3", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version", "composite_lp_aggregate", "starting_latents", "replay", "imagined", "return_posterior")
+    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "ppo_clip", "ppo_kl", "ppo", "a2c", "reinforce", "impala", "dreamer_v3_actor", "dreamer_v3_value", "dreamer_v3_model", "dreamer_v3", "dqn", "sac", "discrete_sac", "ddpg", "td3", "iql", "discrete_cql", "cql", "discrete_iql", "td3_bc", "redq", "crossq", "advantage", "value_target", "behaviour_distribution", "apply_update", "expected_parameter_version", "min_parameter_version", "composite_lp_aggregate", "starting_latents", "replay", "imagined", "return_posterior", "return_td_error", "target_update")
     class BehaviourDistributionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -481,6 +485,18 @@ class ComputeLossRequest(_message.Message):
     DREAMER_V3_VALUE_FIELD_NUMBER: _ClassVar[int]
     DREAMER_V3_MODEL_FIELD_NUMBER: _ClassVar[int]
     DREAMER_V3_FIELD_NUMBER: _ClassVar[int]
+    DQN_FIELD_NUMBER: _ClassVar[int]
+    SAC_FIELD_NUMBER: _ClassVar[int]
+    DISCRETE_SAC_FIELD_NUMBER: _ClassVar[int]
+    DDPG_FIELD_NUMBER: _ClassVar[int]
+    TD3_FIELD_NUMBER: _ClassVar[int]
+    IQL_FIELD_NUMBER: _ClassVar[int]
+    DISCRETE_CQL_FIELD_NUMBER: _ClassVar[int]
+    CQL_FIELD_NUMBER: _ClassVar[int]
+    DISCRETE_IQL_FIELD_NUMBER: _ClassVar[int]
+    TD3_BC_FIELD_NUMBER: _ClassVar[int]
+    REDQ_FIELD_NUMBER: _ClassVar[int]
+    CROSSQ_FIELD_NUMBER: _ClassVar[int]
     ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
     VALUE_TARGET_FIELD_NUMBER: _ClassVar[int]
     BEHAVIOUR_DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
@@ -492,6 +508,8 @@ class ComputeLossRequest(_message.Message):
     REPLAY_FIELD_NUMBER: _ClassVar[int]
     IMAGINED_FIELD_NUMBER: _ClassVar[int]
     RETURN_POSTERIOR_FIELD_NUMBER: _ClassVar[int]
+    RETURN_TD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TARGET_UPDATE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     trajectory: Trajectory
     td0: TD0
@@ -509,6 +527,18 @@ class ComputeLossRequest(_message.Message):
     dreamer_v3_value: DreamerV3ValueLoss
     dreamer_v3_model: DreamerV3ModelLoss
     dreamer_v3: DreamerV3Loss
+    dqn: DQNLoss
+    sac: SACLoss
+    discrete_sac: DiscreteSACLoss
+    ddpg: DDPGLoss
+    td3: TD3Loss
+    iql: IQLLoss
+    discrete_cql: DiscreteCQLLoss
+    cql: CQLLoss
+    discrete_iql: DiscreteIQLLoss
+    td3_bc: TD3BCLoss
+    redq: REDQLoss
+    crossq: CrossQLoss
     advantage: Tensor
     value_target: Tensor
     behaviour_distribution: _containers.MessageMap[str, Tensor]
@@ -520,10 +550,12 @@ class ComputeLossRequest(_message.Message):
     replay: DreamerV3Replay
     imagined: DreamerV3Imagined
     return_posterior: bool
-    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., dreamer_v3_actor: _Optional[_Union[DreamerV3ActorLoss, _Mapping]] = ..., dreamer_v3_value: _Optional[_Union[DreamerV3ValueLoss, _Mapping]] = ..., dreamer_v3_model: _Optional[_Union[DreamerV3ModelLoss, _Mapping]] = ..., dreamer_v3: _Optional[_Union[DreamerV3Loss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ..., composite_lp_aggregate: _Optional[bool] = ..., starting_latents: _Optional[_Mapping[str, Tensor]] = ..., replay: _Optional[_Union[DreamerV3Replay, _Mapping]] = ..., imagined: _Optional[_Union[DreamerV3Imagined, _Mapping]] = ..., return_posterior: _Optional[bool] = ...) -> None: ...
+    return_td_error: bool
+    target_update: TargetUpdate
+    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., ppo_clip: _Optional[_Union[ClipPPOLoss, _Mapping]] = ..., ppo_kl: _Optional[_Union[KLPENPPOLoss, _Mapping]] = ..., ppo: _Optional[_Union[PPOLoss, _Mapping]] = ..., a2c: _Optional[_Union[A2CLoss, _Mapping]] = ..., reinforce: _Optional[_Union[ReinforceLoss, _Mapping]] = ..., impala: _Optional[_Union[ImpalaLoss, _Mapping]] = ..., dreamer_v3_actor: _Optional[_Union[DreamerV3ActorLoss, _Mapping]] = ..., dreamer_v3_value: _Optional[_Union[DreamerV3ValueLoss, _Mapping]] = ..., dreamer_v3_model: _Optional[_Union[DreamerV3ModelLoss, _Mapping]] = ..., dreamer_v3: _Optional[_Union[DreamerV3Loss, _Mapping]] = ..., dqn: _Optional[_Union[DQNLoss, _Mapping]] = ..., sac: _Optional[_Union[SACLoss, _Mapping]] = ..., discrete_sac: _Optional[_Union[DiscreteSACLoss, _Mapping]] = ..., ddpg: _Optional[_Union[DDPGLoss, _Mapping]] = ..., td3: _Optional[_Union[TD3Loss, _Mapping]] = ..., iql: _Optional[_Union[IQLLoss, _Mapping]] = ..., discrete_cql: _Optional[_Union[DiscreteCQLLoss, _Mapping]] = ..., cql: _Optional[_Union[CQLLoss, _Mapping]] = ..., discrete_iql: _Optional[_Union[DiscreteIQLLoss, _Mapping]] = ..., td3_bc: _Optional[_Union[TD3BCLoss, _Mapping]] = ..., redq: _Optional[_Union[REDQLoss, _Mapping]] = ..., crossq: _Optional[_Union[CrossQLoss, _Mapping]] = ..., advantage: _Optional[_Union[Tensor, _Mapping]] = ..., value_target: _Optional[_Union[Tensor, _Mapping]] = ..., behaviour_distribution: _Optional[_Mapping[str, Tensor]] = ..., apply_update: _Optional[bool] = ..., expected_parameter_version: _Optional[int] = ..., min_parameter_version: _Optional[int] = ..., composite_lp_aggregate: _Optional[bool] = ..., starting_latents: _Optional[_Mapping[str, Tensor]] = ..., replay: _Optional[_Union[DreamerV3Replay, _Mapping]] = ..., imagined: _Optional[_Union[DreamerV3Imagined, _Mapping]] = ..., return_posterior: _Optional[bool] = ..., return_td_error: _Optional[bool] = ..., target_update: _Optional[_Union[TargetUpdate, _Mapping]] = ...) -> None: ...
 
 class ComputeLossResponse(_message.Message):
-    __slots__ = ("loss", "metrics", "model_name", "parameter_version", "updated", "new_parameter_version", "grad_norm", "timing", "posterior_latents")
+    __slots__ = ("loss", "metrics", "model_name", "parameter_version", "updated", "new_parameter_version", "grad_norm", "timing", "posterior_latents", "td_error", "targets_updated")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -547,6 +579,8 @@ class ComputeLossResponse(_message.Message):
     GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     POSTERIOR_LATENTS_FIELD_NUMBER: _ClassVar[int]
+    TD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_UPDATED_FIELD_NUMBER: _ClassVar[int]
     loss: float
     metrics: _containers.ScalarMap[str, float]
     model_name: str
@@ -556,7 +590,9 @@ class ComputeLossResponse(_message.Message):
     grad_norm: float
     timing: Timing
     posterior_latents: _containers.MessageMap[str, Tensor]
-    def __init__(self, loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., updated: _Optional[bool] = ..., new_parameter_version: _Optional[int] = ..., grad_norm: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., posterior_latents: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
+    td_error: Tensor
+    targets_updated: bool
+    def __init__(self, loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_name: _Optional[str] = ..., parameter_version: _Optional[int] = ..., updated: _Optional[bool] = ..., new_parameter_version: _Optional[int] = ..., grad_norm: _Optional[float] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., posterior_latents: _Optional[_Mapping[str, Tensor]] = ..., td_error: _Optional[_Union[Tensor, _Mapping]] = ..., targets_updated: _Optional[bool] = ...) -> None: ...
 
 class GetParametersRequest(_message.Message):
     __slots__ = ("model_name", "max_chunk_bytes", "prefixes", "min_parameter_version")
@@ -784,3 +820,257 @@ class WorldModelInfo(_message.Message):
     networks: _containers.RepeatedScalarFieldContainer[str]
     learning_rates: _containers.ScalarMap[str, float]
     def __init__(self, latents: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., observations: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., num_categoricals: _Optional[int] = ..., num_classes: _Optional[int] = ..., action_size: _Optional[int] = ..., reward_bins: _Optional[int] = ..., networks: _Optional[_Iterable[str]] = ..., learning_rates: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class QValueNetworkInfo(_message.Message):
+    __slots__ = ("kind", "ensemble_size", "num_actions")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ENSEMBLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NUM_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    ensemble_size: int
+    num_actions: int
+    def __init__(self, kind: _Optional[str] = ..., ensemble_size: _Optional[int] = ..., num_actions: _Optional[int] = ...) -> None: ...
+
+class TargetUpdate(_message.Message):
+    __slots__ = ("tau", "hard_interval")
+    TAU_FIELD_NUMBER: _ClassVar[int]
+    HARD_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    tau: float
+    hard_interval: int
+    def __init__(self, tau: _Optional[float] = ..., hard_interval: _Optional[int] = ...) -> None: ...
+
+class DQNLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "delay_value", "double_dqn")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    DELAY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DOUBLE_DQN_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    delay_value: bool
+    double_dqn: bool
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., delay_value: _Optional[bool] = ..., double_dqn: _Optional[bool] = ...) -> None: ...
+
+class SACLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "alpha_init", "min_alpha", "max_alpha", "fixed_alpha", "target_entropy", "num_qvalue_nets", "delay_qvalue", "seed")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_INIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MAX_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FIXED_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    DELAY_QVALUE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    alpha_init: float
+    min_alpha: float
+    max_alpha: float
+    fixed_alpha: bool
+    target_entropy: float
+    num_qvalue_nets: int
+    delay_qvalue: bool
+    seed: int
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., alpha_init: _Optional[float] = ..., min_alpha: _Optional[float] = ..., max_alpha: _Optional[float] = ..., fixed_alpha: _Optional[bool] = ..., target_entropy: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ..., delay_qvalue: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class DiscreteSACLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "alpha_init", "min_alpha", "max_alpha", "fixed_alpha", "target_entropy", "num_qvalue_nets", "delay_qvalue", "target_entropy_weight")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_INIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MAX_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FIXED_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    DELAY_QVALUE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ENTROPY_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    alpha_init: float
+    min_alpha: float
+    max_alpha: float
+    fixed_alpha: bool
+    target_entropy: float
+    num_qvalue_nets: int
+    delay_qvalue: bool
+    target_entropy_weight: float
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., alpha_init: _Optional[float] = ..., min_alpha: _Optional[float] = ..., max_alpha: _Optional[float] = ..., fixed_alpha: _Optional[bool] = ..., target_entropy: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ..., delay_qvalue: _Optional[bool] = ..., target_entropy_weight: _Optional[float] = ...) -> None: ...
+
+class DDPGLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "delay_actor", "delay_value")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    DELAY_ACTOR_FIELD_NUMBER: _ClassVar[int]
+    DELAY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    delay_actor: bool
+    delay_value: bool
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., delay_actor: _Optional[bool] = ..., delay_value: _Optional[bool] = ...) -> None: ...
+
+class TD3Loss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "policy_noise", "noise_clip", "delay_actor", "delay_qvalue", "num_qvalue_nets", "policy_update_delay", "seed")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_NOISE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_CLIP_FIELD_NUMBER: _ClassVar[int]
+    DELAY_ACTOR_FIELD_NUMBER: _ClassVar[int]
+    DELAY_QVALUE_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_UPDATE_DELAY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    policy_noise: float
+    noise_clip: float
+    delay_actor: bool
+    delay_qvalue: bool
+    num_qvalue_nets: int
+    policy_update_delay: int
+    seed: int
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., policy_noise: _Optional[float] = ..., noise_clip: _Optional[float] = ..., delay_actor: _Optional[bool] = ..., delay_qvalue: _Optional[bool] = ..., num_qvalue_nets: _Optional[int] = ..., policy_update_delay: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class IQLLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "temperature", "expectile", "num_qvalue_nets")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTILE_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    temperature: float
+    expectile: float
+    num_qvalue_nets: int
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., temperature: _Optional[float] = ..., expectile: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ...) -> None: ...
+
+class DiscreteCQLLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "delay_value")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    DELAY_VALUE_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    delay_value: bool
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., delay_value: _Optional[bool] = ...) -> None: ...
+
+class CQLLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "alpha_init", "min_alpha", "max_alpha", "fixed_alpha", "target_entropy", "num_qvalue_nets", "delay_qvalue", "temperature", "min_q_weight", "deterministic_backup", "num_random", "seed")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_INIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MAX_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FIXED_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    DELAY_QVALUE_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    MIN_Q_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DETERMINISTIC_BACKUP_FIELD_NUMBER: _ClassVar[int]
+    NUM_RANDOM_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    alpha_init: float
+    min_alpha: float
+    max_alpha: float
+    fixed_alpha: bool
+    target_entropy: float
+    num_qvalue_nets: int
+    delay_qvalue: bool
+    temperature: float
+    min_q_weight: float
+    deterministic_backup: bool
+    num_random: int
+    seed: int
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., alpha_init: _Optional[float] = ..., min_alpha: _Optional[float] = ..., max_alpha: _Optional[float] = ..., fixed_alpha: _Optional[bool] = ..., target_entropy: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ..., delay_qvalue: _Optional[bool] = ..., temperature: _Optional[float] = ..., min_q_weight: _Optional[float] = ..., deterministic_backup: _Optional[bool] = ..., num_random: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class DiscreteIQLLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "temperature", "expectile", "num_qvalue_nets")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTILE_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    temperature: float
+    expectile: float
+    num_qvalue_nets: int
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., temperature: _Optional[float] = ..., expectile: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ...) -> None: ...
+
+class TD3BCLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "policy_noise", "noise_clip", "alpha", "delay_actor", "delay_qvalue", "num_qvalue_nets", "policy_update_delay", "seed")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_NOISE_FIELD_NUMBER: _ClassVar[int]
+    NOISE_CLIP_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    DELAY_ACTOR_FIELD_NUMBER: _ClassVar[int]
+    DELAY_QVALUE_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_UPDATE_DELAY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    policy_noise: float
+    noise_clip: float
+    alpha: float
+    delay_actor: bool
+    delay_qvalue: bool
+    num_qvalue_nets: int
+    policy_update_delay: int
+    seed: int
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., policy_noise: _Optional[float] = ..., noise_clip: _Optional[float] = ..., alpha: _Optional[float] = ..., delay_actor: _Optional[bool] = ..., delay_qvalue: _Optional[bool] = ..., num_qvalue_nets: _Optional[int] = ..., policy_update_delay: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class REDQLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "alpha_init", "min_alpha", "max_alpha", "fixed_alpha", "target_entropy", "num_qvalue_nets", "delay_qvalue", "sub_sample_len", "seed")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_INIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MAX_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FIXED_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    DELAY_QVALUE_FIELD_NUMBER: _ClassVar[int]
+    SUB_SAMPLE_LEN_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    alpha_init: float
+    min_alpha: float
+    max_alpha: float
+    fixed_alpha: bool
+    target_entropy: float
+    num_qvalue_nets: int
+    delay_qvalue: bool
+    sub_sample_len: int
+    seed: int
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., alpha_init: _Optional[float] = ..., min_alpha: _Optional[float] = ..., max_alpha: _Optional[float] = ..., fixed_alpha: _Optional[bool] = ..., target_entropy: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ..., delay_qvalue: _Optional[bool] = ..., sub_sample_len: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class CrossQLoss(_message.Message):
+    __slots__ = ("gamma", "loss_function", "alpha_init", "min_alpha", "max_alpha", "fixed_alpha", "target_entropy", "num_qvalue_nets", "seed")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_INIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    MAX_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FIXED_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    NUM_QVALUE_NETS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    loss_function: CriticLoss
+    alpha_init: float
+    min_alpha: float
+    max_alpha: float
+    fixed_alpha: bool
+    target_entropy: float
+    num_qvalue_nets: int
+    seed: int
+    def __init__(self, gamma: _Optional[float] = ..., loss_function: _Optional[_Union[CriticLoss, str]] = ..., alpha_init: _Optional[float] = ..., min_alpha: _Optional[float] = ..., max_alpha: _Optional[float] = ..., fixed_alpha: _Optional[bool] = ..., target_entropy: _Optional[float] = ..., num_qvalue_nets: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
