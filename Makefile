@@ -82,10 +82,12 @@ torch-plan: | $(BIN)/python
 
 system-packages: $(SYSTEM_STAMP) $(POLYGLOT_STAMP)
 
-# `make serve` also serves the off-policy demo models (demo_sac, demo_ddpg, demo_discrete_sac, demo_dqn).
+# `make serve` also serves the off-policy demo models (demo_sac, demo_ddpg, demo_discrete_sac,
+# demo_dqn) and the DreamerV3 one (dreamer-demo); ARGS or the environment can turn them off.
 serve: export ADVANTAGE_OFFPOLICY_DEMOS ?= true
+serve: export ADVANTAGE_DREAMER_DEMO ?= true
 serve: $(SERVER_STAMP)
-	$(BIN)/advantage-service serve --dreamer-demo $(ARGS)
+	$(BIN)/advantage-service serve $(ARGS)
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

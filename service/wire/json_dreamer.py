@@ -55,7 +55,9 @@ def dreamer_loss_name(body: Any) -> str | None:
         return None
     loss = body.get("loss")
     name = loss.get("name") if isinstance(loss, Mapping) else loss
-    return name if name in DREAMER_LOSSES else None
+    # Anything but a string (a list, an object) is not a DreamerV3 loss; the general decoder
+    # refuses it with the field named.
+    return name if isinstance(name, str) and name in DREAMER_LOSSES else None
 
 
 def _enums(knobs: Any, where: str) -> Any:

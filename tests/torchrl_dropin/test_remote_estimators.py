@@ -10,6 +10,8 @@ forwarded by the loss, in-place writes).
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import Iterator
 
 import pytest
@@ -305,9 +307,12 @@ def test_keyword_call_like_torchrl(client) -> None:
 def test_the_asyncio_client_is_refused(grpc_target: str) -> None:
     from advantage_client import AsyncAdvantageClient
 
-    async_client = AsyncAdvantageClient(grpc_target)
-    with pytest.raises(TypeError, match="synchronously"):
-        RemoteGAE(async_client, gamma=0.9, lmbda=0.9)
+    async def scenario() -> None:  # the aio channel needs a running loop of its own
+        async with AsyncAdvantageClient(grpc_target) as async_client:
+            with pytest.raises(TypeError, match="synchronously"):
+                RemoteGAE(async_client, gamma=0.9, lmbda=0.9)
+
+    asyncio.run(scenario())
 
 
 def test_steps_to_next_obs_gives_a_per_step_gamma(client) -> None:
