@@ -36,10 +36,13 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Part 1 measures TorchRL with glibc's default allocator first, then tuned: keep importing
+# service.estimators from applying the setting (the server process applies it itself).
+os.environ["ADVANTAGE_ESTIMATORS_MALLOC"] = "default"
 
+from service.estimators.memory import tune_allocator  # noqa: E402
 from service.models.export import export_model  # noqa: E402
 from service.models.manifest import InputSpec  # noqa: E402
-from service.server import tune_allocator  # noqa: E402
 
 OBS = 64
 GAMMA, LMBDA = 0.99, 0.95
@@ -369,7 +372,8 @@ def main() -> None:
 
         print("\n## 1. End to end (GAE, medians in ms; remote = loopback gRPC, separate process)")
         # TorchRL in this process, first with glibc's default allocator, then tuned as the
-        # server tunes itself (service.server.tune_allocator): ratios use the faster baseline.
+        # server tunes itself (service.estimators.memory.tune_allocator): ratios use the faster
+        # baseline.
         baseline = torchrl_times(net, shapes, repeats, "")
         tuned = tune_allocator()
         baseline_tuned = torchrl_times(net, shapes, repeats, "_tuned")

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from service.errors import ArgumentError
-from service.estimators import _kernels
+from service.estimators import _kernels, threads
 from service.estimators._checks import Coef, Layout
 
 __all__ = [
@@ -77,9 +77,13 @@ def grad_inputs(layout: Layout, needs_grad: bool, *xs: Tensor) -> list[Tensor]:
 
 
 def parallel(layout: Layout) -> bool:
-    """Whether the parallel build of a kernel pays off for this many elements."""
+    """Whether to launch the parallel build of a kernel, with its thread count set for the
+    calling thread; the decision is ``service.estimators.threads``' policy."""
     elements = layout.n_rows * layout.n_steps * layout.n_feat
-    return layout.n_rows > 1 and elements >= _kernels.PARALLEL_MIN_ELEMENTS
+    n = threads.kernel_threads(layout.n_rows, elements)
+    if n > 1:
+        _kernels.use_threads(n)
+    return n > 1
 
 
 def rows(x: Tensor, layout: Layout) -> np.ndarray:
