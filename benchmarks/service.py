@@ -304,8 +304,9 @@ def profile(net_folder: Path, batch: int, steps: int, form: str, repeats: int) -
     from service.api.handlers import compute_advantage_handler
     from service.models.loading import load_repository
     from service.models.registry import ModelRegistry
+    from service.runtime import Runtime
 
-    registry = ModelRegistry(load_repository(net_folder, torch.device("cpu")))
+    registry = Runtime(ModelRegistry(load_repository(net_folder, torch.device("cpu"))))
     data = trajectories(batch, steps)
     obs = ("observation", "next_observation")
     if form == "compact":
