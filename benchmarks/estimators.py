@@ -207,7 +207,8 @@ def contended(runs: int, quick: bool) -> None:
                 p.wait()
         print(f"{condition}: {runs} fresh processes, load when started {' '.join(load)}")
     print(f"\ntorch {torch.__version__}, {cores} cores; medians in ms per fresh process; "
-          "ratio = ours / TorchRL's fastest (loop or vec; loop only at 1024×1024) in the same process")  # fmt: skip
+          "ratio = ours / TorchRL's fastest (loop or vec; loop only at 1024×1024) in the same "
+          "process")  # fmt: skip
     header = "| estimator | B×T | condition | ours (ms, per run) | TorchRL best (ms, per run) | " \
              "ratio per run | worst ratio |"  # fmt: skip
     print(header)
