@@ -98,7 +98,13 @@ class AdvantageServer:
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self.admission = Admission(settings.max_inflight_bytes)
-        servicer = AdvantageServicer(self.runtime, self.executor, self.metrics, self.admission)
+        servicer = AdvantageServicer(
+            self.runtime,
+            self.executor,
+            self.metrics,
+            self.admission,
+            inline_max_bytes=int(settings.inline_max_kb * 1024),
+        )
         servicer.add_to_server(self.grpc)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)

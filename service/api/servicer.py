@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from functools import partial
+from threading import RLock
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -45,19 +46,52 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
     """Implements advantage.v1.AdvantageService; compute runs on `executor`, not the loop."""
 
     def __init__(
-        self, runtime: Runtime, executor: Executor, metrics: Metrics, admission: Admission
+        self,
+        runtime: Runtime,
+        executor: Executor,
+        metrics: Metrics,
+        admission: Admission,
+        inline_max_bytes: int = 0,
     ) -> None:
         self._runtime = runtime
         self._executor = executor
         self._metrics = metrics
         self._admission = admission
+        # ComputeAdvantage requests up to this size may run on the event loop (`_inline_lock`).
+        self._inline_max_bytes = inline_max_bytes
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register this servicer on `server`."""
         pb_grpc.add_AdvantageServiceServicer_to_server(self, server)
 
-    async def _admitted(self, context: grpc.aio.ServicerContext, work: Work, nbytes: int) -> Reply:
-        """Admit `nbytes` of request, then run `work(call)` on the compute pool.
+    def _inline_lock(self, request: Message | None, nbytes: int) -> RLock | None:
+        """The model's lock, taken without waiting, when `request` may run on the event loop.
+
+        A small ComputeAdvantage (≤ `inline_max_bytes`) computes in well under a millisecond:
+        the hop to a worker thread and back (a queue, two wake-ups, the GIL passed twice) costs
+        as much as the work. It runs inline only when that can never block the loop: its model
+        does not batch (a batched request may wait in the queue) and nobody holds the model's
+        lock now (an update in progress). The lock is re-entrant: the handler takes it again.
+        """
+        if nbytes > self._inline_max_bytes or not isinstance(request, pb.ComputeAdvantageRequest):
+            return None
+        try:
+            model = self._runtime.model(request.model_name)
+        except ServiceError:
+            return None  # the handler refuses it, on the pool as usual
+        if self._runtime.batcher(model) is not None or not model.lock.acquire(blocking=False):
+            return None
+        return model.lock
+
+    async def _admitted(
+        self,
+        context: grpc.aio.ServicerContext,
+        work: Work,
+        nbytes: int,
+        request: Message | None = None,
+    ) -> Reply:
+        """Admit `nbytes` of request, then run `work(call)` on the compute pool (or, for a small
+        request whose model is free, right here: `_inline_lock`).
 
         `call` carries the deadline; when grpc.aio cancels this handler (the client cancelled,
         the deadline passed, the server's grace period ended) it is marked cancelled, so the
@@ -66,6 +100,12 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         call = CallState.with_timeout(context.time_remaining())
         with self._admission.admit(nbytes, call):
             counted = self._admission.working(lambda: work(call))
+            lock = self._inline_lock(request, nbytes)
+            if lock is not None:
+                try:
+                    return counted()
+                finally:
+                    lock.release()
             try:
                 return await asyncio.get_running_loop().run_in_executor(self._executor, counted)
             except asyncio.CancelledError:
@@ -91,7 +131,7 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
                 and "min_parameter_version" in labelled.DESCRIPTOR.fields_by_name
             ):
                 await self._version(context, labelled)
-            return await self._admitted(context, work, size)
+            return await self._admitted(context, work, size, labelled)
 
         return await self._guarded(context, run(), labelled)
 
