@@ -387,7 +387,7 @@ class ClientCore:
         *,
         estimator: EstimatorLike | None = _DEFAULT_ESTIMATOR,
         model: str = "",
-        form: Form = "full",
+        form: Form = "auto",
         in_keys: Sequence[str] | None = None,
         recompute_values: bool = False,
         torchrl_shapes: bool = False,
@@ -430,10 +430,14 @@ class ClientCore:
                 a name or ``torchrl.objectives.ValueEstimators`` member (every knob unset, see
                 `estimator_from`); None = the server's default, GAE with the model's γ, λ.
             model: model name; "" = the server's default model.
-            form: "full", or "compact" to send each observation once: full-form observations
-                are converted by the client (about half the bytes); observations that already
-                have T + 1 steps are sent as they are (then next_observation holds the
-                truncated steps' next observations, [K, *obs]).
+            form: "auto" (the default) sends the compact form whenever the observations
+                chain (next_observation[t] == observation[t + 1] wherever step t is not done),
+                else the full form; the numbers are the same. "full" always sends both
+                observation tensors; "compact" sends each observation once: full-form
+                observations are converted by the client (about half the bytes; refused when
+                they do not chain); observations that already have T + 1 steps are sent as they
+                are (then next_observation holds the truncated steps' next observations,
+                [K, *obs]).
             in_keys: observation keys to read from a TensorDict (default: the model's inputs).
             recompute_values: ignore state values in the input and let the server compute them.
             torchrl_shapes: arrays only: every per-step array is TorchRL's [*B, T, 1], and the

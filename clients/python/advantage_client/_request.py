@@ -41,7 +41,7 @@ __all__ = [
     "td_reward_and_done",
 ]
 
-Form = Literal["full", "compact"]
+Form = Literal["auto", "full", "compact"]
 
 # TorchRL's default TensorDict keys.
 _REWARD = ("next", "reward")
@@ -222,13 +222,18 @@ def compact_observations(
     return c.array, k.array
 
 
-def _check_chained(obs: np.ndarray, nxt: np.ndarray, done: np.ndarray, nb: int, key: str) -> None:
-    """The compact form drops next_observation[t] wherever step t is not done, so it must equal
-    observation[t + 1] there; refuse instead of silently sending different data."""
+def _broken_chain(obs: np.ndarray, nxt: np.ndarray, done: np.ndarray, nb: int) -> np.ndarray:
+    """[*B, T − 1] bool: steps t not done where next_observation[t] != observation[t + 1]."""
     lead = (slice(None),) * (nb - 1)
     same = nxt[(*lead, slice(None, -1))] == obs[(*lead, slice(1, None))]
     same = same.reshape(*same.shape[:nb], math.prod(same.shape[nb:])).all(axis=-1)  # T = 1 too
-    broken = ~same & ~done[(*lead, slice(None, -1))]
+    return ~same & ~done[(*lead, slice(None, -1))]
+
+
+def _check_chained(obs: np.ndarray, nxt: np.ndarray, done: np.ndarray, nb: int, key: str) -> None:
+    """The compact form drops next_observation[t] wherever step t is not done, so it must equal
+    observation[t + 1] there; refuse instead of silently sending different data."""
+    broken = _broken_chain(obs, nxt, done, nb)
     if broken.any():
         where = tuple(int(i) for i in np.argwhere(broken)[0])
         raise ValueError(
@@ -312,11 +317,13 @@ def fill_batch(
 ) -> None:
     """Encode the trajectory (per-step arrays [*B, T]) into `request`, building the compact form
     when asked, and the estimator (None = none; a per-step γ or λ needs the reward)."""
-    if form not in ("full", "compact"):
-        raise ValueError(f"form must be 'full' or 'compact', got {form!r}")
+    if form not in ("auto", "full", "compact"):
+        raise ValueError(f"form must be 'auto', 'full' or 'compact', got {form!r}")
     reward = to_wire(reward, name="reward")
     done = to_wire(done, name="done")
     terminated = None if terminated is None else to_wire(terminated, name="terminated")
+    if form == "auto":
+        form = "compact" if _chains(observation, next_observation, done) else "full"
     if estimator is not None:
         estimator.fill(request, reward)
     traj = request.trajectory
@@ -371,6 +378,26 @@ def fill_batch(
         traj.next_observation[key].CopyFrom(encode(nxt, name=f"next_observation[{key!r}]"))
 
 
+def _chains(
+    observation: Mapping[str, Any], next_observation: Mapping[str, Any], done: WireArray
+) -> bool:
+    """Whether form='auto' may send the compact form: full-form observations, each with its
+    next observations, chained (next_observation[t] == observation[t + 1] wherever step t is
+    not done). The numbers are the same either way; the compact form is about half the bytes."""
+    nb = len(done.shape)
+    if not observation or nb == 0 or set(next_observation) != set(observation):
+        return False
+    flags = np.asarray(done.array, dtype=bool)
+    for key, value in observation.items():
+        obs = to_wire(value, name=f"observation[{key!r}]")
+        nxt = to_wire(next_observation[key], name=f"next_observation[{key!r}]")
+        if obs.shape[:nb] != done.shape or nxt.shape != obs.shape or nxt.dtype != obs.dtype:
+            return False
+        if _broken_chain(obs.array, nxt.array, flags, nb).any():
+            return False
+    return True
+
+
 def needs_input_keys(
     data: Any,
     estimator: EstimatorLike | None,
@@ -422,7 +449,7 @@ def prepare(
     *,
     estimator: EstimatorLike | None = "gae",
     model: str = "",
-    form: str = "full",
+    form: str = "auto",
     in_keys: Sequence[str] | None = None,
     recompute_values: bool = False,
     torchrl_shapes: bool = False,
