@@ -283,7 +283,13 @@ def echo_server(port: int) -> None:
         handler = grpc.method_handlers_generic_handler(
             "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
         )
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20),
+            ]
+        )
         server.add_generic_rpc_handlers((handler,))
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
@@ -306,12 +312,13 @@ def echo_process() -> Iterator[str]:
         process.wait(30)
 
 
-def small_request_bytes(batch: int = 2, steps: int = 32) -> bytes:
+def small_request_bytes(batch: int = 2, steps: int = 32, form: str = "auto") -> bytes:
     from advantage_client._request import prepare
 
     data = trajectories(batch, steps)
     request = prepare(
         model=MODEL,
+        form=form,
         estimator=None,
         reward=data["reward"],
         done=data["done"],
@@ -376,6 +383,31 @@ def small_calls(repository: Path, clients: int, per_client: int, rounds: int) ->
     for row in rows:
         row["vs_echo"] = row["calls_per_s"] / rows[1]["calls_per_s"]
     rows[0]["bytes"] = rows[1]["bytes"] = len(payload)
+    return rows
+
+
+def wire_throughput(repository: Path, rounds: int) -> list[dict]:
+    """MB/s of full-form requests of about 4 MB and 32 MB (2 callers × 3 calls): ours, computing,
+    against the echo server, which only moves the bytes (the transport's ceiling)."""
+    rows = []
+    with server_process(repository) as target, echo_process() as echo_target:
+        for batch, steps in ((64, 128), (256, 256)):
+            payload = small_request_bytes(batch, steps, form="full")
+            runs: dict[str, list[dict]] = {"ours": [], "echo": []}
+            for _ in range(rounds):
+                runs["ours"].append(raw_load(target, ADVANTAGE_METHOD, payload, 2, 3))
+                runs["echo"].append(raw_load(echo_target, ECHO_METHOD, payload, 2, 3))
+            medians = {name: sorted(r, key=lambda x: x["MB_per_s"])[len(r) // 2]
+                       for name, r in runs.items()}  # fmt: skip
+            rows.append(
+                {
+                    "shape": f"{batch}x{steps}",
+                    "request_MB": len(payload) / 1e6,
+                    "ours_MB_per_s": medians["ours"]["MB_per_s"],
+                    "echo_MB_per_s": medians["echo"]["MB_per_s"],
+                    "ours/echo": medians["ours"]["MB_per_s"] / medians["echo"]["MB_per_s"],
+                }
+            )
     return rows
 
 
@@ -508,6 +540,13 @@ def small_parts(repository: Path, args: argparse.Namespace) -> None:
     )
     rows = small_calls(repository, args.clients, per_client, rounds)
     print(table(rows, ["server", "bytes", "calls_per_s", "p50_ms", "p99_ms", "vs_echo"]))
+    print(f"\n## 6. Large requests: MB/s against the echo ceiling (median of {rounds} rounds)")
+    print(
+        table(
+            wire_throughput(repository, rounds),
+            ["shape", "request_MB", "ours_MB_per_s", "echo_MB_per_s", "ours/echo"],
+        )
+    )
     concurrencies = [1, 4, 32] if args.quick else [1, 2, 4, 8, 32, 64]
     print(f"\n## 5. Batching off and on (delay 0), same bytes, {per_client} calls per caller")
     rows = batching_on_off(repository, concurrencies, per_client, rounds)
