@@ -391,6 +391,7 @@ class ClientCore:
         in_keys: Sequence[str] | None = None,
         recompute_values: bool = False,
         torchrl_shapes: bool = False,
+        observation_dtype: str | None = None,
         min_parameter_version: int | None = None,
         timeout: float | None = None,
         **arrays: Any,
@@ -440,6 +441,12 @@ class ClientCore:
                 [K, *obs]).
             in_keys: observation keys to read from a TensorDict (default: the model's inputs).
             recompute_values: ignore state values in the input and let the server compute them.
+            observation_dtype: "float16" or "bfloat16" sends float32/float64 observations
+                rounded to that dtype (half or a quarter of their bytes); the server widens them
+                exactly and computes in the model's dtype. The only error is this rounding:
+                relative 2^-11 (float16) or 2^-8 (bfloat16) per element; see the README for
+                the resulting bound on values and advantages. None (default) sends them as
+                they are.
             torchrl_shapes: arrays only: every per-step array is TorchRL's [*B, T, 1], and the
                 results are too. Without it a [*B, T, 1] reward is refused when an observation
                 or another per-step array shows that the 1 is TorchRL's feature dimension.
@@ -471,6 +478,7 @@ class ClientCore:
             in_keys=in_keys,
             recompute_values=recompute_values,
             torchrl_shapes=torchrl_shapes,
+            observation_dtype=observation_dtype,
             **arrays,
         )
         request = _with_min_version(prepared.request, min_parameter_version)

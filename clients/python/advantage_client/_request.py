@@ -453,21 +453,30 @@ def prepare(
     in_keys: Sequence[str] | None = None,
     recompute_values: bool = False,
     torchrl_shapes: bool = False,
+    observation_dtype: str | None = None,
     **arrays: Any,
 ) -> PreparedCall:
     """Validate the arguments of compute_advantage and build the request (see the clients).
 
     `estimator` is anything `estimator_from` takes; None leaves the oneof unset (the server's GAE
-    with the model's γ, λ).
+    with the model's γ, λ). `observation_dtype` ("float16" or "bfloat16") rounds float32/float64
+    observations to it for the wire (`narrow_observations`).
     """
     options = None if estimator is None else estimator_from(estimator)
     if not isinstance(model, str):
         raise TypeError(f"model must be a str, got {type(model).__name__}")
+    if observation_dtype not in (None, *_NARROW):
+        raise ValueError(
+            f"observation_dtype must be None, 'float16' or 'bfloat16', got {observation_dtype!r}"
+        )
     given = batch_arrays("compute_advantage", arrays, ADVANTAGE_ARRAYS)
     request = pb.ComputeAdvantageRequest(model_name=model)
     if data is not None:
         check_batch_source(data, given)
-        return _prepare_tensordict(request, data, options, form, in_keys, recompute_values)
+        prepared = _prepare_tensordict(request, data, options, form, in_keys, recompute_values)
+        if observation_dtype is not None:
+            narrow_observations(prepared.request, observation_dtype)
+        return prepared
     if recompute_values:
         given["state_value"] = given["next_state_value"] = None
     missing = [k for k in ("reward", "done") if given[k] is None]
@@ -482,7 +491,45 @@ def prepare(
         else OutputSpec("numpy", torchrl_shapes=torchrl_shapes)
     )
     fill_from_arrays(request, given, options, in_keys, form, torchrl_shapes)
+    if observation_dtype is not None:
+        narrow_observations(request, observation_dtype)
     return PreparedCall(request, output)
+
+
+_NARROW = {"float16": pb.DTYPE_FLOAT16, "bfloat16": pb.DTYPE_BFLOAT16}
+
+
+def _to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 bit patterns (int16), rounded to nearest, ties to even, as torch's
+    ``.to(torch.bfloat16)`` rounds; NaN stays NaN."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
+    rounded = np.where(np.isnan(x), (bits >> 16) | 0x40, rounded)  # keep NaN a (quiet) NaN
+    return rounded.astype(np.uint16).view("<i2")
+
+
+def narrow_observations(request: pb.ComputeAdvantageRequest, dtype: str) -> None:
+    """Reduced-precision transfer: every float32/float64 observation and next observation of
+    `request` is rounded to `dtype` ("float16" or "bfloat16") and the request says so
+    (`reduced_precision_observations`); the server widens them back to the model's dtype and
+    computes in it. Halves (float32) or quarters (float64) the observation bytes; the relative
+    rounding error per element is at most 2^-11 (float16, |x| in [6.1e-5, 65504]; values beyond
+    65504 become inf and are refused by the server) or 2^-8 (bfloat16)."""
+    wire = _NARROW[dtype]
+    traj = request.trajectory
+    for observations in (traj.observation, traj.next_observation):
+        for key in list(observations):
+            message = observations[key]
+            if message.dtype not in (pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64):
+                continue
+            array = decode_numpy(message, name=f"observation[{key!r}]")
+            if wire == pb.DTYPE_FLOAT16:
+                with np.errstate(over="ignore"):  # beyond 65504: inf, which the server refuses
+                    narrow = WireArray(np.ascontiguousarray(array, dtype="<f2"), wire)
+            else:
+                narrow = WireArray(_to_bfloat16_bits(array.astype(np.float32)), wire)
+            observations[key].CopyFrom(encode(narrow, name=f"observation[{key!r}]"))
+    request.reduced_precision_observations = True
 
 
 def fill_from_arrays(
