@@ -181,8 +181,10 @@ def contended_child(sizes: list[tuple[int, int]], budget_s: float) -> None:
 
 
 def busy_processes(n: int) -> list[subprocess.Popen]:
-    """``n`` processes spinning on a core each, started before any measurement."""
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    """``n`` processes spinning on a core each, started before any measurement. Each stops by
+    itself when this process is gone (killed before its ``finally`` could stop them)."""
+    spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent: pass"
+    return [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n)]
 
 
 def contended(runs: int, quick: bool) -> None:
