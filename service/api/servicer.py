@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from functools import partial
-from threading import RLock
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -57,21 +56,23 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         self._executor = executor
         self._metrics = metrics
         self._admission = admission
-        # ComputeAdvantage requests up to this size may run on the event loop (`_inline_lock`).
+        # ComputeAdvantage requests up to this size may run on the event loop (`_inline_claim`).
         self._inline_max_bytes = inline_max_bytes
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register this servicer on `server`."""
         pb_grpc.add_AdvantageServiceServicer_to_server(self, server)
 
-    def _inline_lock(self, request: Message | None, nbytes: int) -> RLock | None:
-        """The model's lock, taken without waiting, when `request` may run on the event loop.
+    def _inline_claim(self, request: Message | None, nbytes: int) -> Callable[[], None] | None:
+        """Claims for running `request` on the event loop, taken without waiting; None when it
+        must go to the compute pool. Returns the function that gives them back.
 
         A small ComputeAdvantage (≤ `inline_max_bytes`) computes in well under a millisecond:
         the hop to a worker thread and back (a queue, two wake-ups, the GIL passed twice) costs
-        as much as the work. It runs inline only when that can never block the loop: its model
-        does not batch (a batched request may wait in the queue) and nobody holds the model's
-        lock now (an update in progress). The lock is re-entrant: the handler takes it again.
+        as much as the work. It runs inline only when that can never block the loop: nobody
+        holds the model's lock now (an update in progress), and, when the model batches, its
+        batcher is idle and claimed for this request (`Batcher.try_claim`), so the pass runs at
+        once. The lock is re-entrant: the handler takes it again.
         """
         if nbytes > self._inline_max_bytes or not isinstance(request, pb.ComputeAdvantageRequest):
             return None
@@ -79,9 +80,20 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
             model = self._runtime.model(request.model_name)
         except ServiceError:
             return None  # the handler refuses it, on the pool as usual
-        if self._runtime.batcher(model) is not None or not model.lock.acquire(blocking=False):
+        if not model.lock.acquire(blocking=False):
             return None
-        return model.lock
+        batcher = self._runtime.batcher(model)
+        if batcher is None:
+            return model.lock.release
+        if not batcher.try_claim():
+            model.lock.release()
+            return None
+
+        def release() -> None:
+            batcher.release_claim()
+            model.lock.release()
+
+        return release
 
     async def _admitted(
         self,
@@ -91,7 +103,7 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         request: Message | None = None,
     ) -> Reply:
         """Admit `nbytes` of request, then run `work(call)` on the compute pool (or, for a small
-        request whose model is free, right here: `_inline_lock`).
+        request whose model is free, right here: `_inline_claim`).
 
         `call` carries the deadline; when grpc.aio cancels this handler (the client cancelled,
         the deadline passed, the server's grace period ended) it is marked cancelled, so the
@@ -100,12 +112,12 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         call = CallState.with_timeout(context.time_remaining())
         with self._admission.admit(nbytes, call):
             counted = self._admission.working(lambda: work(call))
-            lock = self._inline_lock(request, nbytes)
-            if lock is not None:
+            release = self._inline_claim(request, nbytes)
+            if release is not None:
                 try:
                     return counted()
                 finally:
-                    lock.release()
+                    release()
             try:
                 return await asyncio.get_running_loop().run_in_executor(self._executor, counted)
             except asyncio.CancelledError:

@@ -134,6 +134,8 @@ class Batcher:
         self._cond = threading.Condition(threading.Lock())
         # A pass is running (the batcher thread's or a request's own): arrivals queue behind it.
         self._busy = False
+        # The thread that claimed the idle batcher for its next submit (`try_claim`), if any.
+        self._claimed_by: int | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
         # Counters (read with stats(); written by the thread running a pass, one at a time).
@@ -175,6 +177,30 @@ class Batcher:
 
     # -- request side ------------------------------------------------------------------------
 
+    def try_claim(self) -> bool:
+        """Claim the idle batcher for the calling thread's next `submit`, without waiting.
+
+        True when nothing runs, nobody is queued and no delay is asked for: the thread's next
+        `submit` then runs its pass at once, in that thread, and arrivals meanwhile queue behind
+        it. The server's event loop uses this to run a small request inline, knowing its pass
+        cannot wait. Call `release_claim` afterwards in any case.
+        """
+        with self._cond:
+            if self._stopping or not self.running or self._busy or self._queue or self._delay_s:
+                return False
+            self._busy = True
+            self._claimed_by = threading.get_ident()
+            return True
+
+    def release_claim(self) -> None:
+        """Give back a claim the calling thread's `submit` did not use (a no-op otherwise)."""
+        with self._cond:
+            if self._claimed_by == threading.get_ident():
+                self._claimed_by = None
+                self._busy = False
+                if self._queue:
+                    self._cond.notify()
+
     def submit(
         self, inputs: Sequence[torch.Tensor], call: CallState | None = None
     ) -> tuple[torch.Tensor, int]:
@@ -199,16 +225,21 @@ class Batcher:
                     f"(max_queue_size = {self.config.max_queue_size} requests waiting; "
                     "raise --max-queue-size or the model's batching.max_queue_size, or retry)"
                 )
-            # Idle (nothing running, nobody queued, no delay asked for): run at once, here.
-            inline = not stopped and not self._busy and not self._queue and self._delay_s == 0
+            # Idle (nothing running, nobody queued, no delay asked for), or claimed by this
+            # thread (`try_claim`): run at once, here.
+            claimed = self._claimed_by is not None and self._claimed_by == threading.get_ident()
+            inline = claimed or (
+                not stopped and not self._busy and not self._queue and self._delay_s == 0
+            )
             if inline:
+                self._claimed_by = None if claimed else self._claimed_by
                 self._busy = True
                 self.taken += 1
             elif not stopped:
                 self._queue.append(pending)
                 self._queued_rows += rows
                 self._cond.notify()
-        if stopped:  # shutting down: evaluate alone, in this thread, under the lock
+        if stopped and not inline:  # shutting down: evaluate alone, in this thread, under the lock
             values, version, _, _ = self._forward(inputs)
             return values, version
         if inline:

@@ -321,3 +321,55 @@ def test_with_a_delay_every_request_goes_through_the_batcher(records: list[Batch
     finally:
         batcher.stop()
     assert net.threads == ["batcher-r"]
+
+
+def test_a_claim_runs_the_claiming_threads_next_submit_at_once(records: list[BatchRecord]) -> None:
+    model, net = recorder_model()
+    batcher = started(model, records, max_queue_delay_us=0)
+    try:
+        assert batcher.try_claim()
+        assert not batcher.try_claim()  # claimed: busy until used or released
+        values, _ = batcher.submit([torch.ones(2, 2)])
+        batcher.release_claim()  # used by the submit: nothing left to give back
+        assert torch.equal(values, torch.full((2,), 2.0))
+        assert net.threads == [threading.current_thread().name]
+        assert batcher.try_claim()  # idle again
+        batcher.release_claim()  # unused: given back
+        assert batcher.try_claim()
+        batcher.release_claim()
+    finally:
+        batcher.stop()
+    assert [record.requests for record in records] == [1]
+
+
+def test_requests_queued_behind_an_unused_claim_run_when_it_is_released(
+    records: list[BatchRecord],
+) -> None:
+    model, net = recorder_model()
+    batcher = started(model, records, max_queue_delay_us=0)
+    pool = ThreadPoolExecutor(2)
+    try:
+        assert batcher.try_claim()
+        futures = [pool.submit(batcher.submit, [torch.ones(n, 2)]) for n in (1, 2)]
+        deadline = time.monotonic() + 30
+        while batcher.stats()["queued"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert not any(future.done() for future in futures)  # they wait behind the claim
+        batcher.release_claim()
+        assert [future.result(30)[0].shape[0] for future in futures] == [1, 2]
+    finally:
+        pool.shutdown()
+        batcher.stop()
+    assert [record.requests for record in records] == [2]  # merged into one pass
+    assert net.threads == ["batcher-r"]
+
+
+def test_a_busy_or_delayed_batcher_cannot_be_claimed(records: list[BatchRecord]) -> None:
+    model, _ = recorder_model()
+    delayed = started(model, records, max_queue_delay_us=100)
+    try:
+        assert not delayed.try_claim()
+    finally:
+        delayed.stop()
+    stopped = Batcher(model, config(), records.append)  # never started
+    assert not stopped.try_claim()

@@ -89,3 +89,12 @@ def test_a_held_model_lock_sends_small_requests_to_the_pool() -> None:
         worker.join(60)
     assert isinstance(result[0], pb.ComputeAdvantageResponse)
     assert recorder.threads and all(name.startswith("compute") for name in recorder.threads)
+
+
+def test_with_batching_an_idle_batcher_is_claimed_and_the_request_runs_inline() -> None:
+    request = _request(seed=3)
+    batched, threads = _answer(Settings(rest_port=0, batching=True), request)
+    assert threads and not any(n.startswith(("compute", "batcher")) for n in threads)
+    pooled, _ = _answer(Settings(rest_port=0, inline_max_kb=0), request)
+    for field in ("advantage", "value_target", "state_value", "next_state_value"):
+        assert torch.equal(array(getattr(batched, field)), array(getattr(pooled, field))), field
