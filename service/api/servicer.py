@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
@@ -27,6 +28,9 @@ from service.wire.parameters import collect_parameter_stream
 from service.wire.requests import min_version
 
 log = logging.getLogger(__name__)
+#: A small ComputeAdvantage runs on the event loop only when its model's last one took at most
+#: this long: the loop may be held that long, and a slow network never holds it.
+INLINE_MAX_S = 0.005
 Reply = TypeVar("Reply")
 #: The full name of the service, for health and reflection.
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdvantageService"].full_name
@@ -56,8 +60,10 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         self._executor = executor
         self._metrics = metrics
         self._admission = admission
-        # ComputeAdvantage requests up to this size may run on the event loop (`_inline_claim`).
+        # ComputeAdvantage requests up to this size may run on the event loop (`_inline_claim`),
+        # when the model's last such request took at most INLINE_MAX_S.
         self._inline_max_bytes = inline_max_bytes
+        self._last_small_s: dict[str, float] = {}  # request model_name → last one's seconds
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register this servicer on `server`."""
@@ -72,7 +78,9 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         as much as the work. It runs inline only when that can never block the loop: nobody
         holds the model's lock now (an update in progress), and, when the model batches, its
         batcher is idle and claimed for this request (`Batcher.try_claim`), so the pass runs at
-        once. The lock is re-entrant: the handler takes it again.
+        once; and the model's last small request took at most INLINE_MAX_S, so a slow network
+        never holds the loop (each model's first one runs on the pool and measures). The lock is
+        re-entrant: the handler takes it again.
         """
         if nbytes > self._inline_max_bytes or not isinstance(request, pb.ComputeAdvantageRequest):
             return None
@@ -80,6 +88,10 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
             model = self._runtime.model(request.model_name)
         except ServiceError:
             return None  # the handler refuses it, on the pool as usual
+        # Small in bytes is not enough (a slow network): the model's last small request must
+        # have been quick. The first one of each model measures on the pool.
+        if self._last_small_s.get(request.model_name, INLINE_MAX_S + 1) > INLINE_MAX_S:
+            return None
         if not model.lock.acquire(blocking=False):
             return None
         batcher = self._runtime.batcher(model)
@@ -94,6 +106,18 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
             model.lock.release()
 
         return release
+
+    def _timed(self, work: Callable[[], Reply], name: str) -> Callable[[], Reply]:
+        """`work`, its duration remembered for `_inline_claim` (a plain dict write: no lock)."""
+
+        def timed() -> Reply:
+            start = time.perf_counter()
+            try:
+                return work()
+            finally:
+                self._last_small_s[name] = time.perf_counter() - start
+
+        return timed
 
     async def _admitted(
         self,
@@ -112,6 +136,8 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         call = CallState.with_timeout(context.time_remaining())
         with self._admission.admit(nbytes, call):
             counted = self._admission.working(lambda: work(call))
+            if nbytes <= self._inline_max_bytes and isinstance(request, pb.ComputeAdvantageRequest):
+                counted = self._timed(counted, request.model_name)
             release = self._inline_claim(request, nbytes)
             if release is not None:
                 try:

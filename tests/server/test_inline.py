@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
+import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from torch import nn
 
+from service.api import servicer
 from service.models.demo import demo_model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
@@ -29,6 +32,13 @@ class _ThreadNames(nn.Module):
         return self.inner(observation)
 
 
+@pytest.fixture(autouse=True)
+def quick_enough(monkeypatch):
+    """The tests below are about where a request runs, not about this machine's speed: any
+    measured duration below a minute counts as quick (the slow-model test sets its own)."""
+    monkeypatch.setattr(servicer, "INLINE_MAX_S", 60.0)
+
+
 def _model():
     model = demo_model(torch.device("cpu"))
     recorder = _ThreadNames(model.value_network)
@@ -43,10 +53,15 @@ def _request(batch: int = 2, steps: int = 32, seed: int = 0) -> pb.ComputeAdvant
 
 
 def _answer(settings: Settings, request: pb.ComputeAdvantageRequest):
+    """The answer to `request` sent twice (a model's first small request runs on the pool and
+    measures how long it takes), and the threads that ran the second one's passes."""
     model, recorder = _model()
     with running_server(settings, {"demo": model}) as server:
-        recorder.threads.clear()  # the warm-up's passes
+        first = stub(server.target).ComputeAdvantage(request, timeout=60)
+        recorder.threads.clear()  # the warm-up's and the first request's passes
         reply = stub(server.target).ComputeAdvantage(request, timeout=60)
+    for field in ("advantage", "value_target"):
+        assert torch.equal(array(getattr(first, field)), array(getattr(reply, field)))
     return reply, recorder.threads
 
 
@@ -73,6 +88,7 @@ def test_a_held_model_lock_sends_small_requests_to_the_pool() -> None:
     model, recorder = _model()
     with running_server(Settings(rest_port=0), {"demo": model}) as server:
         health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.target))
+        stub(server.target).ComputeAdvantage(_request(), timeout=60)  # measured: quick
         result: list[object] = []
         with model.lock:
             recorder.threads.clear()
@@ -98,3 +114,29 @@ def test_with_batching_an_idle_batcher_is_claimed_and_the_request_runs_inline() 
     pooled, _ = _answer(Settings(rest_port=0, inline_max_kb=0), request)
     for field in ("advantage", "value_target", "state_value", "next_state_value"):
         assert torch.equal(array(getattr(batched, field)), array(getattr(pooled, field))), field
+
+
+class _Slow(nn.Module):
+    """The wrapped value network, 50 ms per pass, remembering its threads."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.threads: list[str] = []
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(0.05)
+        return self.inner(observation)
+
+
+def test_a_slow_model_never_holds_the_event_loop(monkeypatch) -> None:
+    monkeypatch.setattr(servicer, "INLINE_MAX_S", 0.005)
+    model = demo_model(torch.device("cpu"))
+    slow = _Slow(model.value_network)
+    model.value_network = slow
+    with running_server(Settings(rest_port=0), {"demo": model}) as server:
+        slow.threads.clear()
+        for _ in range(3):  # small in bytes, but each took longer than INLINE_MAX_S
+            stub(server.target).ComputeAdvantage(_request(), timeout=60)
+    assert len(slow.threads) == 3 and all(name.startswith("compute") for name in slow.threads)
