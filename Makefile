@@ -126,5 +126,7 @@ proto: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/estimators.py
+	$(BIN)/python benchmarks/estimators.py --contended
+	$(BIN)/python benchmarks/estimators.py --warm
 	$(BIN)/python benchmarks/service.py
 	$(BIN)/python benchmarks/replicas.py

@@ -3,11 +3,15 @@
     .venv/bin/python benchmarks/service.py            # full run (~3–4 min on 2 cores)
     .venv/bin/python benchmarks/service.py --quick    # smoke run (~1 min)
     .venv/bin/python benchmarks/service.py --profile  # also cProfile the server's handler
+    .venv/bin/python benchmarks/service.py --small    # only the small-call parts (4, 5)
 
 The server runs in a separate process (`python -m service.cli serve`) with a model folder written
 by `service.models.export.export_model`: an MLP value network 64 → 256 → 256 → 1 (tanh). The
-client is `advantage_client` (blocking for part 1, asyncio for part 2). Figures and their reading
-are in the README.
+client is `advantage_client` (blocking for part 1, asyncio for part 2). Part 4 drives the server
+and a trivial grpc.aio echo server (a separate process answering each request with its own bytes)
+with the same pre-serialised B=2, T=32 request bytes from one load generator, so the ratio is the
+server's fixed cost against the transport's; part 5 compares batching on and off with that load
+generator at several concurrencies. Figures and their reading are in the README.
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Part 1 measures TorchRL with glibc's default allocator first, then tuned: keep importing
+# service.estimators from applying the setting (the server process applies it itself).
+os.environ["ADVANTAGE_ESTIMATORS_MALLOC"] = "default"
 
+from service.estimators.memory import tune_allocator  # noqa: E402
 from service.models.export import export_model  # noqa: E402
 from service.models.manifest import InputSpec  # noqa: E402
-from service.server import tune_allocator  # noqa: E402
 
 OBS = 64
 GAMMA, LMBDA = 0.99, 0.95
@@ -260,6 +267,182 @@ def concurrency(target: str, clients: int, per_client: int) -> dict[str, float]:
     return asyncio.run(_clients(target, clients, per_client, steps=32))
 
 
+# -- 4./5. small calls against a gRPC echo server, batching on and off ----------------------------
+
+ECHO_METHOD = "/bench.Echo/Echo"
+ADVANTAGE_METHOD = "/advantage.v1.AdvantageService/ComputeAdvantage"
+
+
+def echo_server(port: int) -> None:
+    """A trivial grpc.aio server answering every call with the request's own bytes."""
+
+    async def serve() -> None:
+        async def echo(request: bytes, context: object) -> bytes:
+            return request
+
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+        )
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20),
+            ]
+        )
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        print("ready", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+@contextlib.contextmanager
+def echo_process() -> Iterator[str]:
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def small_request_bytes(batch: int = 2, steps: int = 32, form: str = "auto") -> bytes:
+    from advantage_client._request import prepare
+
+    data = trajectories(batch, steps)
+    request = prepare(
+        model=MODEL,
+        form=form,
+        estimator=None,
+        reward=data["reward"],
+        done=data["done"],
+        terminated=data["terminated"],
+        observation=data["observation"],
+        next_observation=data["next_observation"],
+    ).request
+    return request.SerializeToString()
+
+
+async def _raw_load(
+    target: str, method: str, payload: bytes, clients: int, per_client: int
+) -> dict[str, float]:
+    """`clients` concurrent callers each sending `payload` `per_client` times (after a warm-up
+    round); throughput and latency percentiles."""
+    latencies: list[float] = []
+    options = [("grpc.max_receive_message_length", 64 << 20),
+               ("grpc.max_send_message_length", 64 << 20)]  # fmt: skip
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        call = channel.unary_unary(method)  # bytes in, bytes out
+
+        async def one() -> None:
+            for _ in range(per_client):
+                start = time.perf_counter()
+                await call(payload, timeout=120)
+                latencies.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(one() for _ in range(clients)))  # warm-up round
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "calls_per_s": len(latencies) / elapsed,
+        "MB_per_s": len(latencies) * len(payload) / elapsed / 1e6,
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
+    }
+
+
+def raw_load(target: str, method: str, payload: bytes, clients: int, per_client: int) -> dict:
+    return asyncio.run(_raw_load(target, method, payload, clients, per_client))
+
+
+def small_calls(repository: Path, clients: int, per_client: int, rounds: int) -> list[dict]:
+    """Ours and the echo server, interleaved `rounds` times; the median round of each."""
+    payload = small_request_bytes()
+    ours: list[dict] = []
+    echo: list[dict] = []
+    with server_process(repository) as target, echo_process() as echo_target:
+        for _ in range(rounds):
+            ours.append(raw_load(target, ADVANTAGE_METHOD, payload, clients, per_client))
+            echo.append(raw_load(echo_target, ECHO_METHOD, payload, clients, per_client))
+
+    def median_round(results: list[dict]) -> dict:
+        return sorted(results, key=lambda r: r["calls_per_s"])[len(results) // 2]
+
+    rows = [{"server": "advantage-service"} | median_round(ours),
+            {"server": "grpc.aio echo"} | median_round(echo)]  # fmt: skip
+    for row in rows:
+        row["vs_echo"] = row["calls_per_s"] / rows[1]["calls_per_s"]
+    rows[0]["bytes"] = rows[1]["bytes"] = len(payload)
+    return rows
+
+
+def wire_throughput(repository: Path, rounds: int) -> list[dict]:
+    """MB/s of full-form requests of about 4 MB and 32 MB (2 callers × 3 calls): ours, computing,
+    against the echo server, which only moves the bytes (the transport's ceiling)."""
+    rows = []
+    with server_process(repository) as target, echo_process() as echo_target:
+        for batch, steps in ((64, 128), (256, 256)):
+            payload = small_request_bytes(batch, steps, form="full")
+            runs: dict[str, list[dict]] = {"ours": [], "echo": []}
+            for _ in range(rounds):
+                runs["ours"].append(raw_load(target, ADVANTAGE_METHOD, payload, 2, 3))
+                runs["echo"].append(raw_load(echo_target, ECHO_METHOD, payload, 2, 3))
+            medians = {name: sorted(r, key=lambda x: x["MB_per_s"])[len(r) // 2]
+                       for name, r in runs.items()}  # fmt: skip
+            rows.append(
+                {
+                    "shape": f"{batch}x{steps}",
+                    "request_MB": len(payload) / 1e6,
+                    "ours_MB_per_s": medians["ours"]["MB_per_s"],
+                    "echo_MB_per_s": medians["echo"]["MB_per_s"],
+                    "ours/echo": medians["ours"]["MB_per_s"] / medians["echo"]["MB_per_s"],
+                }
+            )
+    return rows
+
+
+def batching_on_off(
+    repository: Path, concurrencies: list[int], per_client: int, rounds: int
+) -> list[dict]:
+    """Throughput with batching off and on (delay 0) at each concurrency, rounds interleaved."""
+    payload = small_request_bytes()
+    settings = {"off": ["--no-batching"], "on": ["--batching", "--max-queue-delay-us", "0"]}
+    results: dict[tuple[str, int], list[dict]] = {}
+    with contextlib.ExitStack() as stack:
+        targets = {name: stack.enter_context(server_process(repository, *extra))
+                   for name, extra in settings.items()}  # fmt: skip
+        for _ in range(rounds):
+            for clients in concurrencies:
+                for name, target in targets.items():
+                    result = raw_load(target, ADVANTAGE_METHOD, payload, clients, per_client)
+                    results.setdefault((name, clients), []).append(result)
+    rows = []
+    for clients in concurrencies:
+        row: dict[str, object] = {"clients": clients}
+        for name in settings:
+            runs = sorted(results[name, clients], key=lambda r: r["calls_per_s"])
+            median = runs[len(runs) // 2]
+            row[f"{name}_calls_per_s"] = median["calls_per_s"]
+            row[f"{name}_p99_ms"] = median["p99_ms"]
+            row["on/off per round"] = " ".join(
+                f"{on['calls_per_s'] / off['calls_per_s']:.2f}"
+                for on, off in zip(results["on", clients], results["off", clients], strict=True)
+            )
+        row["on/off"] = row["on_calls_per_s"] / row["off_calls_per_s"]  # type: ignore[operator]
+        rows.append(row)
+    return rows
+
+
 # -- 3. bytes on the wire ----------------------------------------------------------------------
 
 
@@ -301,8 +484,9 @@ def profile(net_folder: Path, batch: int, steps: int, form: str, repeats: int) -
     from service.api.handlers import compute_advantage_handler
     from service.models.loading import load_repository
     from service.models.registry import ModelRegistry
+    from service.runtime import Runtime
 
-    registry = ModelRegistry(load_repository(net_folder, torch.device("cpu")))
+    registry = Runtime(ModelRegistry(load_repository(net_folder, torch.device("cpu"))))
     data = trajectories(batch, steps)
     obs = ("observation", "next_observation")
     if form == "compact":
@@ -348,12 +532,44 @@ def table(rows: list[dict[str, object]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def small_parts(repository: Path, args: argparse.Namespace) -> None:
+    rounds, per_client = (1, 5) if args.quick else (3, 30)
+    print(
+        f"\n## 4. Small calls: B=2, T=32 request bytes, {args.clients} concurrent callers × "
+        f"{per_client}, ours against a grpc.aio echo server (median of {rounds} interleaved rounds)"
+    )
+    rows = small_calls(repository, args.clients, per_client, rounds)
+    print(table(rows, ["server", "bytes", "calls_per_s", "p50_ms", "p99_ms", "vs_echo"]))
+    print(f"\n## 6. Large requests: MB/s against the echo ceiling (median of {rounds} rounds)")
+    print(
+        table(
+            wire_throughput(repository, rounds),
+            ["shape", "request_MB", "ours_MB_per_s", "echo_MB_per_s", "ours/echo"],
+        )
+    )
+    concurrencies = [1, 4, 32] if args.quick else [1, 2, 4, 8, 32, 64]
+    print(f"\n## 5. Batching off and on (delay 0), same bytes, {per_client} calls per caller")
+    rows = batching_on_off(repository, concurrencies, per_client, rounds)
+    print(
+        table(
+            rows,
+            ["clients", "off_calls_per_s", "on_calls_per_s", "on/off", "on/off per round",
+             "off_p99_ms", "on_p99_ms"],
+        )
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--profile", action="store_true", help="cProfile the server's handler")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--small", action="store_true", help="only parts 4 and 5")
+    parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.echo_server:
+        echo_server(args.echo_server)
+        return
     torch.set_num_threads(os.cpu_count() or 1)
     shapes = [(64, 128)] if args.quick else [(64, 128), (256, 256)]
     repeats = 3 if args.quick else 15
@@ -366,10 +582,16 @@ def main() -> None:
             value_network=net,
         )  # fmt: skip
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, shapes {shapes}")
+        with open("/proc/loadavg") as f:
+            print(f"load average and runnable/total tasks at start: {f.read().strip()}")
+        if args.small:
+            small_parts(repository, args)
+            return
 
         print("\n## 1. End to end (GAE, medians in ms; remote = loopback gRPC, separate process)")
         # TorchRL in this process, first with glibc's default allocator, then tuned as the
-        # server tunes itself (service.server.tune_allocator): ratios use the faster baseline.
+        # server tunes itself (service.estimators.memory.tune_allocator): ratios use the faster
+        # baseline.
         baseline = torchrl_times(net, shapes, repeats, "")
         tuned = tune_allocator()
         baseline_tuned = torchrl_times(net, shapes, repeats, "_tuned")
@@ -417,6 +639,8 @@ def main() -> None:
 
         print("\n## 3. Request bytes on the wire / raw tensor bytes (full-form tensors)")
         print(table(wire_bytes(shapes), ["shape", "raw_MB", "full", "compact"]))
+
+        small_parts(repository, args)
 
         if args.profile:
             print("\n## Profile of the server handler (cProfile, in-process)")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -21,6 +19,8 @@ from service.api.auth import TlsFiles, TokenAuthInterceptor, token_auth
 from service.api.interceptors import MalformedRequestInterceptor
 from service.api.metrics import Metrics
 from service.api.servicer import SERVICE_NAME, AdvantageServicer
+from service.estimators import threads
+from service.estimators.memory import tune_allocator
 from service.models.demo import demo_model
 from service.models.demo_offpolicy import offpolicy_demo_models
 from service.models.dreamer_demo import DREAMER_DEMO_NAME, dreamer_demo_model
@@ -108,7 +108,13 @@ class AdvantageServer:
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self.admission = Admission(settings.max_inflight_bytes)
-        servicer = AdvantageServicer(self.runtime, self.executor, self.metrics, self.admission)
+        servicer = AdvantageServicer(
+            self.runtime,
+            self.executor,
+            self.metrics,
+            self.admission,
+            inline_max_bytes=int(settings.inline_max_kb * 1024),
+        )
         servicer.add_to_server(self.grpc)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
@@ -235,30 +241,12 @@ def create_server(
     return server, port
 
 
-def tune_allocator() -> bool:
-    """Let glibc keep freed large blocks instead of unmapping them (Linux; process-wide).
-
-    A forward pass allocates megabytes of activations; by default glibc serves each from a fresh
-    mmap and unmaps it on free, so every pass page-faults its memory in again (measured: a
-    16 384-row pass of the 64-256-256-1 MLP 15.5 → 12.2 ms, two 8 192-row passes 62 → 12 ms).
-    The cost: the heap keeps its peak size. Returns whether the settings were applied.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    limit = 1 << 30
-    return bool(libc.mallopt(m_mmap_threshold, limit)) and bool(
-        libc.mallopt(m_trim_threshold, limit)
-    )
-
-
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then stop gracefully."""
     tune_allocator()
+    # The one thread policy (service.estimators.threads): each compute worker gets cores // workers
+    # threads for torch's intra-op pool and for the estimator kernels, never more in total.
+    threads.apply(threads.for_workers(settings.workers))
     server, port = create_server(f"{settings.host}:{settings.port}", settings)
     if settings.rest_port:
         rest_port = await server.start_rest(settings.rest_host, settings.rest_port)

@@ -125,6 +125,13 @@ class Settings(BaseSettings):
         description="request bytes being worked on at once (gRPC and REST); a request that "
         "would pass it gets RESOURCE_EXHAUSTED before any work",
     )
+    inline_max_kb: float = Field(
+        64.0,
+        ge=0,
+        description="ComputeAdvantage requests up to this size (KiB) run on the event loop, "
+        "without a hop to the compute pool, when nobody holds their model's lock, its batcher (if "
+        "any) is idle and its last such request took at most 5 ms; 0 = every request on the pool",
+    )
     reuse_port: bool = Field(
         False,
         description="let several servers bind the same gRPC port (SO_REUSEPORT); off, a taken "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
@@ -27,6 +28,9 @@ from service.wire.parameters import collect_parameter_stream
 from service.wire.requests import min_version
 
 log = logging.getLogger(__name__)
+#: A small ComputeAdvantage runs on the event loop only when its model's last one took at most
+#: this long: the loop may be held that long, and a slow network never holds it.
+INLINE_MAX_S = 0.005
 Reply = TypeVar("Reply")
 #: The full name of the service, for health and reflection.
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdvantageService"].full_name
@@ -45,19 +49,85 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
     """Implements advantage.v1.AdvantageService; compute runs on `executor`, not the loop."""
 
     def __init__(
-        self, runtime: Runtime, executor: Executor, metrics: Metrics, admission: Admission
+        self,
+        runtime: Runtime,
+        executor: Executor,
+        metrics: Metrics,
+        admission: Admission,
+        inline_max_bytes: int = 0,
     ) -> None:
         self._runtime = runtime
         self._executor = executor
         self._metrics = metrics
         self._admission = admission
+        # ComputeAdvantage requests up to this size may run on the event loop (`_inline_claim`),
+        # when the model's last such request took at most INLINE_MAX_S.
+        self._inline_max_bytes = inline_max_bytes
+        self._last_small_s: dict[str, float] = {}  # request model_name → last one's seconds
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register this servicer on `server`."""
         pb_grpc.add_AdvantageServiceServicer_to_server(self, server)
 
-    async def _admitted(self, context: grpc.aio.ServicerContext, work: Work, nbytes: int) -> Reply:
-        """Admit `nbytes` of request, then run `work(call)` on the compute pool.
+    def _inline_claim(self, request: Message | None, nbytes: int) -> Callable[[], None] | None:
+        """Claims for running `request` on the event loop, taken without waiting; None when it
+        must go to the compute pool. Returns the function that gives them back.
+
+        A small ComputeAdvantage (≤ `inline_max_bytes`) computes in well under a millisecond:
+        the hop to a worker thread and back (a queue, two wake-ups, the GIL passed twice) costs
+        as much as the work. It runs inline only when that can never block the loop: nobody
+        holds the model's lock now (an update in progress), and, when the model batches, its
+        batcher is idle and claimed for this request (`Batcher.try_claim`), so the pass runs at
+        once; and the model's last small request took at most INLINE_MAX_S, so a slow network
+        never holds the loop (each model's first one runs on the pool and measures). The lock is
+        re-entrant: the handler takes it again.
+        """
+        if nbytes > self._inline_max_bytes or not isinstance(request, pb.ComputeAdvantageRequest):
+            return None
+        try:
+            model = self._runtime.model(request.model_name)
+        except ServiceError:
+            return None  # the handler refuses it, on the pool as usual
+        # Small in bytes is not enough (a slow network): the model's last small request must
+        # have been quick. The first one of each model measures on the pool.
+        if self._last_small_s.get(request.model_name, INLINE_MAX_S + 1) > INLINE_MAX_S:
+            return None
+        if not model.lock.acquire(blocking=False):
+            return None
+        batcher = self._runtime.batcher(model)
+        if batcher is None:
+            return model.lock.release
+        if not batcher.try_claim():
+            model.lock.release()
+            return None
+
+        def release() -> None:
+            batcher.release_claim()
+            model.lock.release()
+
+        return release
+
+    def _timed(self, work: Callable[[], Reply], name: str) -> Callable[[], Reply]:
+        """`work`, its duration remembered for `_inline_claim` (a plain dict write: no lock)."""
+
+        def timed() -> Reply:
+            start = time.perf_counter()
+            try:
+                return work()
+            finally:
+                self._last_small_s[name] = time.perf_counter() - start
+
+        return timed
+
+    async def _admitted(
+        self,
+        context: grpc.aio.ServicerContext,
+        work: Work,
+        nbytes: int,
+        request: Message | None = None,
+    ) -> Reply:
+        """Admit `nbytes` of request, then run `work(call)` on the compute pool (or, for a small
+        request whose model is free, right here: `_inline_claim`).
 
         `call` carries the deadline; when grpc.aio cancels this handler (the client cancelled,
         the deadline passed, the server's grace period ended) it is marked cancelled, so the
@@ -66,6 +136,14 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         call = CallState.with_timeout(context.time_remaining())
         with self._admission.admit(nbytes, call):
             counted = self._admission.working(lambda: work(call))
+            if nbytes <= self._inline_max_bytes and isinstance(request, pb.ComputeAdvantageRequest):
+                counted = self._timed(counted, request.model_name)
+            release = self._inline_claim(request, nbytes)
+            if release is not None:
+                try:
+                    return counted()
+                finally:
+                    release()
             try:
                 return await asyncio.get_running_loop().run_in_executor(self._executor, counted)
             except asyncio.CancelledError:
@@ -91,7 +169,7 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
                 and "min_parameter_version" in labelled.DESCRIPTOR.fields_by_name
             ):
                 await self._version(context, labelled)
-            return await self._admitted(context, work, size)
+            return await self._admitted(context, work, size, labelled)
 
         return await self._guarded(context, run(), labelled)
 

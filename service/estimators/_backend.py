@@ -14,15 +14,17 @@ import torch
 from torch import Tensor
 
 from service.errors import ArgumentError
-from service.estimators import _kernels
+from service.estimators import _kernels, threads
 from service.estimators._checks import Coef, Layout
 
 __all__ = [
     "Backend",
+    "check_out",
     "choose",
     "coef_rows",
     "coef_step",
     "coef_time_major",
+    "deliver",
     "from_time_major",
     "grad_inputs",
     "new_rows",
@@ -37,6 +39,8 @@ __all__ = [
 ]
 
 Backend = Literal["auto", "numba", "torch"]
+#: Caller-provided output tensors (``out=``): the pair the estimator returns, written in place.
+Out = tuple[Tensor, Tensor] | None
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
@@ -77,9 +81,13 @@ def grad_inputs(layout: Layout, needs_grad: bool, *xs: Tensor) -> list[Tensor]:
 
 
 def parallel(layout: Layout) -> bool:
-    """Whether the parallel build of a kernel pays off for this many elements."""
+    """Whether to launch the parallel build of a kernel, with its thread count set for the
+    calling thread; the decision is ``service.estimators.threads``' policy."""
     elements = layout.n_rows * layout.n_steps * layout.n_feat
-    return layout.n_rows > 1 and elements >= _kernels.PARALLEL_MIN_ELEMENTS
+    n = threads.kernel_threads(layout.n_rows, elements)
+    if n > 1:
+        _kernels.use_threads(n)
+    return n > 1
 
 
 def rows(x: Tensor, layout: Layout) -> np.ndarray:
@@ -100,10 +108,53 @@ def coef_rows(c: Coef, layout: Layout) -> np.ndarray:
     return np.broadcast_to(np.asarray(c, dtype=np_dtype), shape)
 
 
-def new_rows(layout: Layout) -> tuple[Tensor, np.ndarray]:
-    """An output tensor in the caller's layout and its ``[n_rows, n_steps, n_feat]`` view."""
-    out = torch.empty(layout.shape, dtype=layout.dtype)
+def new_rows(layout: Layout, out: Tensor | None = None) -> tuple[Tensor, np.ndarray]:
+    """An output tensor in the caller's layout (``out`` when given, already checked by
+    ``check_out``) and its ``[n_rows, n_steps, n_feat]`` view."""
+    if out is None:
+        out = torch.empty(layout.shape, dtype=layout.dtype)
     return out, out.view(layout.n_rows, layout.n_steps, layout.n_feat).numpy()
+
+
+def check_out(
+    out: Out, layout: Layout, needs_grad: bool, inputs: tuple[Tensor | None, ...]
+) -> None:
+    """``out`` is None or two distinct contiguous tensors of the result's shape, dtype and device
+    that share no memory with the inputs (the kernels read later steps after writing earlier
+    ones) and need no gradient (as for torch's own ``out=``)."""
+    if out is None:
+        return
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        raise ArgumentError("out", f"expected a pair of tensors, got {type(out).__name__}")
+    expected = f"shape {tuple(layout.shape)}, dtype {layout.dtype}, device {layout.device}"
+    for name, o in zip(("out[0]", "out[1]"), out, strict=True):
+        if not isinstance(o, Tensor):
+            raise ArgumentError(name, f"expected a tensor, got {type(o).__name__}")
+        if o.shape != layout.shape or o.dtype != layout.dtype or o.device != layout.device:
+            raise ArgumentError(
+                name, f"expected {expected}, got shape {tuple(o.shape)}, dtype {o.dtype}, "
+                f"device {o.device}"
+            )  # fmt: skip
+        if not o.is_contiguous():
+            raise ArgumentError(name, "expected a contiguous tensor, got a strided view")
+        if needs_grad or o.requires_grad:
+            raise ArgumentError(name, "expected no autograd: out= tensors cannot carry gradients")
+    storages = [o.untyped_storage().data_ptr() for o in out]
+    if storages[0] == storages[1]:
+        raise ArgumentError("out", "expected two tensors with separate memory, got shared memory")
+    for x in inputs:
+        if x is not None and x.untyped_storage().data_ptr() in storages:
+            raise ArgumentError("out", "expected memory of its own, got an input's memory")
+
+
+def deliver(results: tuple[Tensor, Tensor], out: Out) -> tuple[Tensor, Tensor]:
+    """``results``, copied into ``out`` when given and not written there already."""
+    if out is None:
+        return results
+    for result, target in zip(results, out, strict=True):
+        if result is not target:
+            target.copy_(result)
+    return out[0], out[1]
 
 
 def scalar_fast_path(layout: Layout, *coefs: Coef) -> bool:

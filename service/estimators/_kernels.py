@@ -37,7 +37,7 @@ except ImportError:  # the torch path covers everything, only slower
     prange = range
     AVAILABLE = False
 
-__all__ = ["AVAILABLE", "PARALLEL_MIN_ELEMENTS", "get", "warmup"]
+__all__ = ["AVAILABLE", "get", "use_threads", "warmup"]
 
 
 def _gae(
@@ -320,10 +320,6 @@ def _signatures(name: str) -> list[Any]:
     return sigs
 
 
-# Below this many elements waking the thread pool costs more than the second core saves. Measured
-# on 2 cores (quiet machine): 64×128 TD(λ) 86 → 68 µs with the parallel build, 16×64 unchanged.
-PARALLEL_MIN_ELEMENTS = 1 << 12
-
 _compiled: dict[tuple[str, bool], Any] = {}
 _lock = threading.Lock()
 
@@ -354,6 +350,22 @@ def get(name: str, parallel: bool = True) -> Any:
                 )
                 _compiled[name, parallel] = fn
     return fn
+
+
+_thread_counts = threading.local()
+
+
+def use_threads(n: int) -> None:
+    """Let the parallel kernels launched from the calling thread use ``n`` threads.
+
+    numba's thread count is per launching thread, so concurrent server workers each keep their
+    own; setting it costs ~7 µs, so it is only set when it changes. When to run in parallel and
+    with how many threads is decided by ``service.estimators.threads``.
+    """
+    n = max(1, min(n, numba.config.NUMBA_NUM_THREADS))
+    if getattr(_thread_counts, "n", None) != n:
+        numba.set_num_threads(n)
+        _thread_counts.n = n
 
 
 def warmup() -> None:

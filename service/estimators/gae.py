@@ -38,6 +38,7 @@ def gae(
     average_gae: bool = False,
     differentiable: bool = False,
     validate: bool = True,
+    out: be.Out = None,
     _backend: be.Backend = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimate and its value target (TD(λ) return).
@@ -76,6 +77,9 @@ def gae(
             outputs never require grad.
         validate: run the data checks (finite values, terminated ⇒ done, per-step γ/λ in
             [0, 1]); shape, dtype and scalar checks always run.
+        out: an ``(advantage, value_target)`` pair of contiguous tensors of the result's shape,
+            dtype and device to write into and return (no allocation per call; not with
+            autograd, and sharing no memory with the inputs).
 
     Returns:
         ``(advantage, value_target)``, each of the inputs' shape, dtype and device, covering
@@ -99,6 +103,7 @@ def gae(
     )
     needs_grad = be.wants_grad(differentiable, state_value, next_state_value, reward)
     backend = be.choose(_backend, layout, needs_grad)
+    be.check_out(out, layout, needs_grad, (state_value, next_state_value, reward, done, terminated))
     with torch.set_grad_enabled(needs_grad):
         value, next_value, reward = be.grad_inputs(
             layout, needs_grad, state_value, next_state_value, reward
@@ -113,11 +118,11 @@ def gae(
         run = _gae_numba if backend == "numba" else _gae_torch
         advantage, value_target = run(
             gamma_c, lmbda_c, gamma_lmbda, value, next_value, reward, done, terminated, layout,
-            validate,
+            validate, out,
         )  # fmt: skip
         if average_gae:
             advantage = standardize(advantage, EPS_GAE, "average_gae")
-    return advantage, value_target
+    return be.deliver((advantage, value_target), out)
 
 
 def _gae_numba(
@@ -131,11 +136,12 @@ def _gae_numba(
     terminated: Tensor,
     layout: Layout,
     validate: bool,
+    out: be.Out,
 ) -> tuple[Tensor, Tensor]:
     if validate:
         check_coef_ranges({"gamma": gamma, "lmbda": lmbda})
-    advantage, adv_rows = be.new_rows(layout)
-    value_target, target_rows = be.new_rows(layout)
+    advantage, adv_rows = be.new_rows(layout, None if out is None else out[0])
+    value_target, target_rows = be.new_rows(layout, None if out is None else out[1])
     err = np.zeros(layout.n_rows, dtype=np.int32)
     data = [be.rows(x, layout) for x in (value, next_value, reward, done, terminated)]
     if be.scalar_fast_path(layout, gamma, gamma_lmbda):
@@ -174,8 +180,9 @@ def _gae_torch(
     terminated: Tensor,
     layout: Layout,
     validate: bool,
+    out: be.Out,
 ) -> tuple[Tensor, Tensor]:
-    del lmbda, validate  # λ only enters through γλ; validation ran before
+    del lmbda, validate, out  # λ only enters through γλ; validation ran before; copied later
     v, nv, r, d, k = (
         be.time_major(x, layout) for x in (value, next_value, reward, done, terminated)
     )

@@ -39,6 +39,7 @@ def td0(
     average_rewards: bool = False,
     differentiable: bool = False,
     validate: bool = True,
+    out: be.Out = None,
     _backend: be.Backend = "auto",
 ) -> tuple[Tensor, Tensor]:
     """One-step TD return and advantage.
@@ -67,6 +68,7 @@ def td0(
             ``reward``, as through TorchRL's functional; γ is detached. When False the outputs
             never require grad.
         validate: run the data checks (see ``gae``).
+        out: an output pair to write into and return (see ``gae``).
 
     Returns:
         ``(advantage, value_target)`` for steps t = 0 … T−1, inputs' shape and device, in the
@@ -83,6 +85,7 @@ def td0(
     needs_grad = be.wants_grad(differentiable, state_value, next_state_value, reward)
     if _backend not in ("auto", "numba", "torch"):
         raise ArgumentError("_backend", f"expected 'auto', 'numba' or 'torch', got {_backend!r}")
+    be.check_out(out, layout, needs_grad, (state_value, next_state_value, reward, done, terminated))
     with torch.set_grad_enabled(needs_grad):
         value, next_value, reward = be.grad_inputs(
             layout, needs_grad, state_value, next_state_value, reward
@@ -99,7 +102,7 @@ def td0(
         # Elementwise already: the same few torch ops serve every device (no kernel).
         value_target = reward + gamma * torch.where(terminated, 0.0, next_value)
         advantage = value_target - value
-    return advantage, value_target
+    return be.deliver((advantage, value_target), out)
 
 
 def td1(
@@ -115,6 +118,7 @@ def td1(
     average_rewards: bool = False,
     differentiable: bool = False,
     validate: bool = True,
+    out: be.Out = None,
     _backend: be.Backend = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Monte-Carlo return bootstrapped at trajectory ends: TD(λ) with λ = 1.
@@ -135,8 +139,8 @@ def td1(
     """
     return _td_lambda(
         gamma, 1.0, state_value, next_state_value, reward, done, terminated, time_dim,
-        rolling_gamma, average_rewards, EPS_REWARDS_TD, differentiable, validate, _backend,
-        "td1",
+        rolling_gamma, average_rewards, EPS_REWARDS_TD, differentiable, validate, out,
+        _backend, "td1",
     )  # fmt: skip
 
 
@@ -154,6 +158,7 @@ def td_lambda(
     average_rewards: bool = False,
     differentiable: bool = False,
     validate: bool = True,
+    out: be.Out = None,
     _backend: be.Backend = "auto",
 ) -> tuple[Tensor, Tensor]:
     """TD(λ) return (λ-return) and advantage.
@@ -190,6 +195,7 @@ def td_lambda(
         differentiable: gradients flow into ``state_value``, ``next_state_value`` and
             ``reward``, as through TorchRL's functional; γ and λ are detached.
         validate: run the data checks (see ``gae``).
+        out: an output pair to write into and return (see ``gae``).
 
     Returns:
         ``(advantage, value_target)`` for steps t = 0 … T−1, inputs' shape and device, in the
@@ -197,7 +203,7 @@ def td_lambda(
     """
     return _td_lambda(
         gamma, lmbda, state_value, next_state_value, reward, done, terminated, time_dim,
-        rolling_gamma, average_rewards, EPS_REWARDS_TD_LAMBDA, differentiable, validate,
+        rolling_gamma, average_rewards, EPS_REWARDS_TD_LAMBDA, differentiable, validate, out,
         _backend, "td_lambda",
     )  # fmt: skip
 
@@ -216,6 +222,7 @@ def _td_lambda(
     eps: float,
     differentiable: bool,
     validate: bool,
+    out: be.Out,
     backend: be.Backend,
     estimator: str,
 ) -> tuple[Tensor, Tensor]:
@@ -242,6 +249,7 @@ def _td_lambda(
         _check_not_rolling(estimator, gamma, lmbda, done, layout)
     needs_grad = be.wants_grad(differentiable, state_value, next_state_value, reward)
     chosen = be.choose(backend, layout, needs_grad)
+    be.check_out(out, layout, needs_grad, (state_value, next_state_value, reward, done, terminated))
     with torch.set_grad_enabled(needs_grad):
         value, next_value, reward = be.grad_inputs(
             layout, needs_grad, state_value, next_state_value, reward
@@ -254,12 +262,13 @@ def _td_lambda(
             reward = standardize(reward, eps, "average_rewards")
         if chosen == "torch":
             run = _td_lambda_fixed_torch if fixed_gamma else _td_lambda_torch
-            return run(gamma_c, lmbda_c, one_minus_lmbda, value, next_value, reward, done,
-                       terminated, layout)  # fmt: skip
+            results = run(gamma_c, lmbda_c, one_minus_lmbda, value, next_value, reward, done,
+                          terminated, layout)  # fmt: skip
+            return be.deliver(results, out)
         if validate:
             check_coef_ranges(coefs)
-        advantage, adv_rows = be.new_rows(layout)
-        ret, ret_rows = be.new_rows(layout)
+        advantage, adv_rows = be.new_rows(layout, None if out is None else out[0])
+        ret, ret_rows = be.new_rows(layout, None if out is None else out[1])
         err = np.zeros(layout.n_rows, dtype=np.int32)
         data = [be.rows(x, layout) for x in (value, next_value, reward, done, terminated)]
         if not fixed_gamma and be.scalar_fast_path(layout, gamma_c, lmbda_c, one_minus_lmbda):
@@ -286,7 +295,7 @@ def _td_lambda(
             )
         if validate and err.any():
             diagnose(values, done, terminated, coefs)
-        return advantage, ret
+        return be.deliver((advantage, ret), out)
 
 
 def _check_not_rolling(

@@ -46,6 +46,7 @@ def vtrace(
     average_adv: bool = False,
     differentiable: bool = False,
     validate: bool = True,
+    out: be.Out = None,
     _backend: be.Backend = "auto",
 ) -> tuple[Tensor, Tensor]:
     """V-trace policy-gradient advantage and value target vs.
@@ -93,6 +94,7 @@ def vtrace(
             log_mu), coefficients and thresholds are detached, as IMPALA treats them.
         validate: run the data checks (see ``gae``; log_mu finite, log_pi finite or −inf,
             threshold tensors finite and > 0).
+        out: an output pair to write into and return (see ``gae``).
 
     Returns:
         ``(advantage, vs)`` for steps t = 0 … T−1, inputs' shape and device, in the promoted
@@ -122,6 +124,10 @@ def vtrace(
         terminated = done
     needs_grad = be.wants_grad(differentiable, state_value, next_state_value, reward)
     backend = be.choose(_backend, layout, needs_grad)
+    be.check_out(
+        out, layout, needs_grad,
+        (state_value, next_state_value, reward, log_pi, log_mu, done, terminated),
+    )  # fmt: skip
     with torch.set_grad_enabled(needs_grad):
         value, next_value, reward = be.grad_inputs(
             layout, needs_grad, state_value, next_state_value, reward
@@ -137,14 +143,14 @@ def vtrace(
         coefs = {"gamma": gamma, "lmbda": lmbda}
         if backend == "numba":
             advantage, vs = _vtrace_numba(values, done, terminated, coefs, thresholds, layout,
-                                          validate)  # fmt: skip
+                                          validate, out)  # fmt: skip
         else:
             if validate:
                 raise_if_flagged(values, done, terminated, coefs, thresholds)
             advantage, vs = _vtrace_torch(values, done, terminated, coefs, thresholds, layout)
         if average_adv:
             advantage = standardize(advantage, EPS_ADV_VTRACE, "average_adv")
-    return advantage, vs
+    return be.deliver((advantage, vs), out)
 
 
 def _vtrace_numba(
@@ -155,12 +161,13 @@ def _vtrace_numba(
     thresholds: dict[str, Coef],
     layout: Layout,
     validate: bool,
+    out: be.Out,
 ) -> tuple[Tensor, Tensor]:
     if validate:
         check_coef_ranges(coefs)
         check_threshold_ranges(thresholds)
-    advantage, adv_rows = be.new_rows(layout)
-    vs, vs_rows = be.new_rows(layout)
+    advantage, adv_rows = be.new_rows(layout, None if out is None else out[0])
+    vs, vs_rows = be.new_rows(layout, None if out is None else out[1])
     err = np.zeros(layout.n_rows, dtype=np.int32)
     names = ("state_value", "next_state_value", "reward")
     data = [be.rows(values[name], layout) for name in names]

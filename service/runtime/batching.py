@@ -14,6 +14,13 @@ Design:
   the same lock, and hands each request its slice of the output and that version. A batch
   therefore never mixes parameter versions, and parameter updates (which take the same lock)
   wait for the pass in progress, not for the queue.
+- Batching never makes a request wait for nothing: with ``max_queue_delay_us = 0`` (the
+  default), a request that finds no pass running and nobody queued runs its own pass at once,
+  in its own thread (no hand-off to the batcher thread, no wake-up). Requests queue only while a
+  pass is running, when they would wait for the model anyway; the batcher thread then merges
+  them into one pass, which is where merging saves work (one pass instead of several, for
+  requests that were waiting). With a delay > 0 every request goes through the queue and the
+  batcher waits up to the delay for more, as asked.
 - The queue is bounded: a request arriving when `max_queue_size` requests are already waiting is
   refused with RESOURCE_EXHAUSTED (`service.errors.ResourceExhausted`).
 - The model knows nothing of its batcher: `service.runtime.Runtime` keeps one per batching model.
@@ -125,9 +132,13 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._cond = threading.Condition(threading.Lock())
+        # A pass is running (the batcher thread's or a request's own): arrivals queue behind it.
+        self._busy = False
+        # The thread that claimed the idle batcher for its next submit (`try_claim`), if any.
+        self._claimed_by: int | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
-        # Counters (read with stats(); written by the batcher thread only).
+        # Counters (read with stats(); written by the thread running a pass, one at a time).
         self.batches = 0
         self.requests = 0
         self.rows = 0
@@ -166,6 +177,30 @@ class Batcher:
 
     # -- request side ------------------------------------------------------------------------
 
+    def try_claim(self) -> bool:
+        """Claim the idle batcher for the calling thread's next `submit`, without waiting.
+
+        True when nothing runs, nobody is queued and no delay is asked for: the thread's next
+        `submit` then runs its pass at once, in that thread, and arrivals meanwhile queue behind
+        it. The server's event loop uses this to run a small request inline, knowing its pass
+        cannot wait. Call `release_claim` afterwards in any case.
+        """
+        with self._cond:
+            if self._stopping or not self.running or self._busy or self._queue or self._delay_s:
+                return False
+            self._busy = True
+            self._claimed_by = threading.get_ident()
+            return True
+
+    def release_claim(self) -> None:
+        """Give back a claim the calling thread's `submit` did not use (a no-op otherwise)."""
+        with self._cond:
+            if self._claimed_by == threading.get_ident():
+                self._claimed_by = None
+                self._busy = False
+                if self._queue:
+                    self._cond.notify()
+
     def submit(
         self, inputs: Sequence[torch.Tensor], call: CallState | None = None
     ) -> tuple[torch.Tensor, int]:
@@ -190,13 +225,31 @@ class Batcher:
                     f"(max_queue_size = {self.config.max_queue_size} requests waiting; "
                     "raise --max-queue-size or the model's batching.max_queue_size, or retry)"
                 )
-            if not stopped:
+            # Idle (nothing running, nobody queued, no delay asked for), or claimed by this
+            # thread (`try_claim`): run at once, here.
+            claimed = self._claimed_by is not None and self._claimed_by == threading.get_ident()
+            inline = claimed or (
+                not stopped and not self._busy and not self._queue and self._delay_s == 0
+            )
+            if inline:
+                self._claimed_by = None if claimed else self._claimed_by
+                self._busy = True
+                self.taken += 1
+            elif not stopped:
                 self._queue.append(pending)
                 self._queued_rows += rows
                 self._cond.notify()
-        if stopped:  # shutting down: evaluate alone, in this thread, under the lock
+        if stopped and not inline:  # shutting down: evaluate alone, in this thread, under the lock
             values, version, _, _ = self._forward(inputs)
             return values, version
+        if inline:
+            try:
+                self._run_batch([pending])
+            finally:
+                with self._cond:
+                    self._busy = False
+                    if self._queue:  # arrived during the pass: the batcher merges them
+                        self._cond.notify()
         pending.done.wait()
         if pending.error is not None:
             raise pending.error
@@ -209,8 +262,8 @@ class Batcher:
         """Wait for requests and the queue delay; pop the next batch (None = stop)."""
         limit = self.config.max_batch_rows
         with self._cond:
-            while not self._queue:
-                if self._stopping:
+            while not self._queue or self._busy:  # a request's own pass runs: let it finish
+                if self._stopping and not self._queue:
                     return None
                 self._cond.wait()
             if self._delay_s > 0:
@@ -227,6 +280,7 @@ class Batcher:
                 batch.append(self._queue.popleft())
             self._queued_rows -= rows
             self.taken += len(batch)
+            self._busy = True
             return batch
 
     def _run(self) -> None:
@@ -241,6 +295,9 @@ class Batcher:
                     if not pending.done.is_set():
                         pending.error = error
                         pending.done.set()
+            finally:
+                with self._cond:
+                    self._busy = False
 
     def _forward(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, int, float, float]:
         """(values, version, pass start, pass seconds) under the model lock."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.runtime.advantage import AdvantageResult
@@ -19,6 +21,8 @@ def decode_advantage_request(
 ) -> tuple[Trajectory, EstimatorSpec]:
     """The trajectory and the estimator a ComputeAdvantage request asks for."""
     trajectory = decode_trajectory(request.trajectory)
+    if request.reduced_precision_observations:
+        _widen_observations(trajectory, model)
     spec = decode_estimator(
         request,
         model.manifest.defaults,
@@ -27,6 +31,23 @@ def decode_advantage_request(
         trajectory.n_agents,
     )
     return trajectory, spec
+
+
+# Sent narrow, computed wide: each pair widens exactly (every float16/bfloat16 is a float32).
+_WIDENS = {
+    (torch.float16, torch.float32), (torch.float16, torch.float64),
+    (torch.bfloat16, torch.float32), (torch.bfloat16, torch.float64),
+}  # fmt: skip
+
+
+def _widen_observations(trajectory: Trajectory, model: Model) -> None:
+    """`reduced_precision_observations`: float16/bfloat16 observations become the model's
+    float32/float64, exactly; any other dtype is left for the usual check (and its refusal)."""
+    known = {spec.name for spec in model.manifest.inputs}
+    for observations in (trajectory.observation, trajectory.next_observation):
+        for key, tensor in observations.items():
+            if key in known and (tensor.dtype, model.input_dtype(key)) in _WIDENS:
+                observations[key] = tensor.to(model.input_dtype(key))
 
 
 def response_bytes(trajectory: Trajectory) -> int:

@@ -254,3 +254,122 @@ def test_requests_whose_caller_gave_up_are_dropped_from_the_queue(
     finally:
         pool.shutdown()
         batcher.stop()
+
+
+class ThreadRecorder(nn.Module):
+    """V(s) = sum of the row; remembers which thread ran each pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.threads.append(threading.current_thread().name)
+        return x.sum(-1, keepdim=True)
+
+
+def recorder_model() -> tuple[Model, ThreadRecorder]:
+    manifest = Manifest(name="r", inputs=(InputSpec(name="observation", shape=(2,)),))
+    net = ThreadRecorder()
+    return Model(manifest=manifest, device=torch.device("cpu"), value_network=net), net
+
+
+def test_an_idle_batcher_runs_the_request_in_its_own_thread(records: list[BatchRecord]) -> None:
+    model, net = recorder_model()
+    batcher = started(model, records, max_queue_delay_us=0)
+    try:
+        for rows in (1, 3, 2):
+            values, _ = batcher.submit([torch.ones(rows, 2)])
+            assert torch.equal(values, torch.full((rows,), 2.0))
+    finally:
+        batcher.stop()
+    me = threading.current_thread().name
+    assert net.threads == [me, me, me]  # no hand-off to the batcher thread
+    assert [record.requests for record in records] == [1, 1, 1]
+    assert batcher.stats()["taken"] == 3
+
+
+def test_requests_arriving_during_a_pass_are_merged_after_it(records: list[BatchRecord]) -> None:
+    model, net = recorder_model()
+    batcher = started(model, records, max_queue_delay_us=0)
+    pool = ThreadPoolExecutor(4)
+    try:
+        with model.lock:  # the first request's own pass waits here, holding the batcher busy
+            first = pool.submit(batcher.submit, [torch.ones(1, 2)])
+            deadline = time.monotonic() + 30
+            while batcher.stats()["taken"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            later = [pool.submit(batcher.submit, [torch.full((n, 2), float(n))]) for n in (2, 3, 4)]
+            while batcher.stats()["queued"] < 3 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        assert torch.equal(first.result(30)[0], torch.full((1,), 2.0))
+        for n, future in zip((2, 3, 4), later, strict=True):
+            assert torch.equal(future.result(30)[0], torch.full((n,), 2.0 * n))
+    finally:
+        pool.shutdown()
+        batcher.stop()
+    assert [record.requests for record in records] == [1, 3]  # one pass for the three waiting
+    assert net.threads[0].startswith("ThreadPoolExecutor")
+    assert net.threads[1] == "batcher-r"
+
+
+def test_with_a_delay_every_request_goes_through_the_batcher(records: list[BatchRecord]) -> None:
+    model, net = recorder_model()
+    batcher = started(model, records, max_queue_delay_us=100)
+    try:
+        batcher.submit([torch.ones(2, 2)])
+    finally:
+        batcher.stop()
+    assert net.threads == ["batcher-r"]
+
+
+def test_a_claim_runs_the_claiming_threads_next_submit_at_once(records: list[BatchRecord]) -> None:
+    model, net = recorder_model()
+    batcher = started(model, records, max_queue_delay_us=0)
+    try:
+        assert batcher.try_claim()
+        assert not batcher.try_claim()  # claimed: busy until used or released
+        values, _ = batcher.submit([torch.ones(2, 2)])
+        batcher.release_claim()  # used by the submit: nothing left to give back
+        assert torch.equal(values, torch.full((2,), 2.0))
+        assert net.threads == [threading.current_thread().name]
+        assert batcher.try_claim()  # idle again
+        batcher.release_claim()  # unused: given back
+        assert batcher.try_claim()
+        batcher.release_claim()
+    finally:
+        batcher.stop()
+    assert [record.requests for record in records] == [1]
+
+
+def test_requests_queued_behind_an_unused_claim_run_when_it_is_released(
+    records: list[BatchRecord],
+) -> None:
+    model, net = recorder_model()
+    batcher = started(model, records, max_queue_delay_us=0)
+    pool = ThreadPoolExecutor(2)
+    try:
+        assert batcher.try_claim()
+        futures = [pool.submit(batcher.submit, [torch.ones(n, 2)]) for n in (1, 2)]
+        deadline = time.monotonic() + 30
+        while batcher.stats()["queued"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert not any(future.done() for future in futures)  # they wait behind the claim
+        batcher.release_claim()
+        assert [future.result(30)[0].shape[0] for future in futures] == [1, 2]
+    finally:
+        pool.shutdown()
+        batcher.stop()
+    assert [record.requests for record in records] == [2]  # merged into one pass
+    assert net.threads == ["batcher-r"]
+
+
+def test_a_busy_or_delayed_batcher_cannot_be_claimed(records: list[BatchRecord]) -> None:
+    model, _ = recorder_model()
+    delayed = started(model, records, max_queue_delay_us=100)
+    try:
+        assert not delayed.try_claim()
+    finally:
+        delayed.stop()
+    stopped = Batcher(model, config(), records.append)  # never started
+    assert not stopped.try_claim()

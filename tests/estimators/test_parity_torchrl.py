@@ -6,12 +6,20 @@ reference gets them as float64 tensors (exact); float32 runs pass Python floats 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torchrl.objectives.value import functional as F
 
 from service.estimators import gae, td0, td1, td_lambda, vtrace
-from tests.support.estimators import DTYPES, assert_close, make_batch, per_step
+from tests.support.estimators import (
+    DTYPES,
+    assert_close,
+    force_parallel_builds,
+    make_batch,
+    per_step,
+)
 
 # (shape, time_dim): [T,1], [B,T,1], [B1,B2,T,1], time first, [B,T] with an explicit time_dim,
 # several features per step, time in the middle.
@@ -182,9 +190,7 @@ def test_float32_backends_bitwise_equal_torchrl_loop() -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_parallel_kernel_build(monkeypatch, dtype: torch.dtype, shape, time_dim: int) -> None:
     """Small inputs run the serial build; force the parallel (prange) build here."""
-    from service.estimators import _kernels
-
-    monkeypatch.setattr(_kernels, "PARALLEL_MIN_ELEMENTS", 0)
+    fetched = force_parallel_builds(monkeypatch)
     b = make_batch(shape, dtype, seed=40)
     (gamma, lmbda), (rg, rl) = _coefs("per_step", shape, dtype)
     args = (b.state_value, b.next_state_value, b.reward, b.done, b.terminated)
@@ -199,3 +205,6 @@ def test_parallel_kernel_build(monkeypatch, dtype: torch.dtype, shape, time_dim:
     )  # fmt: skip
     assert_close(adv, ref[0])
     assert_close(vs, ref[1])
+    # A single trajectory (no dim before time) has nothing to spread: always serial.
+    trajectories = math.prod(shape[: time_dim % len(shape)])
+    assert fetched == [trajectories > 1] * 3

@@ -22,6 +22,7 @@ from tests.support.estimators import (
     DTYPES,
     assert_bitwise,
     assert_close,
+    force_parallel_builds,
     make_batch,
     per_step,
     torchrl_exact,
@@ -136,9 +137,7 @@ def test_rolling_gamma_false_constant_coefficients_is_rolling(backend: str) -> N
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rolling_gamma_false_parallel_kernel_build(monkeypatch, dtype) -> None:
     """Small inputs run the serial build; force the parallel (prange) one, long trajectories."""
-    from service.estimators import _kernels
-
-    monkeypatch.setattr(_kernels, "PARALLEL_MIN_ELEMENTS", 0)
+    fetched = force_parallel_builds(monkeypatch)
     shape = (6, 200, 1)
     b = make_batch(shape, dtype, seed=71, p_done=0.01)
     gamma, lmbda = per_step(shape, 0.9, 1.0, dtype, 1), per_step(shape, 0.5, 1.0, dtype, 2)
@@ -146,6 +145,7 @@ def test_rolling_gamma_false_parallel_kernel_build(monkeypatch, dtype) -> None:
     _, target = td_lambda(gamma, lmbda, *args, False, _backend="numba")
     ref = F.td_lambda_return_estimate(gamma, lmbda, *args[1:], rolling_gamma=False)
     assert_close(target, ref)
+    assert fetched and all(fetched)
 
 
 # ----------------------------------------------------------------------------------------------

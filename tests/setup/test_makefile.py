@@ -48,7 +48,9 @@ def test_serve_installs_torch_then_only_the_server_and_passes_args(tmp_path: Pat
 def test_the_tests_add_the_dev_extras_and_the_client_on_top_of_the_server(tmp_path: Path) -> None:
     installs = _installs(_plan(tmp_path, "test-python"))
     assert len(installs) == 3  # torch, the server, then the rest
-    assert installs[2].endswith("pip install -q -e '.[dev,examples]' -e 'clients/python[torch,torchrl]'")
+    assert installs[2].endswith(
+        "pip install -q -e '.[dev,examples]' -e 'clients/python[torch,torchrl]'"
+    )
 
 
 def test_torch_plan_is_a_dry_run(tmp_path: Path) -> None:

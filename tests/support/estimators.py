@@ -75,3 +75,23 @@ def assert_bitwise(actual: Tensor, expected: Tensor) -> None:
     assert actual.shape == expected.shape
     assert actual.dtype == expected.dtype
     assert torch.equal(actual, expected), (actual - expected).abs().max()
+
+
+def force_parallel_builds(monkeypatch) -> list[bool]:
+    """Make every kernel call launch the parallel (prange) build with two threads, however small
+    the input or busy the machine; returns the list of ``parallel`` flags the kernels were
+    fetched with, so a test can check the parallel build really ran."""
+    from service.estimators import _kernels, threads
+
+    monkeypatch.setattr(
+        threads, "_policy", threads.ThreadPolicy(2, parallel_min_elements=0, watch_load=False)
+    )
+    fetched: list[bool] = []
+    original = _kernels.get
+
+    def get(name: str, parallel: bool = True):
+        fetched.append(parallel)
+        return original(name, parallel)
+
+    monkeypatch.setattr(_kernels, "get", get)
+    return fetched

@@ -11,7 +11,6 @@ forwarded by the loss, in-place writes).
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import Iterator
 
 import pytest

@@ -394,10 +394,11 @@ class ClientCore:
         *,
         estimator: EstimatorLike | None = _DEFAULT_ESTIMATOR,
         model: str = "",
-        form: Form = "full",
+        form: Form = "auto",
         in_keys: Sequence[str] | None = None,
         recompute_values: bool = False,
         torchrl_shapes: bool = False,
+        observation_dtype: str | None = None,
         min_parameter_version: int | None = None,
         timeout: float | None = None,
         n_agents: int = 0,
@@ -454,12 +455,22 @@ class ClientCore:
                 a name or ``torchrl.objectives.ValueEstimators`` member (every knob unset, see
                 `estimator_from`); None = the server's default, GAE with the model's γ, λ.
             model: model name; "" = the server's default model.
-            form: "full", or "compact" to send each observation once: full-form observations
-                are converted by the client (about half the bytes); observations that already
-                have T + 1 steps are sent as they are (then next_observation holds the
-                truncated steps' next observations, [K, *obs]).
+            form: "auto" (the default) sends the compact form whenever the observations
+                chain (next_observation[t] == observation[t + 1] wherever step t is not done),
+                else the full form; the numbers are the same. "full" always sends both
+                observation tensors; "compact" sends each observation once: full-form
+                observations are converted by the client (about half the bytes; refused when
+                they do not chain); observations that already have T + 1 steps are sent as they
+                are (then next_observation holds the truncated steps' next observations,
+                [K, *obs]).
             in_keys: observation keys to read from a TensorDict (default: the model's inputs).
             recompute_values: ignore state values in the input and let the server compute them.
+            observation_dtype: "float16" or "bfloat16" sends float32/float64 observations
+                rounded to that dtype (half or a quarter of their bytes); the server widens them
+                exactly and computes in the model's dtype. The only error is this rounding:
+                relative 2^-11 (float16) or 2^-8 (bfloat16) per element; see the README for
+                the resulting bound on values and advantages. None (default) sends them as
+                they are.
             torchrl_shapes: arrays only: every per-step array is TorchRL's [*B, T, 1], and the
                 results are too. Without it a [*B, T, 1] reward is refused when an observation
                 or another per-step array shows that the 1 is TorchRL's feature dimension.
@@ -493,6 +504,7 @@ class ClientCore:
             torchrl_shapes=torchrl_shapes,
             n_agents=n_agents,
             agent_group=agent_group,
+            observation_dtype=observation_dtype,
             **arrays,
         )
         request = _with_min_version(prepared.request, min_parameter_version)

@@ -42,7 +42,7 @@ __all__ = [
     "td_reward_and_done",
 ]
 
-Form = Literal["full", "compact"]
+Form = Literal["auto", "full", "compact"]
 
 # TorchRL's default TensorDict keys.
 _REWARD = ("next", "reward")
@@ -231,13 +231,18 @@ def compact_observations(
     return c.array, k.array
 
 
-def _check_chained(obs: np.ndarray, nxt: np.ndarray, done: np.ndarray, nb: int, key: str) -> None:
-    """The compact form drops next_observation[t] wherever step t is not done, so it must equal
-    observation[t + 1] there; refuse instead of silently sending different data."""
+def _broken_chain(obs: np.ndarray, nxt: np.ndarray, done: np.ndarray, nb: int) -> np.ndarray:
+    """[*B, T − 1] bool: steps t not done where next_observation[t] != observation[t + 1]."""
     lead = (slice(None),) * (nb - 1)
     same = nxt[(*lead, slice(None, -1))] == obs[(*lead, slice(1, None))]
     same = same.reshape(*same.shape[:nb], math.prod(same.shape[nb:])).all(axis=-1)  # T = 1 too
-    broken = ~same & ~done[(*lead, slice(None, -1))]
+    return ~same & ~done[(*lead, slice(None, -1))]
+
+
+def _check_chained(obs: np.ndarray, nxt: np.ndarray, done: np.ndarray, nb: int, key: str) -> None:
+    """The compact form drops next_observation[t] wherever step t is not done, so it must equal
+    observation[t + 1] there; refuse instead of silently sending different data."""
+    broken = _broken_chain(obs, nxt, done, nb)
     if broken.any():
         where = tuple(int(i) for i in np.argwhere(broken)[0])
         raise ValueError(
@@ -328,8 +333,8 @@ def fill_batch(
     ``action`` / ``sample_log_prob`` / ``log_prob`` as mappings head → array (or a TensorDict of
     heads, whose nested keys are joined with dots). With `n_agents` the per-agent arrays are
     [*B, T, n_agents, ...] (full form only)."""
-    if form not in ("full", "compact"):
-        raise ValueError(f"form must be 'full' or 'compact', got {form!r}")
+    if form not in ("auto", "full", "compact"):
+        raise ValueError(f"form must be 'auto', 'full' or 'compact', got {form!r}")
     if isinstance(n_agents, bool) or not isinstance(n_agents, (int, np.integer)) or n_agents < 0:
         raise TypeError(f"n_agents must be an int >= 0, got {n_agents!r}")
     if n_agents and form == "compact":
@@ -337,6 +342,9 @@ def fill_batch(
     reward = to_wire(reward, name="reward")
     done = to_wire(done, name="done")
     terminated = None if terminated is None else to_wire(terminated, name="terminated")
+    if form == "auto":  # the agent layout has no compact form
+        chained = not n_agents and _chains(observation, next_observation, done)
+        form = "compact" if chained else "full"
     if estimator is not None:
         estimator.fill(request, reward)
     traj = request.trajectory
@@ -416,6 +424,26 @@ def head_arrays(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
+def _chains(
+    observation: Mapping[str, Any], next_observation: Mapping[str, Any], done: WireArray
+) -> bool:
+    """Whether form='auto' may send the compact form: full-form observations, each with its
+    next observations, chained (next_observation[t] == observation[t + 1] wherever step t is
+    not done). The numbers are the same either way; the compact form is about half the bytes."""
+    nb = len(done.shape)
+    if not observation or nb == 0 or set(next_observation) != set(observation):
+        return False
+    flags = np.asarray(done.array, dtype=bool)
+    for key, value in observation.items():
+        obs = to_wire(value, name=f"observation[{key!r}]")
+        nxt = to_wire(next_observation[key], name=f"next_observation[{key!r}]")
+        if obs.shape[:nb] != done.shape or nxt.shape != obs.shape or nxt.dtype != obs.dtype:
+            return False
+        if _broken_chain(obs.array, nxt.array, flags, nb).any():
+            return False
+    return True
+
+
 def needs_input_keys(
     data: Any,
     estimator: EstimatorLike | None,
@@ -472,22 +500,28 @@ def prepare(
     *,
     estimator: EstimatorLike | None = "gae",
     model: str = "",
-    form: str = "full",
+    form: str = "auto",
     in_keys: Sequence[str] | None = None,
     recompute_values: bool = False,
     torchrl_shapes: bool = False,
     n_agents: int = 0,
     agent_group: str | None = None,
+    observation_dtype: str | None = None,
     **arrays: Any,
 ) -> PreparedCall:
     """Validate the arguments of compute_advantage and build the request (see the clients).
 
     `estimator` is anything `estimator_from` takes; None leaves the oneof unset (the server's GAE
-    with the model's γ, λ).
+    with the model's γ, λ). `observation_dtype` ("float16" or "bfloat16") rounds float32/float64
+    observations to it for the wire (`narrow_observations`).
     """
     options = None if estimator is None else estimator_from(estimator)
     if not isinstance(model, str):
         raise TypeError(f"model must be a str, got {type(model).__name__}")
+    if observation_dtype not in (None, *_NARROW):
+        raise ValueError(
+            f"observation_dtype must be None, 'float16' or 'bfloat16', got {observation_dtype!r}"
+        )
     given = batch_arrays("compute_advantage", arrays, ADVANTAGE_ARRAYS)
     request = pb.ComputeAdvantageRequest(model_name=model)
     if data is not None:
@@ -495,10 +529,14 @@ def prepare(
         if n_agents:
             raise TypeError("n_agents applies to keyword arrays; a TensorDict names agent_group")
         if agent_group is not None:
-            return _prepare_agent_tensordict(
+            prepared = _prepare_agent_tensordict(
                 request, data, agent_group, options, form, in_keys, recompute_values
             )
-        return _prepare_tensordict(request, data, options, form, in_keys, recompute_values)
+        else:
+            prepared = _prepare_tensordict(request, data, options, form, in_keys, recompute_values)
+        if observation_dtype is not None:
+            narrow_observations(prepared.request, observation_dtype)
+        return prepared
     if recompute_values:
         given["state_value"] = given["next_state_value"] = None
     missing = [k for k in ("reward", "done") if given[k] is None]
@@ -513,7 +551,45 @@ def prepare(
         else OutputSpec("numpy", torchrl_shapes=torchrl_shapes)
     )
     fill_from_arrays(request, given, options, in_keys, form, torchrl_shapes, n_agents)
+    if observation_dtype is not None:
+        narrow_observations(request, observation_dtype)
     return PreparedCall(request, output)
+
+
+_NARROW = {"float16": pb.DTYPE_FLOAT16, "bfloat16": pb.DTYPE_BFLOAT16}
+
+
+def _to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 bit patterns (int16), rounded to nearest, ties to even, as torch's
+    ``.to(torch.bfloat16)`` rounds; NaN stays NaN."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = (bits + (0x7FFF + ((bits >> 16) & 1))) >> 16
+    rounded = np.where(np.isnan(x), (bits >> 16) | 0x40, rounded)  # keep NaN a (quiet) NaN
+    return rounded.astype(np.uint16).view("<i2")
+
+
+def narrow_observations(request: pb.ComputeAdvantageRequest, dtype: str) -> None:
+    """Reduced-precision transfer: every float32/float64 observation and next observation of
+    `request` is rounded to `dtype` ("float16" or "bfloat16") and the request says so
+    (`reduced_precision_observations`); the server widens them back to the model's dtype and
+    computes in it. Halves (float32) or quarters (float64) the observation bytes; the relative
+    rounding error per element is at most 2^-11 (float16, |x| in [6.1e-5, 65504]; values beyond
+    65504 become inf and are refused by the server) or 2^-8 (bfloat16)."""
+    wire = _NARROW[dtype]
+    traj = request.trajectory
+    for observations in (traj.observation, traj.next_observation):
+        for key in list(observations):
+            message = observations[key]
+            if message.dtype not in (pb.DTYPE_FLOAT32, pb.DTYPE_FLOAT64):
+                continue
+            array = decode_numpy(message, name=f"observation[{key!r}]")
+            if wire == pb.DTYPE_FLOAT16:
+                with np.errstate(over="ignore"):  # beyond 65504: inf, which the server refuses
+                    narrow = WireArray(np.ascontiguousarray(array, dtype="<f2"), wire)
+            else:
+                narrow = WireArray(_to_bfloat16_bits(array.astype(np.float32)), wire)
+            observations[key].CopyFrom(encode(narrow, name=f"observation[{key!r}]"))
+    request.reduced_precision_observations = True
 
 
 def fill_from_arrays(

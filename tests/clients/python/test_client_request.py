@@ -160,6 +160,7 @@ def test_arrays_are_encoded_under_their_fields() -> None:
     batch = make_batch()
     request = prepare(
         model="demo",
+        form="full",
         **batch.arrays(with_vtrace=True),
         state_value=np.zeros((3, 6), np.float32),
         next_state_value=np.ones((3, 6), np.float32),
@@ -221,7 +222,7 @@ def test_observation_keys() -> None:
         ({"reward": None}, TypeError, "needs reward"),
         ({"reward": None, "done": None}, TypeError, "needs reward and done"),
         ({"state_value": np.zeros((3, 6))}, ValueError, "both state_value and next_state_value"),
-        ({"form": "tiny"}, ValueError, "form must be 'full' or 'compact'"),
+        ({"form": "tiny"}, ValueError, "form must be 'auto', 'full' or 'compact'"),
         ({"model": 3}, TypeError, "model must be a str"),
     ],
 )
@@ -367,7 +368,7 @@ def test_compact_shape_errors() -> None:
 
 def test_compact_roughly_halves_the_request() -> None:
     batch = make_batch(batch_shape=(8,), steps=64)
-    full = prepare(**batch.arrays()).request.trajectory
+    full = prepare(form="full", **batch.arrays()).request.trajectory
     compact = prepare(form="compact", **batch.arrays()).request.trajectory
     obs_bytes = [
         sum(t.ByteSize() for t in (*traj.observation.values(), *traj.next_observation.values()))
@@ -383,7 +384,7 @@ def test_compact_roughly_halves_the_request() -> None:
 def test_tensordict_layout_is_read_like_torchrl() -> None:
     batch = make_batch()
     td = to_tensordict(batch)
-    request = prepare(td, in_keys=["observation"]).request
+    request = prepare(td, in_keys=["observation"], form="full").request
     traj = request.trajectory
     assert list(traj.reward.shape) == [3, 6]  # trailing 1 dropped
     np.testing.assert_array_equal(decode_numpy(traj.reward), batch.reward)
@@ -500,3 +501,39 @@ def test_decode_tensordict_returns_a_new_tensordict_sharing_the_inputs() -> None
     assert float(out["next", "state_value"].mean()) == 4.0
     out = decode_response(_response(False), prepared.output)
     assert out.get("state_value", None) is None
+
+
+# ---- form="auto" (the default) -------------------------------------------------------------------
+
+
+def test_auto_form_sends_chained_observations_compact() -> None:
+    batch = make_batch()
+    auto = prepare(**batch.arrays()).request
+    compact = prepare(form="compact", **batch.arrays()).request
+    assert auto.trajectory.form == pb.TRAJECTORY_FORM_COMPACT
+    assert auto.SerializeToString() == compact.SerializeToString()
+    assert auto.ByteSize() < prepare(form="full", **batch.arrays()).request.ByteSize()
+
+
+def test_auto_form_sends_unchained_observations_full() -> None:
+    batch = make_batch()
+    arrays = batch.arrays()
+    broken = np.array(arrays["next_observation"], copy=True)
+    not_done = np.argwhere(~np.asarray(arrays["done"])[:, :-1])[0]
+    broken[tuple(not_done)] += 1.0  # step t not done, yet next_observation[t] != observation[t+1]
+    arrays["next_observation"] = broken
+    auto = prepare(**arrays).request
+    full = prepare(form="full", **arrays).request
+    assert auto.trajectory.form == pb.TRAJECTORY_FORM_FULL
+    assert auto.SerializeToString() == full.SerializeToString()
+    with pytest.raises(ValueError, match="compact form needs"):
+        prepare(form="compact", **arrays)
+
+
+def test_auto_form_without_observations_is_full() -> None:
+    batch = make_batch()
+    request = prepare(
+        reward=batch.reward, done=batch.done, state_value=np.zeros((3, 6), np.float32),
+        next_state_value=np.zeros((3, 6), np.float32),
+    ).request  # fmt: skip
+    assert request.trajectory.form == pb.TRAJECTORY_FORM_FULL

@@ -235,7 +235,7 @@ class VTrace(_message.Message):
     def __init__(self, gamma: _Optional[_Union[Coefficient, _Mapping]] = ..., rho_thresh: _Optional[float] = ..., c_thresh: _Optional[float] = ..., lmbda: _Optional[float] = ..., rho_pg_thresh: _Optional[float] = ..., average_adv: _Optional[bool] = ...) -> None: ...
 
 class ComputeAdvantageRequest(_message.Message):
-    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "min_parameter_version")
+    __slots__ = ("model_name", "trajectory", "td0", "td1", "td_lambda", "gae", "vtrace", "min_parameter_version", "reduced_precision_observations")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     TRAJECTORY_FIELD_NUMBER: _ClassVar[int]
     TD0_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +244,7 @@ class ComputeAdvantageRequest(_message.Message):
     GAE_FIELD_NUMBER: _ClassVar[int]
     VTRACE_FIELD_NUMBER: _ClassVar[int]
     MIN_PARAMETER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REDUCED_PRECISION_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     trajectory: Trajectory
     td0: TD0
@@ -252,7 +253,8 @@ class ComputeAdvantageRequest(_message.Message):
     gae: GAE
     vtrace: VTrace
     min_parameter_version: int
-    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., min_parameter_version: _Optional[int] = ...) -> None: ...
+    reduced_precision_observations: bool
+    def __init__(self, model_name: _Optional[str] = ..., trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., td0: _Optional[_Union[TD0, _Mapping]] = ..., td1: _Optional[_Union[TD1, _Mapping]] = ..., td_lambda: _Optional[_Union[TDLambda, _Mapping]] = ..., gae: _Optional[_Union[GAE, _Mapping]] = ..., vtrace: _Optional[_Union[VTrace, _Mapping]] = ..., min_parameter_version: _Optional[int] = ..., reduced_precision_observations: _Optional[bool] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("decode_ms", "network_ms", "estimator_ms", "encode_ms")

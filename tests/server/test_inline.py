@@ -1,0 +1,142 @@
+"""Small ComputeAdvantage requests run on the event loop when that can never block it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from torch import nn
+
+from service.api import servicer
+from service.models.demo import demo_model
+from service.pb.advantage.v1 import advantage_pb2 as pb
+from service.settings import Settings
+from tests.support.servers import running_server
+from tests.support.wire import array, full_trajectory, random_batch, stub
+
+
+class _ThreadNames(nn.Module):
+    """The wrapped value network, remembering which thread ran each pass."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.threads: list[str] = []
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        self.threads.append(threading.current_thread().name)
+        return self.inner(observation)
+
+
+@pytest.fixture(autouse=True)
+def quick_enough(monkeypatch):
+    """The tests below are about where a request runs, not about this machine's speed: any
+    measured duration below a minute counts as quick (the slow-model test sets its own)."""
+    monkeypatch.setattr(servicer, "INLINE_MAX_S", 60.0)
+
+
+def _model():
+    model = demo_model(torch.device("cpu"))
+    recorder = _ThreadNames(model.value_network)
+    model.value_network = recorder
+    return model, recorder
+
+
+def _request(batch: int = 2, steps: int = 32, seed: int = 0) -> pb.ComputeAdvantageRequest:
+    return pb.ComputeAdvantageRequest(
+        trajectory=full_trajectory(random_batch((batch,), steps, seed))
+    )
+
+
+def _answer(settings: Settings, request: pb.ComputeAdvantageRequest):
+    """The answer to `request` sent twice (a model's first small request runs on the pool and
+    measures how long it takes), and the threads that ran the second one's passes."""
+    model, recorder = _model()
+    with running_server(settings, {"demo": model}) as server:
+        first = stub(server.target).ComputeAdvantage(request, timeout=60)
+        recorder.threads.clear()  # the warm-up's and the first request's passes
+        reply = stub(server.target).ComputeAdvantage(request, timeout=60)
+    for field in ("advantage", "value_target"):
+        assert torch.equal(array(getattr(first, field)), array(getattr(reply, field)))
+    return reply, recorder.threads
+
+
+def test_small_request_runs_inline_with_the_pools_numbers() -> None:
+    request = _request()
+    inline, inline_threads = _answer(Settings(rest_port=0), request)
+    pooled, pooled_threads = _answer(Settings(rest_port=0, inline_max_kb=0), request)
+    assert inline_threads and not any(name.startswith("compute") for name in inline_threads)
+    assert pooled_threads and all(name.startswith("compute") for name in pooled_threads)
+    for field in ("advantage", "value_target", "state_value", "next_state_value"):
+        assert torch.equal(array(getattr(inline, field)), array(getattr(pooled, field))), field
+
+
+def test_large_request_goes_to_the_pool() -> None:
+    request = _request(batch=64, steps=128, seed=1)
+    assert request.ByteSize() > 64 * 1024
+    _, threads = _answer(Settings(rest_port=0), request)
+    assert threads and all(name.startswith("compute") for name in threads)
+
+
+def test_a_held_model_lock_sends_small_requests_to_the_pool() -> None:
+    # An update in progress holds the model's lock: the request must wait for it on a worker
+    # thread, never on the event loop (health keeps answering meanwhile).
+    model, recorder = _model()
+    with running_server(Settings(rest_port=0), {"demo": model}) as server:
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.target))
+        stub(server.target).ComputeAdvantage(_request(), timeout=60)  # measured: quick
+        result: list[object] = []
+        with model.lock:
+            recorder.threads.clear()
+            worker = threading.Thread(
+                target=lambda: result.append(
+                    stub(server.target).ComputeAdvantage(_request(), timeout=60)
+                )
+            )
+            worker.start()
+            for _ in range(3):
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert worker.is_alive() and not result  # waiting for the lock, on the pool
+        worker.join(60)
+    assert isinstance(result[0], pb.ComputeAdvantageResponse)
+    assert recorder.threads and all(name.startswith("compute") for name in recorder.threads)
+
+
+def test_with_batching_an_idle_batcher_is_claimed_and_the_request_runs_inline() -> None:
+    request = _request(seed=3)
+    batched, threads = _answer(Settings(rest_port=0, batching=True), request)
+    assert threads and not any(n.startswith(("compute", "batcher")) for n in threads)
+    pooled, _ = _answer(Settings(rest_port=0, inline_max_kb=0), request)
+    for field in ("advantage", "value_target", "state_value", "next_state_value"):
+        assert torch.equal(array(getattr(batched, field)), array(getattr(pooled, field))), field
+
+
+class _Slow(nn.Module):
+    """The wrapped value network, 50 ms per pass, remembering its threads."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.threads: list[str] = []
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(0.05)
+        return self.inner(observation)
+
+
+def test_a_slow_model_never_holds_the_event_loop(monkeypatch) -> None:
+    monkeypatch.setattr(servicer, "INLINE_MAX_S", 0.005)
+    model = demo_model(torch.device("cpu"))
+    slow = _Slow(model.value_network)
+    model.value_network = slow
+    with running_server(Settings(rest_port=0), {"demo": model}) as server:
+        slow.threads.clear()
+        for _ in range(3):  # small in bytes, but each took longer than INLINE_MAX_S
+            stub(server.target).ComputeAdvantage(_request(), timeout=60)
+    assert len(slow.threads) == 3 and all(name.startswith("compute") for name in slow.threads)
