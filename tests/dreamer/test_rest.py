@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from advantage_client import AdvantageClient, DreamerV3Model
+from jsonschema import Draft202012Validator
 
 from service.settings import Settings
 from tests.support.rest import rest_server
@@ -97,3 +98,29 @@ def test_rest_errors_mirror_grpc(server) -> None:
     assert missing.status_code == 412 and missing.json()["code"] == "FAILED_PRECONDITION"
     assert "world_model section" in missing.text
     assert shape.status_code == 400 and "starting_latents['state']" in shape.text
+
+
+def test_the_openapi_document_admits_dreamer_bodies(server) -> None:
+    """/docs describes the DreamerV3 body: a real one validates, a trajectory body mixed into it
+    does not, and the four losses are listed."""
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        spec = http.get("/openapi.json").json()
+    content = spec["paths"]["/v1/loss"]["post"]["requestBody"]["content"]["application/json"]
+    validator = Draft202012Validator(content["schema"])
+    body = {
+        "model_name": "dreamer-demo",
+        "loss": {"name": "dreamer_v3", "actor": {"imagination": {"imagination_horizon": 5}}},
+        "replay": {k: v.tolist() for k, v in _replay().items()},
+        "apply_update": False,
+    }
+    validator.validate(body)
+    validator.validate({**body, "loss": "dreamer_v3_model"})
+    assert not validator.is_valid({**body, "loss": "not_a_loss"})
+    assert not validator.is_valid({**body, "trajectory": {"next.reward": [[0.0]]}})
+    dreamer = next(s for s in content["schema"]["oneOf"] if s.get("title") == "DreamerV3")
+    assert dreamer["properties"]["loss"]["oneOf"][0]["enum"] == [
+        "dreamer_v3_actor",
+        "dreamer_v3_value",
+        "dreamer_v3_model",
+        "dreamer_v3",
+    ]

@@ -147,7 +147,9 @@ def test_one_dtype_spelling(http: httpx.Client, spec: dict[str, Any]) -> None:
 
 def test_knobs_are_described_per_estimator_and_loss(spec: dict[str, Any]) -> None:
     body = spec["paths"]["/v1/loss"]["post"]["requestBody"]["content"]["application/json"]
-    properties = body["schema"]["properties"]
+    trajectory_losses, dreamer = body["schema"]["oneOf"]  # the DreamerV3 body is the second
+    assert dreamer["title"] == "DreamerV3"
+    properties = trajectory_losses["properties"]
     estimators = {s.get("title"): s for s in properties["estimator"]["oneOf"]}
     assert set(estimators) == {None, "td0", "td1", "td_lambda", "gae", "vtrace"}
     assert "lmbda" not in estimators["td0"]["properties"]

@@ -23,6 +23,7 @@ from service.api.rest.sample import sample_request
 from service.dtypes import COMPUTE_DTYPES
 from service.errors import ServiceError
 from service.estimators.registry import DEFAULT_ESTIMATOR, ESTIMATORS
+from service.losses.dreamer.registry import DREAMER_LOSSES
 from service.losses.registry import DEFAULT_LOSS, LOSSES
 from service.models.model import Model
 from service.runtime import Runtime
@@ -300,10 +301,81 @@ LOSS_REQUEST_SCHEMA: dict[str, Any] = {
     },
 }
 
+_LATENTS = {
+    "type": "object",
+    "description": "The latents by name (GET /v1/models: world_model.latents): `state` "
+    "[*B, C·K] and `belief` [*B, D].",
+    "additionalProperties": NESTED,
+}
+
+DREAMER_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "DreamerV3",
+    "description": "A DreamerV3 loss on a model with a world model (README: DreamerV3).",
+    "required": ["loss"],
+    "additionalProperties": False,
+    "properties": {
+        "model_name": {"type": "string", "description": "Empty or absent = the default model."},
+        "loss": {
+            "description": "A name, or an object with `name` and the knobs of the proto's "
+            "DreamerV3 messages (`actor`, `value`, `model`, `imagination`, …; enums by their "
+            'lower-case value, e.g. "two_hot"); a knob left out takes TorchRL\'s default.',
+            "oneOf": [
+                {"enum": list(DREAMER_LOSSES)},
+                {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"enum": list(DREAMER_LOSSES)}},
+                },
+            ],
+        },
+        "replay": {
+            "type": "object",
+            "description": "dreamer_v3_model, dreamer_v3: replay sequences [*B, T]: "
+            "`observation` (by input name, [*B, T, *shape]), `action` [*B, T, action_size] "
+            "(the action before each observation), `reward` [*B, T], `is_first` and optional "
+            "`terminated` [*B, T] booleans.",
+            "additionalProperties": NESTED,
+        },
+        "starting_latents": {
+            **_LATENTS,
+            "description": "dreamer_v3_actor, dreamer_v3_value: where the server's imagination "
+            "starts. " + _LATENTS["description"],
+        },
+        "imagined": {
+            "type": "object",
+            "description": "dreamer_v3_actor, dreamer_v3_value, instead of starting_latents: "
+            "the client's own rollout, latents [*B, H+1, …], `action` [*B, H, action_size], "
+            "`reward` [*B, H], `continuation` [*B, H+1].",
+            "additionalProperties": NESTED,
+        },
+        "return_posterior": {
+            "type": "boolean",
+            "default": False,
+            "description": "Return the replay's posterior latents as `posterior_latents`.",
+        },
+        "apply_update": {
+            "type": "boolean",
+            "default": False,
+            "description": "Also step the actor's, critic's and world model's optimizers "
+            "(needs the write scope when the server has tokens); the version increases once.",
+        },
+        "expected_parameter_version": {
+            "type": "integer",
+            "description": "Refuse (412) unless the model is at this version.",
+        },
+        "min_parameter_version": {"type": "integer"},
+    },
+}
+
 LOSS_OPENAPI: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": LOSS_REQUEST_SCHEMA}},
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [LOSS_REQUEST_SCHEMA, DREAMER_REQUEST_SCHEMA]},
+            }
+        },
     },
     "responses": {
         "200": {
@@ -325,7 +397,12 @@ LOSS_OPENAPI: dict[str, Any] = {
                             "new_parameter_version": {"type": "integer"},
                             "grad_norm": {"type": "number"},
                             "timing": {"type": "object"},
-                            "td_error": {**NESTED, "description": "Off-policy, on request."},
+                            "td_error": {
+                                **NESTED,
+                                "type": ["array", "null"],
+                                "description": "Off-policy losses with return_td_error: "
+                                "the per-sample TD error; null otherwise.",
+                            },
                             "targets_updated": {"type": "boolean"},
                         },
                     }
