@@ -388,7 +388,35 @@ def _check_scalar(name: str, value: Any) -> float | None:
     return value
 
 
-class RemoteTD0(_RemoteEstimator, TD0Estimator):
+class _RemoteGammaEstimator(_RemoteEstimator):
+    """The constructor and knobs of the γ-only estimators (TD(0), TD(1)); `_options` is the
+    client's option class for the estimator."""
+
+    _target_needs_value = False
+    _options: type[options.TD0] | type[options.TD1]
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        gamma: float | torch.Tensor,
+        value_network: Any = None,
+        average_rewards: bool = False,
+        model: str = "",
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _refuse_unsupported(type(self).__name__, kwargs)
+        super().__init__(
+            gamma=gamma, value_network=value_network, average_rewards=average_rewards, **kwargs
+        )
+        self._remote_init(client, model, timeout)
+
+    def _knobs(self, per_step: _PerStep, gamma: torch.Tensor) -> options.EstimatorOptions:
+        return self._options(gamma=_coefficient(gamma, per_step, "gamma"))
+
+
+class RemoteTD0(_RemoteGammaEstimator, TD0Estimator):
     """TorchRL's `TD0Estimator` with the TD(0) target computed by advantage-service.
 
     Args:
@@ -403,60 +431,16 @@ class RemoteTD0(_RemoteEstimator, TD0Estimator):
             …); differentiable, group_key and auto_reset_env are refused.
     """
 
-    _target_needs_value = False
-
-    def __init__(
-        self,
-        client: Any,
-        *,
-        gamma: float | torch.Tensor,
-        value_network: Any = None,
-        average_rewards: bool = False,
-        model: str = "",
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        _refuse_unsupported(type(self).__name__, kwargs)
-        super().__init__(
-            gamma=gamma, value_network=value_network, average_rewards=average_rewards, **kwargs
-        )
-        self._remote_init(client, model, timeout)
-
-    def _knobs(self, per_step: _PerStep, gamma: torch.Tensor) -> options.EstimatorOptions:
-        return options.TD0(
-            gamma=_coefficient(gamma, per_step, "gamma"),
-        )
+    _options = options.TD0
 
 
-class RemoteTD1(_RemoteEstimator, TD1Estimator):
+class RemoteTD1(_RemoteGammaEstimator, TD1Estimator):
     """TorchRL's `TD1Estimator` with the TD(1) target computed by advantage-service.
 
     Arguments as `RemoteTD0`'s.
     """
 
-    _target_needs_value = False
-
-    def __init__(
-        self,
-        client: Any,
-        *,
-        gamma: float | torch.Tensor,
-        value_network: Any = None,
-        average_rewards: bool = False,
-        model: str = "",
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        _refuse_unsupported(type(self).__name__, kwargs)
-        super().__init__(
-            gamma=gamma, value_network=value_network, average_rewards=average_rewards, **kwargs
-        )
-        self._remote_init(client, model, timeout)
-
-    def _knobs(self, per_step: _PerStep, gamma: torch.Tensor) -> options.EstimatorOptions:
-        return options.TD1(
-            gamma=_coefficient(gamma, per_step, "gamma"),
-        )
+    _options = options.TD1
 
 
 class RemoteTDLambda(_RemoteEstimator, TDLambdaEstimator):
