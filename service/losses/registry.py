@@ -123,6 +123,24 @@ _TEMPERATURE = {
 }
 _TD = {"gamma": MODEL_GAMMA, "loss_function": ANY}
 _CONTINUOUS = ("tanh_normal", "normal")
+# TD3 and TD3+BC: the same knobs (TD3+BC adds its α) and the same needs of the model.
+_TD3_KNOBS = {
+    **_TD,
+    "policy_noise": NON_NEGATIVE,
+    "noise_clip": NON_NEGATIVE,
+    "delay_actor": ANY,
+    "delay_qvalue": ANY,
+    "num_qvalue_nets": COUNT,
+    "policy_update_delay": COUNT,
+    "seed": ANY,
+}
+_TD3 = OffPolicyKind(
+    qvalue_kind="state_action",
+    actor=_CONTINUOUS,
+    samples=True,
+    delay_actor_default=True,
+    delayed_policy=True,
+)
 LOSSES.update(
     {
         "dqn": LossKind(
@@ -161,48 +179,9 @@ LOSSES.update(
                 delay_actor_default=False,
             ),
         ),
-        "td3": LossKind(
-            td3_loss,
-            "transitions",
-            {
-                **_TD,
-                "policy_noise": NON_NEGATIVE,
-                "noise_clip": NON_NEGATIVE,
-                "delay_actor": ANY,
-                "delay_qvalue": ANY,
-                "num_qvalue_nets": COUNT,
-                "policy_update_delay": COUNT,
-                "seed": ANY,
-            },
-            offpolicy=OffPolicyKind(
-                qvalue_kind="state_action",
-                actor=_CONTINUOUS,
-                samples=True,
-                delay_actor_default=True,
-                delayed_policy=True,
-            ),
-        ),
+        "td3": LossKind(td3_loss, "transitions", _TD3_KNOBS, offpolicy=_TD3),
         "td3_bc": LossKind(
-            td3_bc_loss,
-            "transitions",
-            {
-                **_TD,
-                "policy_noise": NON_NEGATIVE,
-                "noise_clip": NON_NEGATIVE,
-                "alpha": NON_NEGATIVE,
-                "delay_actor": ANY,
-                "delay_qvalue": ANY,
-                "num_qvalue_nets": COUNT,
-                "policy_update_delay": COUNT,
-                "seed": ANY,
-            },
-            offpolicy=OffPolicyKind(
-                qvalue_kind="state_action",
-                actor=_CONTINUOUS,
-                samples=True,
-                delay_actor_default=True,
-                delayed_policy=True,
-            ),
+            td3_bc_loss, "transitions", {**_TD3_KNOBS, "alpha": NON_NEGATIVE}, offpolicy=_TD3
         ),
         "iql": LossKind(
             iql_loss,
