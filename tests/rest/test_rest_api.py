@@ -312,6 +312,8 @@ def test_models_match_grpc_with_requests_spellings(http: httpx.Client, rest_demo
         "parameter_dtype": "float32",
         "n_agents": 0,
         "world_model": None,  # no DreamerV3 world model
+        "qvalue_network": None,  # no Q-networks (off-policy losses)
+        "target_update": None,
     }
     # the spelling a request takes: the advertised input dtype is a valid request "dtype"
     body = sample(http)
