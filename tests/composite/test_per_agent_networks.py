@@ -12,7 +12,7 @@ import grpc
 import pytest
 import torch
 from torch import nn
-from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives import A2CLoss, ClipPPOLoss
 from torchrl.objectives.value.functional import generalized_advantage_estimate
 
 from service.models.export import export_model
@@ -23,7 +23,7 @@ from tests.support import agents as A
 from tests.support import per_agent as P
 from tests.support.composite import snapshot
 from tests.support.servers import running_server
-from tests.support.wire import array, rpc_error, stub
+from tests.support.wire import array, rpc_error, stub, tensor
 
 MARL_KEYS = dict(
     action=("agents", "action"), sample_log_prob=("agents", "sample_log_prob"),
@@ -48,13 +48,23 @@ def _gae(td, critic):
     )  # fmt: skip
 
 
-def _torchrl_loss(critic_mlp, actor_mlp, data):
-    """TorchRL's ClipPPOLoss outputs and gradients (by parameter name) on the MARL data."""
+def _torchrl_loss(critic_mlp, actor_mlp, data, loss_class=ClipPPOLoss, mask=None):
+    """TorchRL's loss outputs and gradients (by parameter name) on the MARL data; with a `mask`
+    on the unpadded data: GAE on each valid segment alone, the loss over their steps."""
     critic, policy = A.torchrl_modules(critic_mlp, actor_mlp)
     td = A.tensordict(data)
     advantage, target = _gae(td, critic)
     td["agents", "advantage"], td["agents", "value_target"] = advantage, target
-    loss = ClipPPOLoss(policy, critic)
+    if mask is not None:
+        parts = []
+        for b, length in enumerate(mask.sum(-1).tolist()):
+            segment = td[b : b + 1, :length].clone()
+            advantage, target = _gae(segment, critic)
+            segment["agents", "advantage"], segment["agents", "value_target"] = advantage, target
+            parts.append(segment.reshape(-1))
+        td = torch.cat(parts, 0)
+        assert td.shape[0] == int(mask.sum())
+    loss = loss_class(policy, critic)
     loss.set_keys(**MARL_KEYS)
     out = loss(td)
     total = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
@@ -238,3 +248,67 @@ def test_request_without_agents_is_refused_by_a_per_agent_model() -> None:
         )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "trajectory.n_agents: model 'team' serves 3 agents, got 0" in error.details()
+
+
+def test_a2c_per_agent_networks_match_torchrl() -> None:
+    data = A.make_data(2, steps=5, seed=31, shared_done=True)
+    critic_mlp, actor_mlp = P.torchrl_mlps(seed=32)
+    server_model = P.model(P.copied(critic_mlp), P.copied(actor_mlp))
+    with running_server(models={"team": server_model}) as server:
+        before = snapshot(server_model)
+        response = stub(server.target).ComputeLoss(
+            pb.ComputeLossRequest(
+                model_name="team", trajectory=A.trajectory(data), a2c=pb.A2CLoss(),
+                apply_update=True,
+            ),
+            timeout=60,
+        )  # fmt: skip
+        after = snapshot(server_model)
+    _, out, critic_grads, actor_grads = _torchrl_loss(critic_mlp, actor_mlp, data, A2CLoss)
+    for key in ("loss_objective", "loss_critic", "loss_entropy", "entropy"):
+        assert response.metrics[key] == pytest.approx(out[key].item(), rel=1e-5, abs=1e-9), key
+    grads = [*P.per_agent_grads(critic_grads), *P.per_agent_grads(actor_grads)]
+    for old, new, grad in zip(before, after, grads, strict=True):
+        torch.testing.assert_close((old - new) / A.LR, grad, rtol=1e-5, atol=1e-9)
+
+
+def test_masked_per_agent_batch_equals_torchrl_on_the_unpadded_data() -> None:
+    data = A.make_data(2, steps=6, seed=41, shared_done=True)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    padded = A.Data(**{k: v.clone() for k, v in data.__dict__.items()})
+    padded.observation[~mask] = float("nan")
+    padded.next_observation[~mask] = float("nan")
+    padded.reward[~mask] = float("nan")
+    padded.action[~mask] = -1  # outside the support: padding is never scored
+    critic_mlp, actor_mlp = P.torchrl_mlps(seed=42)
+    server_model = P.model(P.copied(critic_mlp), P.copied(actor_mlp))
+    message = A.trajectory(padded)
+    message.mask.CopyFrom(tensor(mask))
+    with running_server(models={"team": server_model}) as server:
+        api = stub(server.target)
+        advantage = array(
+            api.ComputeAdvantage(
+                pb.ComputeAdvantageRequest(model_name="team", trajectory=message), timeout=60
+            ).advantage
+        )
+        before = snapshot(server_model)
+        response = api.ComputeLoss(
+            pb.ComputeLossRequest(
+                model_name="team", trajectory=message, ppo_clip=pb.ClipPPOLoss(),
+                apply_update=True,
+            ),
+            timeout=60,
+        )  # fmt: skip
+        after = snapshot(server_model)
+    _, out, critic_grads, actor_grads = _torchrl_loss(critic_mlp, actor_mlp, data, mask=mask)
+    # Segment 1 (4 valid steps) alone, through TorchRL's GAE.
+    critic, _ = A.torchrl_modules(critic_mlp, actor_mlp)
+    expected, _ = _gae(A.tensordict(data)[1:2, :4].clone(), critic)
+    torch.testing.assert_close(advantage[1:2, :4], expected.squeeze(-1))
+    assert bool((advantage[~mask] == 0).all())
+    for key in METRICS:
+        assert response.metrics[key] == pytest.approx(out[key].item(), rel=1e-5, abs=1e-9), key
+    grads = [*P.per_agent_grads(critic_grads), *P.per_agent_grads(actor_grads)]
+    for old, new, grad in zip(before, after, grads, strict=True):
+        torch.testing.assert_close((old - new) / A.LR, grad, rtol=1e-5, atol=1e-9)
