@@ -78,11 +78,18 @@ def per_agent_probe_error(model: Model) -> str | None:
             f"value_network: a per_agent value network answers [N, {agents}, 1] for inputs "
             f"[N, {agents}, *shape]; got {list(value.shape)} for N = 2"
         )
-    leaves = list(_tensors(actor))
-    for leaf in leaves:
-        if leaf.dim() < 2 or tuple(leaf.shape[:2]) != (2, agents):
+    spec = model.manifest.action
+    tail: tuple[int, ...] | None = None  # a single head's parameter shape
+    if spec is not None and spec.distribution != "composite":
+        tail = (spec.num_actions,) if spec.distribution == "categorical" else tuple(spec.shape)
+    for leaf in _tensors(actor):
+        wrong = leaf.dim() < 2 or tuple(leaf.shape[:2]) != (2, agents)
+        if wrong or (tail is not None and tuple(leaf.shape[2:]) != tail):
+            expected = (
+                f"[N, {agents}, {', '.join(map(str, tail))}]" if tail else (f"[N, {agents}, ...]")
+            )
             return (
-                f"actor_network: a per_agent actor answers [N, {agents}, ...] for inputs "
+                f"actor_network: a per_agent actor answers {expected} for inputs "
                 f"[N, {agents}, *shape]; got an output of shape {list(leaf.shape)} for N = 2"
             )
     return None

@@ -337,6 +337,17 @@ def actor_outputs(
     if len(steps) < 2:
         raise FailedPrecondition(f"model {model.name!r}: per_agent networks need agent steps")
     outputs = model.actor([rows_to_grid(x, steps) for x in rows])
+    spec = model.manifest.action
+    if spec is not None and not is_composite(spec):  # [M, n, *param], param as the manifest's
+        tail = (spec.num_actions,) if spec.distribution == "categorical" else tuple(spec.shape)
+        grid = (math.prod(steps) // steps[-2], steps[-2])  # [M = prod(B)·T, n]
+        for output in outputs:
+            if tuple(output.shape) != (*grid, *tail):
+                raise FailedPrecondition(
+                    f"{ACTOR_OUTPUT}: expected shape {[*grid, *tail]} ([N, n_agents, "
+                    f"*parameter]: a per_agent actor keeps the agent dimension), got "
+                    f"{list(output.shape)}"
+                )
     outputs = outputs_from_grid(outputs, steps, ACTOR_OUTPUT)
     assert isinstance(outputs, tuple)
     return outputs if valid is None else tuple(select_rows(list(outputs), valid))

@@ -235,6 +235,48 @@ def test_network_without_the_agent_dimension_is_refused(tmp_path) -> None:
         assert server_model.parameter_version == 0
 
 
+class _PooledActor(nn.Module):
+    """An actor that drops the agent dimension: [N, n, 4] → logits [N, 3]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(A.OBS, A.ACTIONS).to(A.F64)
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        return self.linear(observation).mean(1)
+
+
+def test_actor_without_the_agent_dimension_is_refused(tmp_path) -> None:
+    critic_mlp, _ = P.torchrl_mlps(seed=1)
+    export_model(
+        tmp_path / "pooled", "pooled", [InputSpec("observation", (A.OBS,), "float64")],
+        value_network=critic_mlp, actor_network=_PooledActor(),
+        action=ActionSpec("categorical", num_actions=A.ACTIONS),
+        agents=A.AGENTS, agent_networks="per_agent",
+    )  # fmt: skip
+    with pytest.raises(ManifestError, match=r"actor_network: a per_agent actor answers "
+                       r"\[N, 3, 3\] .* shape \[2, 3\] for N = 2"):  # fmt: skip
+        load_model(tmp_path / "pooled", torch.device("cpu"))
+    server_model = P.model(P.copied(critic_mlp), _PooledActor())
+    before = snapshot(server_model)
+    data = A.make_data(2, steps=4, seed=2, shared_done=True)
+    with running_server(models={"team": server_model}) as server:
+        error = rpc_error(
+            stub(server.target).ComputeLoss,
+            pb.ComputeLossRequest(
+                model_name="team", trajectory=A.trajectory(data), apply_update=True
+            ),
+        )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (
+        "actor network output: expected shape [8, 3, 3] ([N, n_agents, *parameter]: a "
+        "per_agent actor keeps the agent dimension), got [8, 3]"
+    ) in error.details()
+    assert server_model.parameter_version == 0
+    for old, new in zip(before, snapshot(server_model), strict=True):
+        assert torch.equal(old, new)
+
+
 def test_request_without_agents_is_refused_by_a_per_agent_model() -> None:
     critic_mlp, actor_mlp = P.torchrl_mlps(seed=3)
     server_model = P.model(P.copied(critic_mlp), P.copied(actor_mlp))
