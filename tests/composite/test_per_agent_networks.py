@@ -354,3 +354,32 @@ def test_masked_per_agent_batch_equals_torchrl_on_the_unpadded_data() -> None:
     grads = [*P.per_agent_grads(critic_grads), *P.per_agent_grads(actor_grads)]
     for old, new, grad in zip(before, after, grads, strict=True):
         torch.testing.assert_close((old - new) / A.LR, grad, rtol=1e-5, atol=1e-9)
+
+
+def test_vtrace_scores_actions_with_the_per_agent_actor() -> None:
+    """V-trace with the server's per-agent actor equals V-trace given TorchRL's log π."""
+    data = A.make_data(2, steps=5, seed=51, shared_done=True)
+    critic_mlp, actor_mlp = P.torchrl_mlps(seed=52)
+    server_model = P.model(P.copied(critic_mlp), P.copied(actor_mlp))
+    _, policy = A.torchrl_modules(critic_mlp, actor_mlp)
+    with torch.no_grad():
+        logits = policy.module[0](A.tensordict(data))["agents", "logits"]
+    log_pi = torch.distributions.Categorical(logits=logits).log_prob(data.action)
+    with_actor = A.trajectory(data)
+    given = A.trajectory(data)
+    given.log_prob.CopyFrom(tensor(log_pi.contiguous()))
+    with running_server(models={"team": server_model}) as server:
+        api = stub(server.target)
+        answers = [
+            array(
+                api.ComputeAdvantage(
+                    pb.ComputeAdvantageRequest(
+                        model_name="team", trajectory=message, vtrace=pb.VTrace()
+                    ),
+                    timeout=60,
+                ).advantage
+            )
+            for message in (with_actor, given)
+        ]
+    torch.testing.assert_close(answers[0], answers[1], rtol=1e-12, atol=1e-12)
+    assert not torch.equal(log_pi, data.sample_log_prob)  # the importance weights matter
