@@ -11,6 +11,7 @@ import json
 import grpc
 import pytest
 import torch
+from advantage_client import AdvantageClient
 from torch import nn
 from torchrl.objectives import A2CLoss, ClipPPOLoss
 from torchrl.objectives.value.functional import generalized_advantage_estimate
@@ -383,3 +384,20 @@ def test_vtrace_scores_actions_with_the_per_agent_actor() -> None:
         ]
     torch.testing.assert_close(answers[0], answers[1], rtol=1e-12, atol=1e-12)
     assert not torch.equal(log_pi, data.sample_log_prob)  # the importance weights matter
+
+
+def test_python_client_reads_the_flag_and_sends_a_marl_tensordict() -> None:
+    data = A.make_data(2, steps=5, seed=61, shared_done=False)
+    critic_mlp, actor_mlp = P.torchrl_mlps(seed=62)
+    server_model = P.model(P.copied(critic_mlp), P.copied(actor_mlp))
+    td = A.tensordict(data)
+    with running_server(models={"team": server_model}) as server:
+        client = AdvantageClient(server.target, timeout=60)
+        with client:
+            info = client.get_model("team")
+            result = client.compute_advantage(td.clone(), model="team", agent_group="agents")
+    assert (info.n_agents, info.agent_networks) == (A.AGENTS, "per_agent")
+    critic, _ = A.torchrl_modules(critic_mlp, actor_mlp)
+    expected, target = _gae(td, critic)
+    torch.testing.assert_close(result["agents", "advantage"], expected)
+    torch.testing.assert_close(result["agents", "value_target"], target)
