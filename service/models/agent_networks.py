@@ -9,13 +9,16 @@ network. It exports with `torch.export` (a symbolic N) and TorchScript.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 
 class PerAgentNetworks(nn.Module):
-    """Agent i's output from agent i's network: [N, n, *shape] inputs → [N, n, ...] output
-    (value or single-head actor networks: a tensor or a tuple of tensors per agent)."""
+    """Agent i's output from agent i's network: [N, n, *shape] inputs → [N, n, ...] outputs of
+    the same structure as each network's (a tensor, a tuple, or a mapping such as a composite
+    actor's head → parameters)."""
 
     def __init__(self, networks: list[nn.Module] | nn.ModuleList) -> None:
         super().__init__()
@@ -27,6 +30,14 @@ class PerAgentNetworks(nn.Module):
         outputs = [
             network(*(x.select(1, i) for x in inputs)) for i, network in enumerate(self.agents)
         ]
-        if isinstance(outputs[0], torch.Tensor):
-            return torch.stack(outputs, dim=1)
-        return tuple(torch.stack(parts, dim=1) for parts in zip(*outputs, strict=True))
+        return _stacked(outputs)
+
+
+def _stacked(parts: list):
+    """The agents' outputs stacked at dim 1, keeping their structure."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.stack(parts, dim=1)
+    if isinstance(first, Mapping):
+        return {key: _stacked([part[key] for part in parts]) for key in first}
+    return tuple(_stacked(list(group)) for group in zip(*parts, strict=True))

@@ -16,6 +16,7 @@ from torch import nn
 from torchrl.objectives import A2CLoss, ClipPPOLoss
 from torchrl.objectives.value.functional import generalized_advantage_estimate
 
+from service.models.agent_networks import PerAgentNetworks
 from service.models.export import export_model
 from service.models.loading import load_model
 from service.models.manifest import ActionSpec, InputSpec, ManifestError, parse_manifest
@@ -401,3 +402,33 @@ def test_python_client_reads_the_flag_and_sends_a_marl_tensordict() -> None:
     expected, target = _gae(td, critic)
     torch.testing.assert_close(result["agents", "advantage"], expected)
     torch.testing.assert_close(result["agents", "value_target"], target)
+
+
+class _Heads(nn.Module):
+    """A composite actor: {"move": logits [N, 3], "aim": (loc, scale) [N, 2] each}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.move, self.aim = nn.Linear(A.OBS, 3).to(A.F64), nn.Linear(A.OBS, 4).to(A.F64)
+
+    def forward(self, observation: torch.Tensor):
+        loc, scale = self.aim(observation).chunk(2, dim=-1)
+        return {"move": self.move(observation), "aim": (loc, nn.functional.softplus(scale))}
+
+
+def test_per_agent_networks_keep_each_agents_output_and_export(tmp_path) -> None:
+    torch.manual_seed(71)
+    networks = [_Heads() for _ in range(A.AGENTS)]
+    module = PerAgentNetworks(networks)
+    observation = torch.randn(5, A.AGENTS, A.OBS, dtype=A.F64)
+    out = module(observation)
+    for agent, network in enumerate(networks):
+        alone = network(observation[:, agent])
+        torch.testing.assert_close(out["move"][:, agent], alone["move"], rtol=0, atol=0)
+        for got, want in zip(out["aim"], alone["aim"], strict=True):
+            torch.testing.assert_close(got[:, agent], want, rtol=0, atol=0)
+    exported = torch.export.export(
+        module, (observation,), dynamic_shapes=(({0: torch.export.Dim("batch")},),)
+    ).module()
+    again = exported(observation[:3])
+    torch.testing.assert_close(again["move"], out["move"][:3])
