@@ -7,6 +7,7 @@ export; bad manifests and networks that drop the agent dimension."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -19,7 +20,13 @@ from torchrl.objectives.value.functional import generalized_advantage_estimate
 from service.models.agent_networks import PerAgentNetworks
 from service.models.export import export_model
 from service.models.loading import load_model
-from service.models.manifest import ActionSpec, InputSpec, ManifestError, parse_manifest
+from service.models.manifest import (
+    ActionHeadSpec,
+    ActionSpec,
+    InputSpec,
+    ManifestError,
+    parse_manifest,
+)
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from tests.support import agents as A
 from tests.support import per_agent as P
@@ -432,3 +439,52 @@ def test_per_agent_networks_keep_each_agents_output_and_export(tmp_path) -> None
     ).module()
     again = exported(observation[:3])
     torch.testing.assert_close(again["move"], out["move"][:3])
+
+
+def test_composite_per_agent_actor_scores_each_agent_with_its_own_heads() -> None:
+    """A two-head per-agent actor (categorical + normal): the entropy is the mean over [B, T, n]
+    of each agent's own heads' entropies (the normal's summed over its 2 dimensions), and the
+    clipped objective uses each agent's log π(move) + log π(aim) against its own behaviour
+    log-probability and advantage (TorchRL's GAE), all computed here from each agent's network
+    alone (ε = 0.2, no advantage normalisation: ClipPPOLoss's defaults)."""
+    torch.manual_seed(81)
+    critic_mlp, _ = P.torchrl_mlps(seed=82)
+    heads = [_Heads() for _ in range(A.AGENTS)]
+    spec = ActionSpec(
+        "composite",
+        heads=(
+            ActionHeadSpec("move", "categorical", num_actions=3),
+            ActionHeadSpec("aim", "normal", shape=(2,)),
+        ),
+    )
+    server_model = P.model(P.copied(critic_mlp), PerAgentNetworks(heads))
+    server_model.manifest = replace(server_model.manifest, action=spec)
+    data = A.make_data(2, steps=5, seed=83, shared_done=True)
+    message = A.trajectory(data)
+    message.ClearField("action")
+    message.action_heads["move"].CopyFrom(tensor(data.action))
+    aim_action = torch.randn(2, 5, A.AGENTS, 2, dtype=A.F64)
+    message.action_heads["aim"].CopyFrom(tensor(aim_action))
+    with running_server(models={"team": server_model}) as server:
+        response = stub(server.target).ComputeLoss(
+            pb.ComputeLossRequest(model_name="team", trajectory=message, ppo_clip=pb.ClipPPOLoss()),
+            timeout=60,
+        )
+    entropies, log_probs = [], []
+    with torch.no_grad():
+        for agent, network in enumerate(heads):
+            out = network(data.observation[:, :, agent])
+            move = torch.distributions.Categorical(logits=out["move"])
+            aim = torch.distributions.Normal(*out["aim"])
+            entropies.append(move.entropy() + aim.entropy().sum(-1))
+            log_probs.append(
+                move.log_prob(data.action[:, :, agent])
+                + aim.log_prob(aim_action[:, :, agent]).sum(-1)
+            )
+    expected = torch.stack(entropies, dim=-1).mean().item()
+    assert response.metrics["entropy"] == pytest.approx(expected, rel=1e-9)
+    critic, _ = A.torchrl_modules(critic_mlp, critic_mlp)
+    advantage = _gae(A.tensordict(data), critic)[0].squeeze(-1)
+    ratio = (torch.stack(log_probs, dim=-1) - data.sample_log_prob).exp()
+    gain = torch.minimum(ratio * advantage, ratio.clamp(0.8, 1.2) * advantage)
+    assert response.metrics["loss_objective"] == pytest.approx(-gain.mean().item(), rel=1e-9)
