@@ -20,9 +20,13 @@ from service.models.world_model_export import WorldModelModules, export_world_mo
 _EXAMPLE_ROWS = 8
 
 
-def _example_inputs(inputs: Sequence[InputSpec]) -> tuple[torch.Tensor, ...]:
+def _example_inputs(
+    inputs: Sequence[InputSpec], agents: tuple[int, ...] = ()
+) -> tuple[torch.Tensor, ...]:
+    """Zero rows [8, *agents, *shape]: `agents` is (n,) for per-agent networks."""
     return tuple(
-        torch.zeros((_EXAMPLE_ROWS, *spec.shape), dtype=TORCH_DTYPES[spec.dtype]) for spec in inputs
+        torch.zeros((_EXAMPLE_ROWS, *agents, *spec.shape), dtype=TORCH_DTYPES[spec.dtype])
+        for spec in inputs
     )
 
 
@@ -36,8 +40,9 @@ def _save_network(
     path: Path,
     inputs: Sequence[InputSpec],
     action: torch.Tensor | None = None,
+    agents: tuple[int, ...] = (),
 ) -> None:
-    example = _example_inputs(inputs)
+    example = _example_inputs(inputs, agents)
     if action is not None:  # a state-action Q-network takes the action after the inputs
         example = (*example, action)
     if path.suffix == ".pt2":
@@ -70,6 +75,8 @@ def export_model(
     num_actions: int = 0,
     target_update: TargetUpdateSpec | None = None,
     alpha: AlphaSpec | None = None,
+    agents: int = 0,
+    agent_networks: str = "shared",
 ) -> Manifest:
     """Serialise the networks into `folder` with a `model.json`; return the manifest.
 
@@ -82,7 +89,15 @@ def export_model(
     (`service.models.qvalue` describes the contract); `qvalue_kind` "state_action" (the network
     takes the action after the inputs; needs `action`) or "action_value" (`num_actions` wide,
     default the actor's `action.num_actions`).
+
+    `agents`: the agent count requests carry (the manifest's `agents`). With `agent_networks`
+    "per_agent" the value and actor networks are exported taking [N, agents, *shape] (every
+    agent of a step together: per-agent parameters, e.g. `PerAgentNetworks` or TorchRL's
+    `MultiAgentMLP(share_params=False)`, or a centralised critic).
     """
+    if agent_networks == "per_agent" and agents < 1:
+        raise ValueError("agents: per_agent networks need the agent count (agents > 0)")
+    grid = (agents,) if agent_networks == "per_agent" else ()
     if file_format not in ("torch.export", "torchscript"):
         raise ValueError(
             f"file_format: expected 'torch.export' or 'torchscript', got {file_format!r}"
@@ -95,7 +110,7 @@ def export_model(
         if network is None:
             continue
         file = key.removesuffix("_network") + suffix
-        _save_network(network.eval().cpu(), folder / file, inputs)
+        _save_network(network.eval().cpu(), folder / file, inputs, agents=grid)
         files[key] = NetworkFile(file=file)
     spec = (
         export_world_model(world_model, folder, suffix, _save_network, _example_inputs)
@@ -134,6 +149,8 @@ def export_model(
         name=name,
         inputs=tuple(inputs),
         action=action,
+        agents=agents,
+        agent_networks=agent_networks,
         defaults=defaults or Defaults(),
         world_model=spec,
         **files,

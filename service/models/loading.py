@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from service.dtypes import TORCH_DTYPES
 from service.models.manifest import MANIFEST_NAME, ManifestError, load_manifest
 from service.models.model import Model
 from service.models.targets import attach_offpolicy, qvalue_probe_error
@@ -48,11 +49,62 @@ def load_model(folder: Path, device: torch.device) -> Model:
         if spec is not None
     }
     model = attach_offpolicy(Model(manifest=manifest, device=device, **networks))
-    problem = qvalue_probe_error(model)
+    problem = qvalue_probe_error(model) or per_agent_probe_error(model)
     if problem is not None:
         raise ManifestError(f"{folder / MANIFEST_NAME}: {problem}")
     model.world_model = _load_world_model(folder, model, device)
     return model
+
+
+def per_agent_probe_error(model: Model) -> str | None:
+    """Per-agent networks (`agent_networks: "per_agent"`) must keep the agent dimension: the
+    value network [2, n, *shape] → [2, n, 1] (or [2, n]), each actor output [2, n, ...]. Run on
+    a zero batch; None when the model is fine."""
+    if not model.per_agent:
+        return None
+    agents = model.manifest.agents
+    rows = [
+        torch.zeros((2, agents, *spec.shape), dtype=TORCH_DTYPES[spec.dtype], device=model.device)
+        for spec in model.manifest.inputs
+    ]
+    try:
+        with torch.inference_mode():
+            value = None if model.value_network is None else model.value_network(*rows)
+            actor = () if model.actor_network is None else model.actor(rows)
+    except Exception as error:  # any failure of the user's network is reported
+        return f"agent_networks: the networks refuse inputs [N, {agents}, *shape]: {error}"
+    if value is not None and tuple(value.shape) not in ((2, agents, 1), (2, agents)):
+        return (
+            f"value_network: a per_agent value network answers [N, {agents}, 1] for inputs "
+            f"[N, {agents}, *shape]; got {list(value.shape)} for N = 2"
+        )
+    spec = model.manifest.action
+    tail: tuple[int, ...] | None = None  # a single head's parameter shape
+    if spec is not None and spec.distribution != "composite":
+        tail = (spec.num_actions,) if spec.distribution == "categorical" else tuple(spec.shape)
+    for leaf in _tensors(actor):
+        wrong = leaf.dim() < 2 or tuple(leaf.shape[:2]) != (2, agents)
+        if wrong or (tail is not None and tuple(leaf.shape[2:]) != tail):
+            expected = (
+                f"[N, {agents}, {', '.join(map(str, tail))}]" if tail else (f"[N, {agents}, ...]")
+            )
+            return (
+                f"actor_network: a per_agent actor answers {expected} for inputs "
+                f"[N, {agents}, *shape]; got an output of shape {list(leaf.shape)} for N = 2"
+            )
+    return None
+
+
+def _tensors(outputs: object):
+    """The tensors of an actor's outputs (a tensor, a tuple or a nested mapping)."""
+    if isinstance(outputs, torch.Tensor):
+        yield outputs
+    elif isinstance(outputs, dict):
+        for value in outputs.values():
+            yield from _tensors(value)
+    elif isinstance(outputs, (tuple, list)):
+        for value in outputs:
+            yield from _tensors(value)
 
 
 def _load_world_model(folder: Path, model: Model, device: torch.device) -> WorldModel | None:

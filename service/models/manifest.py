@@ -23,6 +23,11 @@ tanh-normal actors → a (loc, scale) pair, each [N, *action_shape]. A composite
 "categorical", "num_actions": 3}, {"name": "aim", "distribution": "tanh_normal", "shape": [2]}]}`)
 returns a mapping head → its parameters, or the flat mapping "<head>.<parameter>" → tensor
 (`service/runtime/heads.py`). `"agents": n` declares that requests carry n agents per step.
+With `"agent_networks": "per_agent"` (needs `agents`; default "shared") the value and actor
+networks take every agent of a step together, inputs [N, n, *shape] → values [N, n, 1] (or
+[N, n]) and parameters [N, n, *param_shape]: networks with per-agent parameters (TorchRL's
+`MultiAgentMLP(share_params=False)`) or a centralised critic (MAPPO). "shared" networks see
+one agent's row at a time, [N, *shape].
 Files ending in `.pt2` are loaded with `torch.export.load`, files ending in `.pt` with
 `torch.jit.load` (TorchScript).
 """
@@ -51,6 +56,8 @@ INPUT_DTYPES = tuple(TORCH_DTYPES)
 DISTRIBUTIONS = (*(kind.value for kind in DistributionKind), "composite")
 HEAD_DISTRIBUTIONS = tuple(kind.value for kind in DistributionKind)
 OPTIMIZERS = ("adam", "sgd")
+# How the value and actor networks see the agents (manifest "agent_networks").
+AGENT_NETWORKS = ("shared", "per_agent")
 
 
 class ManifestError(ValueError):
@@ -146,6 +153,9 @@ class Manifest:
     action: ActionSpec | None = None
     # Agents per step the networks serve (the wire's n_agents); 0 = not declared, any count.
     agents: int = 0
+    # "shared": networks take one agent's rows [N, *shape]; "per_agent": they take the agents
+    # of a step together [N, agents, *shape] (per-agent parameters, centralised critics).
+    agent_networks: str = "shared"
     defaults: Defaults = field(default_factory=Defaults)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     batching: BatchingSpec = field(default_factory=BatchingSpec)
@@ -165,6 +175,8 @@ class Manifest:
         if self.qvalue_network is None:  # the off-policy sections mean nothing without one
             data.pop("target_update")
             data.pop("alpha")
+        if self.agent_networks == "shared":  # the default; manifests stay as they were
+            data.pop("agent_networks")
         return json.dumps(data, indent=2) + "\n"
 
     def save(self, folder: Path) -> Path:
@@ -248,6 +260,20 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
     agents = data.get("agents", 0)
     if isinstance(agents, bool) or not isinstance(agents, int) or agents < 0:
         raise ManifestError(f"{where}.agents: expected a non-negative integer, got {agents!r}")
+    agent_networks = data.get("agent_networks", "shared")
+    if agent_networks not in AGENT_NETWORKS:
+        raise ManifestError(
+            f"{where}.agent_networks: expected one of {AGENT_NETWORKS}, got {agent_networks!r}"
+        )
+    if agent_networks == "per_agent" and not agents:
+        raise ManifestError(
+            f"{where}.agent_networks: 'per_agent' needs the agent count; set \"agents\" to n > 0"
+        )
+    if agent_networks == "per_agent" and (qvalue is not None or data.get("world_model")):
+        raise ManifestError(
+            f"{where}.agent_networks: 'per_agent' applies to value and actor networks only "
+            "(not to Q-networks or world models)"
+        )
     defaults = _section(Defaults, data, "defaults", where)
     optimizer = _section(OptimizerSpec, data, "optimizer", where)
     if optimizer.name not in OPTIMIZERS:
@@ -265,6 +291,7 @@ def parse_manifest(data: dict[str, Any], where: str) -> Manifest:
         inputs=tuple(inputs),
         action=action,
         agents=agents,
+        agent_networks=agent_networks,
         defaults=defaults,
         optimizer=optimizer,
         batching=batching,

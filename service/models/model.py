@@ -72,6 +72,12 @@ class Model:
                     return parameter.dtype
         return torch.float32
 
+    @property
+    def per_agent(self) -> bool:
+        """Whether the value and actor networks take the agents of a step together,
+        [N, agents, *shape] (manifest `agent_networks: "per_agent"`)."""
+        return self.manifest.agent_networks == "per_agent"
+
     def input_dtype(self, key: str) -> torch.dtype:
         """dtype the networks expect for input `key`."""
         spec = next(spec for spec in self.manifest.inputs if spec.name == key)
@@ -79,8 +85,11 @@ class Model:
 
     def warmup(self) -> None:
         """Run each network once on a small zero batch (first calls pay one-off set-up costs)."""
+        agents = (self.manifest.agents,) if self.per_agent else ()
         rows = [
-            torch.zeros((2, *spec.shape), dtype=TORCH_DTYPES[spec.dtype], device=self.device)
+            torch.zeros(
+                (2, *agents, *spec.shape), dtype=TORCH_DTYPES[spec.dtype], device=self.device
+            )
             for spec in self.manifest.inputs
         ]
         with torch.inference_mode():
@@ -90,9 +99,12 @@ class Model:
                 self.actor(rows)
 
     def value(self, inputs: list[torch.Tensor]) -> torch.Tensor:
-        """V(s) for inputs [N, *shape] (already on the device) → [N]."""
+        """V(s) for inputs [N, *shape] (already on the device) → [N]; per-agent networks:
+        [N, agents, *shape] → [N, agents]."""
         assert self.value_network is not None
         out = self.value_network(*inputs)
+        if self.per_agent:
+            return out.squeeze(-1) if out.dim() == 3 else out
         return out.reshape(out.shape[0], -1).squeeze(-1) if out.dim() > 1 else out
 
     def actor(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:

@@ -52,7 +52,8 @@ def compute_advantage(
     start = time.perf_counter()
     computed = trajectory.state_value is None
     uses_actor = spec.needs_log_probs and trajectory.log_prob is None
-    if computed and not uses_actor and batcher is not None:
+    # Per-agent networks take [N, n_agents, *shape] rows, which the batcher does not merge.
+    if computed and not uses_actor and batcher is not None and not model.per_agent:
         versions: list[int] = []
 
         def batched_value(rows: list[torch.Tensor]) -> torch.Tensor:

@@ -406,13 +406,14 @@ def attach_batchers(
     settings: Settings,
     on_batch: Callable[[BatchRecord], None] | None = None,
 ) -> list[Batcher]:
-    """A (not yet started) batcher for each model with a value network and batching on.
+    """A (not yet started) batcher for each model with a value network and batching on
+    (not for per-agent networks: their [N, n_agents, *shape] steps are not rows to merge).
 
     Until `Batcher.start()`, submitted requests evaluate directly, as without batching.
     """
     attached = []
     for model in models:
-        if model.value_network is None:
+        if model.value_network is None or model.per_agent:
             continue
         config = BatchingConfig.resolve(model.manifest.batching, settings)
         if config.enabled:

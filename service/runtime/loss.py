@@ -198,8 +198,12 @@ def _evaluate(
     if aggregate is None:  # TorchRL decides from the log-probability it is given
         aggregate = "sample_log_prob_heads" not in trajectory.log_prob_heads
 
-    def policy(rows: list[torch.Tensor], batch: tuple[int, ...] | None = None):
-        dist = actor_policy(model, rows, dtype, batch)
+    def policy(
+        rows: list[torch.Tensor],
+        batch: tuple[int, ...] | None = None,
+        valid: torch.Tensor | None = None,
+    ):
+        dist = actor_policy(model, rows, dtype, batch, steps, valid)
         if isinstance(dist, CompositeDistribution):
             dist.aggregate = aggregate
         return dist
@@ -212,6 +216,8 @@ def _evaluate(
     def critic(rows: list[torch.Tensor]) -> torch.Tensor:
         assert model.value_network is not None
         out = model.value_network(*rows)
+        if model.per_agent:  # [R, n_agents, 1], checked by network_values
+            return out
         return out.reshape(out.shape[0], -1).squeeze(-1)
 
     state_value, next_state_value = network_values(model, trajectory, value_fn=critic)
@@ -249,7 +255,7 @@ def _evaluate(
     valid = None if trajectory.mask is None else trajectory.mask.reshape(-1)
     pick = (lambda x: x) if valid is None else (lambda x: select_rows(x, valid))
     count = math.prod(steps) if valid is None else int(valid.sum())
-    dist = policy(pick(rows))
+    dist = policy(rows, valid=valid)
     action = pick(action)
     old_value = trajectory.state_value if trajectory.state_value is not None else state_value
     options = dict(inputs.loss.options)

@@ -18,6 +18,14 @@ from service.dtypes import dtype_name
 from service.errors import ArgumentError, FailedPrecondition, InvalidArgument
 from service.models.manifest import ActionSpec
 from service.models.model import Model
+from service.runtime.agent_grid import (
+    compact_grid_index,
+    from_grid,
+    outputs_from_grid,
+    rows_to_grid,
+    to_grid,
+    value_grid,
+)
 from service.runtime.heads import (
     ACTOR_OUTPUT,
     composite_distribution,
@@ -146,6 +154,8 @@ def network_values(
             f"model {model.name!r} has no value network; send trajectory.state_value and "
             "trajectory.next_state_value"
         )
+    if model.per_agent:
+        return _per_agent_values(model, trajectory, value_fn)
     steps = trajectory.batch_shape
     batch, horizon = steps[:-1], steps[-1]
     terminated, done = trajectory.terminated, trajectory.done
@@ -205,6 +215,103 @@ def network_values(
     return state_value, next_state_value
 
 
+VALUE_OUTPUT = "value network output"
+
+
+def _per_agent_values(
+    model: Model,
+    trajectory: Trajectory,
+    value_fn: Callable[[list[torch.Tensor]], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`network_values` for per-agent networks (`runtime/agent_grid.py`): one pass over
+    [M, n, *shape] step rows. Full form: the M observation steps, then the M next-observation
+    steps (each step's row holds every agent, so no row is shared between the two). Compact
+    form: the prod(B)·(T + 1) observation steps, then the K truncated steps' true next
+    observations. A next observation of a terminated step is never used and enters the pass as
+    0 (it may be NaN), so it cannot reach the gradient."""
+    steps = trajectory.batch_shape  # [*B, n, T]
+    batch, agents, horizon = steps[:-2], steps[-2], steps[-1]
+    terminated, done = trajectory.terminated, trajectory.done
+    time = len(steps) - 1
+
+    def grid(tensors: list[torch.Tensor], shape: tuple[int, ...]) -> list[torch.Tensor]:
+        return [to_grid(x, shape) for x in tensors]
+
+    if trajectory.compact:
+        truncated = done & ~terminated
+        count = int(truncated.sum())
+        observed = _check_inputs(
+            model, trajectory.observation, "trajectory.observation", (*batch, agents, horizon + 1),
+            "compact form: [*B, T + 1, n_agents, *shape]",
+        )  # fmt: skip
+        true_next = _check_inputs(
+            model, trajectory.next_observation, "trajectory.next_observation", (count,),
+            "compact form: [K, n_agents, *shape], K = number of truncated steps",
+        )  # fmt: skip
+        _require_finite_inputs(
+            model, [x.narrow(time, 0, horizon) for x in observed], "trajectory.observation",
+            len(steps),
+        )  # fmt: skip
+        last = [x.narrow(time, horizon, 1).squeeze(time) for x in observed]
+        bootstrapped = ~terminated.narrow(time, horizon - 1, 1).squeeze(time)
+        _require_finite_inputs(model, last, "trajectory.observation", len(steps) - 1, bootstrapped)
+        _require_finite_inputs(model, true_next, "trajectory.next_observation", 1)
+        chained_steps = (*batch, agents, horizon + 1)
+        step, agent = compact_grid_index(truncated, len(steps) - 2)
+        next_grid = []
+        for x in true_next:
+            placed = x.new_zeros((count // agents, agents, *x.shape[1:]))
+            placed[step, agent] = x
+            next_grid.append(placed)
+        inputs = [
+            torch.cat([a, b]).to(model.device, non_blocking=True)
+            for a, b in zip(grid(observed, chained_steps), next_grid, strict=True)
+        ]
+        chained_rows = math.prod(batch) * (horizon + 1)
+        values = value_grid(value_fn(inputs), chained_rows + count // agents, agents, VALUE_OUTPUT)
+        values = values.to("cpu", non_blocking=False)
+        chained = from_grid(values[:chained_rows], chained_steps, VALUE_OUTPUT).view(chained_steps)
+        state_value, next_state_value = chained[..., :-1], chained[..., 1:]
+        if count:
+            next_state_value = next_state_value.masked_scatter(
+                truncated, values[chained_rows:][step, agent]
+            )
+    else:
+        observed = _check_inputs(
+            model, trajectory.observation, "trajectory.observation", steps, "[*B, T, *shape]"
+        )
+        following = _check_inputs(
+            model, trajectory.next_observation, "trajectory.next_observation", steps,
+            "[*B, T, *shape]",
+        )  # fmt: skip
+        _require_finite_inputs(model, observed, "trajectory.observation", len(steps))
+        _require_finite_inputs(
+            model, following, "trajectory.next_observation", len(steps), ~terminated
+        )
+        following = [_zero_where(terminated, x) if x.is_floating_point() else x for x in following]
+        inputs = [
+            torch.cat([a, b]).to(model.device, non_blocking=True)
+            for a, b in zip(grid(observed, steps), grid(following, steps), strict=True)
+        ]
+        rows = math.prod(batch) * horizon
+        values = value_grid(value_fn(inputs), 2 * rows, agents, VALUE_OUTPUT)
+        values = values.to("cpu", non_blocking=False)
+        state_value = from_grid(values[:rows], steps, VALUE_OUTPUT).view(steps)
+        next_state_value = from_grid(values[rows:], steps, VALUE_OUTPUT).view(steps)
+    next_state_value = torch.where(
+        terminated, torch.zeros((), dtype=values.dtype), next_state_value
+    )
+    _require_finite(state_value, "trajectory.observation")
+    _require_finite(next_state_value, "trajectory.next_observation")
+    return state_value, next_state_value
+
+
+def _zero_where(where: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` [*where.shape, *tail] with 0 where `where` is True."""
+    view = where.view(*where.shape, *(1,) * (tensor.dim() - where.dim()))
+    return torch.where(view, torch.zeros((), dtype=tensor.dtype), tensor)
+
+
 def step_rows(model: Model, trajectory: Trajectory) -> list[torch.Tensor]:
     """Network input rows for the T steps taken, [prod(*B, T), *shape] each, on the device."""
     steps = trajectory.batch_shape
@@ -216,23 +323,58 @@ def step_rows(model: Model, trajectory: Trajectory) -> list[torch.Tensor]:
     return _rows([inputs], model, [math.prod(steps)])
 
 
+def actor_outputs(
+    model: Model,
+    rows: list[torch.Tensor],
+    steps: tuple[int, ...],
+    valid: torch.Tensor | None = None,
+) -> tuple:
+    """The actor's raw outputs for the step rows of a trajectory of `steps` (`step_rows`), of
+    the rows where `valid` [N] is True when given. Shared networks see only those rows; a
+    per-agent network sees every step with all its agents (`runtime/agent_grid.py`)."""
+    if not model.per_agent:
+        return model.actor(rows if valid is None else select_rows(rows, valid))
+    if len(steps) < 2:
+        raise FailedPrecondition(f"model {model.name!r}: per_agent networks need agent steps")
+    outputs = model.actor([rows_to_grid(x, steps) for x in rows])
+    spec = model.manifest.action
+    if spec is not None and not is_composite(spec):  # [M, n, *param], param as the manifest's
+        tail = (spec.num_actions,) if spec.distribution == "categorical" else tuple(spec.shape)
+        grid = (math.prod(steps) // steps[-2], steps[-2])  # [M = prod(B)·T, n]
+        for output in outputs:
+            if tuple(output.shape) != (*grid, *tail):
+                raise FailedPrecondition(
+                    f"{ACTOR_OUTPUT}: expected shape {[*grid, *tail]} ([N, n_agents, "
+                    f"*parameter]: a per_agent actor keeps the agent dimension), got "
+                    f"{list(output.shape)}"
+                )
+    outputs = outputs_from_grid(outputs, steps, ACTOR_OUTPUT)
+    assert isinstance(outputs, tuple)
+    return outputs if valid is None else tuple(select_rows(list(outputs), valid))
+
+
 def policy(
     model: Model,
     rows: list[torch.Tensor],
     dtype: torch.dtype,
     batch_shape: tuple[int, ...] | None = None,
+    steps: tuple[int, ...] | None = None,
+    valid: torch.Tensor | None = None,
 ) -> Distribution:
-    """The actor's distribution over `rows`, parameters in `dtype`.
+    """The actor's distribution over `rows`, the step rows of a trajectory of `steps` (the
+    ones where `valid` is True when given), parameters in `dtype`.
 
     Its batch shape is [N], or `batch_shape` (e.g. [*B, T]) when given.
     """
     spec = model.manifest.action
     if model.actor_network is None or spec is None:
         raise FailedPrecondition(f"model {model.name!r} has no actor network")
+    count = len(rows[0]) if rows else 0
+    raw = actor_outputs(model, rows, steps or (count,), valid)
     if is_composite(spec):
-        params = head_outputs(spec, model.actor(rows))
+        params = head_outputs(spec, raw)
         return composite_distribution(spec, params, ACTOR_OUTPUT, dtype, batch_shape)
-    outputs = [output.to(dtype) for output in model.actor(rows)]
+    outputs = [output.to(dtype) for output in raw]
     if batch_shape is not None:
         outputs = [output.reshape(*batch_shape, *output.shape[1:]) for output in outputs]
     params = dict(zip(distribution_params(spec), outputs, strict=False))
@@ -293,7 +435,8 @@ def current_log_prob(model: Model, trajectory: Trajectory) -> torch.Tensor:
         )
     if trajectory.action is None and trajectory.action_heads is None:
         raise InvalidArgument("trajectory.action: required for vtrace with the server's actor")
-    dist = policy(model, step_rows(model, trajectory), trajectory.dtype)
+    steps = trajectory.batch_shape
+    dist = policy(model, step_rows(model, trajectory), trajectory.dtype, steps=steps)
     log_prob = log_prob_of(dist, step_actions(model, trajectory))
     return log_prob.to("cpu").view(trajectory.batch_shape)
 

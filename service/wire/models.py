@@ -43,6 +43,7 @@ def model_info(model: Model) -> pb.ModelInfo:
     elif action is not None:
         info.action.CopyFrom(pb.ActionSpec(**_distribution_fields(action)))
     info.n_agents = manifest.agents
+    info.agent_networks = manifest.agent_networks
     qvalue = manifest.qvalue_network
     if qvalue is not None:
         info.qvalue_network.CopyFrom(

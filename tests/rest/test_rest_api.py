@@ -311,6 +311,7 @@ def test_models_match_grpc_with_requests_spellings(http: httpx.Client, rest_demo
         "device": info.device,
         "parameter_dtype": "float32",
         "n_agents": 0,
+        "agent_networks": "shared",  # the networks see one agent's rows at a time
         "world_model": None,  # no DreamerV3 world model
         "qvalue_network": None,  # no Q-networks (off-policy losses)
         "target_update": None,

@@ -166,6 +166,9 @@ class ModelInfo:
     device: str
     parameter_dtype: str
     n_agents: int = 0  # agents per step the model declares (0 = not declared)
+    # "shared" (one agent's rows at a time) or "per_agent" (the agents of a step together:
+    # per-agent parameters or a centralised critic).
+    agent_networks: str = "shared"
 
     @property
     def input_keys(self) -> tuple[str, ...]:
@@ -187,4 +190,5 @@ class ModelInfo:
             device=msg.device,
             parameter_dtype=dtype_name(msg.parameter_dtype),
             n_agents=msg.n_agents,
+            agent_networks=msg.agent_networks or "shared",
         )

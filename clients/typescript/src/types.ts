@@ -70,6 +70,8 @@ export interface ModelInfo {
   action: ActionSpec;
   /** Agents per step the model declares (0 = not declared). */
   nAgents: number;
+  /** "shared" (one agent's rows at a time) or "per_agent" (the agents of a step together). */
+  agentNetworks: string;
   parameterVersion: number;
   /** Default γ and λ (used when a request leaves them unset). */
   gamma: number;
@@ -171,6 +173,7 @@ export function modelInfoFromWire(w: Wire): ModelInfo {
     hasActorNetwork: Boolean(w["has_actor_network"]),
     action: actionFromWire(a),
     nAgents: Number(w["n_agents"] ?? 0),
+    agentNetworks: String(w["agent_networks"] || "shared"),
     parameterVersion: Number(w["parameter_version"] ?? 0),
     gamma: Number(w["defaults"]?.["gamma"] ?? 0),
     lmbda: Number(w["defaults"]?.["lmbda"] ?? 0),

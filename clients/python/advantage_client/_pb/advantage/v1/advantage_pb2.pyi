@@ -345,7 +345,7 @@ class EstimatorDefaults(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., lmbda: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "inputs", "has_value_network", "has_actor_network", "action", "parameter_version", "defaults", "device", "parameter_dtype", "n_agents", "world_model", "qvalue_network", "target_update")
+    __slots__ = ("name", "inputs", "has_value_network", "has_actor_network", "action", "parameter_version", "defaults", "device", "parameter_dtype", "n_agents", "agent_networks", "world_model", "qvalue_network", "target_update")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     HAS_VALUE_NETWORK_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +356,7 @@ class ModelInfo(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_DTYPE_FIELD_NUMBER: _ClassVar[int]
     N_AGENTS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_NETWORKS_FIELD_NUMBER: _ClassVar[int]
     WORLD_MODEL_FIELD_NUMBER: _ClassVar[int]
     QVALUE_NETWORK_FIELD_NUMBER: _ClassVar[int]
     TARGET_UPDATE_FIELD_NUMBER: _ClassVar[int]
@@ -369,10 +370,11 @@ class ModelInfo(_message.Message):
     device: str
     parameter_dtype: DType
     n_agents: int
+    agent_networks: str
     world_model: WorldModelInfo
     qvalue_network: QValueNetworkInfo
     target_update: TargetUpdate
-    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ..., n_agents: _Optional[int] = ..., world_model: _Optional[_Union[WorldModelInfo, _Mapping]] = ..., qvalue_network: _Optional[_Union[QValueNetworkInfo, _Mapping]] = ..., target_update: _Optional[_Union[TargetUpdate, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., has_value_network: _Optional[bool] = ..., has_actor_network: _Optional[bool] = ..., action: _Optional[_Union[ActionSpec, _Mapping]] = ..., parameter_version: _Optional[int] = ..., defaults: _Optional[_Union[EstimatorDefaults, _Mapping]] = ..., device: _Optional[str] = ..., parameter_dtype: _Optional[_Union[DType, str]] = ..., n_agents: _Optional[int] = ..., agent_networks: _Optional[str] = ..., world_model: _Optional[_Union[WorldModelInfo, _Mapping]] = ..., qvalue_network: _Optional[_Union[QValueNetworkInfo, _Mapping]] = ..., target_update: _Optional[_Union[TargetUpdate, _Mapping]] = ...) -> None: ...
 
 class PolicyLossOptions(_message.Message):
     __slots__ = ("entropy_bonus", "entropy_coeff", "critic_coeff", "loss_critic_type", "normalize_advantage", "clip_value")
