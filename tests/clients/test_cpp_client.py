@@ -306,6 +306,9 @@ def test_every_rpc_against_a_real_server(cpp_build: CppBuild) -> None:
     model = by_kind["model"][0]
     assert model[:6] == ["model", "demo", "version", "0", "actor", "DISTRIBUTION_CATEGORICAL"]
     assert float(model[9]) == 0.99 and float(model[11]) == 0.95
+    # the fields later rounds added to ModelInfo, read by the typed struct and its message
+    assert model[12:] == ["agents", "0", "networks", "shared", "heads", "0", "world_model", "0",
+                          "qvalue", "0"]  # fmt: skip
     error = by_kind["error"][0]
     assert error[1:3] == ["GetModel", "NOT_FOUND"] and "no-such-model" in " ".join(error)
     advantage = by_kind["advantage"][0]

@@ -5,7 +5,8 @@
 // It CHANGES the server's default model (one SetParameters): run it against a test server.
 // Prints machine-readable lines, in this order:
 //   models <count> first <name> version <v> input <key> <dims...>      ListModels
-//   model <name> version <v> actor <DISTRIBUTION_...> actions <n> gamma <γ> lmbda <λ>  GetModel
+//   model <name> version <v> actor <DISTRIBUTION_...> actions <n> gamma <γ> lmbda <λ>
+//         agents <n> networks <shared|per_agent> heads <n> world_model <0|1> qvalue <0|1>  GetModel
 //   error GetModel <CODE> <message>                                    GetModel of an unknown name
 //   advantage <model> version <v> <advantage[0]> ...                   ComputeAdvantage (GAE)
 //   loss <loss> terms <sum of loss_* metrics> version <v> updated <0|1>  ComputeLoss (A2C)
@@ -77,10 +78,14 @@ int Run(const advantage::Client& client) {
   std::printf("\n");
 
   const advantage::ModelInfo model = client.GetModel();
-  std::printf("model %s version %lld actor %s actions %lld gamma %.17g lmbda %.17g\n",
-              model.name.c_str(), static_cast<long long>(model.parameter_version),
-              v1::Distribution_Name(model.action.distribution).c_str(),
-              static_cast<long long>(model.action.num_actions), model.gamma, model.lmbda);
+  std::printf(
+      "model %s version %lld actor %s actions %lld gamma %.17g lmbda %.17g agents %u "
+      "networks %s heads %d world_model %d qvalue %d\n",
+      model.name.c_str(), static_cast<long long>(model.parameter_version),
+      v1::Distribution_Name(model.action.distribution).c_str(),
+      static_cast<long long>(model.action.num_actions), model.gamma, model.lmbda,
+      model.n_agents, model.agent_networks.c_str(), model.message.action().heads_size(),
+      model.message.has_world_model() ? 1 : 0, model.message.has_qvalue_network() ? 1 : 0);
   try {
     client.GetModel("no-such-model");
     std::printf("error GetModel OK\n");

@@ -452,6 +452,9 @@ ModelInfo ModelInfo::FromProto(const v1::ModelInfo& message) {
   info.lmbda = message.defaults().lmbda();
   info.device = message.device();
   info.parameter_dtype = message.parameter_dtype();
+  info.n_agents = message.n_agents();
+  if (!message.agent_networks().empty()) info.agent_networks = message.agent_networks();
+  info.message = message;
   return info;
 }
 

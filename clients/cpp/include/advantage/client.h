@@ -242,6 +242,11 @@ struct ModelInfo {
   double lmbda = 0;  // the model's default λ
   std::string device;
   v1::DType parameter_dtype = v1::DTYPE_UNSPECIFIED;
+  uint32_t n_agents = 0;                   // agents per step the networks serve (0 = any)
+  std::string agent_networks = "shared";   // "shared" or "per_agent" (proto ModelInfo)
+  // The whole message, for what has no typed field here: a composite actor's heads
+  // (message.action().heads()), the world model, the Q-networks and their target rule.
+  v1::ModelInfo message;
 
   static ModelInfo FromProto(const v1::ModelInfo& message);
 };
