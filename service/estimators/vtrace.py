@@ -173,16 +173,21 @@ def _vtrace_numba(
     data = [be.rows(values[name], layout) for name in names]
     flags = [be.rows(done, layout), be.rows(terminated, layout)]
     # torch's vectorised exp, not a scalar libm call per step: the same ratios as TorchRL's.
-    ratio = values["log_pi"] - values["log_mu"]
+    parallel = be.parallel(layout)
+    if parallel:
+        ratio = values["log_pi"] - values["log_mu"]
+        total = float(ratio.sum()) if validate else 0.0
+        ratio.exp_()
+    else:  # in the calling thread, never waiting for torch's pool (``threads`` point 4)
+        ratio, total = be.serial_exp(values["log_pi"], values["log_mu"], layout)
     # One reduction, no temporary: the sum is finite unless a log-ratio is not (or, for absurd
     # magnitudes, the sum overflows); then the exact check decides (log_pi = −inf is fine).
-    if validate and not math.isfinite(ratio.sum()):
+    if validate and not math.isfinite(total):
         check_log_probs(values["log_pi"], values["log_mu"])
-    ratio.exp_()
     names = ("rho_thresh", "c_thresh", "rho_pg_thresh")
     if be.scalar_fast_path(layout, coefs["gamma"], coefs["lmbda"], *thresholds.values()):
         lmbda = be.scalar(coefs["lmbda"], layout)
-        _kernels.get("vtrace_scalar", be.parallel(layout))(
+        _kernels.get("vtrace_scalar", parallel)(
             be.scalar(coefs["gamma"], layout),
             lmbda,
             be.one(layout) - lmbda,  # in the data's dtype, as the general kernel's 1 − λ
@@ -194,7 +199,7 @@ def _vtrace_numba(
             validate,
         )
     else:
-        _kernels.get("vtrace", be.parallel(layout))(
+        _kernels.get("vtrace", parallel)(
             be.coef_rows(coefs["gamma"], layout),
             be.coef_rows(coefs["lmbda"], layout),
             be.rows(ratio, layout),
