@@ -338,26 +338,42 @@ def _gae_scalar_at(gamma, gamma_lmbda, value, next_value, reward, done, terminat
     )  # fmt: skip
 
 
-_AT: dict[str, tuple[Callable[..., None], int, int]] = {
-    # name: (entry point, leading scalars, pointers)
-    "gae_scalar": (_gae_scalar_at, 2, 7),
+def _vtrace_scalar_at(gamma, lmbda, one_minus_lmbda, rho_thresh, c_thresh, rho_pg_thresh, ratio,
+                      value, next_value, reward, done, terminated, adv, vs_out, err, n_rows,
+                      n_steps, check):  # fmt: skip
+    # The thresholds come first here (scalars before pointers), the kernel's order inside.
+    shape = (n_rows, n_steps)
+    _vtrace_scalar_inline(
+        gamma, lmbda, one_minus_lmbda, numba.carray(ratio, shape), numba.carray(value, shape),
+        numba.carray(next_value, shape), numba.carray(reward, shape), numba.carray(done, shape),
+        numba.carray(terminated, shape), rho_thresh, c_thresh, rho_pg_thresh,
+        numba.carray(adv, shape), numba.carray(vs_out, shape), numba.carray(err, (n_rows,)), check,
+    )  # fmt: skip
+
+
+_AT: dict[str, tuple[Callable[..., None], int, int, tuple[int, ...]]] = {
+    # name: (entry point, leading scalars, data pointers, which of those point to bools)
+    "gae_scalar": (_gae_scalar_at, 2, 7, (3, 4)),
+    "vtrace_scalar": (_vtrace_scalar_at, 6, 8, (4, 5)),
 }
 # The serial kernels under names of their own (their own cache entries), inlined into the entry
 # points above; set on first use (``get_small``).
-_INLINE = {"gae_scalar": ("_gae_scalar_inline", _gae_scalar)}
+_INLINE = {
+    "gae_scalar": ("_gae_scalar_inline", _gae_scalar),
+    "vtrace_scalar": ("_vtrace_scalar_inline", _vtrace_scalar),
+}
 _gae_scalar_inline: Any = None
+_vtrace_scalar_inline: Any = None
 
 
 def _small_signature(name: str, dtype_name: str) -> tuple[Any, Any]:
     """The numba and the ctypes signature of an entry point: scalars, data pointers, the error
     array's pointer, n_rows, n_steps, check."""
-    _, n_scalars, n_pointers = _AT[name]
+    _, n_scalars, n_pointers, bools = _AT[name]
     ft = getattr(numba, dtype_name)
     c_ft = ctypes.c_float if dtype_name == "float32" else ctypes.c_double
     ptr = numba.types.CPointer
-    pointers = [ptr(ft)] * n_pointers
-    if name == "gae_scalar":  # value, next_value, reward, done, terminated, adv, target
-        pointers[3] = pointers[4] = ptr(numba.boolean)
+    pointers = [ptr(numba.boolean) if i in bools else ptr(ft) for i in range(n_pointers)]
     sig = numba.void(
         *([ft] * n_scalars), *pointers, ptr(numba.int32), numba.int64, numba.int64, numba.boolean
     )

@@ -175,3 +175,63 @@ def test_vtrace_serial_path_refuses_bad_log_probs() -> None:
     with pytest.raises(ArgumentError) as caught:
         vtrace(0.99, b.log_pi, b.log_mu, b.state_value, b.next_state_value, b.reward, b.done)
     assert str(caught.value) == "log_mu: expected finite values, got inf at index (3, 599, 0)"
+
+
+@pytest.mark.parametrize(("rho", "c"), [(1.0, 1.0), (1.5, 0.8), (0.7, 2.0)])
+@pytest.mark.parametrize("shape", [(1, 8, 1), (8, 64, 1), (37, 1)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_vtrace_is_torchrls_bit_for_bit(small_calls, dtype, shape, rho, c) -> None:
+    b = make_batch(shape, dtype, seed=13)
+    b.log_pi[0, 0] = -math.inf  # ρ = 0
+    args = (b.state_value, b.next_state_value, b.reward, b.done, b.terminated)
+    adv, vs = vtrace(0.99, b.log_pi, b.log_mu, *args, rho_thresh=rho, c_thresh=c)
+    assert small_calls == ["vtrace_scalar"]
+    ex = torchrl_exact
+    ref_adv, ref_vs = F.vtrace_advantage_estimate(
+        ex(0.99, dtype), b.log_pi, b.log_mu, *args, rho_thresh=ex(rho, dtype),
+        c_thresh=ex(c, dtype),
+    )  # fmt: skip
+    assert_bitwise(adv, ref_adv)
+    assert_bitwise(vs, ref_vs)
+
+
+def test_vtrace_above_one_torch_slice_takes_the_checked_path(small_calls) -> None:
+    b = make_batch((7, 333, 1), torch.float32, seed=14)
+    vtrace(0.99, b.log_pi, b.log_mu, b.state_value, b.next_state_value, b.reward, b.done)
+    assert small_calls == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda b: b.log_mu.__setitem__((1, 5, 0), math.inf),
+         "log_mu: expected finite values, got inf at index (1, 5, 0)"),
+        (lambda b: b.log_pi.__setitem__((0, 2, 0), math.nan),
+         "log_pi: expected finite values or -inf, got nan at index (0, 2, 0)"),
+        (lambda b: b.reward.__setitem__((1, 7, 0), math.nan),
+         "reward: expected finite values, got nan at index (1, 7, 0)"),
+    ],
+)  # fmt: skip
+def test_small_vtrace_refuses_bad_data_by_name(small_calls, edit, message) -> None:
+    b = make_batch((2, 8, 1), torch.float32, seed=15, p_done=0.0)
+    edit(b)
+    with pytest.raises(ArgumentError) as caught:
+        vtrace(0.9, b.log_pi, b.log_mu, b.state_value, b.next_state_value, b.reward, b.done)
+    # log-probabilities are refused before the kernel, data found bad by the kernel after it
+    assert small_calls == ([] if message.startswith("log_") else ["vtrace_scalar"])
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("knob", "value", "fragment"),
+    [("rho_thresh", 0.0, "expected a finite value > 0"),
+     ("c_thresh", math.inf, "expected a finite value > 0"),
+     ("rho_pg_thresh", -1.0, "expected a finite value > 0"),
+     ("lmbda", 1.5, "expected a value in \\[0, 1\\]")],
+)  # fmt: skip
+def test_small_vtrace_refuses_knobs_as_before(small_calls, knob, value, fragment) -> None:
+    b = make_batch((2, 8, 1), torch.float32, seed=16)
+    with pytest.raises(ArgumentError, match=fragment) as caught:
+        vtrace(0.9, b.log_pi, b.log_mu, b.state_value, b.next_state_value, b.reward, b.done,
+               **{knob: value})  # fmt: skip
+    assert caught.value.argument == knob
