@@ -23,7 +23,7 @@ descheduled: on 2 cores with two busy processes, GAE at 64×128 took 8 ms instea
    ratios are torch's own ``exp`` (numba's differs in the last bit for ~1% of float32 and ~5% of
    float64 values). torch splits a transcendental op across its intra-op pool above 2 048
    elements (``TORCH_SERIAL_ELEMENTS``, ATen's grain for these kernels), and under contention
-   that pool stalls exactly as a numba barrier does: V-trace at 64×128 took 8–16 ms, for ~20 µs
+   that pool stalls exactly as a numba barrier does: V-trace at 64×128 took 8–16 ms, for ~50 µs
    of work. On the serial path the estimators call such ops on slices of at most that many
    elements, which torch runs inline; each element's value is the same however the tensor is
    split (checked on 4·10⁶ random values per dtype: torch's results do not depend on its thread
