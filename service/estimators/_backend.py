@@ -15,16 +15,18 @@ from torch import Tensor
 
 from service.errors import ArgumentError
 from service.estimators import _kernels, threads
-from service.estimators._checks import Coef, Layout
+from service.estimators._checks import DEFAULT_TIME_DIM, Coef, Layout
 
 __all__ = [
     "Backend",
+    "FastRows",
     "check_out",
     "choose",
     "coef_rows",
     "coef_step",
     "coef_time_major",
     "deliver",
+    "fast_rows",
     "from_time_major",
     "grad_inputs",
     "new_rows",
@@ -34,6 +36,7 @@ __all__ = [
     "rows",
     "scalar",
     "scalar_fast_path",
+    "serial_exp",
     "time_major",
     "wants_grad",
 ]
@@ -43,6 +46,71 @@ Backend = Literal["auto", "numba", "torch"]
 Out = tuple[Tensor, Tensor] | None
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+#: A small serial call's ``(n_rows, n_steps)``: see ``fast_rows``.
+FastRows = tuple[int, int]
+
+
+def fast_rows(
+    time_dim: int, values: tuple[Tensor, ...], flags: tuple[Tensor, ...]
+) -> FastRows | None:
+    """``(n_rows, n_steps)`` when a call may take the small-call path, else None.
+
+    The small-call path is the common case with nothing to normalise: plain CPU tensors of one
+    float32/float64 dtype (flags bool), one shape, contiguous, no autograd, one feature
+    (``[*B, T, 1]`` with the default ``time_dim``, or time last with ``time_dim=-1``), and work
+    small enough for the serial kernel build (``threads``' policy). Every such input passes the
+    full checks unchanged, so skipping them changes no result and no refusal: anything else
+    returns None and takes the checked path, which raises exactly as before. Costs ~2 µs
+    instead of the ~40 µs of normalising and viewing the inputs one by one.
+    """
+    if not _kernels.AVAILABLE:
+        return None
+    ref = values[0]
+    if type(ref) is not Tensor:
+        return None
+    dtype = ref.dtype
+    if dtype is not torch.float32 and dtype is not torch.float64:
+        return None
+    shape = ref.shape
+    for x in values:
+        if (
+            type(x) is not Tensor
+            or x.dtype is not dtype
+            or x.shape != shape
+            or not x.is_cpu
+            or x.requires_grad
+            or x.layout is not torch.strided
+            or not x.is_contiguous()
+        ):
+            return None
+    for x in flags:
+        if (
+            type(x) is not Tensor
+            or x.dtype is not torch.bool
+            or x.shape != shape
+            or not x.is_cpu
+            or x.layout is not torch.strided
+            or not x.is_contiguous()
+        ):
+            return None
+    ndim = len(shape)
+    if time_dim is DEFAULT_TIME_DIM:
+        if ndim < 2 or shape[-1] != 1:
+            return None
+        n_steps = shape[-2]
+    elif type(time_dim) is int and ndim >= 1 and time_dim in (-1, ndim - 1):
+        n_steps = shape[-1]
+    else:
+        return None
+    elements = ref.numel()
+    if n_steps == 0 or elements == 0:
+        return None
+    n_rows = elements // n_steps
+    if threads.kernel_threads(n_rows, elements) != 1:
+        return None
+    return n_rows, n_steps
 
 
 def choose(requested: Backend, layout: Layout, needs_grad: bool) -> Literal["numba", "torch"]:
@@ -177,6 +245,23 @@ def one_minus(c: float, layout: Layout) -> float:
     if layout.dtype in _KERNEL_DTYPES:
         return float(one(layout) - scalar(c, layout))
     return float(1 - torch.tensor(c, dtype=layout.dtype))
+
+
+def serial_exp(log_pi: Tensor, log_mu: Tensor, layout: Layout) -> tuple[Tensor, float]:
+    """``exp(log_pi − log_mu)`` by torch, in the calling thread, and the log-ratios' sum.
+
+    For the serial kernel path (``threads`` point 4): the subtraction and the sum by numpy
+    (single-threaded; a subtraction is exactly rounded, so the same numbers as torch's), the
+    ``exp`` by torch on slices torch never splits across its pool. The sum is only a finiteness
+    probe (see the callers).
+    """
+    ratio_np = np.subtract(rows(log_pi, layout), rows(log_mu, layout))
+    total = float(ratio_np.sum())
+    ratio = torch.from_numpy(ratio_np).view(-1)
+    step = threads.TORCH_SERIAL_ELEMENTS
+    for start in range(0, ratio.numel(), step):
+        ratio[start : start + step].exp_()
+    return ratio.view(layout.shape), total
 
 
 def time_major(x: Tensor, layout: Layout) -> Tensor:

@@ -85,6 +85,20 @@ def gae(
         ``(advantage, value_target)``, each of the inputs' shape, dtype and device, covering
         the same steps t = 0 … T−1.
     """
+    if (
+        type(gamma) is float
+        and type(lmbda) is float
+        and out is None
+        and not average_gae
+        and (_backend == "auto" or _backend == "numba")
+        and 0.0 <= gamma <= 1.0
+        and 0.0 <= lmbda <= 1.0
+    ):
+        values = (state_value, next_state_value, reward)
+        flags = (done, done if terminated is None else terminated)
+        fast = be.fast_rows(time_dim, values, flags)
+        if fast is not None:
+            return _gae_small(gamma, lmbda, values, flags, fast, validate)
     layout = check_inputs(
         {"state_value": state_value, "next_state_value": next_state_value, "reward": reward},
         {"done": done, "terminated": terminated},
@@ -123,6 +137,38 @@ def gae(
         if average_gae:
             advantage = standardize(advantage, EPS_GAE, "average_gae")
     return be.deliver((advantage, value_target), out)
+
+
+def _gae_small(
+    gamma: float,
+    lmbda: float,
+    values: tuple[Tensor, Tensor, Tensor],
+    flags: tuple[Tensor, Tensor],
+    fast: be.FastRows,
+    validate: bool,
+) -> tuple[Tensor, Tensor]:
+    """The small-call path (``be.fast_rows``): the serial scalar kernel, straight on the inputs'
+    memory, with the same numbers and the same refusals as ``_gae_numba``."""
+    n_rows, n_steps = fast
+    value = values[0]
+    advantage = torch.empty_like(value)
+    value_target = torch.empty_like(value)
+    err = np.zeros(n_rows, dtype=np.int32)
+    f32 = value.dtype is torch.float32
+    _kernels.get_small("gae_scalar", "float32" if f32 else "float64")(
+        # λ·γ in double, as TorchRL forms it for floats; ctypes rounds to float32 as numpy does
+        gamma,
+        lmbda * gamma,
+        *(x.data_ptr() for x in (*values, *flags, advantage, value_target)),
+        err.ctypes.data,
+        n_rows,
+        n_steps,
+        validate,
+    )
+    if validate and np.count_nonzero(err):
+        names = ("state_value", "next_state_value", "reward")
+        diagnose(dict(zip(names, values, strict=True)), *flags, {"gamma": gamma, "lmbda": lmbda})
+    return advantage, value_target
 
 
 def _gae_numba(

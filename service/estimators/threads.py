@@ -19,6 +19,16 @@ descheduled: on 2 cores with two busy processes, GAE at 64×128 took 8 ms instea
    (Linux, ~3 µs, and only for work that takes a millisecond or more). With one core free the
    serial build runs, so a busy machine costs at most the serial time, never a stalled barrier.
 
+4. **torch's elementwise ops on serial work run in the calling thread too.** V-trace's importance
+   ratios are torch's own ``exp`` (numba's differs in the last bit for ~1% of float32 and ~5% of
+   float64 values). torch splits a transcendental op across its intra-op pool above 2 048
+   elements (``TORCH_SERIAL_ELEMENTS``, ATen's grain for these kernels), and under contention
+   that pool stalls exactly as a numba barrier does: V-trace at 64×128 took 8–16 ms, for ~50 µs
+   of work. On the serial path the estimators call such ops on slices of at most that many
+   elements, which torch runs inline; each element's value is the same however the tensor is
+   split (checked on 4·10⁶ random values per dtype: torch's results do not depend on its thread
+   count).
+
 The server applies ``for_workers(settings.workers)`` at start-up (``service.server.serve``);
 library users can call ``set_policy`` (``ThreadPolicy(budget=1)`` makes every kernel serial).
 """
@@ -30,6 +40,7 @@ import threading
 from dataclasses import dataclass, replace
 
 __all__ = [
+    "TORCH_SERIAL_ELEMENTS",
     "ThreadPolicy",
     "apply",
     "available_cores",
@@ -39,6 +50,10 @@ __all__ = [
     "policy",
     "set_policy",
 ]
+
+
+#: The most elements torch runs a transcendental elementwise op on without waking its pool.
+TORCH_SERIAL_ELEMENTS = 2048
 
 
 def available_cores() -> int:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from service.estimators import _backend as be
-from service.estimators import _kernels
+from service.estimators import _kernels, threads
 from service.estimators._checks import (
     DEFAULT_TIME_DIM,
     Coef,
@@ -100,6 +100,28 @@ def vtrace(
         ``(advantage, vs)`` for steps t = 0 … T−1, inputs' shape and device, in the promoted
         dtype.
     """
+    if (
+        type(gamma) is float
+        and type(lmbda) is float
+        and type(rho_thresh) is float
+        and type(c_thresh) is float
+        and (rho_pg_thresh is None or type(rho_pg_thresh) is float)
+        and out is None
+        and not average_adv
+        and (_backend == "auto" or _backend == "numba")
+        and 0.0 <= gamma <= 1.0
+        and 0.0 <= lmbda <= 1.0
+        and 0.0 < rho_thresh < math.inf
+        and 0.0 < c_thresh < math.inf
+        and (rho_pg_thresh is None or 0.0 < rho_pg_thresh < math.inf)
+    ):
+        values = (state_value, next_state_value, reward, log_pi, log_mu)
+        flags = (done, done if terminated is None else terminated)
+        fast = be.fast_rows(time_dim, values, flags)
+        if fast is not None and fast[0] * fast[1] <= threads.TORCH_SERIAL_ELEMENTS:
+            rho_pg = rho_thresh if rho_pg_thresh is None else rho_pg_thresh
+            thresholds = (rho_thresh, c_thresh, rho_pg)
+            return _vtrace_small(gamma, lmbda, thresholds, values, flags, fast, validate)
     layout = check_inputs(
         {
             "state_value": state_value,
@@ -153,6 +175,49 @@ def vtrace(
     return be.deliver((advantage, vs), out)
 
 
+def _vtrace_small(
+    gamma: float,
+    lmbda: float,
+    thresholds: tuple[float, float, float],
+    values: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+    flags: tuple[Tensor, Tensor],
+    fast: be.FastRows,
+    validate: bool,
+) -> tuple[Tensor, Tensor]:
+    """The small-call path (``be.fast_rows``, at most ``TORCH_SERIAL_ELEMENTS``): torch's ``exp``
+    in the calling thread, then the serial scalar kernel's pointer entry point; the same numbers
+    and the same refusals as ``_vtrace_numba``."""
+    n_rows, n_steps = fast
+    value, _, _, log_pi, log_mu = values
+    ratio = log_pi - log_mu  # few elements: torch runs these in the calling thread
+    if validate and not math.isfinite(ratio.sum()):
+        check_log_probs(log_pi, log_mu)
+    ratio.exp_()
+    f32 = value.dtype is torch.float32
+    # 1 − λ in the data's dtype, as the checked path forms it
+    one_minus_lmbda = float(np.float32(1) - np.float32(lmbda)) if f32 else 1.0 - lmbda
+    advantage = torch.empty_like(value)
+    vs = torch.empty_like(value)
+    err = np.zeros(n_rows, dtype=np.int32)
+    _kernels.get_small("vtrace_scalar", "float32" if f32 else "float64")(
+        gamma,
+        lmbda,
+        one_minus_lmbda,
+        *thresholds,
+        *(x.data_ptr() for x in (ratio, *values[:3], *flags, advantage, vs)),
+        err.ctypes.data,
+        n_rows,
+        n_steps,
+        validate,
+    )
+    if validate and np.count_nonzero(err):
+        names = ("state_value", "next_state_value", "reward", "log_pi", "log_mu")
+        coefs = {"gamma": gamma, "lmbda": lmbda}
+        limits = dict(zip(("rho_thresh", "c_thresh", "rho_pg_thresh"), thresholds, strict=True))
+        diagnose(dict(zip(names, values, strict=True)), *flags, coefs, limits)
+    return advantage, vs
+
+
 def _vtrace_numba(
     values: dict[str, Tensor],
     done: Tensor,
@@ -173,16 +238,21 @@ def _vtrace_numba(
     data = [be.rows(values[name], layout) for name in names]
     flags = [be.rows(done, layout), be.rows(terminated, layout)]
     # torch's vectorised exp, not a scalar libm call per step: the same ratios as TorchRL's.
-    ratio = values["log_pi"] - values["log_mu"]
+    parallel = be.parallel(layout)
+    if parallel:
+        ratio = values["log_pi"] - values["log_mu"]
+        total = float(ratio.sum()) if validate else 0.0
+        ratio.exp_()
+    else:  # in the calling thread, never waiting for torch's pool (``threads`` point 4)
+        ratio, total = be.serial_exp(values["log_pi"], values["log_mu"], layout)
     # One reduction, no temporary: the sum is finite unless a log-ratio is not (or, for absurd
     # magnitudes, the sum overflows); then the exact check decides (log_pi = −inf is fine).
-    if validate and not math.isfinite(ratio.sum()):
+    if validate and not math.isfinite(total):
         check_log_probs(values["log_pi"], values["log_mu"])
-    ratio.exp_()
     names = ("rho_thresh", "c_thresh", "rho_pg_thresh")
     if be.scalar_fast_path(layout, coefs["gamma"], coefs["lmbda"], *thresholds.values()):
         lmbda = be.scalar(coefs["lmbda"], layout)
-        _kernels.get("vtrace_scalar", be.parallel(layout))(
+        _kernels.get("vtrace_scalar", parallel)(
             be.scalar(coefs["gamma"], layout),
             lmbda,
             be.one(layout) - lmbda,  # in the data's dtype, as the general kernel's 1 − λ
@@ -194,7 +264,7 @@ def _vtrace_numba(
             validate,
         )
     else:
-        _kernels.get("vtrace", be.parallel(layout))(
+        _kernels.get("vtrace", parallel)(
             be.coef_rows(coefs["gamma"], layout),
             be.coef_rows(coefs["lmbda"], layout),
             be.rows(ratio, layout),

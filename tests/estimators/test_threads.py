@@ -82,17 +82,23 @@ def test_set_policy_returns_the_previous_one() -> None:
         threads.set_policy(before)
 
 
-@pytest.mark.parametrize(("budget", "expected_parallel"), [(1, False), (2, True)])
-def test_the_kernel_build_follows_the_policy(policy, monkeypatch, budget, expected_parallel):
+@pytest.mark.parametrize(("budget", "expected"), [(1, ["small"]), (2, [True])])
+def test_the_kernel_build_follows_the_policy(policy, monkeypatch, budget, expected):
+    """Serial work takes the small-call entry point, parallel work the parallel build."""
     policy(ThreadPolicy(budget=budget, parallel_min_elements=0, watch_load=False))
-    fetched: list[bool] = []
-    original = _kernels.get
+    fetched: list[bool | str] = []
+    original, original_small = _kernels.get, _kernels.get_small
 
     def get(name: str, parallel: bool = True):
         fetched.append(parallel)
         return original(name, parallel)
 
+    def get_small(name: str, dtype_name: str):
+        fetched.append("small")
+        return original_small(name, dtype_name)
+
     monkeypatch.setattr(_kernels, "get", get)
+    monkeypatch.setattr(_kernels, "get_small", get_small)
     b = make_batch((4, 16, 1), torch.float64, seed=3)
     gae(0.9, 0.8, b.state_value, b.next_state_value, b.reward, b.done, b.terminated)
-    assert fetched == [expected_parallel]
+    assert fetched == expected
