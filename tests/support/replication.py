@@ -125,3 +125,53 @@ class RefusingServer:
 
     def stop(self) -> None:
         self.server.stop(0).wait(30)
+
+
+class BrokenStreamServer:
+    """A SERVING server whose GetParameters replays `chunks` (serialised ParameterChunks of a
+    real server) but, for its first `breaks` calls, sends the first chunk and then fails the
+    stream with UNAVAILABLE: a server that goes away mid-stream. Counts the calls."""
+
+    def __init__(self, chunks: list[bytes], breaks: int) -> None:
+        self.calls = 0
+        self._breaks = breaks
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(4))
+
+        def replay(request: bytes, context: grpc.ServicerContext):
+            with self._lock:
+                self.calls += 1
+                broken = self.calls <= self._breaks
+            yield chunks[0]
+            if broken:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "stream removed mid-way")
+            yield from chunks[1:]
+
+        handler = grpc.unary_stream_rpc_method_handler(replay)  # raw bytes in and out
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"GetParameters": handler}),)
+        )
+        checker = health_service.HealthServicer()
+        checker.set("", health_pb2.HealthCheckResponse.SERVING)
+        checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(checker, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.stop(0).wait(30)
+
+
+def raw_parameter_chunks(target: str, max_chunk_bytes: int) -> list[bytes]:
+    """The serialised ParameterChunks a real server streams for its default model."""
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_stream(
+            f"/{SERVICE}/GetParameters",
+            request_serializer=pb.GetParametersRequest.SerializeToString,
+            response_deserializer=None,
+        )
+        return list(call(pb.GetParametersRequest(max_chunk_bytes=max_chunk_bytes), timeout=30))

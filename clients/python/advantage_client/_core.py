@@ -203,12 +203,36 @@ class Unary:
 
 @dataclass(frozen=True)
 class ServerStream:
-    """Call a server-streaming RPC and hand each message to `consume`; None is sent back."""
+    """Call a server-streaming RPC and hand each message to `consume`; None is sent back.
+
+    `restart`, for a read that may be redone from its start (GetParameters), forgets what
+    `consume` took: gRPC retries a stream only until its first message arrives, so a server
+    that goes away mid-stream (a replica stopped) is retried here, on the next server, as gRPC
+    retries unary calls (`stream_attempts`)."""
 
     method: str
     request: Any
     timeout: float | None
     consume: Callable[[Any], None]
+    restart: Callable[[], None] | None = None
+
+
+def stream_attempts(service_config: Mapping[str, Any] | None) -> int:
+    """How many times a restartable stream is tried: the service config's retry policy for
+    UNAVAILABLE (its `maxAttempts`), else once."""
+    for entry in (service_config or {}).get("methodConfig", []):
+        policy = entry.get("retryPolicy") or {}
+        names = entry.get("name", [])
+        if "UNAVAILABLE" in policy.get("retryableStatusCodes", ()) and any(
+            "method" not in name for name in names
+        ):
+            return max(1, int(policy.get("maxAttempts", 1)))
+    return 1
+
+
+def stream_backoff(attempt: int) -> float:
+    """Seconds before retry `attempt` (1, 2, …) of a stream: the default policy's backoff."""
+    return min(1.0, 0.05 * 2 ** (attempt - 1))
 
 
 Step = Unary | ServerStream
@@ -358,6 +382,8 @@ class ClientCore:
             )
         self._stub = pb_grpc.AdvantageServiceStub(self._channel)
         self._timeout = timeout
+        own_config = any(name == "grpc.service_config" for name, _ in options)
+        self._stream_attempts = 1 if own_config else stream_attempts(service_config)
         # Sent with every call when the server requires a bearer token.
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._models: dict[str, ModelInfo] = {}  # GetModel answers, for TensorDict inputs
@@ -671,9 +697,15 @@ class ClientCore:
         """
         request = parameters_request(model, prefixes, max_chunk_bytes, as_)
         request = _with_min_version(request, min_parameter_version)
-        assembler = ParameterAssembler(as_, device)
-        yield ServerStream("GetParameters", request, timeout, assembler.add)
-        return assembler.result()
+        assemblers = [ParameterAssembler(as_, device)]
+        yield ServerStream(
+            "GetParameters",
+            request,
+            timeout,
+            lambda chunk: assemblers[-1].add(chunk),
+            restart=lambda: assemblers.append(ParameterAssembler(as_, device)),
+        )
+        return assemblers[-1].result()
 
     def _set_parameters(
         self,

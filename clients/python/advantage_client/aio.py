@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar, Literal
 
 import grpc
 
-from advantage_client._core import ClientCore, Finished, Step, Steps, Unary, advance, rpc_errors
+from advantage_client._core import (
+    ClientCore,
+    Finished,
+    Step,
+    Steps,
+    Unary,
+    advance,
+    rpc_errors,
+    stream_backoff,
+)
+from advantage_client.errors import UnavailableError
 
 __all__ = ["AsyncAdvantageClient"]
 
@@ -40,10 +51,20 @@ class AsyncAdvantageClient(ClientCore):
         return outcome.value
 
     async def _perform(self, step: Step) -> Any:
-        call = self._invoke(step)
-        with rpc_errors(cancel=call):
-            if isinstance(step, Unary):
-                return await call
-            async for message in call:
-                step.consume(message)
-        return None
+        attempt = 1
+        while True:
+            call = self._invoke(step)
+            try:
+                with rpc_errors(cancel=call):
+                    if isinstance(step, Unary):
+                        return await call
+                    async for message in call:
+                        step.consume(message)
+                return None
+            except UnavailableError:
+                restart = getattr(step, "restart", None)
+                if restart is None or attempt >= self._stream_attempts:
+                    raise
+                await asyncio.sleep(stream_backoff(attempt))
+                attempt += 1
+                restart()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar, Literal
 
 import grpc
@@ -18,7 +19,9 @@ from advantage_client._core import (
     channel_options,
     channel_target,
     rpc_errors,
+    stream_backoff,
 )
+from advantage_client.errors import UnavailableError
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_MB",
@@ -62,8 +65,17 @@ class AdvantageClient(ClientCore):
         if isinstance(step, Unary):
             with rpc_errors():
                 return self._invoke(step)
-        stream = self._invoke(step)
-        with rpc_errors(cancel=stream):
-            for message in stream:
-                step.consume(message)
-        return None
+        attempt = 1
+        while True:
+            stream = self._invoke(step)
+            try:
+                with rpc_errors(cancel=stream):
+                    for message in stream:
+                        step.consume(message)
+                return None
+            except UnavailableError:
+                if step.restart is None or attempt >= self._stream_attempts:
+                    raise
+                time.sleep(stream_backoff(attempt))
+                attempt += 1
+                step.restart()
