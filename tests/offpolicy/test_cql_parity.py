@@ -19,6 +19,7 @@ from tests.support.offpolicy import (
     as_float64,
     make_batch,
     parameters,
+    perturb,
     stacked_members,
     stub,
     td_error,
@@ -74,10 +75,7 @@ def _batch(seed: int = 0):
 )
 def test_cql_terms_equal_torchrl(options: dict, wire: dict) -> None:
     model = as_float64(demo_sac_model(CPU))
-    g = torch.Generator().manual_seed(9)
-    with torch.no_grad():  # targets that differ from the online networks
-        for parameter in model.target_qvalue_network.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=g, dtype=F64))
+    perturb(model.target_qvalue_network, 9)  # targets that differ from the online ones
     oracle = _oracle(model, **options)
     batch = _batch()
     td = batch.tensordict()

@@ -20,6 +20,7 @@ from tests.support.offpolicy import (
     as_float64,
     make_batch,
     parameters,
+    perturb,
     stacked_members,
     stub,
     td_error,
@@ -65,13 +66,6 @@ def _load(params, stacked: dict, ensemble: bool) -> None:
 
 def _batch(seed: int = 0):
     return make_batch(16, 3, lambda g: torch.rand(16, 1, generator=g, dtype=F64) * 1.8 - 0.9, seed)
-
-
-def _perturb(network: nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in network.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=g, dtype=parameter.dtype))
 
 
 def _ddpg_oracle(model, **options) -> DDPGLoss:
@@ -129,8 +123,8 @@ def _ask(port: int, name: str, batch, field: str, message, **request) -> pb.Comp
 )
 def test_ddpg_terms_equal_torchrl(options: dict, wire: dict) -> None:
     model = _ddpg_model()
-    _perturb(model.target_qvalue_network, 1)
-    _perturb(model.target_actor_network, 2)
+    perturb(model.target_qvalue_network, 1)
+    perturb(model.target_actor_network, 2)
     oracle = _ddpg_oracle(model, **options)
     batch = _batch()
     td = batch.tensordict()
@@ -162,8 +156,8 @@ def test_ddpg_terms_equal_torchrl(options: dict, wire: dict) -> None:
 )
 def test_td3_terms_equal_torchrl(options: dict, wire: dict) -> None:
     model = as_float64(demo_sac_model(CPU))
-    _perturb(model.target_qvalue_network, 1)
-    _perturb(model.target_actor_network, 2)
+    perturb(model.target_qvalue_network, 1)
+    perturb(model.target_actor_network, 2)
     oracle = _td3_oracle(model, **options)
     batch = _batch()
     td = batch.tensordict()
@@ -234,7 +228,7 @@ def test_td3_bc_terms_equal_torchrl(alpha: float, wire: dict) -> None:
     from torchrl.objectives import TD3BCLoss
 
     model = as_float64(demo_sac_model(CPU))
-    _perturb(model.target_qvalue_network, 1)
+    perturb(model.target_qvalue_network, 1)
     member = copy.deepcopy(model.qvalue_network.members[0])
     oracle = TD3BCLoss(
         _actor(model),

@@ -18,6 +18,7 @@ from tests.support.offpolicy import (
     as_float64,
     make_batch,
     parameters,
+    perturb,
     stacked_members,
     stub,
     td_error,
@@ -31,13 +32,6 @@ CPU = torch.device("cpu")
 
 def _tail(key: str) -> str:
     return key.split("module.")[-1]
-
-
-def _perturb(network, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in network.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=g, dtype=parameter.dtype))
 
 
 def _iql_oracle(model, **options) -> IQLLoss:
@@ -83,7 +77,7 @@ def _discrete_batch(seed: int = 0):
 )
 def test_iql_terms_equal_torchrl(options: dict, wire: dict) -> None:
     model = as_float64(demo_sac_model(CPU))
-    _perturb(model.target_qvalue_network, 3)
+    perturb(model.target_qvalue_network, 3)
     oracle = _iql_oracle(model, **options)
     batch = _continuous_batch()
     td = batch.tensordict()
@@ -199,7 +193,7 @@ def test_discrete_cql_bootstraps_from_the_target_network() -> None:
     """With targets that differ from the online network, the TD target is the paper's
     r + γ(1 − terminated)·max_a Q̄(s′, a) (re-typed here), and loss_cql is unchanged."""
     model = as_float64(demo_dqn_model(CPU))
-    _perturb(model.target_qvalue_network, 4)
+    perturb(model.target_qvalue_network, 4)
     batch = _discrete_batch()
     with torch.no_grad():
         q = model.qvalue_network(batch.observation)
@@ -293,7 +287,7 @@ def test_discrete_iql_terms_equal_torchrl(options: dict, wire: dict) -> None:
     from service.models.demo_offpolicy import demo_discrete_sac_model
 
     model = as_float64(demo_discrete_sac_model(CPU))
-    _perturb(model.target_qvalue_network, 5)
+    perturb(model.target_qvalue_network, 5)
     oracle = _discrete_iql_oracle(model, **options)
     batch = _discrete_batch()
     td = batch.tensordict()

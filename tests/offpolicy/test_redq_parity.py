@@ -24,6 +24,7 @@ from tests.support.offpolicy import (
     as_float64,
     make_batch,
     parameters,
+    perturb,
     stacked_members,
     stub,
     td_error,
@@ -92,10 +93,7 @@ def _batch(seed: int = 0):
 )
 def test_redq_terms_equal_torchrl(options: dict, wire: dict) -> None:
     model = _model()
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for parameter in model.target_qvalue_network.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=g, dtype=F64))
+    perturb(model.target_qvalue_network, 2)  # targets that differ from the online ones
     oracle = _oracle(model, **options)
     batch = _batch()
     td = batch.tensordict()

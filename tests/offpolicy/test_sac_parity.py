@@ -20,6 +20,7 @@ from tests.support.offpolicy import (
     as_float64,
     make_batch,
     parameters,
+    perturb,
     sac_oracle,
     stacked_members,
     stub,
@@ -62,10 +63,7 @@ def _discrete_oracle(model, gamma: float = 0.99, **options) -> DiscreteSACLoss:
 
 def _perturb_targets(model) -> None:
     """Targets that differ from the online networks, so using the wrong one shows."""
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for parameter in model.target_qvalue_network.parameters():
-            parameter.add_(0.05 * torch.randn(parameter.shape, generator=g, dtype=parameter.dtype))
+    perturb(model.target_qvalue_network, 7)
 
 
 def _copy_targets(model, loss) -> None:

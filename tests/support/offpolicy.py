@@ -94,6 +94,15 @@ def make_batch(
     )
 
 
+def perturb(network: nn.Module, seed: int) -> None:
+    """Shift every parameter of `network` by seeded noise (targets that differ from the online
+    networks, so that using the wrong one shows)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=g, dtype=parameter.dtype))
+
+
 def stub(port: int) -> rpc.AdvantageServiceStub:
     return rpc.AdvantageServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
 
