@@ -11,9 +11,7 @@ Missing tools or packages FAIL the tests with the apt-get line that installs the
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,8 +20,7 @@ from tests.support.client_cases import ADVANTAGE_CASES, LOSS_CASES
 from tests.support.polyglot import (
     GOLDEN_CASES,
     SuiteRun,
-    client_test_servers,
-    parse_results,
+    run_client_suite,
 )
 
 GO_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "go"
@@ -43,25 +40,16 @@ def go_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
             {}, "", f"missing {', '.join(missing) or 'golang-google-grpc-dev'}; {INSTALL}"
         )
     folder = tmp_path_factory.mktemp("go-client")
-    with client_test_servers(folder) as servers:
-        env = {
-            **os.environ,
-            **servers.variables,
+    return run_client_suite(
+        folder,
+        [str(GO_CLIENT / "go-offline.sh"), "test", "-count=1", "-v", "."],
+        {
             "ADVANTAGE_GO_WORK": str(folder / "work"),
             "GRPC_GO_RETRY": "on",  # grpc-go < 1.40 retries only with it
-        }
-        done = subprocess.run(
-            [str(GO_CLIENT / "go-offline.sh"), "test", "-count=1", "-v", "."],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            env=env,
-        )
-        refused = servers.refusing.calls
-    output = done.stdout + done.stderr
-    results = parse_results(done.stdout)
-    problem = None if results else f"`go test` ran no test; {INSTALL}\n{output[-4000:]}"
-    return SuiteRun(results, output[-20000:], problem, refused)
+        },
+        INSTALL,
+        "`go test`",
+    )
 
 
 def test_every_go_test_passed_and_none_was_skipped(go_run: SuiteRun) -> None:

@@ -13,9 +13,7 @@ FAIL the tests with the apt-get line that installs them.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,8 +22,7 @@ from tests.support.client_cases import ADVANTAGE_CASES, LOSS_CASES
 from tests.support.polyglot import (
     GOLDEN_CASES,
     SuiteRun,
-    client_test_servers,
-    parse_results,
+    run_client_suite,
 )
 
 JAVA_CLIENT = Path(__file__).resolve().parents[2] / "clients" / "java"
@@ -43,20 +40,13 @@ def java_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
     if missing:
         return SuiteRun({}, "", f"missing {', '.join(missing)}; {INSTALL}")
     folder = tmp_path_factory.mktemp("java-client")
-    with client_test_servers(folder) as servers:
-        env = {**os.environ, **servers.variables, "ADVANTAGE_JAVA_BUILD": str(folder / "build")}
-        done = subprocess.run(
-            [str(JAVA_CLIENT / "build.sh"), "test"],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            env=env,
-        )
-        refused = servers.refusing.calls
-    output = done.stdout + done.stderr
-    results = parse_results(done.stdout)
-    problem = None if results else f"the Java tests did not run; {INSTALL}\n{output[-4000:]}"
-    return SuiteRun(results, output[-20000:], problem, refused)
+    return run_client_suite(
+        folder,
+        [str(JAVA_CLIENT / "build.sh"), "test"],
+        {"ADVANTAGE_JAVA_BUILD": str(folder / "build")},
+        INSTALL,
+        "the Java build",
+    )
 
 
 def test_every_java_test_passed(java_run: SuiteRun) -> None:

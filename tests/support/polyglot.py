@@ -14,7 +14,9 @@ Both suites print one line per test and subtest in Go's verbose format, `--- PAS
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -106,3 +108,24 @@ class SuiteRun:
         assert len(self.results) >= at_least, self.results
         failed = {name: status for name, status in self.results.items() if status != "PASS"}
         assert not failed, f"{failed}\n{self.output}"
+
+
+def run_client_suite(
+    folder: Path, command: list[str], env: dict[str, str], install: str, what: str
+) -> SuiteRun:
+    """Run a client's test suite (`command`, printing Go-style result lines) against the
+    servers of `client_test_servers(folder)`, with their variables and `env` set; `install`
+    says how to get the toolchain when nothing ran, `what` names the suite there."""
+    with client_test_servers(folder) as servers:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            env={**os.environ, **servers.variables, **env},
+        )
+        refused = servers.refusing.calls
+    output = done.stdout + done.stderr
+    results = parse_results(done.stdout)
+    problem = None if results else f"{what} ran no test; {install}\n{output[-4000:]}"
+    return SuiteRun(results, output[-20000:], problem, refused)
