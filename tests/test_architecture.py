@@ -20,6 +20,7 @@ RANKS = {
     "service.distributions": 1,
     "service.composite": 1,
     "service.dtypes": 0,
+    "service.finite": 0,
     "service.errors": 0,
     "service.knobs": 0,
     "service.settings": 0,

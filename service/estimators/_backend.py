@@ -59,7 +59,8 @@ def fast_rows(
 
     The small-call path is the common case with nothing to normalise: plain CPU tensors of one
     float32/float64 dtype (flags bool), one shape, contiguous, no autograd, one feature
-    (``[*B, T, 1]`` with the default ``time_dim``, or time last with ``time_dim=-1``), and work
+    (``[*B, T, 1]`` with the default or an explicit ``time_dim=-2``, or time last with
+    ``time_dim=-1``), and work
     small enough for the serial kernel build (``threads``' policy). Every such input passes the
     full checks unchanged, so skipping them changes no result and no refusal: anything else
     returns None and takes the checked path, which raises exactly as before. Costs ~2 µs
@@ -96,7 +97,10 @@ def fast_rows(
         ):
             return None
     ndim = len(shape)
-    if time_dim is DEFAULT_TIME_DIM:
+    if time_dim is DEFAULT_TIME_DIM or (
+        type(time_dim) is int and ndim >= 2 and time_dim in (-2, ndim - 2)
+    ):
+        # [*B, T, 1]: the default, or asked for explicitly (as the server does)
         if ndim < 2 or shape[-1] != 1:
             return None
         n_steps = shape[-2]

@@ -16,6 +16,7 @@ from torch.distributions import Distribution
 from service import distributions
 from service.dtypes import dtype_name
 from service.errors import ArgumentError, FailedPrecondition, InvalidArgument
+from service.finite import all_finite
 from service.models.manifest import ActionSpec
 from service.models.model import Model
 from service.runtime.agent_grid import (
@@ -94,7 +95,7 @@ def _require_finite_inputs(
     """Refuse NaN/Inf in floating inputs [*prefix, *shape] wherever `used` ([*prefix] bool,
     None = everywhere) says the row's value enters the result."""
     for spec, tensor in zip(model.manifest.inputs, inputs, strict=True):
-        if not tensor.is_floating_point():
+        if all_finite(tensor):  # the common case, one pass; where a bad row is comes after
             continue
         finite = torch.isfinite(tensor)
         if finite.dim() > prefix_dims:
@@ -110,7 +111,7 @@ def _require_finite_inputs(
 
 
 def _require_finite(values: torch.Tensor, field: str) -> None:
-    if not bool(torch.isfinite(values).all()):
+    if not all_finite(values):
         raise InvalidArgument(
             f"{field}: the value network returned NaN/Inf for steps whose value is used; "
             "check the observations there"
@@ -170,20 +171,23 @@ def network_values(
             model, trajectory.next_observation, "trajectory.next_observation", (count,),
             "compact form: [K, *shape], K = number of truncated steps",
         )  # fmt: skip
-        _require_finite_inputs(
-            model, [x.narrow(len(batch), 0, horizon) for x in observed], "trajectory.observation",
-            len(steps),
-        )  # fmt: skip
-        last = [x.narrow(len(batch), horizon, 1).squeeze(len(batch)) for x in observed]
-        bootstrapped = ~terminated.narrow(len(batch), horizon - 1, 1).squeeze(len(batch))
-        _require_finite_inputs(
-            model, last, "trajectory.observation", len(batch), bootstrapped
-        )  # the T + 1st observation only bootstraps the last step
+        if not all(all_finite(x) for x in observed):  # else say where, if it matters
+            _require_finite_inputs(
+                model, [x.narrow(len(batch), 0, horizon) for x in observed],
+                "trajectory.observation", len(steps),
+            )  # fmt: skip
+            last = [x.narrow(len(batch), horizon, 1).squeeze(len(batch)) for x in observed]
+            bootstrapped = ~terminated.narrow(len(batch), horizon - 1, 1).squeeze(len(batch))
+            _require_finite_inputs(
+                model, last, "trajectory.observation", len(batch), bootstrapped
+            )  # the T + 1st observation only bootstraps the last step
         _require_finite_inputs(model, true_next, "trajectory.next_observation", 1)
         rows = _rows([observed, true_next], model, [math.prod(steps) + math.prod(batch), count])
         values = value_fn(rows).to("cpu", non_blocking=False)
         chained = values[: math.prod(batch) * (horizon + 1)].view(*batch, horizon + 1)
-        state_value, next_state_value = chained[..., :-1], chained[..., 1:]
+        # Contiguous copies ([*B, T], a few hundred bytes for small calls) let the estimator take its
+        # small-call path (`estimators._backend.fast_rows`) instead of normalising strided views.
+        state_value, next_state_value = chained[..., :-1].contiguous(), chained[..., 1:]
         if count:
             next_state_value = next_state_value.masked_scatter(truncated, values[-count:])
     else:
@@ -210,8 +214,9 @@ def network_values(
     next_state_value = torch.where(
         terminated, torch.zeros((), dtype=values.dtype), next_state_value
     )
-    _require_finite(state_value, "trajectory.observation")
-    _require_finite(next_state_value, "trajectory.next_observation")  # 0 where terminated
+    if not all_finite(values):  # every value is finite, or say which side is not
+        _require_finite(state_value, "trajectory.observation")
+        _require_finite(next_state_value, "trajectory.next_observation")  # 0 where terminated
     return state_value, next_state_value
 
 
@@ -271,7 +276,9 @@ def _per_agent_values(
         values = value_grid(value_fn(inputs), chained_rows + count // agents, agents, VALUE_OUTPUT)
         values = values.to("cpu", non_blocking=False)
         chained = from_grid(values[:chained_rows], chained_steps, VALUE_OUTPUT).view(chained_steps)
-        state_value, next_state_value = chained[..., :-1], chained[..., 1:]
+        # Contiguous copies ([*B, T], a few hundred bytes for small calls) let the estimator take its
+        # small-call path (`estimators._backend.fast_rows`) instead of normalising strided views.
+        state_value, next_state_value = chained[..., :-1].contiguous(), chained[..., 1:]
         if count:
             next_state_value = next_state_value.masked_scatter(
                 truncated, values[chained_rows:][step, agent]

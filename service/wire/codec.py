@@ -13,11 +13,13 @@ import sys
 import warnings
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from service.dtypes import COMPUTE_DTYPES, TORCH_DTYPES
 from service.dtypes import dtype_name as torch_dtype_name
 from service.errors import InvalidArgument
+from service.finite import all_finite
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.runtime.trajectory import Trajectory
 from service.wire.agents import AgentLayout
@@ -35,6 +37,7 @@ DTYPE_TO_TORCH: dict[int, torch.dtype] = {
     pb.DType.Value(f"DTYPE_{name.upper()}"): dtype for name, dtype in TORCH_DTYPES.items()
 }
 TORCH_TO_DTYPE: dict[torch.dtype, int] = {v: k for k, v in DTYPE_TO_TORCH.items()}
+ITEMSIZE: dict[torch.dtype, int] = {dtype: dtype.itemsize for dtype in DTYPE_TO_TORCH.values()}
 FLOAT_DTYPES = tuple(COMPUTE_DTYPES.values())
 # Bounds on a wire tensor's shape, far above any real request (a 2 GiB message holds at most
 # 2**31 bytes) and below what torch can index.
@@ -67,7 +70,7 @@ def decode_tensor(message: pb.Tensor, name: str) -> torch.Tensor:
         raise InvalidArgument(
             f"{name}: shape {list(shape)} describes more than {MAX_ELEMENTS} elements"
         )
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    itemsize = ITEMSIZE[dtype]
     expected = math.prod(shape) * itemsize
     raw = message.raw_data  # upb copies on every access: read it once
     if len(raw) != expected:
@@ -78,10 +81,9 @@ def decode_tensor(message: pb.Tensor, name: str) -> torch.Tensor:
     if expected == 0:
         return torch.empty(shape, dtype=dtype)
     if dtype is torch.bool:
-        as_bytes = torch.frombuffer(raw, dtype=torch.uint8)
-        if bool((as_bytes > 1).any()):
+        if int(np.frombuffer(raw, dtype=np.uint8).max()) > 1:  # numpy: no torch kernel launch
             raise InvalidArgument(f"{name}: bool tensor has bytes other than 0 and 1")
-        return as_bytes.view(torch.bool).view(shape)
+        return torch.frombuffer(raw, dtype=torch.bool).view(shape)
     return torch.frombuffer(raw, dtype=dtype).view(shape)
 
 
@@ -137,7 +139,7 @@ def decode_per_step(
             f"got {dtype_name(tensor.dtype)}"
         )
     _expect(tensor, name, steps, "the reward's [*B, T]")
-    bad = ~torch.isfinite(tensor) if finite else None
+    bad = ~torch.isfinite(tensor) if finite and not all_finite(tensor) else None
     if bad is not None and where is not None:
         bad &= where
     if bad is not None and bool(bad.any()):

@@ -16,9 +16,10 @@ from service.errors import ArgumentError
 from service.estimators import _kernels, gae, threads, vtrace
 from tests.support.estimators import DTYPES, assert_bitwise, make_batch, torchrl_exact
 
-# (shape, time_dim) the small-call path accepts: [*B, T, 1] with the default time_dim, time last.
+# (shape, time_dim) the small-call path accepts: [*B, T, 1] with the default time_dim or asked
+# for explicitly (the server passes time_dim=-2), time last.
 SMALL_LAYOUTS = [((1, 8, 1), None), ((37, 1), None), ((3, 2, 37, 1), None), ((37,), -1),
-                 ((4, 37), -1)]  # fmt: skip
+                 ((4, 37), -1), ((2, 32, 1), -2), ((3, 2, 37, 1), 2), ((37, 1), 0)]  # fmt: skip
 
 
 @pytest.fixture
