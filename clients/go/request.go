@@ -17,14 +17,24 @@ func Int(v int64) *int64 { return &v }
 // Flag returns a pointer to v, for optional switches (LossOptions.EntropyBonus).
 func Flag(v bool) *bool { return &v }
 
-// Form is the observation layout of a Trajectory (see proto/README.md, "the two forms").
+// Form is the observation layout a Trajectory is sent in (see proto/README.md, "the two forms").
 type Form = pb.TrajectoryForm
 
 const (
-	// FormFull: observation and next_observation both [*B, T, *obs] (the default).
+	// FormAuto (the zero value, the default): the compact form when the data allows it, else the
+	// full form. Allowed when there is no agent layout (NAgents 0) and every observation key is
+	// full-form [*B, T, *obs] with a next observation of the same key, shape and dtype that
+	// chains: next_observation[t] == observation[t + 1], bit for bit, wherever step t is not done.
+	// The server gives the same numbers for both forms; the compact one is about half the
+	// observation bytes. Never sent as such: the request carries the form chosen.
+	FormAuto = pb.TrajectoryForm_TRAJECTORY_FORM_UNSPECIFIED
+	// FormFull: observation and next_observation both [*B, T, *obs], sent as given.
 	FormFull = pb.TrajectoryForm_TRAJECTORY_FORM_FULL
 	// FormCompact: observation [*B, T + 1, *obs]; next_observation [K, *obs] at the K
-	// truncated steps.
+	// truncated steps (done and not terminated). Full-form observations [*B, T, *obs] are
+	// converted (an error names the first step that is not done whose next observation differs
+	// from the following observation); compact ones, and any with an agent layout, are sent as
+	// given.
 	FormCompact = pb.TrajectoryForm_TRAJECTORY_FORM_COMPACT
 )
 
@@ -42,7 +52,10 @@ type Trajectory struct {
 	Action          *Tensor
 	SampleLogProb   *Tensor // behaviour policy's log-probability of Action (V-trace, losses)
 	LogProb         *Tensor // current policy's (V-trace without an actor network)
-	Form            Form    // zero value: the full form (sent as TRAJECTORY_FORM_FULL)
+	Form            Form    // zero value: FormAuto (compact when the observations chain)
+	// Agents per step (0 = none): per-agent tensors are [*B, T, NAgents, ...], time before
+	// agents; done and terminated [*B, T] (shared) or [*B, T, NAgents] (see proto/README.md).
+	NAgents uint32
 }
 
 func encodeMap(field string, tensors map[string]Tensor) (map[string]*pb.Tensor, error) {
@@ -72,17 +85,19 @@ func encodeOptional(field string, t *Tensor) (*pb.Tensor, error) {
 	return t.encode(field)
 }
 
-// Proto is the wire Trajectory; an error names the first malformed tensor.
+// Proto is the wire Trajectory in the form Form chooses (FormAuto: compact when the observations
+// chain, else full); an error names the first malformed tensor or, for FormCompact, the first step
+// whose observations do not chain.
 func (t Trajectory) Proto() (*pb.Trajectory, error) {
-	var err error
-	w := &pb.Trajectory{Form: t.Form}
-	if w.Form == pb.TrajectoryForm_TRAJECTORY_FORM_UNSPECIFIED {
-		w.Form = FormFull // as every client sends it (proto/testdata/README.md)
-	}
-	if w.Observation, err = encodeMap("trajectory.observation", t.Observation); err != nil {
+	form, observation, nextObservation, err := t.wireForm()
+	if err != nil {
 		return nil, err
 	}
-	if w.NextObservation, err = encodeMap("trajectory.next_observation", t.NextObservation); err != nil {
+	w := &pb.Trajectory{Form: form, NAgents: t.NAgents}
+	if w.Observation, err = encodeMap("trajectory.observation", observation); err != nil {
+		return nil, err
+	}
+	if w.NextObservation, err = encodeMap("trajectory.next_observation", nextObservation); err != nil {
 		return nil, err
 	}
 	if w.Reward, err = t.Reward.encode("trajectory.reward"); err != nil {

@@ -5,7 +5,8 @@ protoc-gen-go-grpc, builds the module in GOPATH mode against /usr/share/gocode a
 `go test` suite once per session against the servers of `tests.support.polyglot` (demo model;
 token; TLS; mutual TLS). Each test here checks that the Go tests it names passed: TorchRL's
 numbers for every estimator and two losses (tests/support/client_cases.py), hand-worked GAE,
-error statuses naming the field, auth, TLS, and every golden vector of proto/testdata.
+the default form (compact when the observations chain, else full: same answers), error statuses
+naming the field, auth, TLS, and every golden vector of proto/testdata.
 Missing tools or packages FAIL the tests with the apt-get line that installs them.
 """
 
@@ -53,7 +54,7 @@ def go_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
 
 
 def test_every_go_test_passed_and_none_was_skipped(go_run: SuiteRun) -> None:
-    go_run.require_all_passed(at_least=len(ADVANTAGE_CASES) + len(GOLDEN_CASES) + 15)
+    go_run.require_all_passed(at_least=len(ADVANTAGE_CASES) + len(GOLDEN_CASES) + 19)
     assert "\nok " in go_run.output, go_run.output
 
 
@@ -78,6 +79,15 @@ def test_compute_loss_matches_torchrl(go_run: SuiteRun, case: str) -> None:
 
 def test_hand_worked_gae(go_run: SuiteRun) -> None:
     go_run.require("TestComputeAdvantageHandWorked")
+
+
+def test_auto_form_sends_compact_only_when_the_data_allows_it(go_run: SuiteRun) -> None:
+    go_run.require(
+        "TestAutoFormSendsCompactWhenObservationsChain",
+        "TestAutoFormSendsFullWhenObservationsDoNotChain",
+        "TestAutoFormWithAgentsSendsFull",
+        "TestCompactFormRefusesObservationsThatDoNotChain",
+    )
 
 
 def test_models_and_parameters(go_run: SuiteRun) -> None:

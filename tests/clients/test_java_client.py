@@ -6,8 +6,9 @@ grpc_java_plugin, compiles them with the client and its tests against libgrpc-ja
 libprotobuf-java (no Maven, no download) and runs the tests (a plain runner, Go's verbose output
 format) once per session against the servers of `tests.support.polyglot` (demo model; token; TLS;
 mutual TLS). Each test here checks that the Java tests it names passed: TorchRL's numbers for
-every estimator and two losses (tests/support/client_cases.py), hand-worked GAE, error statuses
-naming the field, auth, TLS, and every golden vector of proto/testdata. Missing tools or packages
+every estimator and two losses (tests/support/client_cases.py), hand-worked GAE, the default
+form (compact when the observations chain, else full: same answers), error statuses naming the
+field, auth, TLS, and every golden vector of proto/testdata. Missing tools or packages
 FAIL the tests with the apt-get line that installs them.
 """
 
@@ -50,7 +51,7 @@ def java_run(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
 
 
 def test_every_java_test_passed(java_run: SuiteRun) -> None:
-    java_run.require_all_passed(at_least=len(ADVANTAGE_CASES) + len(GOLDEN_CASES) + 12)
+    java_run.require_all_passed(at_least=len(ADVANTAGE_CASES) + len(GOLDEN_CASES) + 16)
     assert "\nPASS\n" in java_run.output, java_run.output
 
 
@@ -74,6 +75,15 @@ def test_compute_loss_matches_torchrl(java_run: SuiteRun, case: str) -> None:
 
 def test_hand_worked_gae(java_run: SuiteRun) -> None:
     java_run.require("computeAdvantageHandWorked")
+
+
+def test_auto_form_sends_compact_only_when_the_data_allows_it(java_run: SuiteRun) -> None:
+    java_run.require(
+        "autoFormSendsCompactWhenObservationsChain",
+        "autoFormSendsFullWhenObservationsDoNotChain",
+        "autoFormWithAgentsSendsFull",
+        "compactFormRefusesObservationsThatDoNotChain",
+    )
 
 
 def test_models_and_parameters(java_run: SuiteRun) -> None:

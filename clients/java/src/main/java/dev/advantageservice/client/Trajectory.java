@@ -18,11 +18,25 @@ import java.util.TreeMap;
  * }</pre>
  */
 public final class Trajectory {
-  /** Observation layout (see proto/README.md, "the two forms"). */
+  /** The observation layout a trajectory is sent in (see proto/README.md, "the two forms"). */
   public enum Form {
-    /** observation and next_observation both [*B, T, *obs] (the default). */
+    /**
+     * The default: the compact form when the data allows it, else the full form. Allowed when
+     * there is no agent layout (nAgents 0) and every observation key is full-form [*B, T, *obs]
+     * with a next observation of the same key, shape and dtype that chains: next_observation[t]
+     * == observation[t + 1], bit for bit, wherever step t is not done. The server gives the same
+     * numbers for both forms; the compact one is about half the observation bytes. The request
+     * carries the form chosen.
+     */
+    AUTO,
+    /** observation and next_observation both [*B, T, *obs], sent as given. */
     FULL,
-    /** observation [*B, T + 1, *obs]; next_observation [K, *obs] at the K truncated steps. */
+    /**
+     * observation [*B, T + 1, *obs]; next_observation [K, *obs] at the K truncated steps (done and
+     * not terminated). Full-form observations [*B, T, *obs] are converted (IllegalArgumentException
+     * names the first step that is not done whose next observation differs from the following
+     * observation); compact ones, and any with an agent layout, are sent as given.
+     */
     COMPACT
   }
 
@@ -48,7 +62,8 @@ public final class Trajectory {
     private Tensor action;
     private Tensor sampleLogProb;
     private Tensor logProb;
-    private Form form = Form.FULL;
+    private Form form = Form.AUTO;
+    private int nAgents;
 
     private Builder() {}
 
@@ -107,8 +122,21 @@ public final class Trajectory {
       return this;
     }
 
+    /** The form to send (default AUTO: compact when the observations chain, else full). */
     public Builder form(Form f) {
-      form = f;
+      form = java.util.Objects.requireNonNull(f, "form");
+      return this;
+    }
+
+    /**
+     * Agents per step (0, the default, = none): per-agent tensors are [*B, T, n, ...], time
+     * before agents; done and terminated [*B, T] (shared) or [*B, T, n] (see proto/README.md).
+     */
+    public Builder nAgents(int n) {
+      if (n < 0) {
+        throw new IllegalArgumentException("trajectory.n_agents: expected >= 0, got " + n);
+      }
+      nAgents = n;
       return this;
     }
 
@@ -117,19 +145,26 @@ public final class Trajectory {
     }
   }
 
-  /** The wire message; IllegalArgumentException names the first malformed tensor. */
+  /**
+   * The wire message, in the form the builder's form chooses (AUTO: compact when the observations
+   * chain, else full); IllegalArgumentException names the first malformed tensor or, for COMPACT,
+   * the first step whose observations do not chain.
+   */
   public dev.advantageservice.v1.Trajectory toProto() {
     if (b.reward == null || b.done == null) {
       throw new IllegalArgumentException("trajectory: reward and done are required");
     }
+    CompactForm.Observations sent = CompactForm.resolve(
+        b.form, b.observation, b.nextObservation, b.done, b.terminated, b.nAgents);
     dev.advantageservice.v1.Trajectory.Builder w = dev.advantageservice.v1.Trajectory.newBuilder()
-        .setForm(b.form == Form.COMPACT
+        .setForm(sent.form() == Form.COMPACT
             ? TrajectoryForm.TRAJECTORY_FORM_COMPACT
-            : TrajectoryForm.TRAJECTORY_FORM_FULL);
-    for (Map.Entry<String, Tensor> e : b.observation.entrySet()) {
+            : TrajectoryForm.TRAJECTORY_FORM_FULL)
+        .setNAgents(b.nAgents);
+    for (Map.Entry<String, Tensor> e : sent.observation().entrySet()) {
       w.putObservation(e.getKey(), e.getValue().toProto("trajectory.observation['" + e.getKey() + "']"));
     }
-    for (Map.Entry<String, Tensor> e : b.nextObservation.entrySet()) {
+    for (Map.Entry<String, Tensor> e : sent.next().entrySet()) {
       w.putNextObservation(
           e.getKey(), e.getValue().toProto("trajectory.next_observation['" + e.getKey() + "']"));
     }

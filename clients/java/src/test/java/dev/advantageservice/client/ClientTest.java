@@ -118,6 +118,10 @@ public final class ClientTest {
     test("setParametersRoundTrip", ClientTest::setParametersRoundTrip);
     test("watchModelsSeesAWrite", ClientTest::watchModelsSeesAWrite);
     test("computeAdvantageHandWorked", ClientTest::computeAdvantageHandWorked);
+    test("autoFormSendsCompactWhenObservationsChain", FormTest::autoFormSendsCompactWhenObservationsChain);
+    test("autoFormSendsFullWhenObservationsDoNotChain", FormTest::autoFormSendsFullWhenObservationsDoNotChain);
+    test("autoFormWithAgentsSendsFull", FormTest::autoFormWithAgentsSendsFull);
+    test("compactFormRefusesObservationsThatDoNotChain", FormTest::compactFormRefusesObservationsThatDoNotChain);
     test("invalidArgumentNamesTheField", ClientTest::invalidArgumentNamesTheField);
     test("versionsAreChecked", this::versionsAreChecked);
     test("unreachableServerIsUnavailable", ClientTest::unreachableServerIsUnavailable);
