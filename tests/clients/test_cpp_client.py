@@ -454,3 +454,30 @@ def test_auto_form_with_agents_or_without_observations_is_full(forms_run: FormsR
     assert list(agents.observation["observation"].shape) == [2, 6, 1, 4]
     values = forms_run.request("values", "auto").trajectory
     assert values.form == pb.TRAJECTORY_FORM_FULL and not values.observation
+
+
+def test_auto_and_compact_forms_at_the_edges(forms_run: FormsRun) -> None:
+    # A chained NaN is not equal to itself: the full form, as the Python client decides.
+    nan = forms_run.request("nan", "auto")
+    assert nan.trajectory.form == pb.TRAJECTORY_FORM_FULL
+    assert nan.trajectory == _python_client_trajectory(_full_arrays(nan))
+    no_next = forms_run.request("no_next", "auto").trajectory
+    assert no_next.form == pb.TRAJECTORY_FORM_FULL and not no_next.next_observation
+    refused = forms_run.refused[("no_next", "compact")]
+    assert 'from full-form observations needs next_observation["observation"]' in refused
+    refused = forms_run.refused[("prebuilt", "compact")]
+    assert 'next_observation["observation"] is needed at the 3 truncated steps' in refused
+    # Compact-layout observations are sent as given, with an empty [0, 4] next observation.
+    prebuilt = forms_run.request("prebuilt_untruncated", "compact")
+    traj = prebuilt.trajectory
+    assert traj.form == pb.TRAJECTORY_FORM_COMPACT
+    assert list(traj.observation["observation"].shape) == [2, 7, 4]
+    empty = traj.next_observation["observation"]
+    assert list(empty.shape) == [0, 4] and empty.dtype == pb.DTYPE_FLOAT32 and not empty.raw_data
+    python = prepare_request(
+        form="compact",
+        reward=decode_tensor(traj.reward, "reward").numpy(),
+        done=decode_tensor(traj.done, "done").numpy(),
+        observation=decode_tensor(traj.observation["observation"], "o").numpy(),
+    ).request.trajectory
+    assert traj == pb.Trajectory.FromString(python.SerializeToString())

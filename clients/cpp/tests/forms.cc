@@ -13,10 +13,15 @@
 //   masked     the batch, row 1 padded from t=4              auto, full, compact
 //   agents     the batch as n_agents=1, [2, 6, 1, 4]          auto (no call)
 //   values     client values, no observations                auto (no call)
+//   nan        a chained NaN observation                      auto (no call)
+//   no_next    no next observations                           auto, compact (no call)
+//   prebuilt[_untruncated]  compact-layout observations without next observations, with (without)
+//              truncated steps                                 compact (no call)
 // Prints, per case and form:
 //   request <case> <form> <hex of the serialised ComputeAdvantageRequest>
 //   advantage <case> <form> <advantage values, row-major>       (chained, unchained, masked)
 //   refused <case> <form> <std::invalid_argument message>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <map>
@@ -143,6 +148,30 @@ int main(int argc, char** argv) {
     }
     agents.n_agents = 1;
     Run(nullptr, "agents", agents, {Form::kAuto});
+
+    // NaN differs from itself: a NaN observation that a running step's next observation repeats
+    // does not chain (as the other clients compare).
+    advantage::AdvantageRequest nan = Chained();
+    std::vector<float> obs = advantage::Tensor::DecodeFloat32(nan.observation["observation"]);
+    next = advantage::Tensor::DecodeFloat32(nan.next_observation["observation"]);
+    obs[(0 * kT + 1) * kObs] = next[(0 * kT + 0) * kObs] = std::nanf("");
+    nan.observation["observation"] = advantage::Tensor::Encode(obs, {kB, kT, kObs});
+    nan.next_observation["observation"] = advantage::Tensor::Encode(next, {kB, kT, kObs});
+    Run(nullptr, "nan", nan, {Form::kAuto});
+
+    advantage::AdvantageRequest no_next = Chained();
+    no_next.next_observation.clear();
+    Run(nullptr, "no_next", no_next, {Form::kAuto, Form::kCompact});
+
+    // Observations already in the compact layout [B, T + 1, 4], without next observations: refused
+    // while there are truncated steps, an empty [0, 4] once nothing is truncated.
+    advantage::AdvantageRequest prebuilt = Chained();
+    prebuilt.observation["observation"] =
+        advantage::Tensor::Encode(std::vector<float>(kB * (kT + 1) * kObs, 0.5f), {kB, kT + 1, kObs});
+    prebuilt.next_observation.clear();
+    Run(nullptr, "prebuilt", prebuilt, {Form::kCompact});
+    prebuilt.terminated.reset();  // terminated = done: no truncated step
+    Run(nullptr, "prebuilt_untruncated", prebuilt, {Form::kCompact});
 
     advantage::AdvantageRequest values = Chained();
     values.observation.clear();
