@@ -180,6 +180,13 @@ describe('form "auto" (the default)', () => {
     assert.throws(() => buildTrajectory({ ...a, form: "compact" }), /differ at row 1, step 1.*form "full"/);
   });
 
+  function nanChained(a: ReturnType<typeof arrays>): Record<string, unknown> {
+    const obs = Float32Array.from(a.observation.data as Float32Array);
+    const nxt = Float32Array.from(a.nextObservation.data as Float32Array);
+    obs[(0 * T + 1) * 2] = nxt[(0 * T + 0) * 2] = NaN; // step (0, 0) is not done
+    return { ...a, observation: tensor(obs, [B, T, 2]), nextObservation: tensor(nxt, [B, T, 2]) };
+  }
+
   test("agents, no observations, a missing or mismatched next observation: full", () => {
     const a = arrays();
     const cases: Array<[string, Record<string, unknown>]> = [
@@ -188,6 +195,7 @@ describe('form "auto" (the default)', () => {
       ["no next observation", { ...a, nextObservation: undefined }],
       ["another key", { ...a, observation: { observation: a.observation }, nextObservation: { other: a.nextObservation } }],
       ["another dtype", { ...a, nextObservation: tensor(Float64Array.from(a.nextObservation.data as Float32Array), [B, T, 2]) }],
+      ["a chained NaN (not equal to itself)", nanChained(a)],
     ];
     for (const [what, args] of cases) {
       const auto = buildTrajectory(args as never);
