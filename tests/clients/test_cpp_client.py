@@ -17,9 +17,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
+from advantage_client._request import prepare as prepare_request
 
+from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
+from service.wire.codec import decode_tensor
 from tests.support.golden import TESTDATA, compare_answer, load_cases, request_type
 from tests.support.recording_proxy import RecordingProxy
 from tests.support.replication import RefusingServer
@@ -330,3 +334,150 @@ def test_every_rpc_against_a_real_server(cpp_build: CppBuild) -> None:
     stale = by_kind["stale"][0]
     assert stale[1] == "FAILED_PRECONDITION" and "parameter_version" in " ".join(stale)
     assert "watch_error" not in by_kind
+
+
+# ---- Form::kAuto (the default): tests/forms.cc ---------------------------------------------------
+
+
+@dataclass
+class FormsRun:
+    """`forms`' requests (as sent), answers and refusals, by (case, form)."""
+
+    raw: dict[tuple[str, str], bytes]
+    advantages: dict[tuple[str, str], np.ndarray]
+    refused: dict[tuple[str, str], str]
+
+    def request(self, case: str, form: str) -> pb.ComputeAdvantageRequest:
+        return pb.ComputeAdvantageRequest.FromString(self.raw[(case, form)])
+
+
+@pytest.fixture(scope="module")
+def forms_run(cpp_build: CppBuild, grpc_target: str) -> FormsRun:
+    run = subprocess.run(
+        [str(cpp_build.require("forms")), grpc_target], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = FormsRun({}, {}, {})
+    for kind, case, form, *rest in (line.split(" ") for line in run.stdout.splitlines()):
+        if kind == "request":
+            out.raw[(case, form)] = bytes.fromhex(rest[0])
+        elif kind == "advantage":
+            out.advantages[(case, form)] = np.array([float(x) for x in rest])
+        else:
+            out.refused[(case, form)] = " ".join(rest)
+    return out
+
+
+def _full_arrays(request: pb.ComputeAdvantageRequest) -> dict[str, np.ndarray]:
+    """The trajectory arrays of a full-form request, as numpy (the Python client's input)."""
+    traj = request.trajectory
+    assert traj.form == pb.TRAJECTORY_FORM_FULL
+    arrays = {
+        name: decode_tensor(getattr(traj, name), name).numpy()
+        for name in ("reward", "done", "terminated")
+    }
+    arrays["observation"] = decode_tensor(traj.observation["observation"], "o").numpy()
+    arrays["next_observation"] = decode_tensor(traj.next_observation["observation"], "n").numpy()
+    if traj.HasField("mask"):
+        arrays["mask"] = decode_tensor(traj.mask, "mask").numpy()
+    return arrays
+
+
+def _python_client_trajectory(arrays: dict[str, np.ndarray]) -> pb.Trajectory:
+    """The trajectory the Python client's form="auto" builds from the same arrays."""
+    prepared = prepare_request(form="auto", **arrays)
+    return pb.Trajectory.FromString(prepared.request.trajectory.SerializeToString())
+
+
+def test_auto_form_sends_chained_observations_compact(forms_run: FormsRun) -> None:
+    auto = forms_run.request("chained", "auto")
+    assert auto.trajectory.form == pb.TRAJECTORY_FORM_COMPACT
+    assert forms_run.raw[("chained", "auto")] == forms_run.raw[("chained", "compact")]
+    assert len(forms_run.raw[("chained", "auto")]) < len(forms_run.raw[("chained", "full")])
+    full = _full_arrays(forms_run.request("chained", "full"))
+    # The compact form written out here: each row's T observations, then its last step's next
+    # observation; the next observations of the truncated steps (done, not terminated).
+    obs, nxt = full["observation"], full["next_observation"]
+    truncated = full["done"] & ~full["terminated"]
+    assert truncated.sum() == 3  # (0, 4), (1, 3), (1, 5) by construction
+    compact = decode_tensor(auto.trajectory.observation["observation"], "o").numpy()
+    kept = decode_tensor(auto.trajectory.next_observation["observation"], "n").numpy()
+    np.testing.assert_array_equal(compact, np.concatenate([obs, nxt[:, -1:]], axis=1))
+    np.testing.assert_array_equal(kept, nxt[truncated])
+    assert auto.trajectory == _python_client_trajectory(full)
+    # The server's numbers for both forms (its value network runs on other rows: float32 noise).
+    np.testing.assert_allclose(
+        forms_run.advantages[("chained", "auto")],
+        forms_run.advantages[("chained", "full")],
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_auto_form_sends_unchained_observations_full(forms_run: FormsRun) -> None:
+    auto = forms_run.request("unchained", "auto")
+    assert auto.trajectory.form == pb.TRAJECTORY_FORM_FULL
+    assert forms_run.raw[("unchained", "auto")] == forms_run.raw[("unchained", "full")]
+    assert auto.trajectory == _python_client_trajectory(_full_arrays(auto))
+    np.testing.assert_array_equal(
+        forms_run.advantages[("unchained", "auto")], forms_run.advantages[("unchained", "full")]
+    )
+    # An explicit compact form is refused before anything is sent, naming the step.
+    refused = forms_run.refused[("unchained", "compact")]
+    assert "compact form needs next_observation[t] == observation[t + 1]" in refused, refused
+    assert "row 0, step 1" in refused and "Form::kFull" in refused, refused
+    assert ("unchained", "compact") not in forms_run.advantages
+
+
+def test_auto_form_with_a_mask_leaves_padding_untruncated(forms_run: FormsRun) -> None:
+    auto = forms_run.request("masked", "auto")
+    assert auto.trajectory.form == pb.TRAJECTORY_FORM_COMPACT
+    assert forms_run.raw[("masked", "auto")] == forms_run.raw[("masked", "compact")]
+    full = _full_arrays(forms_run.request("masked", "full"))
+    assert not full["mask"][1, 4:].any() and full["mask"][:, :4].all()
+    # Padding is terminated: of the three truncated steps only (0, 4) and (1, 3) remain.
+    kept = decode_tensor(auto.trajectory.next_observation["observation"], "n").numpy()
+    nxt = full["next_observation"]
+    np.testing.assert_array_equal(kept, np.stack([nxt[0, 4], nxt[1, 3]]))
+    assert auto.trajectory == _python_client_trajectory(full)
+    np.testing.assert_allclose(
+        forms_run.advantages[("masked", "auto")],
+        forms_run.advantages[("masked", "full")],
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_auto_form_with_agents_or_without_observations_is_full(forms_run: FormsRun) -> None:
+    agents = forms_run.request("agents", "auto").trajectory
+    assert agents.form == pb.TRAJECTORY_FORM_FULL and agents.n_agents == 1
+    assert list(agents.observation["observation"].shape) == [2, 6, 1, 4]
+    values = forms_run.request("values", "auto").trajectory
+    assert values.form == pb.TRAJECTORY_FORM_FULL and not values.observation
+
+
+def test_auto_and_compact_forms_at_the_edges(forms_run: FormsRun) -> None:
+    # A chained NaN is not equal to itself: the full form, as the Python client decides.
+    nan = forms_run.request("nan", "auto")
+    assert nan.trajectory.form == pb.TRAJECTORY_FORM_FULL
+    assert nan.trajectory == _python_client_trajectory(_full_arrays(nan))
+    no_next = forms_run.request("no_next", "auto").trajectory
+    assert no_next.form == pb.TRAJECTORY_FORM_FULL and not no_next.next_observation
+    refused = forms_run.refused[("no_next", "compact")]
+    assert 'from full-form observations needs next_observation["observation"]' in refused
+    refused = forms_run.refused[("prebuilt", "compact")]
+    assert 'next_observation["observation"] is needed at the 3 truncated steps' in refused
+    # Compact-layout observations are sent as given, with an empty [0, 4] next observation.
+    prebuilt = forms_run.request("prebuilt_untruncated", "compact")
+    traj = prebuilt.trajectory
+    assert traj.form == pb.TRAJECTORY_FORM_COMPACT
+    assert list(traj.observation["observation"].shape) == [2, 7, 4]
+    empty = traj.next_observation["observation"]
+    assert list(empty.shape) == [0, 4] and empty.dtype == pb.DTYPE_FLOAT32 and not empty.raw_data
+    python = prepare_request(
+        form="compact",
+        reward=decode_tensor(traj.reward, "reward").numpy(),
+        done=decode_tensor(traj.done, "done").numpy(),
+        observation=decode_tensor(traj.observation["observation"], "o").numpy(),
+    ).request.trajectory
+    assert traj == pb.Trajectory.FromString(python.SerializeToString())

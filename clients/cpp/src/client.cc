@@ -1,5 +1,7 @@
 #include "advantage/client.h"
 
+#include "compact.h"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -100,12 +102,8 @@ void FillTrajectory(const TrajectoryFields& in, v1::Trajectory* trajectory) {
   if (in.action) *trajectory->mutable_action() = *in.action;
   if (in.sample_log_prob) *trajectory->mutable_sample_log_prob() = *in.sample_log_prob;
   if (in.log_prob) *trajectory->mutable_log_prob() = *in.log_prob;
-  for (const auto& [key, tensor] : in.observation) {
-    (*trajectory->mutable_observation())[key] = tensor;
-  }
-  for (const auto& [key, tensor] : in.next_observation) {
-    (*trajectory->mutable_next_observation())[key] = tensor;
-  }
+  const Form form = WireForm(in);  // kAuto: the compact form when the observations chain
+  detail::FillObservations(in, form, trajectory);
   if (in.mask) *trajectory->mutable_mask() = *in.mask;
   for (const auto& [key, tensor] : in.action_heads) {
     (*trajectory->mutable_action_heads())[key] = tensor;
@@ -117,8 +115,8 @@ void FillTrajectory(const TrajectoryFields& in, v1::Trajectory* trajectory) {
     (*trajectory->mutable_log_prob_heads())[key] = tensor;
   }
   trajectory->set_n_agents(in.n_agents);
-  trajectory->set_form(in.form == Form::kCompact ? v1::TRAJECTORY_FORM_COMPACT
-                                                 : v1::TRAJECTORY_FORM_FULL);
+  trajectory->set_form(form == Form::kCompact ? v1::TRAJECTORY_FORM_COMPACT
+                                              : v1::TRAJECTORY_FORM_FULL);
 }
 
 // The service's estimator name for any of its names: the service's ("td_lambda") or TorchRL's

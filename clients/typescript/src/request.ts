@@ -22,7 +22,11 @@ export type EstimatorName =
   | "TD1Estimator"
   | "TDLambdaEstimator"
   | (string & {});
-export type Form = "full" | "compact";
+/**
+ * The observations' wire layout (proto: TrajectoryForm). "auto" sends the compact form when the
+ * data allows it (see `buildTrajectory`), else the full form; the numbers are the same either way.
+ */
+export type Form = "auto" | "full" | "compact";
 export type LossKind = "ppo_clip" | "ppo_kl" | "ppo" | "a2c" | "reinforce" | "impala";
 
 /** Knobs of the estimators; each estimator takes the subset listed in `KNOBS`. */
@@ -223,7 +227,9 @@ export interface TrajectoryArgs {
   /** Agents per step: per-agent tensors are [*B, T, nAgents, ...] (time before agents);
    * done/terminated [*B, T] (shared) or [*B, T, nAgents]; full form only. */
   nAgents?: number;
-  /** "full" (default) or "compact": full-form observations are converted by the client. */
+  /** "auto" (default): the compact form when the observations chain (about half the bytes),
+   * else the full form. "full", or "compact": full-form observations are converted by the client
+   * (and refused when they do not chain). */
   form?: Form;
 }
 
@@ -289,6 +295,57 @@ function truncatedMask(done: Tensor, terminated: Tensor | undefined): Uint8Array
 }
 
 /**
+ * The first step (row of [*B], step t) that is not done and whose next observation differs from
+ * the following observation (nextObservation[t] != observation[t + 1], compared by value, per
+ * element); undefined when every such step chains. Shapes [*B, T, *obs] are checked by callers.
+ */
+function brokenLink(observation: Tensor, nextObservation: Tensor, done: Tensor): { row: number; step: number } | undefined {
+  const step = done.shape;
+  const T = step[step.length - 1]!;
+  const rows = numel(step.slice(0, -1));
+  const feat = numel(observation.shape.slice(step.length));
+  const obs = observation.data as ArrayLike<unknown>;
+  const nxt = nextObservation.data as ArrayLike<unknown>;
+  const doneFlags = done.data as ArrayLike<number | boolean>;
+  for (let r = 0; r < rows; r++) {
+    for (let t = 0; t + 1 < T; t++) {
+      if (doneFlags[r * T + t]) continue;
+      const a = (r * T + t) * feat;
+      const b = (r * T + t + 1) * feat;
+      for (let f = 0; f < feat; f++) {
+        if (nxt[a + f] !== obs[b + f]) return { row: r, step: t };
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Whether form "auto" may send the compact form: full-form observations [*B, T, *obs], each key
+ * with its next observations of the same shape and dtype, chained (nextObservation[t] ==
+ * observation[t + 1] wherever step t is not done). Without observations there is nothing to
+ * compact: the full form.
+ */
+function chains(observation: Record<string, Tensor>, nextObservation: Record<string, Tensor>, done: Tensor): boolean {
+  const keys = Object.keys(observation);
+  const nb = done.shape.length;
+  if (keys.length === 0 || nb === 0) return false;
+  const nextKeys = Object.keys(nextObservation);
+  if (nextKeys.length !== keys.length || nextKeys.some((k) => !Object.hasOwn(observation, k))) return false;
+  for (const key of keys) {
+    const obs = observation[key]!;
+    const nxt = nextObservation[key]!;
+    if (!isTensor(obs) || !isTensor(nxt)) return false;
+    if (!sameShape(obs.shape.slice(0, nb), done.shape) || !sameShape(nxt.shape, obs.shape)) return false;
+    if (dtypeOf(nxt, `nextObservation[${JSON.stringify(key)}]`) !== dtypeOf(obs, `observation[${JSON.stringify(key)}]`)) {
+      return false;
+    }
+    if (brokenLink(obs, nxt, done) !== undefined) return false;
+  }
+  return true;
+}
+
+/**
  * Full-form observations → the compact form (proto: TRAJECTORY_FORM_COMPACT).
  *
  * Returns `observation` [*B, T + 1, *obs] (the T observations before each step, then the next
@@ -329,22 +386,13 @@ export function compactObservations(
   const nxt = nextObservation.data as any;
   // The compact form drops nextObservation[t] wherever step t is not done, so it must equal
   // observation[t + 1] there: refuse rather than silently send different data.
-  const doneFlags = done.data as ArrayLike<number | boolean>;
-  for (let r = 0; r < rows; r++) {
-    for (let t = 0; t + 1 < T; t++) {
-      if (doneFlags[r * T + t]) continue;
-      const a = (r * T + t) * feat;
-      const b = (r * T + t + 1) * feat;
-      for (let f = 0; f < feat; f++) {
-        if (nxt[a + f] !== obs[b + f]) {
-          throw new RangeError(
-            `nextObservation[${JSON.stringify(key)}]: the compact form needs nextObservation[t] == ` +
-              `observation[t + 1] wherever step t is not done; they differ at row ${r}, step ${t}. ` +
-              `Send form "full" for such data.`,
-          );
-        }
-      }
-    }
+  const broken = brokenLink(observation, nextObservation, done);
+  if (broken !== undefined) {
+    throw new RangeError(
+      `nextObservation[${JSON.stringify(key)}]: the compact form needs nextObservation[t] == ` +
+        `observation[t + 1] wherever step t is not done; they differ at row ${broken.row}, step ` +
+        `${broken.step}. Send form "full" for such data.`,
+    );
   }
   const out = new ctor(rows * (T + 1) * feat) as any;
   for (let r = 0; r < rows; r++) {
@@ -364,7 +412,10 @@ export function compactObservations(
   };
 }
 
-/** Encode a Trajectory message (object form), building the compact form when asked. */
+/**
+ * Encode a Trajectory message (object form), building the compact form when asked: form
+ * "compact", or "auto" (the default) when the data allows it (`chains`, no agents).
+ */
 export function buildTrajectory(args: TrajectoryArgs): Record<string, unknown> {
   const { reward, done } = args;
   let terminated = args.terminated;
@@ -375,10 +426,17 @@ export function buildTrajectory(args: TrajectoryArgs): Record<string, unknown> {
   if ((args.stateValue === undefined) !== (args.nextStateValue === undefined)) {
     throw new TypeError("pass both stateValue and nextStateValue, or neither");
   }
-  const form = args.form ?? "full";
-  if (form !== "full" && form !== "compact") {
-    throw new TypeError(`form must be "full" or "compact", got ${JSON.stringify(form)}`);
+  const asked = args.form ?? "auto";
+  if (asked !== "auto" && asked !== "full" && asked !== "compact") {
+    throw new TypeError(`form must be "auto", "full" or "compact", got ${JSON.stringify(asked)}`);
   }
+  if (args.nAgents !== undefined && (!Number.isInteger(args.nAgents) || args.nAgents < 0)) {
+    throw new RangeError(`nAgents must be an integer >= 0, got ${args.nAgents}`);
+  }
+  const observation = asObsMap(args.observation, "observation");
+  const nextObservation = asObsMap(args.nextObservation, "nextObservation");
+  // "auto": the agent layout has no compact form; otherwise compact when the observations chain.
+  const form = asked !== "auto" ? asked : !args.nAgents && chains(observation, nextObservation, done) ? "compact" : "full";
   const traj: Record<string, unknown> = {
     reward: encodeTensor(reward, "reward"),
     done: encodeTensor(done, "done"),
@@ -410,9 +468,6 @@ export function buildTrajectory(args: TrajectoryArgs): Record<string, unknown> {
     }
   }
   if (args.nAgents !== undefined) {
-    if (!Number.isInteger(args.nAgents) || args.nAgents < 0) {
-      throw new RangeError(`nAgents must be an integer >= 0, got ${args.nAgents}`);
-    }
     if (args.nAgents > 0 && form === "compact") {
       throw new RangeError('form "compact" is not available with nAgents; send form "full"');
     }
@@ -421,8 +476,6 @@ export function buildTrajectory(args: TrajectoryArgs): Record<string, unknown> {
   const flags = args.mask !== undefined && form === "compact" ? maskedFlags(done, terminated, args.mask) : undefined;
   const compactDone = flags?.done ?? done;
   if (flags !== undefined) terminated = flags.terminated;
-  const observation = asObsMap(args.observation, "observation");
-  const nextObservation = asObsMap(args.nextObservation, "nextObservation");
   const obsOut: Record<string, WireTensor> = {};
   const nextOut: Record<string, WireTensor> = {};
   if (form === "full") {
@@ -431,7 +484,7 @@ export function buildTrajectory(args: TrajectoryArgs): Record<string, unknown> {
   } else {
     const extra = Object.keys(nextObservation).filter((k) => !(k in observation));
     if (extra.length) throw new TypeError(`nextObservation has keys ${JSON.stringify(extra)} not in observation`);
-    const step = reward.shape;
+    const step = done.shape; // the steps compactObservations and the chain check use
     const nb = step.length;
     const compactStep = nb ? [...step.slice(0, -1), step[nb - 1]! + 1] : [];
     for (const [key, obs] of Object.entries(observation)) {

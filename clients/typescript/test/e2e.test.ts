@@ -12,6 +12,10 @@ import {
   tensor,
   type Tensor,
 } from "../src";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { join } from "node:path";
+import { findProto, LOADER_OPTIONS, PROTO_FILE } from "../src/proto";
 import { assertClose, rng } from "./helpers";
 import { startServer, type RunningServer } from "./server";
 
@@ -116,6 +120,32 @@ function expectServiceError(code: Status, details?: RegExp): (err: unknown) => b
     if (details) assert.match(err.details, details);
     return true;
   };
+}
+
+// Requests as the channel serialises them (the bytes that go out), in call order.
+const requestDefinition = protoLoader.loadSync(PROTO_FILE, {
+  ...LOADER_OPTIONS,
+  defaults: true,
+  enums: String,
+  includeDirs: [join(findProto(), "..", "..", "..")],
+});
+const advantageMethods = requestDefinition["advantage.v1.AdvantageService"] as protoLoader.ServiceDefinition;
+
+function decodeAdvantageRequest(bytes: Buffer): any {
+  return advantageMethods["ComputeAdvantage"]!.requestDeserialize(bytes);
+}
+
+function recordingClient(): { client: AdvantageClient; sent: Buffer[] } {
+  const sent: Buffer[] = [];
+  const recorder: grpc.Interceptor = (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      sendMessage(message, next) {
+        sent.push(options.method_definition.requestSerialize(message));
+        next(message);
+      },
+    });
+  const recorded = new AdvantageClient(server.target, { deadlineMs: 30_000, channelOptions: { interceptors: [recorder] } });
+  return { client: recorded, sent };
 }
 
 // ---- models ------------------------------------------------------------------------------------
@@ -251,7 +281,9 @@ describe("computeAdvantage", () => {
   test("the compact form returns the full form's numbers (client-built and pre-built)", async () => {
     const b = batch([3, 8], 6);
     const common = { reward: b.reward, done: b.done, terminated: b.terminated, estimator: "gae" as const };
-    const full = await client.computeAdvantage({ ...common, observation: b.observation, nextObservation: b.nextObservation });
+    const full = await client.computeAdvantage({
+      ...common, observation: b.observation, nextObservation: b.nextObservation, form: "full",
+    });
     const compact = await client.computeAdvantage({
       ...common, observation: b.observation, nextObservation: b.nextObservation, form: "compact",
     });
@@ -263,6 +295,48 @@ describe("computeAdvantage", () => {
       assertClose(other.advantage, full.advantage, { atol: 1e-6, rtol: 1e-6, what: "advantage" });
       assertClose(other.valueTarget, full.valueTarget, { atol: 1e-6, rtol: 1e-6, what: "value_target" });
       assertClose(other.stateValue!, full.stateValue!, { atol: 1e-6, rtol: 1e-6, what: "state_value" });
+    }
+  });
+
+  test('form "auto" (the default) sends chained observations compact: the full form\'s numbers, fewer bytes', async () => {
+    const b = batch([3, 8], 21);
+    const args = { reward: b.reward, done: b.done, terminated: b.terminated, observation: b.observation, nextObservation: b.nextObservation };
+    const { client: recorded, sent } = recordingClient();
+    try {
+      const auto = await recorded.computeAdvantage(args);
+      const full = await recorded.computeAdvantage({ ...args, form: "full" });
+      const [autoRequest, fullRequest] = sent.map(decodeAdvantageRequest);
+      assert.equal(autoRequest!.trajectory.form, "TRAJECTORY_FORM_COMPACT");
+      assert.equal(fullRequest!.trajectory.form, "TRAJECTORY_FORM_FULL");
+      assert.deepEqual(autoRequest!.trajectory.observation.observation.shape.map(Number), [3, 9, 4]);
+      assert.ok(sent[0]!.length < sent[1]!.length, `auto ${sent[0]!.length} bytes, full ${sent[1]!.length}`);
+      assertClose(auto.advantage, full.advantage, { atol: 1e-6, rtol: 1e-6, what: "advantage" });
+      assertClose(auto.valueTarget, full.valueTarget, { atol: 1e-6, rtol: 1e-6, what: "value_target" });
+      assertClose(auto.nextStateValue!, full.nextStateValue!, { atol: 1e-6, rtol: 1e-6, what: "next_state_value" });
+    } finally {
+      recorded.close();
+    }
+  });
+
+  test('form "auto" sends observations that do not chain in the full form (same numbers); "compact" refuses them', async () => {
+    const b = batch([3, 8], 22);
+    const done = b.done.data as Uint8Array;
+    const running = done.findIndex((d, i) => !d && i % 8 < 7); // a step that is not done
+    assert.ok(running >= 0);
+    const nobs = Float32Array.from(b.nextObservation.data as Float32Array);
+    nobs[running * 4] = (nobs[running * 4] as number) + 0.5;
+    const args = { reward: b.reward, done: b.done, terminated: b.terminated, observation: b.observation, nextObservation: tensor(nobs, [3, 8, 4]) };
+    const { client: recorded, sent } = recordingClient();
+    try {
+      const auto = await recorded.computeAdvantage(args);
+      const full = await recorded.computeAdvantage({ ...args, form: "full" });
+      assert.equal(decodeAdvantageRequest(sent[0]!).trajectory.form, "TRAJECTORY_FORM_FULL");
+      assert.deepEqual(sent[0], sent[1]); // the same request
+      assert.deepEqual(Array.from(auto.advantage.data as Float32Array), Array.from(full.advantage.data as Float32Array));
+      await assert.rejects(recorded.computeAdvantage({ ...args, form: "compact" }), /compact form needs.*form "full"/);
+      assert.equal(sent.length, 2); // refused before sending
+    } finally {
+      recorded.close();
     }
   });
 

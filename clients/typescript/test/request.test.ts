@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { AdvantageClient, compactObservations, estimatorFrom, KNOBS, LOSS_KNOBS, loadProto, tensor } from "../src";
-import { buildEstimator, buildLoss, camel, type Estimator, type LossKind } from "../src/request";
+import { buildEstimator, buildLoss, buildTrajectory, camel, type Estimator, type LossKind } from "../src/request";
 
 type Descriptor = { type: { field: Array<{ name: string }> } };
 
@@ -123,6 +123,101 @@ describe("compactObservations", () => {
       () => compactObservations(tensor(obs, [B, T, 2]), tensor(nxt, [B, T, 2]), done, terminated),
       /differ at row 0, step 0.*form "full"/,
     );
+  });
+});
+
+describe('form "auto" (the default)', () => {
+  // B = 2, T = 3, obs [2]: row-major observation 100·b + 10·t + feature; a step that is not done
+  // is followed by its next observation, a done step's next observation is that + 5 (the true
+  // next, not the reset). Done at (0, 1), (1, 0), (1, 2); (1, 0) terminated.
+  const B = 2, T = 3;
+  const doneFlags = [false, true, false, true, false, true];
+  function arrays() {
+    const obs = new Float32Array(B * T * 2);
+    const nxt = new Float32Array(B * T * 2);
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let f = 0; f < 2; f++) {
+      obs[(b * T + t) * 2 + f] = 100 * b + 10 * t + f;
+      nxt[(b * T + t) * 2 + f] = 100 * b + 10 * (t + 1) + f + (doneFlags[b * T + t] ? 5 : 0);
+    }
+    return {
+      reward: tensor(new Float32Array(B * T).map((_, i) => i / 4), [B, T]),
+      done: tensor(doneFlags, [B, T]),
+      terminated: tensor([false, false, false, true, false, false], [B, T]),
+      observation: tensor(obs, [B, T, 2]),
+      nextObservation: tensor(nxt, [B, T, 2]),
+    };
+  }
+  const rawBytes = (traj: Record<string, any>): number =>
+    ["observation", "next_observation"].reduce(
+      (n, field) => n + Object.values(traj[field] as Record<string, any>).reduce((m: number, t: any) => m + t.raw_data.length, 0),
+      0,
+    );
+
+  test("chained observations go compact: the explicit compact trajectory, fewer bytes", () => {
+    const a = arrays();
+    const auto = buildTrajectory(a);
+    assert.equal(auto["form"], 2); // TRAJECTORY_FORM_COMPACT
+    assert.deepEqual(auto, buildTrajectory({ ...a, form: "compact" }));
+    const obs = (auto["observation"] as Record<string, any>)["observation"];
+    const nxt = (auto["next_observation"] as Record<string, any>)["observation"];
+    assert.deepEqual(obs.shape, [B, T + 1, 2]);
+    assert.deepEqual(nxt.shape, [2, 2]); // the truncated steps (0, 1) and (1, 2)
+    // Observations once, plus the two truncated next observations: (8 + 2)·2 floats of 4 bytes
+    // instead of the full form's 2·6·2.
+    assert.equal(rawBytes(auto), (B * (T + 1) + 2) * 2 * 4);
+    assert.equal(rawBytes(buildTrajectory({ ...a, form: "full" })), 2 * B * T * 2 * 4);
+  });
+
+  test("a truncated step's next observation may differ; a running step's may not (then full)", () => {
+    const a = arrays();
+    const nxt = a.nextObservation.data as Float32Array;
+    nxt[(0 * T + 1) * 2] = -1; // (0, 1) is done (truncated): not part of the chain
+    assert.equal(buildTrajectory(a)["form"], 2);
+    nxt[(1 * T + 1) * 2 + 1] = -1; // (1, 1) is not done: next_observation != observation (1, 2)
+    const auto = buildTrajectory(a);
+    assert.equal(auto["form"], 1); // TRAJECTORY_FORM_FULL
+    assert.deepEqual(auto, buildTrajectory({ ...a, form: "full" }));
+    assert.throws(() => buildTrajectory({ ...a, form: "compact" }), /differ at row 1, step 1.*form "full"/);
+  });
+
+  function nanChained(a: ReturnType<typeof arrays>): Record<string, unknown> {
+    const obs = Float32Array.from(a.observation.data as Float32Array);
+    const nxt = Float32Array.from(a.nextObservation.data as Float32Array);
+    obs[(0 * T + 1) * 2] = nxt[(0 * T + 0) * 2] = NaN; // step (0, 0) is not done
+    return { ...a, observation: tensor(obs, [B, T, 2]), nextObservation: tensor(nxt, [B, T, 2]) };
+  }
+
+  test("agents, no observations, a missing or mismatched next observation: full", () => {
+    const a = arrays();
+    const cases: Array<[string, Record<string, unknown>]> = [
+      ["nAgents", { ...a, nAgents: 1, observation: tensor(a.observation.data, [B, T, 1, 2]), nextObservation: tensor(a.nextObservation.data, [B, T, 1, 2]) }],
+      ["client values only", { reward: a.reward, done: a.done, stateValue: a.reward, nextStateValue: a.reward }],
+      ["no next observation", { ...a, nextObservation: undefined }],
+      ["another key", { ...a, observation: { observation: a.observation }, nextObservation: { other: a.nextObservation } }],
+      ["another dtype", { ...a, nextObservation: tensor(Float64Array.from(a.nextObservation.data as Float32Array), [B, T, 2]) }],
+      ["a chained NaN (not equal to itself)", nanChained(a)],
+    ];
+    for (const [what, args] of cases) {
+      const auto = buildTrajectory(args as never);
+      assert.equal(auto["form"], 1, what);
+      assert.deepEqual(auto, buildTrajectory({ ...args, form: "full" } as never), what);
+    }
+    // With agents an explicit compact form is still refused.
+    assert.throws(() => buildTrajectory({ ...cases[0]![1], form: "compact" } as never), /not available with nAgents/);
+  });
+
+  test("a mask: padded steps end their episode (terminated) as with an explicit compact form", () => {
+    const a = arrays();
+    const mask = tensor([true, true, true, true, true, false], [B, T]);
+    const auto = buildTrajectory({ ...a, mask });
+    assert.equal(auto["form"], 2);
+    assert.deepEqual(auto, buildTrajectory({ ...a, mask, form: "compact" }));
+    // (1, 2) is padding now: terminated, so only (0, 1) is a truncated step.
+    assert.deepEqual((auto["next_observation"] as Record<string, any>)["observation"].shape, [1, 2]);
+  });
+
+  test("form names", () => {
+    assert.throws(() => buildTrajectory({ ...arrays(), form: "half" as never }), /form must be "auto", "full" or "compact"/);
   });
 });
 

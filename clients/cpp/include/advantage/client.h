@@ -73,8 +73,15 @@ struct Tensor {
   static Shape ShapeOf(const v1::Tensor& tensor);
 };
 
-// Observation layout (see TrajectoryForm in the .proto).
-enum class Form { kFull, kCompact };
+// Observation layout (see TrajectoryForm in the .proto and proto/README.md, "the two forms").
+// kFull sends the observations as given. kCompact sends each observation once: full-form
+// observations [*B, T, *obs] are converted (CompactObservations) and refused with
+// std::invalid_argument when they do not chain; observations that already have T + 1 steps are
+// sent as given. kAuto (the default) sends the compact form when the data allows it (no agents;
+// every observation key has a next observation of the same shape and dtype; the observations
+// chain), else the full form: the server's numbers are the same either way, and the compact
+// form is about half the observation bytes.
+enum class Form { kFull, kCompact, kAuto };
 
 // The trajectory of a ComputeAdvantage or ComputeLoss call. Per-step tensors are [*B, T] (time
 // last); build them with Tensor::Encode. `reward`'s dtype (float32/float64) is the computation's
@@ -106,8 +113,30 @@ struct TrajectoryFields {
   // Agents per step (0 = none): per-agent tensors are [*B, T, n_agents, ...] (proto/README.md).
   uint32_t n_agents = 0;
 
-  Form form = Form::kFull;
+  Form form = Form::kAuto;
 };
+
+// The form ToProto sends for `fields` (kFull or kCompact): kAuto resolved as described at Form.
+Form WireForm(const TrajectoryFields& fields);
+
+// One observation key in the compact form (CompactObservations).
+struct CompactObservation {
+  v1::Tensor observation;       // [*B, T + 1, *obs]
+  v1::Tensor next_observation;  // [K, *obs]
+};
+
+// Full-form observations → the compact form (TRAJECTORY_FORM_COMPACT), as the Python and
+// TypeScript clients' compact_observations: `observation` and `next_observation` are
+// [*B, T, *obs] of one dtype, `done` (and `terminated`, absent = done) [*B, T] bool. Returns the
+// T observations of each row followed by the next observation of its last step, [*B, T + 1, *obs],
+// and the next observations of the K truncated steps (done and not terminated), in row-major
+// order of their [*B, T] index, [K, *obs]. Throws std::invalid_argument naming `key` for
+// mismatched shapes or dtypes, and when next_observation[t] != observation[t + 1] (compared by
+// value) at a step t that is not done: the compact form cannot carry such data.
+CompactObservation CompactObservations(const v1::Tensor& observation,
+                                       const v1::Tensor& next_observation, const v1::Tensor& done,
+                                       const std::optional<v1::Tensor>& terminated = std::nullopt,
+                                       const std::string& key = "observation");
 
 // The estimator of a request and its knobs (each absent knob: the model's default, or the
 // estimator's). Knobs an estimator does not take are refused with std::invalid_argument.
