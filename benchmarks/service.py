@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import cProfile
 import io
+import math
 import os
 import pstats
 import random
@@ -93,6 +94,15 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
 
 # -- the server process ----------------------------------------------------------------------
 
+#: target → pid of the server process answering it (ours or the echo server).
+PIDS: dict[str, int] = {}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of every thread of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -108,6 +118,7 @@ def server_process(repository: Path, *extra: str) -> Iterator[str]:
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in `finally`
     process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     target = f"127.0.0.1:{port}"
+    PIDS[target] = process.pid
     try:
         channel = grpc.insecure_channel(target)
         health = health_pb2_grpc.HealthStub(channel)
@@ -271,6 +282,7 @@ def concurrency(target: str, clients: int, per_client: int) -> dict[str, float]:
 
 ECHO_METHOD = "/bench.Echo/Echo"
 ADVANTAGE_METHOD = "/advantage.v1.AdvantageService/ComputeAdvantage"
+PHASES = ("decode", "network", "estimator", "encode")  # the response's timing fields
 
 
 def echo_server(port: int) -> None:
@@ -306,16 +318,26 @@ def echo_process() -> Iterator[str]:
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        PIDS[f"127.0.0.1:{port}"] = process.pid
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(30)
 
 
-def small_request_bytes(batch: int = 2, steps: int = 32, form: str = "auto") -> bytes:
+def small_request_bytes(
+    batch: int = 2, steps: int = 32, form: str = "auto", values: bool = False
+) -> bytes:
+    """A serialised ComputeAdvantage request; `values`: the client sends V(s) and V(s') (no
+    observations), so the server runs no network: only its fixed per-call work is left."""
     from advantage_client._request import prepare
 
     data = trajectories(batch, steps)
+    inputs = (
+        {"state_value": torch.randn(batch, steps), "next_state_value": torch.randn(batch, steps)}
+        if values
+        else {"observation": data["observation"], "next_observation": data["next_observation"]}
+    )
     request = prepare(
         model=MODEL,
         form=form,
@@ -323,8 +345,7 @@ def small_request_bytes(batch: int = 2, steps: int = 32, form: str = "auto") -> 
         reward=data["reward"],
         done=data["done"],
         terminated=data["terminated"],
-        observation=data["observation"],
-        next_observation=data["next_observation"],
+        **inputs,
     ).request
     return request.SerializeToString()
 
@@ -362,27 +383,83 @@ async def _raw_load(
 
 
 def raw_load(target: str, method: str, payload: bytes, clients: int, per_client: int) -> dict:
-    return asyncio.run(_raw_load(target, method, payload, clients, per_client))
+    """`_raw_load`, plus the server process's CPU time per call (warm-up round included)."""
+    pid = PIDS.get(target)
+    before = cpu_seconds(pid) if pid else math.nan
+    result = asyncio.run(_raw_load(target, method, payload, clients, per_client))
+    used = cpu_seconds(pid) - before if pid else math.nan
+    result["server_cpu_ms"] = used / (2 * clients * per_client) * 1e3
+    return result
 
 
 def small_calls(repository: Path, clients: int, per_client: int, rounds: int) -> list[dict]:
-    """Ours and the echo server, interleaved `rounds` times; the median round of each."""
-    payload = small_request_bytes()
-    ours: list[dict] = []
-    echo: list[dict] = []
+    """Ours (with observations: one value-network pass; with client values: no network) and
+    the echo server on each request's bytes, interleaved `rounds` times; the median round of
+    each, and each round's ratio against the echo round next to it."""
+    payloads = {"observations": small_request_bytes(), "values": small_request_bytes(values=True)}
+    runs: dict[tuple[str, str], list[dict]] = {}
     with server_process(repository) as target, echo_process() as echo_target:
         for _ in range(rounds):
-            ours.append(raw_load(target, ADVANTAGE_METHOD, payload, clients, per_client))
-            echo.append(raw_load(echo_target, ECHO_METHOD, payload, clients, per_client))
+            for request, payload in payloads.items():
+                for server, where, method in (
+                    ("advantage-service", target, ADVANTAGE_METHOD),
+                    ("grpc.aio echo", echo_target, ECHO_METHOD),
+                ):
+                    result = raw_load(where, method, payload, clients, per_client)
+                    runs.setdefault((request, server), []).append(result)
 
-    def median_round(results: list[dict]) -> dict:
-        return sorted(results, key=lambda r: r["calls_per_s"])[len(results) // 2]
+    rows = []
+    for request, payload in payloads.items():
+        ours, echo = runs[request, "advantage-service"], runs[request, "grpc.aio echo"]
+        per_round = " ".join(
+            f"{a['calls_per_s'] / b['calls_per_s']:.2f}" for a, b in zip(ours, echo, strict=True)
+        )
+        medians = {
+            server: sorted(results, key=lambda r: r["calls_per_s"])[len(results) // 2]
+            for server, results in (("advantage-service", ours), ("grpc.aio echo", echo))
+        }
+        for server, median in medians.items():
+            rows.append(
+                {"request": request, "server": server, "bytes": len(payload)}
+                | median
+                | {
+                    "vs_echo": median["calls_per_s"] / medians["grpc.aio echo"]["calls_per_s"],
+                    "vs_echo per round": per_round if server == "advantage-service" else "",
+                }
+            )
+    return rows
 
-    rows = [{"server": "advantage-service"} | median_round(ours),
-            {"server": "grpc.aio echo"} | median_round(echo)]  # fmt: skip
-    for row in rows:
-        row["vs_echo"] = row["calls_per_s"] / rows[1]["calls_per_s"]
-    rows[0]["bytes"] = rows[1]["bytes"] = len(payload)
+
+def handler_cpu(repository: Path, repeats: int = 2000) -> list[dict]:
+    """The ComputeAdvantage handler in this process on the part-4 requests: CPU ms per call
+    (thread time, the fastest of 10 blocks: least disturbed by other processes), with the
+    response's own phase timings, and the value network alone on the same rows (eager)."""
+    from service.api.handlers import compute_advantage_handler
+    from service.models.loading import load_repository
+    from service.models.registry import ModelRegistry
+    from service.pb.advantage.v1 import advantage_pb2 as pb
+    from service.runtime import Runtime
+
+    torch.set_num_threads(1)  # as the server runs it: cores // workers
+    runtime = Runtime(ModelRegistry(load_repository(repository, torch.device("cpu"))))
+    rows = []
+    for name, values in (("observations", False), ("values", True)):
+        request = pb.ComputeAdvantageRequest.FromString(small_request_bytes(values=values))
+        for _ in range(50):
+            response = compute_advantage_handler(runtime, request)
+        blocks = []
+        for _ in range(10):
+            start = time.thread_time()
+            for _ in range(repeats // 10):
+                response = compute_advantage_handler(runtime, request)
+            blocks.append((time.thread_time() - start) / (repeats // 10) * 1e3)
+        timing = response.timing
+        phases = {f"{phase}_ms": getattr(timing, f"{phase}_ms") for phase in PHASES}
+        rows.append({"request": name, "handler_cpu_ms": min(blocks)} | phases)
+    net, x = value_net(), torch.randn(2 * 33, OBS)  # compact form: B·(T + 1) rows
+    with torch.inference_mode():
+        forward = min(median_ms(lambda: net(x), 200) for _ in range(5))
+    rows.append({"request": "value network alone (eager, 66 rows)", "handler_cpu_ms": forward})
     return rows
 
 
@@ -539,7 +616,20 @@ def small_parts(repository: Path, args: argparse.Namespace) -> None:
         f"{per_client}, ours against a grpc.aio echo server (median of {rounds} interleaved rounds)"
     )
     rows = small_calls(repository, args.clients, per_client, rounds)
-    print(table(rows, ["server", "bytes", "calls_per_s", "p50_ms", "p99_ms", "vs_echo"]))
+    print(
+        table(
+            rows,
+            ["request", "server", "bytes", "calls_per_s", "p50_ms", "p99_ms", "server_cpu_ms",
+             "vs_echo", "vs_echo per round"],
+        )
+    )  # fmt: skip
+    print("\nThe same requests through the handler in this process (no gRPC), CPU ms per call:")
+    print(
+        table(
+            handler_cpu(repository),
+            ["request", "handler_cpu_ms", "decode_ms", "network_ms", "estimator_ms", "encode_ms"],
+        )
+    )
     print(f"\n## 6. Large requests: MB/s against the echo ceiling (median of {rounds} rounds)")
     print(
         table(

@@ -13,7 +13,6 @@ from torch import nn
 from service.dtypes import TORCH_DTYPES
 from service.models.manifest import Manifest
 
-
 _DIRECT_FORWARD = "_service_direct_forward"
 
 

@@ -185,8 +185,8 @@ def network_values(
         rows = _rows([observed, true_next], model, [math.prod(steps) + math.prod(batch), count])
         values = value_fn(rows).to("cpu", non_blocking=False)
         chained = values[: math.prod(batch) * (horizon + 1)].view(*batch, horizon + 1)
-        # Contiguous copies ([*B, T], a few hundred bytes for small calls) let the estimator take its
-        # small-call path (`estimators._backend.fast_rows`) instead of normalising strided views.
+        # Contiguous copies ([*B, T], a few hundred bytes for small calls) let the estimator take
+        # its small-call path (`estimators._backend.fast_rows`), not the strided-view one.
         state_value, next_state_value = chained[..., :-1].contiguous(), chained[..., 1:]
         if count:
             next_state_value = next_state_value.masked_scatter(truncated, values[-count:])
@@ -276,8 +276,8 @@ def _per_agent_values(
         values = value_grid(value_fn(inputs), chained_rows + count // agents, agents, VALUE_OUTPUT)
         values = values.to("cpu", non_blocking=False)
         chained = from_grid(values[:chained_rows], chained_steps, VALUE_OUTPUT).view(chained_steps)
-        # Contiguous copies ([*B, T], a few hundred bytes for small calls) let the estimator take its
-        # small-call path (`estimators._backend.fast_rows`) instead of normalising strided views.
+        # Contiguous copies ([*B, T], a few hundred bytes for small calls) let the estimator take
+        # its small-call path (`estimators._backend.fast_rows`), not the strided-view one.
         state_value, next_state_value = chained[..., :-1].contiguous(), chained[..., 1:]
         if count:
             next_state_value = next_state_value.masked_scatter(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -48,16 +50,24 @@ def test_load_caps_the_threads(policy, monkeypatch) -> None:
 
 def test_free_cores_reads_the_runnable_count(monkeypatch) -> None:
     monkeypatch.setattr(threads, "_CORES", 4)
-    for line, free in (
-        (b"0.50 0.40 0.30 1/200 999\n", 4),  # only the reader runs
-        (b"0.50 0.40 0.30 3/200 999\n", 2),
-        (b"9.00 9.00 9.00 17/200 999\n", 1),  # never below one: the caller's own core
+    for line, own, free in (
+        (b"0.50 0.40 0.30 1/200 999\n", 1, 4),  # only the reader runs
+        (b"0.50 0.40 0.30 3/200 999\n", 1, 2),  # two other tasks
+        (b"0.50 0.40 0.30 3/200 999\n", 3, 4),  # the reader and two of its own threads
+        (b"0.50 0.40 0.30 5/200 999\n", 2, 1),  # three other tasks
+        (b"9.00 9.00 9.00 17/200 999\n", 1, 1),  # never below one: the caller's own core
     ):
         monkeypatch.setattr(threads.os, "pread", lambda fd, n, off, line=line: line)
         monkeypatch.setattr(threads, "_LOADAVG", 3)
+        monkeypatch.setattr(threads, "own_runnable", lambda own=own: own)
         assert threads.free_cores() == free
     monkeypatch.setattr(threads, "_LOADAVG", None)
     assert threads.free_cores() == 4
+
+
+def test_own_runnable_counts_the_caller() -> None:
+    # Read from /proc/self/task: the calling thread is running while it reads.
+    assert 1 <= threads.own_runnable() <= threading.active_count() + 8
 
 
 def test_for_workers_splits_the_cores() -> None:
