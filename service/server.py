@@ -108,7 +108,7 @@ class AdvantageServer:
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
         self.admission = Admission(settings.max_inflight_bytes)
-        servicer = AdvantageServicer(
+        self.servicer = servicer = AdvantageServicer(
             self.runtime,
             self.executor,
             self.metrics,
@@ -129,10 +129,12 @@ class AdvantageServer:
         self.runtime.versions.bind(loop)
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        for batcher in self.batchers:
-            batcher.start()
         await self.grpc.start()
         await loop.run_in_executor(self.executor, self._warmup)
+        # After the warm-up: its passes are not served batches (until `start`, a batcher
+        # evaluates each request by itself, unrecorded, as it does after `stop`).
+        for batcher in self.batchers:
+            batcher.start()
         if self.follower is None:
             await self._set_serving()
             return
@@ -171,6 +173,7 @@ class AdvantageServer:
         estimators.warmup()
         for model in self.registry:
             model.warmup()
+        self.servicer.measure_small_requests()
 
     async def start_rest(self, host: str, port: int) -> int:
         """Serve the REST debug surface on host:port (0 = a free port) from this loop; its port.

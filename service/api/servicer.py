@@ -23,6 +23,7 @@ from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
 from service.runtime import Runtime
 from service.runtime.call import CallState
+from service.wire.advantage import largest_small_request
 from service.wire.malformed import MalformedRequest
 from service.wire.parameters import collect_parameter_stream
 from service.wire.requests import min_version
@@ -63,7 +64,7 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         # ComputeAdvantage requests up to this size may run on the event loop (`_inline_claim`),
         # when the model's last such request took at most INLINE_MAX_S.
         self._inline_max_bytes = inline_max_bytes
-        self._last_small_s: dict[str, float] = {}  # request model_name → last one's seconds
+        self._last_small_s: dict[str, float] = {}  # model name → its last small one's seconds
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register this servicer on `server`."""
@@ -90,7 +91,7 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
             return None  # the handler refuses it, on the pool as usual
         # Small in bytes is not enough (a slow network): the model's last small request must
         # have been quick. The first one of each model measures on the pool.
-        if self._last_small_s.get(request.model_name, INLINE_MAX_S + 1) > INLINE_MAX_S:
+        if self._last_small_s.get(model.name, INLINE_MAX_S + 1) > INLINE_MAX_S:
             return None
         if not model.lock.acquire(blocking=False):
             return None
@@ -106,6 +107,32 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
             model.lock.release()
 
         return release
+
+    def measure_small_requests(self) -> None:
+        """Measure each model's largest small ComputeAdvantage (`largest_small_request`: the
+        most observation rows `inline_max_bytes` can carry) through the handler, once, on the
+        idle server at start-up, as if it had been served: small requests may then run inline
+        from the first one. Without it the first requests all went to the pool, where waits for
+        the GIL behind each other made every measurement exceed INLINE_MAX_S, and on a busy
+        server they stayed there (about a thousand requests with 32 callers)."""
+        for model in self._runtime.registry:
+            request = largest_small_request(model, self._inline_max_bytes)
+            if request is None:
+                continue
+            start = time.perf_counter()
+            try:
+                handlers.compute_advantage_handler(self._runtime, request)
+            except ServiceError:
+                continue  # not readable yet (a replica): its first request measures
+            self._last_small_s[model.name] = time.perf_counter() - start
+
+    def _model_name(self, requested: str) -> str:
+        """The name of the model a request's `model_name` selects ("" = the default model);
+        `requested` itself when no model has it (the handler refuses the request)."""
+        try:
+            return self._runtime.model(requested).name
+        except ServiceError:
+            return requested
 
     def _timed(self, work: Callable[[], Reply], name: str) -> Callable[[], Reply]:
         """`work`, its duration remembered for `_inline_claim` (a plain dict write: no lock)."""
@@ -137,7 +164,7 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         with self._admission.admit(nbytes, call):
             counted = self._admission.working(lambda: work(call))
             if nbytes <= self._inline_max_bytes and isinstance(request, pb.ComputeAdvantageRequest):
-                counted = self._timed(counted, request.model_name)
+                counted = self._timed(counted, self._model_name(request.model_name))
             release = self._inline_claim(request, nbytes)
             if release is not None:
                 try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -48,6 +49,38 @@ def _widen_observations(trajectory: Trajectory, model: Model) -> None:
         for key, tensor in observations.items():
             if key in known and (tensor.dtype, model.input_dtype(key)) in _WIDENS:
                 observations[key] = tensor.to(model.input_dtype(key))
+
+
+def largest_small_request(model: Model, max_bytes: int) -> pb.ComputeAdvantageRequest | None:
+    """A ComputeAdvantage request for `model` of at most `max_bytes` carrying as many
+    observation rows as fit (compact form, zeros, one trajectory, no episode end): the most
+    network work a request that small can ask for. None when not even two steps fit, or the
+    model has no value network or per-agent networks."""
+    if model.value_network is None or model.per_agent:
+        return None
+    inputs = model.manifest.inputs
+    row_bytes = sum(
+        math.prod(spec.shape) * model.input_dtype(spec.name).itemsize for spec in inputs
+    )
+    dtype = torch.float64 if model.parameter_dtype == torch.float64 else torch.float32
+    # Each step: one observation row, a reward and two flags; 1 KiB for the rest.
+    steps = (max_bytes - 1024 - row_bytes) // (row_bytes + dtype.itemsize + 2)
+    if steps < 2:
+        return None
+    request = pb.ComputeAdvantageRequest(model_name=model.name)
+    trajectory = request.trajectory
+    trajectory.form = pb.TRAJECTORY_FORM_COMPACT
+    trajectory.reward.CopyFrom(encode_tensor(torch.zeros((1, steps), dtype=dtype)))
+    flags = encode_tensor(torch.zeros((1, steps), dtype=torch.bool))
+    trajectory.done.CopyFrom(flags)
+    trajectory.terminated.CopyFrom(flags)
+    for spec in inputs:
+        wanted = model.input_dtype(spec.name)
+        rows = torch.zeros((1, steps + 1, *spec.shape), dtype=wanted)
+        trajectory.observation[spec.name].CopyFrom(encode_tensor(rows))
+        none = torch.zeros((0, *spec.shape), dtype=wanted)
+        trajectory.next_observation[spec.name].CopyFrom(encode_tensor(none))
+    return request
 
 
 def response_bytes(trajectory: Trajectory) -> int:

@@ -53,8 +53,7 @@ def _request(batch: int = 2, steps: int = 32, seed: int = 0) -> pb.ComputeAdvant
 
 
 def _answer(settings: Settings, request: pb.ComputeAdvantageRequest):
-    """The answer to `request` sent twice (a model's first small request runs on the pool and
-    measures how long it takes), and the threads that ran the second one's passes."""
+    """The answer to `request` sent twice, and the threads that ran the second one's passes."""
     model, recorder = _model()
     with running_server(settings, {"demo": model}) as server:
         first = stub(server.target).ComputeAdvantage(request, timeout=60)
@@ -140,3 +139,34 @@ def test_a_slow_model_never_holds_the_event_loop(monkeypatch) -> None:
         for _ in range(3):  # small in bytes, but each took longer than INLINE_MAX_S
             stub(server.target).ComputeAdvantage(_request(), timeout=60)
     assert len(slow.threads) == 3 and all(name.startswith("compute") for name in slow.threads)
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_the_first_small_request_runs_inline(batching) -> None:
+    # The server measured the model's largest small request while it started, so the first
+    # request need not go to the pool to be measured (where, with many callers at once, waits
+    # for the GIL kept every measurement over INLINE_MAX_S).
+    model, recorder = _model()
+    with running_server(Settings(rest_port=0, batching=batching), {"demo": model}) as server:
+        measured = server.server.servicer._last_small_s
+        assert set(measured) == {"demo"} and 0 < measured["demo"] < 60
+        recorder.threads.clear()  # the warm-up's and the measurement's passes
+        stub(server.target).ComputeAdvantage(_request(), timeout=60)
+        stats = server.server.batchers[0].stats() if batching else None
+    assert recorder.threads and not any(name.startswith("compute") for name in recorder.threads)
+    if batching:  # the start-up measurement is not a served batch; the request is
+        assert stats is not None and stats["batches"] == 1
+
+
+def test_the_largest_small_request_fits_and_carries_the_most_rows() -> None:
+    from service.wire.advantage import largest_small_request
+
+    model = demo_model(torch.device("cpu"))
+    limit = 64 * 1024
+    request = largest_small_request(model, limit)
+    assert request is not None and request.ByteSize() <= limit
+    shape = tuple(request.trajectory.observation["observation"].shape)
+    assert request.trajectory.form == pb.TRAJECTORY_FORM_COMPACT and shape[0] == 1
+    # Most of the budget is observation rows (each step: a row of 4 float32, a reward, 2 flags).
+    assert shape[1] * 4 * shape[2] > 0.6 * limit
+    assert largest_small_request(model, 1024) is None  # not even two steps
