@@ -399,12 +399,11 @@ def small_calls(repository: Path, clients: int, per_client: int, rounds: int) ->
     payloads = {"observations": small_request_bytes(), "values": small_request_bytes(values=True)}
     runs: dict[tuple[str, str], list[dict]] = {}
     with server_process(repository) as target, echo_process() as echo_target:
-        for _ in range(rounds):
+        servers = [("advantage-service", target, ADVANTAGE_METHOD),
+                   ("grpc.aio echo", echo_target, ECHO_METHOD)]  # fmt: skip
+        for round_ in range(rounds):
             for request, payload in payloads.items():
-                for server, where, method in (
-                    ("advantage-service", target, ADVANTAGE_METHOD),
-                    ("grpc.aio echo", echo_target, ECHO_METHOD),
-                ):
+                for server, where, method in servers[:: 1 if round_ % 2 == 0 else -1]:
                     result = raw_load(where, method, payload, clients, per_client)
                     runs.setdefault((request, server), []).append(result)
 
@@ -498,9 +497,11 @@ def batching_on_off(
     with contextlib.ExitStack() as stack:
         targets = {name: stack.enter_context(server_process(repository, *extra))
                    for name, extra in settings.items()}  # fmt: skip
-        for _ in range(rounds):
+        for round_ in range(rounds):
             for clients in concurrencies:
-                for name, target in targets.items():
+                # Alternate which server goes first, so that neither always runs second.
+                order = list(targets.items())[:: 1 if round_ % 2 == 0 else -1]
+                for name, target in order:
                     result = raw_load(target, ADVANTAGE_METHOD, payload, clients, per_client)
                     results.setdefault((name, clients), []).append(result)
     rows = []

@@ -251,9 +251,9 @@ class Metrics:
 
     def observe_batch(self, record: Any) -> None:
         """Record one `service.runtime.batching.BatchRecord` (the batcher's `on_batch` callback)."""
-        self.batch_rows.labels(record.model).observe(record.rows)
-        self.batch_requests.labels(record.model).observe(record.requests)
-        delay = self.batch_queue_delay.labels(record.model)
+        self._child(self.batch_rows, record.model).observe(record.rows)
+        self._child(self.batch_requests, record.model).observe(record.requests)
+        delay = self._child(self.batch_queue_delay, record.model)
         for seconds in record.queue_delays_s:
             delay.observe(seconds)
 

@@ -353,7 +353,8 @@ class Batcher:
                 self._run_batch([pending])
             return
         delays = tuple(started - pending.queued_at for pending in batch)
-        for pending, chunk in zip(batch, values.split(counts), strict=True):
+        chunks = (values,) if len(batch) == 1 else values.split(counts)
+        for pending, chunk in zip(batch, chunks, strict=True):
             pending.values, pending.version = chunk, version
             pending.done.set()
         self._record(batch, total, delays, forward_s, version)
