@@ -122,8 +122,11 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
             start = time.perf_counter()
             try:
                 handlers.compute_advantage_handler(self._runtime, request)
-            except ServiceError:
-                continue  # not readable yet (a replica): its first request measures
+            except Exception as error:  # a measurement never stops a start
+                # Not readable yet (a replica), or a network that refuses zeros: the model's
+                # first small request measures on the pool instead.
+                log.info("model %r: small requests measured when served (%s)", model.name, error)
+                continue
             self._last_small_s[model.name] = time.perf_counter() - start
 
     def _model_name(self, requested: str) -> str:

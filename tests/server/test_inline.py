@@ -170,3 +170,25 @@ def test_the_largest_small_request_fits_and_carries_the_most_rows() -> None:
     # Most of the budget is observation rows (each step: a row of 4 float32, a reward, 2 flags).
     assert shape[1] * 4 * shape[2] > 0.6 * limit
     assert largest_small_request(model, 1024) is None  # not even two steps
+
+
+class _RefusesZeros(nn.Module):
+    """A value network that fails on an all-zero batch (as the start-up measurement sends)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        if observation.shape[0] > 2 and not bool(observation.any()):
+            raise RuntimeError("zeros")
+        return self.inner(observation)
+
+
+def test_a_model_failing_the_start_up_measurement_is_still_served() -> None:
+    model = demo_model(torch.device("cpu"))
+    model.value_network = _RefusesZeros(model.value_network)
+    with running_server(Settings(rest_port=0), {"demo": model}) as server:
+        assert "demo" not in server.server.servicer._last_small_s  # measured when served
+        reply = stub(server.target).ComputeAdvantage(_request(), timeout=60)
+    assert tuple(reply.advantage.shape) == (2, 32)
