@@ -21,6 +21,9 @@ Design:
   them into one pass, which is where merging saves work (one pass instead of several, for
   requests that were waiting). With a delay > 0 every request goes through the queue and the
   batcher waits up to the delay for more, as asked.
+- The server's event loop runs a small request itself when the batcher is idle (`try_claim`):
+  that pass is the request's own, run exactly as without batching and not reported as a batch
+  (`stats()["alone"]` counts them), so batching on costs an idle server nothing.
 - The queue is bounded: a request arriving when `max_queue_size` requests are already waiting is
   refused with RESOURCE_EXHAUSTED (`service.errors.ResourceExhausted`).
 - The model knows nothing of its batcher: `service.runtime.Runtime` keeps one per batching model.
@@ -149,7 +152,8 @@ class Batcher:
         self.forward_s_total = 0.0
         self.rejected = 0
         self.dropped = 0  # requests whose caller gave up while they waited
-        self.taken = 0  # requests popped from the queue into a batch
+        self.taken = 0  # requests popped from the queue into a batch, or run at once
+        self.alone = 0  # claimed passes (`_run_claimed`): one request, nothing merged
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -215,6 +219,8 @@ class Batcher:
         `stop()` it evaluates directly, in the calling thread, under the lock.
         """
         rows = int(inputs[0].shape[0])
+        if self._claimed_by is not None and self._claimed_by == threading.get_ident():
+            return self._run_claimed(inputs, rows)
         pending = _Pending(inputs, rows, call)
         with self._cond:
             stopped = self._stopping or not self.running
@@ -225,14 +231,9 @@ class Batcher:
                     f"(max_queue_size = {self.config.max_queue_size} requests waiting; "
                     "raise --max-queue-size or the model's batching.max_queue_size, or retry)"
                 )
-            # Idle (nothing running, nobody queued, no delay asked for), or claimed by this
-            # thread (`try_claim`): run at once, here.
-            claimed = self._claimed_by is not None and self._claimed_by == threading.get_ident()
-            inline = claimed or (
-                not stopped and not self._busy and not self._queue and self._delay_s == 0
-            )
+            # Idle (nothing running, nobody queued, no delay asked for): run at once, here.
+            inline = not stopped and not self._busy and not self._queue and self._delay_s == 0
             if inline:
-                self._claimed_by = None if claimed else self._claimed_by
                 self._busy = True
                 self.taken += 1
             elif not stopped:
@@ -255,6 +256,29 @@ class Batcher:
             raise pending.error
         assert pending.values is not None
         return pending.values, pending.version
+
+    def _run_claimed(self, inputs: Sequence[torch.Tensor], rows: int) -> tuple[torch.Tensor, int]:
+        """The claiming thread's pass (`try_claim`: the event loop's small request), run here
+        and alone, exactly as without batching: no queue entry, no event to wait on, no batch
+        record, since nothing was merged. Counted in `stats()["alone"]`. Arrivals meanwhile
+        queue, and the batcher thread merges them once this pass is done."""
+        with self._cond:
+            self._claimed_by = None  # `_busy` stays set from the claim
+            self.taken += 1
+        try:
+            values, version, _, _ = self._forward(inputs)
+            if values.shape[0] != rows:
+                raise RuntimeError(
+                    f"model {self.model.name!r}: the value network returned {values.shape[0]} "
+                    f"rows for {rows}"
+                )
+            self.alone += 1
+            return values, version
+        finally:
+            with self._cond:
+                self._busy = False
+                if self._queue:
+                    self._cond.notify()
 
     # -- batcher thread ----------------------------------------------------------------------
 
@@ -399,6 +423,7 @@ class Batcher:
             "dropped": self.dropped,
             "queued": len(self._queue),
             "taken": self.taken,
+            "alone": self.alone,
         }
 
 

@@ -339,7 +339,8 @@ def test_a_claim_runs_the_claiming_threads_next_submit_at_once(records: list[Bat
         batcher.release_claim()
     finally:
         batcher.stop()
-    assert [record.requests for record in records] == [1]
+    # A claimed pass merges nothing: counted alone, not reported as a batch.
+    assert records == [] and (batcher.stats()["alone"], batcher.stats()["taken"]) == (1, 1)
 
 
 def test_requests_queued_behind_an_unused_claim_run_when_it_is_released(

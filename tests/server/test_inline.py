@@ -154,8 +154,8 @@ def test_the_first_small_request_runs_inline(batching) -> None:
         stub(server.target).ComputeAdvantage(_request(), timeout=60)
         stats = server.server.batchers[0].stats() if batching else None
     assert recorder.threads and not any(name.startswith("compute") for name in recorder.threads)
-    if batching:  # the start-up measurement is not a served batch; the request is
-        assert stats is not None and stats["batches"] == 1
+    if batching:  # the start-up measurement is not counted; the request ran alone, unmerged
+        assert stats is not None and (stats["alone"], stats["batches"]) == (1, 0)
 
 
 def test_the_largest_small_request_fits_and_carries_the_most_rows() -> None:
