@@ -611,7 +611,7 @@ def table(rows: list[dict[str, object]], columns: list[str]) -> str:
 
 
 def small_parts(repository: Path, args: argparse.Namespace) -> None:
-    rounds, per_client = (1, 5) if args.quick else (3, 30)
+    rounds, per_client = (1, 5) if args.quick else (args.rounds, 30)
     print(
         f"\n## 4. Small calls: B=2, T=32 request bytes, {args.clients} concurrent callers × "
         f"{per_client}, ours against a grpc.aio echo server (median of {rounds} interleaved rounds)"
@@ -655,7 +655,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--profile", action="store_true", help="cProfile the server's handler")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--small", action="store_true", help="only parts 4 and 5")
+    parser.add_argument("--small", action="store_true", help="only parts 4, 5 and 6")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of parts 4-6")
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
