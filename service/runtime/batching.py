@@ -23,7 +23,7 @@ Design:
   batcher waits up to the delay for more, as asked.
 - The server's event loop runs a small request itself when the batcher is idle (`try_claim`):
   that pass is the request's own, run exactly as without batching and not reported as a batch
-  (`stats()["alone"]` counts them), so batching on costs an idle server nothing.
+  (`stats()["alone"]` counts them), so on an idle server batching costs only the claim.
 - The queue is bounded: a request arriving when `max_queue_size` requests are already waiting is
   refused with RESOURCE_EXHAUSTED (`service.errors.ResourceExhausted`).
 - The model knows nothing of its batcher: `service.runtime.Runtime` keeps one per batching model.
