@@ -11,6 +11,8 @@ Recording goes through one context manager, used by the servicer's `_run` and th
 
 It counts the request by transport, RPC, estimator and status code, times it, keeps the in-flight
 gauge, and, for a response carrying `timing`, observes the server's phase times and step count.
+Recording takes no lock (a deque append and a set add/discard): the prometheus objects, each of
+whose updates takes a lock, are brought up to date when they are read (`exposition`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -52,6 +55,9 @@ TIME_BUCKETS = tuple(1e-4 * 2**i for i in range(19))
 STEP_BUCKETS = tuple(float(4**i) for i in range(13))
 # Timing field of a response → the histogram that observes it.
 PHASES = ("decode", "network", "estimator", "encode")
+# Finished calls queued for the metrics before the recording call folds them itself (when no
+# scrape comes): bounds the queue's memory to a few MB.
+FOLD_EVERY = 4096
 # Label value when a request has no estimator/loss (ListModels, GetModel) or it is not known yet.
 NO_ESTIMATOR = "none"
 
@@ -175,6 +181,11 @@ class Metrics:
         models = list(models)
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[Any, ...], Any] = {}  # see `_child`
+        # Recording takes no lock: a finished call is appended to `_finished` (a deque's append
+        # is atomic) and its calls in flight are a set per transport; `_fold` adds the queue to
+        # the prometheus objects (whose updates take their locks) when they are read.
+        self._finished: deque[tuple[Any, ...]] = deque()
+        self._in_flight: dict[str, set[Call]] = {}
         registry = self.registry
         self.requests = Counter(
             "advantage_requests",
@@ -259,6 +270,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format (content type `CONTENT_TYPE_LATEST`)."""
+        self._fold()
         return generate_latest(self.registry)
 
     @contextmanager
@@ -281,8 +293,8 @@ class Metrics:
             rpc or rpc_label(request),
             estimator or estimator_label(request),
         )
-        gauge = self._child(self.in_flight, transport)
-        gauge.inc()
+        active = self._in_flight.get(transport) or self._count_in_flight(transport)
+        active.add(call)
         error: BaseException | None = None
         try:
             yield call
@@ -290,10 +302,17 @@ class Metrics:
             error = raised
             raise
         finally:
-            gauge.dec()
+            active.discard(call)
             self._finish(call, error)
 
+    def _count_in_flight(self, transport: str) -> set[Call]:
+        """The set of `transport`'s calls in flight, read by its gauge (once per transport)."""
+        active = self._in_flight.setdefault(transport, set())
+        self._child(self.in_flight, transport).set_function(lambda: len(active))
+        return active
+
     def _finish(self, call: Call, error: BaseException | None) -> None:
+        """Queue the finished call for `_fold`: no metric is touched (and no lock taken) here."""
         code = call.code
         if code is None or (error is not None and code == "OK"):
             if error is None:
@@ -303,24 +322,28 @@ class Metrics:
             else:
                 code = "CANCELLED" if _is_cancellation(error) else "INTERNAL"
         elapsed = time.perf_counter() - call.started
-        self._child(self.requests, call.transport, call.rpc, call.estimator, code).inc()
-        self._child(self.request_duration, call.transport, call.rpc).observe(elapsed)
-        if code == "OK" and call.response is not None:
-            self._observe_response(call, call.response)
+        phases, steps = _response_figures(call.response) if code == "OK" else (None, None)
+        self._finished.append(
+            (call.transport, call.rpc, call.estimator, code, elapsed, phases, steps)
+        )
+        if len(self._finished) > FOLD_EVERY:  # nobody scrapes: keep the queue bounded
+            self._fold()
 
-    def _observe_response(self, call: Call, response: Any) -> None:
-        if not hasattr(response, "DESCRIPTOR"):  # e.g. GetParameters' list of chunks
-            return
-        fields = response.DESCRIPTOR.fields_by_name
-        if "timing" in fields and response.HasField("timing"):
-            timing = response.timing
-            for phase, histogram in self.phase_duration.items():
-                self._child(histogram, call.rpc, call.estimator).observe(
-                    getattr(timing, f"{phase}_ms") / 1e3
-                )
-        if "advantage" in fields and response.HasField("advantage"):
-            steps = math.prod(response.advantage.shape)
-            self._child(self.request_steps, call.rpc, call.estimator).observe(steps)
+    def _fold(self) -> None:
+        """Add the queued calls to the metrics (a scrape does it first; `deque.popleft` is
+        atomic, so two folds at once each take different calls)."""
+        while True:
+            try:
+                transport, rpc, estimator, code, elapsed, phases, steps = self._finished.popleft()
+            except IndexError:
+                return
+            self._child(self.requests, transport, rpc, estimator, code).inc()
+            self._child(self.request_duration, transport, rpc).observe(elapsed)
+            if phases is not None:
+                for histogram, seconds in zip(self.phase_duration.values(), phases, strict=True):
+                    self._child(histogram, rpc, estimator).observe(seconds)
+            if steps is not None:
+                self._child(self.request_steps, rpc, estimator).observe(steps)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, looked up once per label set: `labels()` takes the
@@ -331,6 +354,22 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+
+def _response_figures(response: Any) -> tuple[tuple[float, ...] | None, int | None]:
+    """A successful response's phase times (seconds, in PHASES order) and step count, when it
+    carries them."""
+    if response is None or not hasattr(response, "DESCRIPTOR"):  # e.g. GetParameters' chunks
+        return None, None
+    fields = response.DESCRIPTOR.fields_by_name
+    phases = None
+    if "timing" in fields and response.HasField("timing"):
+        timing = response.timing
+        phases = tuple(getattr(timing, f"{phase}_ms") / 1e3 for phase in PHASES)
+    steps = None
+    if "advantage" in fields and response.HasField("advantage"):
+        steps = math.prod(response.advantage.shape)
+    return phases, steps
 
 
 def _is_cancellation(error: BaseException) -> bool:

@@ -114,3 +114,39 @@ def test_labels() -> None:
     assert estimator_label(pb.ComputeLossRequest(reinforce=pb.ReinforceLoss(), gae=pb.GAE())) == (
         "reinforce"
     )
+
+
+def _sample(text: str, prefix: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(prefix))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_recording_is_queued_and_counted_exactly_when_read(monkeypatch) -> None:
+    from service.api import metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "FOLD_EVERY", 10)
+    metrics = Metrics()
+    response = pb.ComputeAdvantageResponse(
+        advantage=pb.Tensor(shape=[2, 3]), timing=pb.Timing(decode_ms=1.0)
+    )
+    with metrics.track("grpc", request=pb.ComputeAdvantageRequest()) as call:
+        text = metrics.exposition().decode()  # while the call is in flight
+        assert _sample(text, 'advantage_requests_in_flight{transport="grpc"}') == 1
+        call.done(response)
+    for _ in range(24):  # no scrape: the queue never grows past FOLD_EVERY + 1
+        with metrics.track("grpc", request=pb.ComputeAdvantageRequest()) as call:
+            call.done(response)
+        assert len(metrics._finished) <= 11
+    text = metrics.exposition().decode()
+    assert len(metrics._finished) == 0
+    assert _sample(text, 'advantage_requests_in_flight{transport="grpc"}') == 0
+    ok = (
+        'advantage_requests_total{code="OK",estimator="gae",rpc="ComputeAdvantage",'
+        'transport="grpc"}'
+    )
+    assert _sample(text, ok) == 25
+    assert _sample(text, 'advantage_request_steps_sum{estimator="gae",rpc="ComputeAdvantage"}') == (
+        25 * 6
+    )
+    decode = 'advantage_decode_duration_seconds_sum{estimator="gae",rpc="ComputeAdvantage"}'
+    assert _sample(text, decode) == pytest.approx(25 * 1e-3)
