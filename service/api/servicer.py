@@ -80,7 +80,7 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         holds the model's lock now (an update in progress), and, when the model batches, its
         batcher is idle and claimed for this request (`Batcher.try_claim`), so the pass runs at
         once; and the model's last small request took at most INLINE_MAX_S, so a slow network
-        never holds the loop (each model's first one runs on the pool and measures). The lock is
+        never holds the loop (measured at start-up, `measure_small_requests`). The lock is
         re-entrant: the handler takes it again.
         """
         if nbytes > self._inline_max_bytes or not isinstance(request, pb.ComputeAdvantageRequest):
@@ -90,7 +90,8 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         except ServiceError:
             return None  # the handler refuses it, on the pool as usual
         # Small in bytes is not enough (a slow network): the model's last small request must
-        # have been quick. The first one of each model measures on the pool.
+        # have been quick. The start-up measures the largest one (`measure_small_requests`);
+        # where it could not, the model's first small request measures on the pool.
         if self._last_small_s.get(model.name, INLINE_MAX_S + 1) > INLINE_MAX_S:
             return None
         if not model.lock.acquire(blocking=False):
