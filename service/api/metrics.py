@@ -90,6 +90,18 @@ def estimator_label(request: Message | None) -> str:
     return NO_ESTIMATOR
 
 
+class _Folding(Collector):
+    """Brings the metrics up to date (`Metrics.fold`) when the registry is collected; exposes
+    nothing itself."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        self._metrics.fold()
+        return []
+
+
 class _DeviceMemoryCollector(Collector):
     """GPU memory held by torch's caching allocator, per CUDA device (nothing without CUDA)."""
 
@@ -182,11 +194,13 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[Any, ...], Any] = {}  # see `_child`
         # Recording takes no lock: a finished call is appended to `_finished` (a deque's append
-        # is atomic) and its calls in flight are a set per transport; `_fold` adds the queue to
+        # is atomic) and its calls in flight are a set per transport; `fold` adds the queue to
         # the prometheus objects (whose updates take their locks) when they are read.
         self._finished: deque[tuple[Any, ...]] = deque()
         self._in_flight: dict[str, set[Call]] = {}
         registry = self.registry
+        # Registered first, so a collection of the registry folds before reading the metrics.
+        registry.register(_Folding(self))
         self.requests = Counter(
             "advantage_requests",
             "Requests finished, by transport (grpc/rest), RPC, estimator or loss, and status code.",
@@ -270,7 +284,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format (content type `CONTENT_TYPE_LATEST`)."""
-        self._fold()
+        self.fold()
         return generate_latest(self.registry)
 
     @contextmanager
@@ -327,11 +341,13 @@ class Metrics:
             (call.transport, call.rpc, call.estimator, code, elapsed, phases, steps)
         )
         if len(self._finished) > FOLD_EVERY:  # nobody scrapes: keep the queue bounded
-            self._fold()
+            self.fold()
 
-    def _fold(self) -> None:
-        """Add the queued calls to the metrics (a scrape does it first; `deque.popleft` is
-        atomic, so two folds at once each take different calls)."""
+    def fold(self) -> None:
+        """Add the queued calls to the prometheus objects. Every read of the registry does it
+        first (`exposition`, or a collection of `registry`); call it before reading one of the
+        metric objects directly. `deque.popleft` is atomic: two folds at once take different
+        calls."""
         while True:
             try:
                 transport, rpc, estimator, code, elapsed, phases, steps = self._finished.popleft()

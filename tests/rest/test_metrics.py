@@ -150,3 +150,15 @@ def test_recording_is_queued_and_counted_exactly_when_read(monkeypatch) -> None:
     )
     decode = 'advantage_decode_duration_seconds_sum{estimator="gae",rpc="ComputeAdvantage"}'
     assert _sample(text, decode) == pytest.approx(25 * 1e-3)
+
+
+def test_a_collection_of_the_registry_sees_every_finished_call() -> None:
+    from prometheus_client import generate_latest
+
+    metrics = Metrics()
+    for _ in range(3):
+        with metrics.track("rest", request=pb.ListModelsRequest()) as call:
+            call.done(pb.ListModelsResponse())
+    text = generate_latest(metrics.registry).decode()  # not through `exposition`
+    ok = 'advantage_requests_total{code="OK",estimator="none",rpc="ListModels",transport="rest"}'
+    assert _sample(text, ok) == 3

@@ -46,6 +46,7 @@ def refusing() -> Iterator[RefusingServer]:
 
 def grpc_requests(server: RunningServer, rpc: str = "ComputeAdvantage") -> float:
     """How many gRPC `rpc` calls `server` answered (its metrics)."""
+    server.server.metrics.fold()  # the finished calls still queued for the metrics
     counter = server.server.metrics.requests
     return sum(
         sample.value
