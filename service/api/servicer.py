@@ -19,6 +19,7 @@ from service.api import handlers
 from service.api.admission import Admission
 from service.api.metrics import Metrics
 from service.errors import InvalidArgument, ServiceError
+from service.models.model import Model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.pb.advantage.v1 import advantage_pb2_grpc as pb_grpc
 from service.runtime import Runtime
@@ -70,9 +71,21 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         """Register this servicer on `server`."""
         pb_grpc.add_AdvantageServiceServicer_to_server(self, server)
 
-    def _inline_claim(self, request: Message | None, nbytes: int) -> Callable[[], None] | None:
-        """Claims for running `request` on the event loop, taken without waiting; None when it
-        must go to the compute pool. Returns the function that gives them back.
+    def _small_model(self, request: Message | None, nbytes: int) -> Model | None:
+        """The model of a small ComputeAdvantage (≤ `inline_max_bytes`), the one kind of request
+        that may run inline; None for any other request or an unknown model (the handler refuses
+        it, on the pool as usual)."""
+        if nbytes > self._inline_max_bytes or not isinstance(request, pb.ComputeAdvantageRequest):
+            return None
+        try:
+            return self._runtime.model(request.model_name)
+        except ServiceError:
+            return None
+
+    def _inline_claim(self, model: Model) -> Callable[[], None] | None:
+        """Claims for running a small request of `model` on the event loop, taken without
+        waiting; None when it must go to the compute pool. Returns the function that gives them
+        back.
 
         A small ComputeAdvantage (≤ `inline_max_bytes`) computes in well under a millisecond:
         the hop to a worker thread and back (a queue, two wake-ups, the GIL passed twice) costs
@@ -83,12 +96,6 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         never holds the loop (measured at start-up, `measure_small_requests`). The lock is
         re-entrant: the handler takes it again.
         """
-        if nbytes > self._inline_max_bytes or not isinstance(request, pb.ComputeAdvantageRequest):
-            return None
-        try:
-            model = self._runtime.model(request.model_name)
-        except ServiceError:
-            return None  # the handler refuses it, on the pool as usual
         # Small in bytes is not enough (a slow network): the model's last small request must
         # have been quick. The start-up measures the largest one (`measure_small_requests`);
         # where it could not, the model's first small request measures on the pool.
@@ -130,14 +137,6 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
                 continue
             self._last_small_s[model.name] = time.perf_counter() - start
 
-    def _model_name(self, requested: str) -> str:
-        """The name of the model a request's `model_name` selects ("" = the default model);
-        `requested` itself when no model has it (the handler refuses the request)."""
-        try:
-            return self._runtime.model(requested).name
-        except ServiceError:
-            return requested
-
     def _timed(self, work: Callable[[], Reply], name: str) -> Callable[[], Reply]:
         """`work`, its duration remembered for `_inline_claim` (a plain dict write: no lock)."""
 
@@ -167,9 +166,10 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         call = CallState.with_timeout(context.time_remaining())
         with self._admission.admit(nbytes, call):
             counted = self._admission.working(lambda: work(call))
-            if nbytes <= self._inline_max_bytes and isinstance(request, pb.ComputeAdvantageRequest):
-                counted = self._timed(counted, self._model_name(request.model_name))
-            release = self._inline_claim(request, nbytes)
+            model = self._small_model(request, nbytes)
+            if model is not None:
+                counted = self._timed(counted, model.name)
+            release = None if model is None else self._inline_claim(model)
             if release is not None:
                 try:
                     return counted()

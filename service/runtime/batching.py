@@ -267,11 +267,7 @@ class Batcher:
             self.taken += 1
         try:
             values, version, _, _ = self._forward(inputs)
-            if values.shape[0] != rows:
-                raise RuntimeError(
-                    f"model {self.model.name!r}: the value network returned {values.shape[0]} "
-                    f"rows for {rows}"
-                )
+            self._check_rows(values, rows)
             self.alone += 1
             return values, version
         finally:
@@ -332,6 +328,14 @@ class Batcher:
             values = model.value(list(inputs))
             return values, version, started, time.perf_counter() - started
 
+    def _check_rows(self, values: torch.Tensor, rows: int) -> None:
+        """A pass must return one value per input row (a network that does not is a bug)."""
+        if values.shape[0] != rows:
+            raise RuntimeError(
+                f"model {self.model.name!r}: the value network returned {values.shape[0]} "
+                f"rows for {rows}"
+            )
+
     def _drop_unwanted(self, batch: list[_Pending]) -> list[_Pending]:
         """The requests whose callers still wait; the others are answered with their error."""
         live = []
@@ -362,11 +366,7 @@ class Batcher:
             ]
         try:
             values, version, started, forward_s = self._forward(inputs)
-            if values.shape[0] != total:
-                raise RuntimeError(
-                    f"model {self.model.name!r}: the value network returned {values.shape[0]} "
-                    f"rows for {total}"
-                )
+            self._check_rows(values, total)
         except Exception as error:
             if len(batch) == 1:
                 batch[0].error = error

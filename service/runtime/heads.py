@@ -18,6 +18,7 @@ from service import distributions
 from service.composite import CompositeDistribution
 from service.dtypes import dtype_name
 from service.errors import ArgumentError, FailedPrecondition, InvalidArgument
+from service.finite import all_finite
 from service.models.manifest import ActionHeadSpec, ActionSpec
 from service.models.model import Model
 from service.runtime.trajectory import Trajectory
@@ -134,7 +135,7 @@ def _check_support(head: ActionHeadSpec, action: torch.Tensor, name: str) -> Non
         if head.distribution == "one_hot_categorical" and bool((action.sum(-1) != 1).any()):
             raise InvalidArgument(f"{name}: expected one-hot rows (exactly one 1 each)")
         return
-    if not bool(torch.isfinite(action).all()):
+    if not all_finite(action):
         raise InvalidArgument(f"{name}: expected finite values")
     if head.distribution == "tanh_normal" and bool(
         ((action < head.low) | (action > head.high)).any()

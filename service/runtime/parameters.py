@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from service.errors import FailedPrecondition, InvalidArgument
+from service.finite import all_finite
 from service.models.model import Model
 from service.runtime.call import CallState
 
@@ -69,7 +70,7 @@ def replace_parameters(
     if not staged:
         raise InvalidArgument("tensors: the stream carried no tensors")
     for name, value in staged.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        if not all_finite(value):
             first = int((~torch.isfinite(value.reshape(-1))).nonzero()[0])
             raise InvalidArgument(
                 f"tensors[{name!r}]: NaN/Inf at flat index {first}; parameters must be finite "
