@@ -10,7 +10,9 @@ by `service.models.export.export_model`: an MLP value network 64 → 256 → 256
 client is `advantage_client` (blocking for part 1, asyncio for part 2). Part 4 drives the server
 and a trivial grpc.aio echo server (a separate process answering each request with its own bytes)
 with the same pre-serialised B=2, T=32 request bytes from one load generator, so the ratio is the
-server's fixed cost against the transport's; part 5 compares batching on and off with that load
+server's fixed cost against the transport's; beside them, the bare handler (the service's handler
+called straight from a grpc.aio method, nothing around it) shows the floor of any servicer in
+Python on grpc.aio; part 5 compares batching on and off with that load
 generator at several concurrencies. Figures and their reading are in the README.
 """
 
@@ -283,14 +285,35 @@ def concurrency(target: str, clients: int, per_client: int) -> dict[str, float]:
 ECHO_METHOD = "/bench.Echo/Echo"
 ADVANTAGE_METHOD = "/advantage.v1.AdvantageService/ComputeAdvantage"
 PHASES = ("decode", "network", "estimator", "encode")  # the response's timing fields
+OURS, BARE, ECHO = "advantage-service", "bare handler on grpc.aio", "grpc.aio echo"
 
 
-def echo_server(port: int) -> None:
-    """A trivial grpc.aio server answering every call with the request's own bytes."""
+def echo_server(port: int, repository: Path | None = None) -> None:
+    """A trivial grpc.aio server answering every call with the request's own bytes; with
+    `repository`, the bare handler instead: it parses each request, runs the service's
+    ComputeAdvantage handler on it inline and serialises the answer, with nothing around it (no
+    admission, metrics, deadline or error mapping): the floor of any servicer on grpc.aio."""
+
+    respond: Callable[[bytes], bytes] = lambda request: request  # noqa: E731
+    if repository is not None:
+        from service.api.handlers import compute_advantage_handler
+        from service.models.loading import load_repository
+        from service.models.registry import ModelRegistry
+        from service.pb.advantage.v1 import advantage_pb2 as pb
+        from service.runtime import Runtime
+
+        torch.set_num_threads(1)  # as the server runs it: cores // workers
+        runtime = Runtime(ModelRegistry(load_repository(repository, torch.device("cpu"))))
+        parse = pb.ComputeAdvantageRequest.FromString
+
+        def respond(request: bytes) -> bytes:
+            return compute_advantage_handler(runtime, parse(request)).SerializeToString()
+
+        respond(small_request_bytes())  # the network's first call, before "ready"
 
     async def serve() -> None:
         async def echo(request: bytes, context: object) -> bytes:
-            return request
+            return respond(request)
 
         handler = grpc.method_handlers_generic_handler(
             "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
@@ -312,9 +335,12 @@ def echo_server(port: int) -> None:
 
 
 @contextlib.contextmanager
-def echo_process() -> Iterator[str]:
+def echo_process(repository: Path | None = None) -> Iterator[str]:
+    """The echo server in a process of its own; with `repository`, the bare handler."""
     port = free_port()
     command = [sys.executable, str(Path(__file__).resolve()), "--echo-server", str(port)]
+    if repository is not None:
+        command += ["--bare-handler", str(repository)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
@@ -393,37 +419,44 @@ def raw_load(target: str, method: str, payload: bytes, clients: int, per_client:
 
 
 def small_calls(repository: Path, clients: int, per_client: int, rounds: int) -> list[dict]:
-    """Ours (with observations: one value-network pass; with client values: no network) and
-    the echo server on each request's bytes, interleaved `rounds` times; the median round of
-    each, and each round's ratio against the echo round next to it."""
+    """Ours (with observations: one value-network pass; with client values: no network), the
+    bare handler and the echo server on each request's bytes, interleaved `rounds` times (the
+    order rotating); the median round of each, and each round's ratio against the echo round
+    next to it."""
     payloads = {"observations": small_request_bytes(), "values": small_request_bytes(values=True)}
     runs: dict[tuple[str, str], list[dict]] = {}
-    with server_process(repository) as target, echo_process() as echo_target:
-        servers = [("advantage-service", target, ADVANTAGE_METHOD),
-                   ("grpc.aio echo", echo_target, ECHO_METHOD)]  # fmt: skip
+    with (
+        server_process(repository) as target,
+        echo_process(repository) as bare_target,
+        echo_process() as echo_target,
+    ):
+        servers = [(OURS, target, ADVANTAGE_METHOD), (BARE, bare_target, ECHO_METHOD),
+                   (ECHO, echo_target, ECHO_METHOD)]  # fmt: skip
         for round_ in range(rounds):
             for request, payload in payloads.items():
-                for server, where, method in servers[:: 1 if round_ % 2 == 0 else -1]:
+                shift = round_ % len(servers)
+                for server, where, method in servers[shift:] + servers[:shift]:
                     result = raw_load(where, method, payload, clients, per_client)
                     runs.setdefault((request, server), []).append(result)
 
     rows = []
     for request, payload in payloads.items():
-        ours, echo = runs[request, "advantage-service"], runs[request, "grpc.aio echo"]
-        per_round = " ".join(
-            f"{a['calls_per_s'] / b['calls_per_s']:.2f}" for a, b in zip(ours, echo, strict=True)
-        )
+        echo = runs[request, ECHO]
         medians = {
-            server: sorted(results, key=lambda r: r["calls_per_s"])[len(results) // 2]
-            for server, results in (("advantage-service", ours), ("grpc.aio echo", echo))
+            server: sorted(runs[request, server], key=lambda r: r["calls_per_s"])[rounds // 2]
+            for server in (OURS, BARE, ECHO)
         }
         for server, median in medians.items():
+            per_round = " ".join(
+                f"{a['calls_per_s'] / b['calls_per_s']:.2f}"
+                for a, b in zip(runs[request, server], echo, strict=True)
+            )
             rows.append(
                 {"request": request, "server": server, "bytes": len(payload)}
                 | median
                 | {
-                    "vs_echo": median["calls_per_s"] / medians["grpc.aio echo"]["calls_per_s"],
-                    "vs_echo per round": per_round if server == "advantage-service" else "",
+                    "vs_echo": median["calls_per_s"] / medians[ECHO]["calls_per_s"],
+                    "vs_echo per round": per_round if server != ECHO else "",
                 }
             )
     return rows
@@ -658,9 +691,10 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="only parts 4, 5 and 6")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of parts 4-6")
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-handler", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
-        echo_server(args.echo_server)
+        echo_server(args.echo_server, args.bare_handler)
         return
     torch.set_num_threads(os.cpu_count() or 1)
     shapes = [(64, 128)] if args.quick else [(64, 128), (256, 256)]

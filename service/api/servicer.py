@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
@@ -17,6 +16,7 @@ from google.protobuf.message import Message
 
 from service.api import handlers
 from service.api.admission import Admission
+from service.api.inline import InlinePolicy, SmallRun, measured
 from service.api.metrics import Metrics
 from service.errors import InvalidArgument, ServiceError
 from service.models.model import Model
@@ -30,9 +30,6 @@ from service.wire.parameters import collect_parameter_stream
 from service.wire.requests import min_version
 
 log = logging.getLogger(__name__)
-#: A small ComputeAdvantage runs on the event loop only when its model's last one took at most
-#: this long: the loop may be held that long, and a slow network never holds it.
-INLINE_MAX_S = 0.005
 Reply = TypeVar("Reply")
 #: The full name of the service, for health and reflection.
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AdvantageService"].full_name
@@ -63,9 +60,9 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         self._metrics = metrics
         self._admission = admission
         # ComputeAdvantage requests up to this size may run on the event loop (`_inline_claim`),
-        # when the model's last such request took at most INLINE_MAX_S.
+        # when the model's last such request was quick (`service.api.inline`).
         self._inline_max_bytes = inline_max_bytes
-        self._last_small_s: dict[str, float] = {}  # model name → its last small one's seconds
+        self.inline = InlinePolicy()
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register this servicer on `server`."""
@@ -92,14 +89,14 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         as much as the work. It runs inline only when that can never block the loop: nobody
         holds the model's lock now (an update in progress), and, when the model batches, its
         batcher is idle and claimed for this request (`Batcher.try_claim`), so the pass runs at
-        once; and the model's last small request took at most INLINE_MAX_S, so a slow network
-        never holds the loop (measured at start-up, `measure_small_requests`). The lock is
+        once; and the model's last small request was quick, so a slow network never holds the
+        loop (`service.api.inline`; measured at start-up, `measure_small_requests`). The lock is
         re-entrant: the handler takes it again.
         """
         # Small in bytes is not enough (a slow network): the model's last small request must
         # have been quick. The start-up measures the largest one (`measure_small_requests`);
         # where it could not, the model's first small request measures on the pool.
-        if self._last_small_s.get(model.name, INLINE_MAX_S + 1) > INLINE_MAX_S:
+        if not self.inline.allows(model.name):
             return None
         if not model.lock.acquire(blocking=False):
             return None
@@ -121,33 +118,23 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         most observation rows `inline_max_bytes` can carry) through the handler, once, on the
         idle server at start-up, as if it had been served: small requests may then run inline
         from the first one. Without it the first requests all went to the pool, where waits for
-        the GIL behind each other made every measurement exceed INLINE_MAX_S, and on a busy
-        server they stayed there (about a thousand requests with 32 callers)."""
+        the GIL behind each other made every measurement slow, and on a busy server they stayed
+        there (about a thousand requests with 32 callers)."""
         for model in self._runtime.registry:
             request = largest_small_request(model, self._inline_max_bytes)
             if request is None:
                 continue
-            start = time.perf_counter()
+            runs: list[SmallRun] = []
+            work = partial(handlers.compute_advantage_handler, self._runtime, request)
             try:
-                handlers.compute_advantage_handler(self._runtime, request)
+                measured(work, runs.append, pooled=False)()
             except Exception as error:  # a measurement never stops a start
                 # Not readable yet (a replica), or a network that refuses zeros: the model's
                 # first small request measures on the pool instead.
                 log.info("model %r: small requests measured when served (%s)", model.name, error)
                 continue
-            self._last_small_s[model.name] = time.perf_counter() - start
-
-    def _timed(self, work: Callable[[], Reply], name: str) -> Callable[[], Reply]:
-        """`work`, its duration remembered for `_inline_claim` (a plain dict write: no lock)."""
-
-        def timed() -> Reply:
-            start = time.perf_counter()
-            try:
-                return work()
-            finally:
-                self._last_small_s[name] = time.perf_counter() - start
-
-        return timed
+            # As if tried inline now: a model slow here waits INLINE_RETRY_S for a retry.
+            self.inline.record(model.name, runs[0], tried_inline=True)
 
     async def _admitted(
         self,
@@ -167,14 +154,14 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         with self._admission.admit(nbytes, call):
             counted = self._admission.working(lambda: work(call))
             model = self._small_model(request, nbytes)
-            if model is not None:
-                counted = self._timed(counted, model.name)
             release = None if model is None else self._inline_claim(model)
-            if release is not None:
+            if model is not None and release is not None:
                 try:
-                    return counted()
+                    return self.inline.timed(counted, model.name, pooled=False)()
                 finally:
                     release()
+            if model is not None:
+                counted = self.inline.timed(counted, model.name, pooled=True)
             try:
                 return await asyncio.get_running_loop().run_in_executor(self._executor, counted)
             except asyncio.CancelledError:

@@ -11,7 +11,7 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from torch import nn
 
-from service.api import servicer
+from service.api import inline
 from service.models.demo import demo_model
 from service.pb.advantage.v1 import advantage_pb2 as pb
 from service.settings import Settings
@@ -36,7 +36,7 @@ class _ThreadNames(nn.Module):
 def quick_enough(monkeypatch):
     """The tests below are about where a request runs, not about this machine's speed: any
     measured duration below a minute counts as quick (the slow-model test sets its own)."""
-    monkeypatch.setattr(servicer, "INLINE_MAX_S", 60.0)
+    monkeypatch.setattr(inline, "INLINE_MAX_S", 60.0)
 
 
 def _model():
@@ -130,7 +130,8 @@ class _Slow(nn.Module):
 
 
 def test_a_slow_model_never_holds_the_event_loop(monkeypatch) -> None:
-    monkeypatch.setattr(servicer, "INLINE_MAX_S", 0.005)
+    monkeypatch.setattr(inline, "INLINE_MAX_S", 0.005)
+    monkeypatch.setattr(inline, "INLINE_RETRY_S", 3600.0)  # no retry within this test
     model = demo_model(torch.device("cpu"))
     slow = _Slow(model.value_network)
     model.value_network = slow
@@ -141,6 +142,76 @@ def test_a_slow_model_never_holds_the_event_loop(monkeypatch) -> None:
     assert len(slow.threads) == 3 and all(name.startswith("compute") for name in slow.threads)
 
 
+class _StalledOffTheLoop(nn.Module):
+    """The wrapped value network, stalled 50 ms (waiting, not computing) on every pass off the
+    event loop: as on a busy server, where a pass on a worker waits for the GIL and the cores
+    and one on the event loop does not."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.threads: list[str] = []
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        name = threading.current_thread().name
+        self.threads.append(name)
+        if name.startswith(("compute", "batcher")):
+            time.sleep(0.05)
+        return self.inner(observation)
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_a_model_slow_on_the_pool_but_not_by_its_work_is_tried_inline_again(
+    monkeypatch, batching
+) -> None:
+    # Measured on the pool, every request exceeds INLINE_MAX_S by its waits alone; without the
+    # retry the model would stay on the pool for good.
+    monkeypatch.setattr(inline, "INLINE_MAX_S", 0.005)
+    monkeypatch.setattr(inline, "INLINE_RETRY_S", 0.0)
+    model = demo_model(torch.device("cpu"))
+    stalled = _StalledOffTheLoop(model.value_network)
+    model.value_network = stalled
+    with running_server(Settings(rest_port=0, batching=batching), {"demo": model}) as server:
+        assert not server.server.servicer.inline.last["demo"].quick  # measured on a worker
+        stalled.threads.clear()  # the warm-up's and the start-up measurement's passes
+        for _ in range(6):
+            stub(server.target).ComputeAdvantage(_request(), timeout=60)
+    on_pool = [name.startswith(("compute", "batcher")) for name in stalled.threads]
+    # The first goes to the pool (its work there may take a new thread's set-up, more than
+    # INLINE_MAX_S of CPU time, so it can take one more); a retry inline is quick, and the
+    # model stays inline.
+    assert len(on_pool) == 6 and on_pool[0] and not any(on_pool[3:]), stalled.threads
+
+
+class _Busy(nn.Module):
+    """The wrapped value network computing for 20 ms of its thread's CPU time per pass."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.threads: list[str] = []
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        self.threads.append(threading.current_thread().name)
+        start = time.thread_time()
+        while time.thread_time() - start < 0.02:
+            pass
+        return self.inner(observation)
+
+
+def test_a_model_slow_by_its_own_work_is_never_tried_inline(monkeypatch) -> None:
+    monkeypatch.setattr(inline, "INLINE_MAX_S", 0.005)
+    monkeypatch.setattr(inline, "INLINE_RETRY_S", 0.0)  # a retry whenever one is allowed
+    model = demo_model(torch.device("cpu"))
+    busy = _Busy(model.value_network)
+    model.value_network = busy
+    with running_server(Settings(rest_port=0), {"demo": model}) as server:
+        busy.threads.clear()
+        for _ in range(3):
+            stub(server.target).ComputeAdvantage(_request(), timeout=60)
+    assert len(busy.threads) == 3 and all(name.startswith("compute") for name in busy.threads)
+
+
 @pytest.mark.parametrize("batching", [False, True])
 def test_the_first_small_request_runs_inline(batching) -> None:
     # The server measured the model's largest small request while it started, so the first
@@ -148,8 +219,8 @@ def test_the_first_small_request_runs_inline(batching) -> None:
     # for the GIL kept every measurement over INLINE_MAX_S).
     model, recorder = _model()
     with running_server(Settings(rest_port=0, batching=batching), {"demo": model}) as server:
-        measured = server.server.servicer._last_small_s
-        assert set(measured) == {"demo"} and 0 < measured["demo"] < 60
+        measured = server.server.servicer.inline.last
+        assert set(measured) == {"demo"} and 0 < measured["demo"].wall_s < 60
         recorder.threads.clear()  # the warm-up's and the measurement's passes
         stub(server.target).ComputeAdvantage(_request(), timeout=60)
         stats = server.server.batchers[0].stats() if batching else None
@@ -189,6 +260,6 @@ def test_a_model_failing_the_start_up_measurement_is_still_served() -> None:
     model = demo_model(torch.device("cpu"))
     model.value_network = _RefusesZeros(model.value_network)
     with running_server(Settings(rest_port=0), {"demo": model}) as server:
-        assert "demo" not in server.server.servicer._last_small_s  # measured when served
+        assert "demo" not in server.server.servicer.inline.last  # measured when served
         reply = stub(server.target).ComputeAdvantage(_request(), timeout=60)
     assert tuple(reply.advantage.shape) == (2, 32)
