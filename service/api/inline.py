@@ -11,7 +11,9 @@ A run is quick when that is at most INLINE_MAX_S:
 - a network that waits without computing (a sleep, a device) holds the loop for its wait;
 - a network that computes longer than INLINE_MAX_S is slow wherever it runs.
 
-On the pool a run also waits for the GIL (held by the event loop and the other workers), so on a
+A model runs inline while fewer than two of its last three runs there were slow, so a single
+slow run (a garbage collection) does not send it to the pool. On the pool a run also waits for
+the GIL (held by the event loop and the other workers), so on a
 busy server every pooled measurement was slow and a quick model stayed on the pool for good. A
 model whose pooled run was slow although its CPU time was within INLINE_MAX_S is tried inline
 again, at most once per INLINE_RETRY_S: a network that waits without computing holds the loop at
@@ -24,6 +26,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -34,6 +37,8 @@ INLINE_MAX_S = 0.005
 #: A model whose last small request was slow on the pool only by its waits is tried inline again
 #: at most this often.
 INLINE_RETRY_S = 1.0
+#: How many of a model's last runs on the event loop decide whether the next runs there.
+INLINE_WINDOW = 3
 Result = TypeVar("Result")
 _SCHEDSTAT = "/proc/thread-self/schedstat"  # ns on a CPU, ns waiting on a run queue, slices
 
@@ -110,38 +115,66 @@ def measured(
     return run
 
 
-class InlinePolicy:
-    """Each model's last small run, and its retries inline. Written by the event loop and the
-    workers as plain dict writes (atomic under the GIL, no lock), read on the event loop."""
+class _ModelRuns:
+    """One model's recent small runs: the last few on the event loop, the last on the pool, and
+    when it was last tried inline."""
+
+    __slots__ = ("inline", "pooled", "tried_at")
 
     def __init__(self) -> None:
-        self.last: dict[str, SmallRun] = {}  # model name → its last small request's run
-        self._tried_inline_at: dict[str, float] = {}  # model name → time.monotonic()
+        self.inline: deque[SmallRun] = deque(maxlen=INLINE_WINDOW)
+        self.pooled: SmallRun | None = None
+        self.tried_at = -math.inf
+
+
+class InlinePolicy:
+    """Each model's recent small runs, and its retries inline. Written by the event loop and
+    the workers (appends and attribute writes, atomic under the GIL: no lock), read on the
+    event loop."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, SmallRun] = {}  # model name → its last small run, wherever it ran
+        self._runs: dict[str, _ModelRuns] = {}
 
     def allows(self, name: str) -> bool:
         """Whether a small request of model `name` may run on the event loop now (only
         `_inline_claim`'s other conditions left). Call it on the event loop: a retry it grants
-        is counted at once."""
-        last = self.last.get(name)
-        if last is None:  # never measured: the pool measures it
+        is counted at once.
+
+        Inline while fewer than two of its last INLINE_WINDOW runs on the loop were slow (one
+        alone if that is all there is): a single slow run (a garbage collection, a burst of
+        other work) does not send a quick model to the pool. Otherwise the retry rule of the
+        module docstring."""
+        runs = self._runs.get(name)
+        if runs is None:  # never measured: the pool measures it
             return False
-        if last.quick:
+        recent = runs.inline
+        if recent and sum(not run.quick for run in recent) < min(2, len(recent)):
             return True
-        if not last.pooled or last.cpu_s > INLINE_MAX_S:
+        pooled = runs.pooled
+        if pooled is None or pooled.cpu_s > INLINE_MAX_S:
             return False
         now = time.monotonic()
-        if now - self._tried_inline_at.get(name, -math.inf) < INLINE_RETRY_S:
+        if now - runs.tried_at < INLINE_RETRY_S:
             return False
-        self._tried_inline_at[name] = now
+        runs.tried_at = now
+        recent.clear()  # the retry alone decides what comes next
         return True
 
     def timed(self, work: Callable[[], Result], name: str, pooled: bool) -> Callable[[], Result]:
-        """`work`, its run remembered as model `name`'s last small one."""
+        """`work`, its run remembered as one of model `name`'s small runs."""
         return measured(work, lambda run: self.record(name, run), pooled)
 
     def record(self, name: str, run: SmallRun, tried_inline: bool = False) -> None:
-        """Remember `run` as model `name`'s last small one; `tried_inline`: it counts as a try
-        on the event loop (the start-up measurement), so a slow model waits INLINE_RETRY_S."""
-        self.last[name] = run
+        """Remember `run`, a small run of model `name`; `tried_inline`: it counts as a try on
+        the event loop (the start-up measurement), so a slow model waits INLINE_RETRY_S."""
+        runs = self._runs.get(name)
+        if runs is None:
+            runs = self._runs[name] = _ModelRuns()
+        if run.pooled:
+            runs.pooled = run
+        else:
+            runs.inline.append(run)
         if tried_inline:
-            self._tried_inline_at[name] = time.monotonic()
+            runs.tried_at = time.monotonic()
+        self.last[name] = run

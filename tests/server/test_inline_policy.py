@@ -40,6 +40,33 @@ def test_a_quick_run_allows_inline_wherever_it_ran() -> None:
         assert policy.allows("m") and policy.allows("m")
 
 
+def test_one_slow_run_on_the_loop_among_quick_ones_keeps_the_model_inline_two_do_not(
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr(inline, "INLINE_RETRY_S", 3600.0)
+    policy = InlinePolicy()
+    policy.record("m", _run(1, 1, pooled=False))
+    policy.record("m", _run(7, 7, pooled=False))  # a garbage collection, say
+    assert policy.allows("m")
+    policy.record("m", _run(1, 1, pooled=False))
+    policy.record("m", _run(1, 1, pooled=False))
+    policy.record("m", _run(7, 7, pooled=False))
+    assert policy.allows("m")  # the first slow run has left the window of three
+    policy.record("m", _run(8, 8, pooled=False))
+    assert not policy.allows("m")  # two of the last three
+
+
+def test_a_quick_retry_brings_the_model_back_at_once(monkeypatch) -> None:
+    monkeypatch.setattr(inline, "INLINE_RETRY_S", 0.0)
+    policy = InlinePolicy()
+    for _ in range(3):
+        policy.record("m", _run(9, 3, pooled=False))
+    policy.record("m", _run(60, 2, pooled=True))
+    assert policy.allows("m")  # the retry
+    policy.record("m", _run(1, 1, pooled=False))  # quick: the slow runs before it are forgotten
+    assert policy.allows("m")
+
+
 def test_a_run_slow_inline_is_not_retried_until_one_runs_on_the_pool(monkeypatch) -> None:
     monkeypatch.setattr(inline, "INLINE_RETRY_S", 0.0)
     policy = InlinePolicy()
