@@ -8,7 +8,6 @@ DEADLINE_EXCEEDED / CANCELLED, leaving the model unchanged.
 
 from __future__ import annotations
 
-import threading
 import time
 
 from service.errors import Cancelled, DeadlineExceeded
@@ -19,7 +18,9 @@ class CallState:
 
     def __init__(self, deadline: float | None = None) -> None:
         self.deadline = deadline
-        self._cancelled = threading.Event()
+        # A flag, not a threading.Event: nothing waits on it (workers poll it at checkpoints),
+        # and an Event (a Condition and a lock) per call cost ~10 µs on the small-call path.
+        self._cancelled = False
 
     @classmethod
     def with_timeout(cls, seconds: float | None) -> CallState:
@@ -28,12 +29,12 @@ class CallState:
 
     def cancel(self) -> None:
         """The caller gave up (or the server is shutting down)."""
-        self._cancelled.set()
+        self._cancelled = True
 
     @property
     def cancelled(self) -> bool:
         """Whether `cancel()` was called."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     @property
     def expired(self) -> bool:
