@@ -130,8 +130,9 @@ class Settings(BaseSettings):
         ge=0,
         description="ComputeAdvantage requests up to this size (KiB) run on the event loop, "
         "without a hop to the compute pool, when nobody holds their model's lock, its batcher (if "
-        "any) is idle and its last such request (the first: the largest such request, measured "
-        "at start) took at most 5 ms; 0 = every request on the pool",
+        "any) is idle and its recent such requests held their thread at most 5 ms, time spent "
+        "preempted not counted (the first: the largest such request, measured at start); 0 = "
+        "every request on the pool",
     )
     reuse_port: bool = Field(
         False,
