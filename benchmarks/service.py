@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -526,10 +527,15 @@ def batching_on_off(
     """Throughput with batching off and on (delay 0) at each concurrency, rounds interleaved."""
     payload = small_request_bytes()
     settings = {"off": ["--no-batching"], "on": ["--batching", "--max-queue-delay-us", "0"]}
+    rest_ports = {name: free_port() for name in settings}  # for /metrics
     results: dict[tuple[str, int], list[dict]] = {}
     with contextlib.ExitStack() as stack:
-        targets = {name: stack.enter_context(server_process(repository, *extra))
-                   for name, extra in settings.items()}  # fmt: skip
+        targets = {
+            name: stack.enter_context(
+                server_process(repository, *extra, "--rest-port", str(rest_ports[name]))
+            )
+            for name, extra in settings.items()
+        }
         for round_ in range(rounds):
             for clients in concurrencies:
                 # Alternate which server goes first, so that neither always runs second.
@@ -537,6 +543,7 @@ def batching_on_off(
                 for name, target in order:
                     result = raw_load(target, ADVANTAGE_METHOD, payload, clients, per_client)
                     results.setdefault((name, clients), []).append(result)
+        ran_on = {name: small_requests_ran_on(port) for name, port in rest_ports.items()}
     rows = []
     for clients in concurrencies:
         row: dict[str, object] = {"clients": clients}
@@ -551,7 +558,22 @@ def batching_on_off(
             )
         row["on/off"] = row["on_calls_per_s"] / row["off_calls_per_s"]  # type: ignore[operator]
         rows.append(row)
+    for name, counts in ran_on.items():
+        rows[-1][f"{name}: small requests by where they ran"] = counts
     return rows
+
+
+def small_requests_ran_on(rest_port: int) -> str:
+    """The server's `advantage_small_requests_total` from its /metrics, "where: count" pairs."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/metrics", timeout=30) as reply:
+        text = reply.read().decode()
+    counts = []
+    for line in text.splitlines():
+        if line.startswith("advantage_small_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            where = labels.split('ran_on="', 1)[1].split('"', 1)[0]
+            counts.append(f"{where}: {float(value):.0f}")
+    return ", ".join(counts) or "none"
 
 
 # -- 3. bytes on the wire ----------------------------------------------------------------------
@@ -681,6 +703,9 @@ def small_parts(repository: Path, args: argparse.Namespace) -> None:
              "off_p99_ms", "on_p99_ms"],
         )
     )  # fmt: skip
+    for name in ("off", "on"):  # counted by the server over every round (warm-ups included)
+        key = f"{name}: small requests by where they ran"
+        print(f"batching {name}: small requests by where they ran: {rows[-1][key]}")
 
 
 def main() -> None:

@@ -116,6 +116,7 @@ class AdvantageServer:
             inline_max_bytes=int(settings.inline_max_kb * 1024),
         )
         servicer.add_to_server(self.grpc)
+        self.metrics.watch_small_requests(servicer.inline.counts)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(

@@ -135,6 +135,10 @@ class InlinePolicy:
     def __init__(self) -> None:
         self.last: dict[str, SmallRun] = {}  # model name → its last small run, wherever it ran
         self._runs: dict[str, _ModelRuns] = {}
+        # (model name, "event_loop" | "pool") → small requests served there (`counts`); the
+        # start-up measurement is not one. Workers count concurrently: under a lock.
+        self._served: dict[tuple[str, str], int] = {}
+        self._served_lock = threading.Lock()
 
     def allows(self, name: str) -> bool:
         """Whether a small request of model `name` may run on the event loop now (only
@@ -177,4 +181,13 @@ class InlinePolicy:
             runs.inline.append(run)
         if tried_inline:
             runs.tried_at = time.monotonic()
+        else:
+            key = (name, "pool" if run.pooled else "event_loop")
+            with self._served_lock:
+                self._served[key] = self._served.get(key, 0) + 1
         self.last[name] = run
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Small requests served so far by (model name, "event_loop" | "pool")."""
+        with self._served_lock:
+            return dict(self._served)

@@ -21,7 +21,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -166,6 +166,25 @@ class _ReplicaCollector(Collector):
         return [connected, behind, since, syncs]
 
 
+class _SmallRequestCollector(Collector):
+    """Small ComputeAdvantage requests by where they ran (`service.api.inline`), read at each
+    scrape."""
+
+    def __init__(self, counts: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        served = CounterMetricFamily(
+            "advantage_small_requests",
+            "Small ComputeAdvantage requests (up to --inline-max-kb) by model and where they "
+            "ran: event_loop (inline, no thread hop) or pool (a compute thread).",
+            labels=["model", "ran_on"],
+        )
+        for (model, ran_on), count in sorted(self._counts().items()):
+            served.add_metric([model, ran_on], count)
+        return [served]
+
+
 class Call:
     """One request being tracked; see `Metrics.track`."""
 
@@ -281,6 +300,11 @@ class Metrics:
         delay = self._child(self.batch_queue_delay, record.model)
         for seconds in record.queue_delays_s:
             delay.observe(seconds)
+
+    def watch_small_requests(self, counts: Callable[[], dict[tuple[str, str], int]]) -> None:
+        """Expose `counts()` (small requests by model and where they ran: the servicer's
+        `InlinePolicy.counts`) as `advantage_small_requests_total`."""
+        self.registry.register(_SmallRequestCollector(counts))
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format (content type `CONTENT_TYPE_LATEST`)."""

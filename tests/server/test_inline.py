@@ -263,3 +263,33 @@ def test_a_model_failing_the_start_up_measurement_is_still_served() -> None:
         assert "demo" not in server.server.servicer.inline.last  # measured when served
         reply = stub(server.target).ComputeAdvantage(_request(), timeout=60)
     assert tuple(reply.advantage.shape) == (2, 32)
+
+
+def _served(server, ran_on: str) -> float:
+    """`advantage_small_requests_total` for the demo model, as a scrape reads it."""
+    registry = server.server.metrics.registry
+    value = registry.get_sample_value(
+        "advantage_small_requests_total", {"model": "demo", "ran_on": ran_on}
+    )
+    return 0.0 if value is None else value
+
+
+def test_small_requests_are_counted_by_where_they_ran() -> None:
+    model, _ = _model()
+    with running_server(Settings(rest_port=0), {"demo": model}) as server:
+        assert (_served(server, "event_loop"), _served(server, "pool")) == (0, 0)  # start-up
+        for _ in range(3):
+            stub(server.target).ComputeAdvantage(_request(), timeout=60)
+        large = _request(batch=64, steps=128, seed=1)  # not a small request: not counted
+        stub(server.target).ComputeAdvantage(large, timeout=60)
+        assert (_served(server, "event_loop"), _served(server, "pool")) == (3, 0)
+
+
+def test_small_requests_sent_to_the_pool_are_counted_there(monkeypatch) -> None:
+    monkeypatch.setattr(inline, "INLINE_MAX_S", 1e-9)  # every run is slow
+    monkeypatch.setattr(inline, "INLINE_RETRY_S", 3600.0)
+    model, _ = _model()
+    with running_server(Settings(rest_port=0), {"demo": model}) as server:
+        for _ in range(2):
+            stub(server.target).ComputeAdvantage(_request(), timeout=60)
+        assert (_served(server, "event_loop"), _served(server, "pool")) == (0, 2)
