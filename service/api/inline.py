@@ -1,4 +1,4 @@
-"""When a small ComputeAdvantage may run on the event loop: how quick its model's last one was.
+"""When a small ComputeAdvantage may run on the event loop: how quick its model's recent ones were.
 
 The loop may be held for at most INLINE_MAX_S by one request. A request is measured on the
 thread that runs it: its wall-clock time, and the part of it the thread spent preempted (ready
@@ -13,11 +13,10 @@ A run is quick when that is at most INLINE_MAX_S:
 
 A model runs inline while fewer than two of its last three runs there were slow, so a single
 slow run (a garbage collection) does not send it to the pool. On the pool a run also waits for
-the GIL (held by the event loop and the other workers), so on a
-busy server every pooled measurement was slow and a quick model stayed on the pool for good. A
-model whose pooled run was slow although its CPU time was within INLINE_MAX_S is tried inline
-again, at most once per INLINE_RETRY_S: a network that waits without computing holds the loop at
-most that often.
+the GIL (held by the event loop and the other workers), so on a busy server every pooled
+measurement was slow and a quick model stayed on the pool for good. A model whose pooled run
+was slow although its CPU time was within INLINE_MAX_S is tried inline again, at most once per
+INLINE_RETRY_S: a network that waits without computing holds the loop at most that often.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-#: A small ComputeAdvantage runs on the event loop only when its model's last one was quick
+#: A small ComputeAdvantage runs on the event loop only when its model's recent ones were quick
 #: (see the module docstring): the loop may be held that long, and a slow network never holds it.
 INLINE_MAX_S = 0.005
 #: A model whose last small request was slow on the pool only by its waits is tried inline again
@@ -129,8 +128,8 @@ class _ModelRuns:
 
 class InlinePolicy:
     """Each model's recent small runs, and its retries inline. Written by the event loop and
-    the workers (appends and attribute writes, atomic under the GIL: no lock), read on the
-    event loop."""
+    the workers (appends and attribute writes, atomic under the GIL: no lock; the counts of
+    `counts` under one), read on the event loop."""
 
     def __init__(self) -> None:
         self.last: dict[str, SmallRun] = {}  # model name → its last small run, wherever it ran

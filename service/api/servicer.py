@@ -60,7 +60,7 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         self._metrics = metrics
         self._admission = admission
         # ComputeAdvantage requests up to this size may run on the event loop (`_inline_claim`),
-        # when the model's last such request was quick (`service.api.inline`).
+        # when the model's recent such requests were quick (`service.api.inline`).
         self._inline_max_bytes = inline_max_bytes
         self.inline = InlinePolicy()
 
@@ -89,11 +89,11 @@ class AdvantageServicer(pb_grpc.AdvantageServiceServicer):
         as much as the work. It runs inline only when that can never block the loop: nobody
         holds the model's lock now (an update in progress), and, when the model batches, its
         batcher is idle and claimed for this request (`Batcher.try_claim`), so the pass runs at
-        once; and the model's last small request was quick, so a slow network never holds the
-        loop (`service.api.inline`; measured at start-up, `measure_small_requests`). The lock is
+        once; and the model's recent small requests were quick, so a slow network never holds
+        the loop (`service.api.inline`; measured at start-up, `measure_small_requests`). The lock is
         re-entrant: the handler takes it again.
         """
-        # Small in bytes is not enough (a slow network): the model's last small request must
+        # Small in bytes is not enough (a slow network): the model's recent small requests must
         # have been quick. The start-up measures the largest one (`measure_small_requests`);
         # where it could not, the model's first small request measures on the pool.
         if not self.inline.allows(model.name):
