@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 import pytest
@@ -20,16 +21,39 @@ from tests.support.wire import array, full_trajectory, random_batch, stub
 
 
 class _ThreadNames(nn.Module):
-    """The wrapped value network, remembering which thread ran each pass."""
+    """The wrapped value network, remembering which thread ran each pass; `before(thread name)`
+    runs first on each pass (a stall, some computing)."""
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __init__(self, inner: nn.Module, before: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.inner = inner
+        self.before = before
         self.threads: list[str] = []
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        self.threads.append(threading.current_thread().name)
+        name = threading.current_thread().name
+        self.threads.append(name)
+        if self.before is not None:
+            self.before(name)
         return self.inner(observation)
+
+
+def _sleep_50_ms(thread: str) -> None:
+    time.sleep(0.05)
+
+
+def _stall_off_the_loop(thread: str) -> None:
+    """50 ms of waiting (not computing) on a worker, none on the event loop: as on a busy
+    server, where a pass on a worker waits for the GIL and the cores."""
+    if thread.startswith(("compute", "batcher")):
+        time.sleep(0.05)
+
+
+def _compute_20_ms(thread: str) -> None:
+    """20 ms of the thread's own CPU time."""
+    start = time.thread_time()
+    while time.thread_time() - start < 0.02:
+        pass
 
 
 @pytest.fixture(autouse=True)
@@ -115,49 +139,17 @@ def test_with_batching_an_idle_batcher_is_claimed_and_the_request_runs_inline() 
         assert torch.equal(array(getattr(batched, field)), array(getattr(pooled, field))), field
 
 
-class _Slow(nn.Module):
-    """The wrapped value network, 50 ms per pass, remembering its threads."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.threads: list[str] = []
-
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        self.threads.append(threading.current_thread().name)
-        time.sleep(0.05)
-        return self.inner(observation)
-
-
 def test_a_slow_model_never_holds_the_event_loop(monkeypatch) -> None:
     monkeypatch.setattr(inline, "INLINE_MAX_S", 0.005)
     monkeypatch.setattr(inline, "INLINE_RETRY_S", 3600.0)  # no retry within this test
     model = demo_model(torch.device("cpu"))
-    slow = _Slow(model.value_network)
+    slow = _ThreadNames(model.value_network, _sleep_50_ms)
     model.value_network = slow
     with running_server(Settings(rest_port=0), {"demo": model}) as server:
         slow.threads.clear()
         for _ in range(3):  # small in bytes, but each took longer than INLINE_MAX_S
             stub(server.target).ComputeAdvantage(_request(), timeout=60)
     assert len(slow.threads) == 3 and all(name.startswith("compute") for name in slow.threads)
-
-
-class _StalledOffTheLoop(nn.Module):
-    """The wrapped value network, stalled 50 ms (waiting, not computing) on every pass off the
-    event loop: as on a busy server, where a pass on a worker waits for the GIL and the cores
-    and one on the event loop does not."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.threads: list[str] = []
-
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        name = threading.current_thread().name
-        self.threads.append(name)
-        if name.startswith(("compute", "batcher")):
-            time.sleep(0.05)
-        return self.inner(observation)
 
 
 @pytest.mark.parametrize("batching", [False, True])
@@ -170,7 +162,7 @@ def test_a_model_slow_on_the_pool_but_not_by_its_work_is_tried_inline_again(
     monkeypatch.setattr(inline, "INLINE_MAX_S", 0.02)
     monkeypatch.setattr(inline, "INLINE_RETRY_S", 0.0)
     model = demo_model(torch.device("cpu"))
-    stalled = _StalledOffTheLoop(model.value_network)
+    stalled = _ThreadNames(model.value_network, _stall_off_the_loop)
     model.value_network = stalled
     with running_server(Settings(rest_port=0, batching=batching), {"demo": model}) as server:
         assert not server.server.servicer.inline.last["demo"].quick  # measured on a worker
@@ -184,27 +176,11 @@ def test_a_model_slow_on_the_pool_but_not_by_its_work_is_tried_inline_again(
     assert len(on_pool) == 6 and on_pool[0] and not any(on_pool[3:]), stalled.threads
 
 
-class _Busy(nn.Module):
-    """The wrapped value network computing for 20 ms of its thread's CPU time per pass."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.threads: list[str] = []
-
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        self.threads.append(threading.current_thread().name)
-        start = time.thread_time()
-        while time.thread_time() - start < 0.02:
-            pass
-        return self.inner(observation)
-
-
 def test_a_model_slow_by_its_own_work_is_never_tried_inline(monkeypatch) -> None:
     monkeypatch.setattr(inline, "INLINE_MAX_S", 0.005)
     monkeypatch.setattr(inline, "INLINE_RETRY_S", 0.0)  # a retry whenever one is allowed
     model = demo_model(torch.device("cpu"))
-    busy = _Busy(model.value_network)
+    busy = _ThreadNames(model.value_network, _compute_20_ms)
     model.value_network = busy
     with running_server(Settings(rest_port=0), {"demo": model}) as server:
         busy.threads.clear()
