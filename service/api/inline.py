@@ -48,10 +48,13 @@ class _ThreadClock:
     so the wall clock decides as it did before."""
 
     def __init__(self) -> None:
+        self._fd: int | None = None
         try:
-            self._fd: int | None = os.open(_SCHEDSTAT, os.O_RDONLY)
+            self._fd = os.open(_SCHEDSTAT, os.O_RDONLY)
             self.read()
         except (OSError, ValueError, IndexError):
+            if self._fd is not None:  # opened but unreadable: close it, use the fallback
+                os.close(self._fd)
             self._fd = None
 
     def read(self) -> tuple[float, float]:
